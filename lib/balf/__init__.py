@@ -1,3 +1,59 @@
-"""balf: Budgeted Activation-aware Low-rank Factorization (arXiv:2509.25136)."""
+"""balf: Budgeted Activation-aware Low-rank Factorization (arXiv:2509.25136).
+
+Compress a trained network without fine-tuning::
+
+    import balf
+    small, report = balf.compress(model, calib_loader, balf.BALFConfig(ratio=0.5))
+    print(report.model_flops_ratio)
+"""
 
 __version__ = "0.1.0"
+
+from .api import Compressor, compress
+from .cache import Cache
+from .config import (
+    MODES,
+    BALFConfig,
+    CompressionConfig,
+    EnergyConfig,
+    RankRatioConfig,
+    UniformConfig,
+    config_for_mode,
+    config_from_dict,
+)
+from .decomposition import LayerDecomposition, decompose_layer
+from .errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
+from .flops import count_flops, count_params
+from .layers import LowRankConv2d, LowRankLinear
+from .report import LayerReport, Report
+from .statistics import LayerStatistics, Statistics, collect_statistics
+
+__all__ = [
+    "MODES",
+    "BALFConfig",
+    "BALFError",
+    "BudgetError",
+    "Cache",
+    "CompressionConfig",
+    "Compressor",
+    "DatasetNotFoundError",
+    "EnergyConfig",
+    "LayerDecomposition",
+    "LayerReport",
+    "LayerStatistics",
+    "LowRankConv2d",
+    "LowRankLinear",
+    "RankRatioConfig",
+    "Report",
+    "Statistics",
+    "StatisticsError",
+    "UniformConfig",
+    "__version__",
+    "collect_statistics",
+    "compress",
+    "config_for_mode",
+    "config_from_dict",
+    "count_flops",
+    "count_params",
+    "decompose_layer",
+]

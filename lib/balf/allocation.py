@@ -1,0 +1,134 @@
+"""The budgeted rank allocator (method §5): Lagrangian relaxation of a multiple-choice knapsack.
+
+Maximise ``Σ_l e_l(r_l)`` subject to ``Σ_l c_l(r_l) ≤ ρ · Σ_l c_l(R_l)``. For a multiplier λ each
+layer independently takes the smallest ``argmax_r e_l(r) − λ·c_l(r)``; the total cost is
+non-increasing in λ, so bisection finds the smallest feasible λ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BALFError, BudgetError
+
+__all__ = ["Allocation", "allocate"]
+
+_MAX_DOUBLINGS = 2000
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Result of :func:`allocate`.
+
+    Attributes:
+        ranks: chosen rank per layer (1-based).
+        cost: total cost of the selection (same units as the input costs).
+        budget: ``ratio ·`` total cost at full rank.
+        total: total cost at full rank.
+        energy: ``Σ_l e_l(r_l)``.
+        lam: the multiplier of the returned selection (on costs normalised by ``total``).
+        iterations: bisection steps performed.
+    """
+
+    ranks: list[int]
+    cost: float
+    budget: float
+    total: float
+    energy: float
+    lam: float
+    iterations: int
+
+
+def _pad(curves: Sequence[np.ndarray], fill: float) -> np.ndarray:
+    width = max(len(c) for c in curves)
+    out = np.full((len(curves), width), fill, dtype=np.float64)
+    for i, c in enumerate(curves):
+        out[i, : len(c)] = c
+    return out
+
+
+def allocate(
+    energies: Sequence[np.ndarray],
+    costs: Sequence[np.ndarray],
+    ratio: float,
+    n_iters: int = 300,
+) -> Allocation:
+    """Choose one rank per layer maximising kept energy under a global cost budget.
+
+    Args:
+        energies: per layer, ``e_l(r)`` for r = 1..R_l, shape ``(R_l,)``.
+        costs: per layer, ``c_l(r)`` for r = 1..R_l, shape ``(R_l,)``, non-decreasing.
+        ratio: keep-ratio ρ in (0, 1].
+        n_iters: bisection steps.
+
+    Returns:
+        A feasible :class:`Allocation` (cost ≤ budget).
+
+    Raises:
+        BALFError: invalid ratio, ``n_iters`` or mismatched inputs.
+        BudgetError: the budget is below the cost of rank 1 everywhere (names the smallest ratio).
+    """
+    if not 0 < ratio <= 1:
+        raise BALFError(f"ratio must be in (0, 1], got {ratio}")
+    if n_iters < 0:
+        raise BALFError(f"n_iters must be >= 0, got {n_iters}")
+    if len(energies) != len(costs) or not energies:
+        raise BALFError("energies and costs must be non-empty and of equal length")
+    for e, c in zip(energies, costs, strict=True):
+        if len(e) != len(c) or len(e) == 0:
+            raise BALFError("each layer needs as many energies as costs (one per rank)")
+
+    cost_matrix = _pad(costs, 0.0)  # padded ranks have energy -inf: never selected
+    energy_matrix = _pad(energies, -np.inf)
+    full = np.array([len(c) for c in costs])
+    total = float(sum(float(c[-1]) for c in costs))
+    budget = ratio * total
+    rows = np.arange(len(costs))
+
+    def cost_of(idx: np.ndarray) -> float:
+        return float(cost_matrix[rows, idx].sum())
+
+    def result(idx: np.ndarray, lam: float, iterations: int) -> Allocation:
+        return Allocation(
+            ranks=[int(i) + 1 for i in idx],
+            cost=cost_of(idx),
+            budget=budget,
+            total=total,
+            energy=float(energy_matrix[rows, idx].sum()),
+            lam=lam,
+            iterations=iterations,
+        )
+
+    minimum = float(sum(float(c[0]) for c in costs))
+    if minimum > budget:
+        raise BudgetError(
+            f"a keep-ratio of {ratio:g} is below the smallest achievable cost: rank 1 in every "
+            f"layer keeps {minimum / total:.4g} of the cost; use a ratio >= {minimum / total:.4g}"
+        )
+    if total <= budget:
+        return result(full - 1, 0.0, 0)
+
+    normalised = cost_matrix / total
+
+    def select(lam: float) -> np.ndarray:
+        return np.argmax(energy_matrix - lam * normalised, axis=1)
+
+    idx = select(0.0)
+    if cost_of(idx) <= budget:
+        return result(idx, 0.0, 0)
+    hi = 1.0
+    for _ in range(_MAX_DOUBLINGS):
+        if cost_of(select(hi)) <= budget:
+            break
+        hi *= 2.0
+    lo = 0.0
+    for _ in range(n_iters):
+        mid = 0.5 * (lo + hi)
+        if cost_of(select(mid)) <= budget:
+            hi = mid
+        else:
+            lo = mid
+    return result(select(hi), hi, n_iters)

@@ -1,0 +1,355 @@
+"""The entry points: :func:`compress` for one call, :class:`Compressor` to reuse work across many.
+
+A compression runs four phases: calibration statistics (one forward pass), per-layer
+decompositions (once per layer, reused for every rank), rank selection by the config's rule, and
+replacement of each layer by its low-rank version where that is strictly cheaper.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .cache import Cache
+from .config import CompressionConfig, LayerCandidate
+from .costs import LayerCost
+from .decomposition import LayerDecomposition, decompose_layer
+from .errors import BALFError, StatisticsError
+from .flops import count_flops, count_params
+from .hashing import model_digest, tensor_digest
+from .layers import LowRankConv2d, LowRankLinear
+from .report import LayerReport, Report
+from .representation import geometry_of, weight_matrices
+from .statistics import Statistics, collect_statistics
+from .targets import resolve_layers
+
+__all__ = ["Compressor", "compress"]
+
+log = logging.getLogger(__name__)
+
+
+class Compressor:
+    """Compress one model at many settings, computing statistics and decompositions once.
+
+    Args:
+        model: the trained network (not modified unless ``compress(..., inplace=True)``).
+        data_or_statistics: calibration batches (see :func:`balf.collect_statistics`), a
+            :class:`Statistics` collected on this model, or ``None`` for data-free modes.
+        layers: module names to compress (default: every Conv2d and Linear).
+        cache: optional :class:`Cache` for statistics and decompositions.
+        side: force ``"input"``/``"output"`` statistics (default: the cheaper side per layer).
+        progress: show tqdm bars.
+
+    Example:
+        >>> compressor = balf.Compressor(model, calib_loader)
+        >>> for ratio in (0.3, 0.5, 0.7):
+        ...     small, report = compressor.compress(balf.BALFConfig(ratio))
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data_or_statistics: Iterable | Tensor | Statistics | None = None,
+        layers: Iterable[str] | None = None,
+        *,
+        cache: Cache | None = None,
+        side: str | None = None,
+        batch_size: int = 64,
+        progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.targets, self.skipped = resolve_layers(model, layers)
+        if not self.targets:
+            raise BALFError("the model has no Conv2d or Linear layer to compress")
+        self.cache = cache
+        self.side = side
+        self.batch_size = batch_size
+        self.progress = progress
+        self._consumed = False
+        self._data = None
+        self._statistics: Statistics | None = None
+        if isinstance(data_or_statistics, Statistics):
+            self._statistics = data_or_statistics
+            self._check_statistics(data_or_statistics)
+        else:
+            self._data = data_or_statistics
+        self._decompositions: dict[bool, dict[str, LayerDecomposition]] = {}
+        self._timings: dict[str, float] = {}
+        self._stats_key: str | None = None
+
+    # -- phases ------------------------------------------------------------------------------
+
+    @property
+    def has_data(self) -> bool:
+        """Whether activation-aware modes can run (data or statistics were given)."""
+        return self._statistics is not None or self._data is not None
+
+    @property
+    def statistics(self) -> Statistics:
+        """Calibration statistics, collected (or loaded from the cache) on first use."""
+        if self._statistics is None:
+            if self._data is None:
+                raise BALFError(
+                    "this config is activation-aware and needs calibration data: pass data or "
+                    "Statistics, or use a data-free config (activation_aware=False)"
+                )
+            start = time.perf_counter()
+            self._statistics = self._load_or_collect()
+            self._timings["statistics"] = time.perf_counter() - start
+        return self._statistics
+
+    def decompositions(self, activation_aware: bool) -> dict[str, LayerDecomposition]:
+        """Per-layer decompositions (activation-aware or plain SVD), computed once."""
+        if activation_aware not in self._decompositions:
+            stats = self.statistics if activation_aware else None
+            start = time.perf_counter()
+            self._decompositions[activation_aware] = self._load_or_decompose(stats)
+            self._timings["decomposition"] = time.perf_counter() - start
+        return self._decompositions[activation_aware]
+
+    def candidates(self, activation_aware: bool) -> list[LayerCandidate]:
+        """What the rank rules see: cost model and energy curve of every chosen layer."""
+        decompositions = self.decompositions(activation_aware)
+        stats = self._statistics
+        out = []
+        for name, module in self.targets.items():
+            rows = stats.rows_per_sample(name) if stats is not None else None
+            energies = decompositions[name].energies().cpu().numpy()
+            out.append(LayerCandidate(name, LayerCost(geometry_of(module), rows), energies))
+        return out
+
+    def compress(
+        self, config: CompressionConfig, inplace: bool = False
+    ) -> tuple[nn.Module, Report]:
+        """Factorize the chosen layers with ``config``'s rank rule.
+
+        Returns:
+            ``(model, report)``: a compressed copy (the input model itself if ``inplace``).
+        """
+        if not isinstance(config, CompressionConfig):
+            raise BALFError(f"config must be a balf config (e.g. BALFConfig), got {config!r}")
+        if self._consumed:
+            raise BALFError("this Compressor's model was compressed in place; make a new one")
+        self._timings = {}
+        candidates = self.candidates(config.activation_aware)
+        start = time.perf_counter()
+        baseline = self._baseline_counts()
+        self._timings["measurement"] = time.perf_counter() - start
+        start = time.perf_counter()
+        ranks, allocation = config.select_ranks(candidates)
+        self._timings["allocation"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        if inplace:
+            out, self._consumed = self.model, True
+        else:
+            out = copy.deepcopy(self.model)
+        report = Report(config=config.to_dict(), mode=config.mode, skipped=dict(self.skipped))
+        decompositions = self.decompositions(config.activation_aware)
+        aa_energies = self._activation_energies(config.activation_aware)
+        for cand, rank in zip(candidates, ranks, strict=True):
+            module = self.targets[cand.name]
+            geo = cand.cost.geometry
+            factorized = geo.is_cheaper(rank)
+            if factorized:
+                out.set_submodule(cand.name, _lowrank_module(module, decompositions[cand.name], rank))
+            report.layers[cand.name] = _layer_report(
+                cand, rank, factorized, decompositions[cand.name], aa_energies, config
+            )
+        self._timings["replacement"] = time.perf_counter() - start
+
+        self._fill_totals(report, candidates, ranks, allocation, config)
+        start = time.perf_counter()
+        report.model_params_before, report.model_flops_before = baseline
+        report.model_params_after = count_params(out)
+        if report.model_flops_before is not None:
+            report.model_flops_after = count_flops(out, self._statistics.example_input)
+        self._timings["measurement"] += time.perf_counter() - start
+        report.timings = dict(self._timings)
+        log.info(report.summary())
+        return out, report
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _baseline_counts(self) -> tuple[int, int | None]:
+        """Parameters and FLOPs of the uncompressed model (FLOPs need an example input)."""
+        example = self._statistics.example_input if self._statistics is not None else None
+        key = "flops" if example is not None else "params"
+        if getattr(self, "_baseline_key", None) != key:
+            flops = count_flops(self.model, example) if example is not None else None
+            self._baseline = (count_params(self.model), flops)
+            self._baseline_key = key
+        return self._baseline
+
+    def _activation_energies(self, activation_aware: bool) -> dict[str, np.ndarray] | None:
+        if activation_aware:
+            decs = self._decompositions[True]
+            return {n: d.energies().cpu().numpy() for n, d in decs.items()}
+        return None
+
+    def _fill_totals(self, report, candidates, ranks, allocation, config) -> None:
+        before = sum(c.cost.dense("params") for c in candidates)
+        after = sum(c.cost.realised(r, "params") for c, r in zip(candidates, ranks, strict=True))
+        report.layer_params_ratio = after / before
+        if self._statistics is not None:
+            fb = sum(c.cost.dense("flops") for c in candidates)
+            fa = sum(c.cost.realised(r, "flops") for c, r in zip(candidates, ranks, strict=True))
+            report.layer_flops_ratio = fa / fb if fb > 0 else 1.0
+        if allocation is not None:
+            report.metric = config.metric
+            report.budget = allocation.budget
+            report.achieved = allocation.cost
+            report.allocator = {"lambda": allocation.lam, "iterations": allocation.iterations,
+                                "total": allocation.total}
+
+    def _check_statistics(self, stats: Statistics) -> None:
+        for name, module in self.targets.items():
+            if name not in stats.layers:
+                raise StatisticsError(
+                    f"the statistics have no entry for layer {name!r} (they cover "
+                    f"{len(stats.layers)} layers); collect them with the same `layers`"
+                )
+            if stats.layers[name].weight_digest != tensor_digest(module.weight):
+                raise StatisticsError(
+                    f"the statistics of layer {name!r} were collected with different weights; "
+                    "recollect them for this model"
+                )
+        stats.check_finite()
+
+    def _statistics_key(self) -> str:
+        if self._stats_key is None:
+            self._stats_key = self.cache.key(
+                "statistics",
+                model=model_digest(self.model),
+                layers=list(self.targets),
+                side=self.side,
+            )
+        return self._stats_key
+
+    def _load_or_collect(self) -> Statistics:
+        if self.cache is not None:
+            state = self.cache.load("statistics", self._statistics_key())
+            if state is not None:
+                try:
+                    stats = Statistics.from_state(state)
+                    self._check_statistics(stats)
+                    return stats.to(next(self.model.parameters()).device)
+                except (StatisticsError, KeyError, TypeError) as exc:
+                    log.warning("cached statistics unusable (%s); recollecting", exc)
+        stats = collect_statistics(
+            self.model,
+            self._data,
+            list(self.targets),
+            side=self.side,
+            batch_size=self.batch_size,
+            progress=self.progress,
+        )
+        if self.cache is not None:
+            self.cache.save("statistics", self._statistics_key(), stats.to_state())
+        return stats
+
+    def _load_or_decompose(self, stats: Statistics | None) -> dict[str, LayerDecomposition]:
+        key = None
+        if self.cache is not None:
+            base = (
+                self._statistics_key()
+                if stats is not None and self._data is not None
+                else model_digest(self.model, list(self.targets))
+            )
+            key = self.cache.key("decompositions", base=base, activation_aware=stats is not None,
+                                 layers=list(self.targets))
+            state = self.cache.load("decompositions", key)
+            if state is not None and set(state) == set(self.targets):
+                device = next(self.model.parameters()).device
+                return {
+                    n: LayerDecomposition.from_state(
+                        {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in s.items()}
+                    )
+                    for n, s in state.items()
+                }
+        out = {}
+        bar = tqdm(self.targets.items(), desc="decompositions", unit="layer",
+                   disable=not self.progress)
+        for name, module in bar:
+            out[name] = decompose_layer(module, stats.layers[name] if stats is not None else None)
+        if key is not None:
+            state = {
+                n: {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in d.to_state().items()}
+                for n, d in out.items()
+            }
+            self.cache.save("decompositions", key, state)
+        return out
+
+
+def _lowrank_module(module: nn.Module, dec: LayerDecomposition, rank: int) -> nn.Module:
+    """The factorized replacement of ``module`` at ``rank``, in its dtype and device."""
+    w = weight_matrices(module)
+    a, b = dec.factors(w, rank)
+    a = a.to(device=w.device, dtype=w.dtype)
+    b = b.to(device=w.device, dtype=w.dtype)
+    bias = module.bias.detach() if module.bias is not None else None
+    if isinstance(module, nn.Linear):
+        layer = LowRankLinear.from_factors(a[0], b[0], bias)
+    else:
+        layer = LowRankConv2d.from_conv_factors(module, a, b, bias)
+    return layer.to(device=w.device, dtype=w.dtype)
+
+
+def _layer_report(
+    cand: LayerCandidate,
+    rank: int,
+    factorized: bool,
+    dec: LayerDecomposition,
+    aa_energies: dict[str, np.ndarray] | None,
+    config: CompressionConfig,
+) -> LayerReport:
+    geo = cand.cost.geometry
+    kept_rank = rank if factorized else geo.max_rank
+    energy = None
+    if aa_energies is not None:
+        energy = float(aa_energies[cand.name][kept_rank - 1])
+    weight_energy = None if config.activation_aware else float(cand.energies[kept_rank - 1])
+    has_rows = cand.cost.rows_per_sample is not None
+    return LayerReport(
+        kind=geo.kind,
+        rank=kept_rank,
+        max_rank=geo.max_rank,
+        factorized=factorized,
+        energy_kept=energy,
+        weight_energy_kept=weight_energy,
+        params_before=geo.dense_params,
+        params_after=int(cand.cost.realised(rank, "params")),
+        macs_before=cand.cost.dense("flops") if has_rows else None,
+        macs_after=cand.cost.realised(rank, "flops") if has_rows else None,
+        route=dec.route if factorized else None,
+        note=None if factorized else "kept dense: low-rank is not cheaper at this rank",
+    )
+
+
+def compress(
+    model: nn.Module,
+    data_or_statistics: Iterable | Tensor | Statistics | None,
+    config: CompressionConfig,
+    layers: Iterable[str] | None = None,
+    inplace: bool = False,
+    **kwargs: Any,
+) -> tuple[nn.Module, Report]:
+    """Compress ``model`` once; see :class:`Compressor` for the arguments.
+
+    Returns:
+        ``(compressed model, report)``. The input model is unchanged unless ``inplace=True``.
+
+    Example:
+        >>> small, report = balf.compress(model, calib_loader, balf.BALFConfig(0.5))
+        >>> report.model_flops_ratio
+        0.49...
+    """
+    compressor = Compressor(model, data_or_statistics, layers, **kwargs)
+    return compressor.compress(config, inplace=inplace)

@@ -1,0 +1,224 @@
+"""Compression configs: one validated dataclass per rank rule, round-tripping through JSON.
+
+==========================  ====================================  ==========================
+mode                        config                                rank rule
+==========================  ====================================  ==========================
+``flops_auto``              ``BALFConfig(ρ, metric="flops")``     budgeted allocator (§5)
+``params_auto``             ``BALFConfig(ρ, metric="params")``    budgeted allocator (§5)
+``energy``                  ``EnergyConfig(τ, False)``            weight-spectrum energy ≥ τ
+``energy_act_aware``        ``EnergyConfig(τ)``                   activation energy ≥ τ
+``uniform``                 ``UniformConfig(ρ, False)``           same cost fraction ρ
+``uniform_act_aware``       ``UniformConfig(ρ)``                  same cost fraction ρ
+``rank_ratio[_act_aware]``  ``RankRatioConfig(ρ[, False])``       r = ⌈ρ·R⌉
+==========================  ====================================  ==========================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .allocation import Allocation, allocate
+from .costs import METRICS, LayerCost
+from .errors import BALFError
+from .rank_rules import energy_threshold_rank, rank_ratio_rank, uniform_rank
+
+__all__ = [
+    "MODES",
+    "BALFConfig",
+    "CompressionConfig",
+    "EnergyConfig",
+    "LayerCandidate",
+    "RankRatioConfig",
+    "UniformConfig",
+    "config_from_dict",
+    "config_for_mode",
+]
+
+
+@dataclass(frozen=True)
+class LayerCandidate:
+    """What a rank rule sees of one layer: its cost model and energy curve ``e(r)`` ``(R,)``."""
+
+    name: str
+    cost: LayerCost
+    energies: np.ndarray
+
+
+def _check_unit_interval(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BALFError(f"{name} must be a number in (0, 1], got {value!r}")
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise BALFError(f"{name} must be in (0, 1], got {value}")
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """Base class: a rank rule. Subclasses define ``activation_aware``, ``mode``, ``knob`` and
+    :meth:`select_ranks`."""
+
+    @property
+    def mode(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def knob(self) -> float:
+        """The mode's sweep value (ratio or threshold)."""
+        raise NotImplementedError
+
+    def select_ranks(
+        self, candidates: Sequence[LayerCandidate]
+    ) -> tuple[list[int], Allocation | None]:
+        """Ranks for ``candidates`` (1-based), and the allocator's result where one ran."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"type": class name, **fields}``, JSON-serialisable."""
+        return {"type": type(self).__name__, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class BALFConfig(CompressionConfig):
+    """BALF: activation-aware factors, ranks from the budgeted allocator.
+
+    Args:
+        ratio: keep-ratio ρ ∈ (0, 1] of the chosen layers' FLOPs or parameters.
+        metric: ``"flops"`` or ``"params"``.
+        n_iters: bisection iterations of the allocator.
+    """
+
+    activation_aware: ClassVar[bool] = True
+    ratio: float
+    metric: str = "flops"
+    n_iters: int = 300
+
+    def __post_init__(self) -> None:
+        _check_unit_interval("ratio", self.ratio)
+        if self.metric not in METRICS:
+            raise BALFError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        if isinstance(self.n_iters, bool) or not isinstance(self.n_iters, int) or self.n_iters < 0:
+            raise BALFError(f"n_iters must be a non-negative integer, got {self.n_iters!r}")
+
+    @property
+    def mode(self) -> str:
+        return f"{self.metric}_auto"
+
+    @property
+    def knob(self) -> float:
+        return self.ratio
+
+    def select_ranks(self, candidates):
+        allocation = allocate(
+            [c.energies for c in candidates],
+            [c.cost.curve(self.metric) for c in candidates],
+            self.ratio,
+            self.n_iters,
+        )
+        return allocation.ranks, allocation
+
+
+@dataclass(frozen=True)
+class EnergyConfig(CompressionConfig):
+    """Per layer, the smallest rank keeping a fraction ``threshold`` of the spectrum's energy.
+
+    ``activation_aware=True`` uses output energies (``energy_act_aware``), ``False`` the weight
+    spectrum with plain-SVD factors (``energy``, data-free).
+    """
+
+    threshold: float
+    activation_aware: bool = True
+
+    def __post_init__(self) -> None:
+        _check_unit_interval("threshold", self.threshold)
+
+    @property
+    def mode(self) -> str:
+        return "energy_act_aware" if self.activation_aware else "energy"
+
+    @property
+    def knob(self) -> float:
+        return self.threshold
+
+    def select_ranks(self, candidates):
+        return [energy_threshold_rank(c.energies, self.threshold) for c in candidates], None
+
+
+@dataclass(frozen=True)
+class UniformConfig(CompressionConfig):
+    """Every layer keeps the same fraction ``ratio`` of its parameters (and FLOPs)."""
+
+    ratio: float
+    activation_aware: bool = True
+
+    def __post_init__(self) -> None:
+        _check_unit_interval("ratio", self.ratio)
+
+    @property
+    def mode(self) -> str:
+        return "uniform_act_aware" if self.activation_aware else "uniform"
+
+    @property
+    def knob(self) -> float:
+        return self.ratio
+
+    def select_ranks(self, candidates):
+        return [uniform_rank(c.cost.geometry, self.ratio) for c in candidates], None
+
+
+@dataclass(frozen=True)
+class RankRatioConfig(CompressionConfig):
+    """Every layer keeps ``⌈ratio·R⌉`` of its ``R`` ranks (single-layer illustration)."""
+
+    ratio: float
+    activation_aware: bool = True
+
+    def __post_init__(self) -> None:
+        _check_unit_interval("ratio", self.ratio)
+
+    @property
+    def mode(self) -> str:
+        return "rank_ratio_act_aware" if self.activation_aware else "rank_ratio"
+
+    @property
+    def knob(self) -> float:
+        return self.ratio
+
+    def select_ranks(self, candidates):
+        return [rank_ratio_rank(c.cost.geometry, self.ratio) for c in candidates], None
+
+
+_CLASSES = {cls.__name__: cls for cls in (BALFConfig, EnergyConfig, UniformConfig, RankRatioConfig)}
+
+MODES: dict[str, tuple[type[CompressionConfig], dict[str, Any]]] = {
+    "flops_auto": (BALFConfig, {"metric": "flops"}),
+    "params_auto": (BALFConfig, {"metric": "params"}),
+    "energy": (EnergyConfig, {"activation_aware": False}),
+    "energy_act_aware": (EnergyConfig, {"activation_aware": True}),
+    "uniform": (UniformConfig, {"activation_aware": False}),
+    "uniform_act_aware": (UniformConfig, {"activation_aware": True}),
+    "rank_ratio": (RankRatioConfig, {"activation_aware": False}),
+    "rank_ratio_act_aware": (RankRatioConfig, {"activation_aware": True}),
+}
+"""Mode name → (config class, fixed keyword arguments); the knob is the first field."""
+
+
+def config_for_mode(mode: str, knob: float, **kwargs: Any) -> CompressionConfig:
+    """The config of a named mode at one knob value, e.g. ``config_for_mode("flops_auto", 0.5)``."""
+    if mode not in MODES:
+        raise BALFError(f"unknown mode {mode!r}; choose one of {sorted(MODES)}")
+    cls, fixed = MODES[mode]
+    return cls(knob, **fixed, **kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> CompressionConfig:
+    """Inverse of :meth:`CompressionConfig.to_dict`."""
+    data = dict(data)
+    name = data.pop("type", None)
+    if name not in _CLASSES:
+        raise BALFError(f"unknown config type {name!r}; expected one of {sorted(_CLASSES)}")
+    return _CLASSES[name](**data)

@@ -1,0 +1,182 @@
+"""Per-layer decompositions, computed once and truncated to any rank (method §2 and §6).
+
+A :class:`LayerDecomposition` holds, in float64, the spectrum ``σ²`` (``(G, R)``, descending) and a
+basis from which the factors ``A_g`` (D×r) and ``B_g`` (r×K) of any rank ``r`` are sliced:
+
+* output form: ``A_g = W_g V_r diag(a_r)``, ``B_g = diag(b_r) V_rᵀ`` with ``V`` (G, K, R);
+* input form:  ``A_g = L_r``, ``B_g = P_r W_g`` with ``L`` (G, D, R) and ``P`` (G, R, D).
+
+Storing bases instead of factors keeps the memory at the smaller side squared per layer.
+
+Activation-aware (statistics given):
+    output route — eigendecomposition of ``Γ_g = Y_gᵀY_g`` (K×K): ``A = W V_r``, ``B = V_rᵀ``;
+    input route — whitening: ``C_g = QΛQᵀ``, ``S = Λ^{1/2}Qᵀ`` (eigenvalues below a relative
+    tolerance dropped), eigendecomposition ``S W Wᵀ Sᵀ = U Σ² Uᵀ``: ``A = S⁺ U_r Σ_r^{1/2}``,
+    ``B = Σ_r^{-1/2} U_rᵀ S W = Σ_r^{1/2} V_rᵀ``.
+Both give ``Ŵ_g = W_g V_r V_rᵀ`` on the data's row space, the Eckart–Young optimum of
+``‖X_g W_g − X_g Ŵ_g‖_F``, whose squared error is ``Σ_{i>r} σ_{g,i}²``.
+
+Plain SVD (data-free): ``W_g = U Σ Vᵀ``, ``A = U_r Σ_r^{1/2}``, ``B = Σ_r^{1/2} V_rᵀ``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .errors import StatisticsError
+from .representation import geometry_of, weight_matrices
+from .statistics import LayerStatistics
+
+__all__ = ["LayerDecomposition", "decompose_layer"]
+
+_F64 = torch.float64
+
+
+@dataclass
+class LayerDecomposition:
+    """Rank-truncatable factorization of one layer.
+
+    Attributes:
+        route: ``"output"`` or ``"input"`` form (see module docstring).
+        activation_aware: whether ``sigma2`` are output (True) or weight (False) spectra.
+        sigma2: ``(G, R)`` squared singular values, descending, float64.
+        basis: output form ``V`` (G, K, R); input form ``L`` (G, D, R).
+        left_scale: output form ``a`` (G, R), else ``None``.
+        right_scale: output form ``b`` (G, R), else ``None``.
+        projection: input form ``P`` (G, R, D), else ``None``.
+    """
+
+    route: str
+    activation_aware: bool
+    sigma2: Tensor
+    basis: Tensor
+    left_scale: Tensor | None = None
+    right_scale: Tensor | None = None
+    projection: Tensor | None = None
+
+    @property
+    def max_rank(self) -> int:
+        """R, the number of available ranks."""
+        return self.sigma2.shape[1]
+
+    def energies(self) -> Tensor:
+        """``e(r)`` for r = 1..R, shape ``(R,)``: fraction of the spectrum's energy kept.
+
+        ``e(R) = 1`` exactly; a layer whose spectrum is all zero has ``e ≡ 1``.
+        """
+        cumulative = self.sigma2.sum(0).cumsum(0)
+        if cumulative[-1] <= 0:
+            return torch.ones_like(cumulative)
+        return cumulative / cumulative[-1]
+
+    def factors(self, weight: Tensor, rank: int) -> tuple[Tensor, Tensor]:
+        """The rank-``rank`` factors.
+
+        Args:
+            weight: the layer's weight matrices ``W_g``, ``(G, D, K)``.
+            rank: 1 ≤ rank ≤ R.
+
+        Returns:
+            ``A`` ``(G, D, rank)`` and ``B`` ``(G, rank, K)`` in float64, with ``A_g B_g ≈ W_g``.
+        """
+        if not 1 <= rank <= self.max_rank:
+            raise ValueError(f"rank must be in [1, {self.max_rank}], got {rank}")
+        w = weight.to(device=self.basis.device, dtype=_F64)
+        if self.route == "output":
+            v = self.basis[:, :, :rank]
+            a = (w @ v) * self.left_scale[:, None, :rank]
+            b = (v * self.right_scale[:, None, :rank]).transpose(1, 2)
+            return a, b
+        return self.basis[:, :, :rank], self.projection[:, :rank] @ w
+
+    def to_state(self) -> dict:
+        """Plain dict of tensors/strings for ``torch.save`` (cache)."""
+        return {k: v for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> LayerDecomposition:
+        """Inverse of :meth:`to_state`."""
+        return cls(**state)
+
+
+def _descending_eigh(m: Tensor) -> tuple[Tensor, Tensor]:
+    """Eigenvalues ``(G, n)`` (clamped at 0, descending) and eigenvectors ``(G, n, n)``."""
+    evals, evecs = torch.linalg.eigh(m)
+    return evals.flip(-1).clamp_min(0), evecs.flip(-1)
+
+
+def _safe_rsqrt(x: Tensor) -> Tensor:
+    """``x^{-1/2}`` where ``x`` is above a relative tolerance of its row maximum, else 0."""
+    tol = x.shape[-1] * torch.finfo(x.dtype).eps * x.amax(-1, keepdim=True)
+    keep = x > tol
+    return torch.where(keep, x.clamp_min(torch.finfo(x.dtype).tiny).rsqrt(), torch.zeros_like(x))
+
+
+def _output_route(w: Tensor, gram: Tensor, r_max: int) -> LayerDecomposition:
+    sigma2, v = _descending_eigh(gram)
+    ones = torch.ones_like(sigma2[:, :r_max])
+    return LayerDecomposition(
+        "output", True, sigma2[:, :r_max], v[:, :, :r_max].contiguous(), ones, ones
+    )
+
+
+def _input_route(w: Tensor, gram: Tensor, r_max: int) -> LayerDecomposition:
+    lam, q = _descending_eigh(gram)  # C = Q Λ Qᵀ
+    inv_sqrt_lam = _safe_rsqrt(lam)
+    sqrt_lam = torch.where(inv_sqrt_lam > 0, lam.sqrt(), torch.zeros_like(lam))
+    s = sqrt_lam[:, :, None] * q.transpose(1, 2)  # S = Λ^{1/2} Qᵀ        (G, D, D)
+    s_pinv = q * inv_sqrt_lam[:, None, :]  # S⁺ = Q (Λ^{1/2})⁺          (G, D, D)
+    m = s @ w  # S W                                                    (G, D, K)
+    sigma2, u = _descending_eigh(m @ m.transpose(1, 2))  # S W Wᵀ Sᵀ = U Σ² Uᵀ
+    sigma2, u = sigma2[:, :r_max], u[:, :, :r_max]
+    inv_sqrt_sigma = _safe_rsqrt(sigma2).sqrt()  # Σ^{-1/2}, 0 on the null space
+    sqrt_sigma = torch.where(inv_sqrt_sigma > 0, sigma2.sqrt().sqrt(), torch.zeros_like(sigma2))
+    left = s_pinv @ u * sqrt_sigma[:, None, :]  # S⁺ U Σ^{1/2}           (G, D, R)
+    projection = inv_sqrt_sigma[:, :, None] * (u.transpose(1, 2) @ s)  # Σ^{-1/2} Uᵀ S  (G, R, D)
+    return LayerDecomposition("input", True, sigma2, left, projection=projection)
+
+
+def _plain_svd(w: Tensor) -> LayerDecomposition:
+    u, sigma, vh = torch.linalg.svd(w, full_matrices=False)  # (G,D,R) (G,R) (G,R,K)
+    sigma2 = sigma.square()
+    inv_sqrt = _safe_rsqrt(sigma2).sqrt()  # Σ^{-1/2}
+    sqrt = sigma.sqrt()
+    if w.shape[1] >= w.shape[2]:
+        return LayerDecomposition(
+            "output", False, sigma2, vh.transpose(1, 2).contiguous(), inv_sqrt, sqrt
+        )
+    return LayerDecomposition(
+        "input", False, sigma2, u * sqrt[:, None, :], projection=inv_sqrt[:, :, None] * u.transpose(1, 2)
+    )
+
+
+def decompose_layer(
+    module: nn.Module, statistics: LayerStatistics | None = None
+) -> LayerDecomposition:
+    """Decompose one layer: activation-aware from its statistics, or plain SVD when ``None``.
+
+    The route follows the side the statistics were collected on (input Gram → whitening route,
+    output Gram → output route). Computed in float64 on the statistics' device.
+
+    Raises:
+        StatisticsError: the statistics' shape does not match the layer.
+    """
+    geo = geometry_of(module)
+    device = statistics.gram.device if statistics is not None else module.weight.device
+    w = weight_matrices(module).to(device=device, dtype=_F64)
+    if statistics is None:
+        return _plain_svd(w)
+    size = geo.in_dim if statistics.side == "input" else geo.out_dim
+    expected = (geo.groups, size, size)
+    if tuple(statistics.gram.shape) != expected:
+        raise StatisticsError(
+            f"statistics of shape {tuple(statistics.gram.shape)} do not match the layer "
+            f"({statistics.side} side expects {expected}); recollect them for this model"
+        )
+    gram = statistics.gram.to(_F64)
+    if statistics.side == "output":
+        return _output_route(w, gram, geo.max_rank)
+    return _input_route(w, gram, geo.max_rank)

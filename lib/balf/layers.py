@@ -1,0 +1,158 @@
+"""Factorized layers made only of standard torch modules (method §3).
+
+``state_dict``, ``torch.export`` and ONNX export work on them as on any ``nn.Sequential`` of
+``nn.Linear``/``nn.Conv2d``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["LowRankConv2d", "LowRankLinear"]
+
+
+class LowRankLinear(nn.Module):
+    """``x → Linear(in, r, bias=False) → Linear(r, out, bias)``.
+
+    Attributes:
+        in_features, out_features, rank: the shape of the factorization.
+        first: ``nn.Linear(in_features, rank, bias=False)`` holding ``Aᵀ`` (rank, in).
+        second: ``nn.Linear(rank, out_features)`` holding ``Bᵀ`` (out, rank) and the bias.
+
+    Shape:
+        input ``(*, in_features)`` → output ``(*, out_features)``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rank: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.rank = rank
+        self.first = nn.Linear(in_features, rank, bias=False, device=device, dtype=dtype)
+        self.second = nn.Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
+
+    @classmethod
+    def from_factors(cls, a: Tensor, b: Tensor, bias: Tensor | None = None) -> LowRankLinear:
+        """Build from ``A`` ``(in, r)`` and ``B`` ``(r, out)`` (so ``y = x A B + bias``).
+
+        The layer takes the dtype/device of ``bias`` if given, else of ``a``.
+        """
+        ref = bias if bias is not None else a
+        layer = cls(a.shape[0], b.shape[1], a.shape[1], bias is not None, ref.device, ref.dtype)
+        with torch.no_grad():
+            layer.first.weight.copy_(a.t())
+            layer.second.weight.copy_(b.t())
+            if bias is not None:
+                layer.second.bias.copy_(bias)
+        return layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.second(self.first(x))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
+
+
+class LowRankConv2d(nn.Module):
+    """A ``groups``-grouped conv to ``groups·rank`` channels, then a grouped 1×1 conv.
+
+    The first conv keeps the original kernel size, stride, padding and dilation; the second
+    (1×1, ``groups`` groups) maps ``groups·rank`` channels to ``out_channels`` and adds the bias.
+
+    Shape:
+        input ``(B, in_channels, H, W)`` → output ``(B, out_channels, H_out, W_out)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        rank: int,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.rank = rank
+        self.groups = groups
+        self.first = nn.Conv2d(
+            in_channels,
+            groups * rank,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=False,
+            device=device,
+            dtype=dtype,
+        )
+        self.second = nn.Conv2d(
+            groups * rank, out_channels, 1, groups=groups, bias=bias, device=device, dtype=dtype
+        )
+        self.kernel_size = self.first.kernel_size
+        self.stride = self.first.stride
+        self.padding = self.first.padding
+        self.dilation = self.first.dilation
+
+    @classmethod
+    def from_conv_factors(
+        cls, conv: nn.Conv2d, a: Tensor, b: Tensor, bias: Tensor | None = None
+    ) -> LowRankConv2d:
+        """Build from a dense conv's hyper-parameters and per-group factors.
+
+        Args:
+            conv: the dense layer (for kernel size, stride, padding, dilation, groups).
+            a: ``(G, D, r)`` with ``D = C_in/G·kh·kw`` in ``(c, i, j)`` order.
+            b: ``(G, r, K)`` with ``K = C_out/G``.
+            bias: ``(C_out,)`` or ``None``.
+        """
+        g, _, r = a.shape
+        ref = bias if bias is not None else a
+        layer = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            r,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=g,
+            bias=bias is not None,
+            device=ref.device,
+            dtype=ref.dtype,
+        )
+        kh, kw = conv.kernel_size
+        with torch.no_grad():
+            first = a.transpose(1, 2).reshape(g * r, conv.in_channels // g, kh, kw)
+            layer.first.weight.copy_(first)
+            layer.second.weight.copy_(b.transpose(1, 2).reshape(conv.out_channels, r, 1, 1))
+            if bias is not None:
+                layer.second.bias.copy_(bias)
+        return layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.second(self.first(x))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"rank={self.rank}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, groups={self.groups}"
+        )

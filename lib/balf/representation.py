@@ -1,0 +1,191 @@
+"""Layers as batches of matrix products (method §1).
+
+A supported layer computes, before its bias, ``O(I(X) · P(W))``: a batch of ``G`` products of an
+``N×D`` input matrix with a ``D×K`` weight matrix. This module knows, per layer type, the geometry
+``(G, D, K)``, how to read the weight as ``(G, D, K)`` matrices, and how to turn a layer's input or
+output into the ``(G, N, D)`` / ``(G, N, K)`` row matrices the statistics need.
+
+Supported: ``nn.Linear`` (any leading dims) and ``nn.Conv2d`` with any stride, padding (ints,
+tuples, ``'same'``, ``'valid'``), dilation and groups, with ``padding_mode='zeros'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "LayerGeometry",
+    "geometry_of",
+    "input_rows",
+    "output_rows",
+    "unsupported_reason",
+    "weight_matrices",
+]
+
+# Upper bound on the number of elements of one im2col chunk (float32: 256 MiB).
+_IM2COL_CHUNK_ELEMENTS = 1 << 26
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """Shape of a layer seen as ``G`` products ``(N×D) · (D×K)``.
+
+    Attributes:
+        kind: ``"linear"`` or ``"conv2d"``.
+        groups: G, number of independent matrix products.
+        in_dim: D, inputs per group (``in_features`` or ``C_in/g·kh·kw``).
+        out_dim: K, outputs per group (``out_features`` or ``C_out/g``).
+    """
+
+    kind: str
+    groups: int
+    in_dim: int
+    out_dim: int
+
+    @property
+    def max_rank(self) -> int:
+        """R = min(D, K)."""
+        return min(self.in_dim, self.out_dim)
+
+    @property
+    def dense_params(self) -> int:
+        """Weight entries of the dense layer, ``G·D·K`` (bias excluded: it is kept as is)."""
+        return self.groups * self.in_dim * self.out_dim
+
+    def lowrank_params(self, rank: int) -> int:
+        """Weight entries of the two factor layers at ``rank``, ``G·r·(D+K)``."""
+        return self.groups * rank * (self.in_dim + self.out_dim)
+
+    def is_cheaper(self, rank: int) -> bool:
+        """Whether rank ``rank`` costs strictly less than the dense layer (params and MACs alike)."""
+        return self.lowrank_params(rank) < self.dense_params
+
+    def preferred_side(self) -> str:
+        """The cheaper statistics side: ``"input"`` (D×D Gram, via im2col) only when D < K."""
+        return "input" if self.in_dim < self.out_dim else "output"
+
+
+def unsupported_reason(module: nn.Module) -> str | None:
+    """Why ``module`` cannot be factorized, or ``None`` when it can."""
+    if isinstance(module, nn.Linear):
+        return None
+    if isinstance(module, nn.Conv2d):
+        if module.padding_mode != "zeros":
+            return f"Conv2d with padding_mode={module.padding_mode!r} (only 'zeros' is supported)"
+        return None
+    return f"unsupported layer type {type(module).__name__} (only Conv2d and Linear)"
+
+
+def geometry_of(module: nn.Module) -> LayerGeometry:
+    """The ``(G, D, K)`` geometry of a supported layer.
+
+    Raises:
+        TypeError: if the layer is not supported (see :func:`unsupported_reason`).
+    """
+    reason = unsupported_reason(module)
+    if reason is not None:
+        raise TypeError(reason)
+    if isinstance(module, nn.Linear):
+        return LayerGeometry("linear", 1, module.in_features, module.out_features)
+    g = module.groups
+    kh, kw = module.kernel_size
+    return LayerGeometry("conv2d", g, module.in_channels // g * kh * kw, module.out_channels // g)
+
+
+def weight_matrices(module: nn.Module) -> Tensor:
+    """The weight as ``G`` matrices ``W_g`` of shape ``(G, D, K)`` (a view when possible).
+
+    Linear: ``Wᵀ`` with ``G = 1``. Conv2d: group ``g``'s filters, each flattened in
+    ``(c, i, j)`` order — the row order of ``F.unfold`` — and transposed.
+    """
+    geo = geometry_of(module)
+    w = module.weight.detach()
+    if geo.kind == "linear":
+        return w.t().unsqueeze(0)
+    return w.reshape(geo.groups, geo.out_dim, geo.in_dim).transpose(1, 2)
+
+
+def output_rows(module: nn.Module, output: Tensor) -> Tensor:
+    """Pre-bias outputs of one call as row matrices ``Y_g``.
+
+    Args:
+        output: the layer's output, ``(*, K)`` for Linear, ``(B, C_out, H, W)`` for Conv2d.
+
+    Returns:
+        ``(G, N, K)`` with ``N`` = number of output vectors (``B·H·W`` for a conv).
+    """
+    geo = geometry_of(module)
+    if geo.kind == "linear":
+        y = output.reshape(1, -1, geo.out_dim)
+        if module.bias is not None:
+            y = y - module.bias
+        return y
+    b, _, h, w = output.shape
+    y = output
+    if module.bias is not None:
+        y = y - module.bias.view(1, -1, 1, 1)
+    return y.reshape(b, geo.groups, geo.out_dim, h * w).permute(1, 0, 3, 2).reshape(
+        geo.groups, b * h * w, geo.out_dim
+    )
+
+
+def input_rows(module: nn.Module, x: Tensor) -> Iterator[Tensor]:
+    """The input of one call as row matrices ``X_g``, in memory-bounded chunks.
+
+    Args:
+        x: the layer's input, ``(*, D)`` for Linear, ``(B, C_in, H, W)`` for Conv2d.
+
+    Yields:
+        ``(G, n, D)`` chunks whose rows together are all ``N`` rows of ``X_g`` (for a conv, the
+        im2col patches including zero padding, computed a few images at a time).
+    """
+    geo = geometry_of(module)
+    if geo.kind == "linear":
+        yield x.reshape(1, -1, geo.in_dim)
+        return
+    x, padding = _explicit_padding(module, x)
+    b = x.shape[0]
+    l_out = _output_positions(module, x.shape[-2:], padding)
+    per_image = geo.groups * geo.in_dim * l_out
+    step = max(1, _IM2COL_CHUNK_ELEMENTS // max(per_image, 1))
+    for start in range(0, b, step):
+        cols = F.unfold(
+            x[start : start + step],
+            module.kernel_size,
+            dilation=module.dilation,
+            padding=padding,
+            stride=module.stride,
+        )  # (n_img, C_in·kh·kw, L)
+        n_img = cols.shape[0]
+        yield cols.view(n_img, geo.groups, geo.in_dim, -1).permute(1, 0, 3, 2).reshape(
+            geo.groups, -1, geo.in_dim
+        )
+
+
+def _explicit_padding(module: nn.Conv2d, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+    """Resolve ``'same'``/``'valid'`` padding into symmetric ints, pre-padding asymmetric parts."""
+    if not isinstance(module.padding, str):
+        return x, tuple(module.padding)
+    if module.padding == "valid":
+        return x, (0, 0)
+    # 'same' (stride 1): PyTorch puts the odd extra element on the right/bottom.
+    pads = []
+    for d, k in zip(reversed(module.dilation), reversed(module.kernel_size), strict=True):
+        total = d * (k - 1)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads), (0, 0)
+
+
+def _output_positions(module: nn.Conv2d, size: torch.Size, padding: tuple[int, int]) -> int:
+    """Number of output positions ``H_out·W_out`` of a conv on an input of spatial ``size``."""
+    n = 1
+    for s, p, d, k, st in zip(
+        size, padding, module.dilation, module.kernel_size, module.stride, strict=True
+    ):
+        n *= (s + 2 * p - d * (k - 1) - 1) // st + 1
+    return n
