@@ -26,26 +26,49 @@ CASES = [
     ("linear-2d", lambda: _linear(12, 7), lambda: torch.randn(40, 12, dtype=F64)),
     ("linear-3d-expanding", lambda: _linear(6, 20), lambda: torch.randn(4, 9, 6, dtype=F64)),
     ("conv-padded", lambda: _conv(4, 6, 3, padding=1), lambda: torch.randn(3, 4, 7, 7, dtype=F64)),
-    ("conv-strided", lambda: _conv(4, 5, 3, stride=2, padding=(1, 0)),
-     lambda: torch.randn(3, 4, 9, 8, dtype=F64)),
-    ("conv-dilated", lambda: _conv(3, 8, 3, dilation=2, padding=2),
-     lambda: torch.randn(2, 3, 9, 9, dtype=F64)),
-    ("conv-grouped", lambda: _conv(4, 6, 3, groups=2, padding=1, bias=False),
-     lambda: torch.randn(3, 4, 6, 6, dtype=F64)),
-    ("conv-same-even-kernel", lambda: _conv(3, 5, (4, 2), padding="same"),
-     lambda: torch.randn(2, 3, 7, 6, dtype=F64)),
+    (
+        "conv-strided",
+        lambda: _conv(4, 5, 3, stride=2, padding=(1, 0)),
+        lambda: torch.randn(3, 4, 9, 8, dtype=F64),
+    ),
+    (
+        "conv-dilated",
+        lambda: _conv(3, 8, 3, dilation=2, padding=2),
+        lambda: torch.randn(2, 3, 9, 9, dtype=F64),
+    ),
+    (
+        "conv-grouped",
+        lambda: _conv(4, 6, 3, groups=2, padding=1, bias=False),
+        lambda: torch.randn(3, 4, 6, 6, dtype=F64),
+    ),
+    (
+        "conv-same-even-kernel",
+        lambda: _conv(3, 5, (4, 2), padding="same"),
+        lambda: torch.randn(2, 3, 7, 6, dtype=F64),
+    ),
     ("conv-1x1-expanding", lambda: _conv(3, 10, 1), lambda: torch.randn(2, 3, 5, 5, dtype=F64)),
-    ("conv-depthwise", lambda: _conv(4, 4, 3, groups=4, padding=1),
-     lambda: torch.randn(2, 4, 5, 5, dtype=F64)),
+    (
+        "conv-depthwise",
+        lambda: _conv(4, 4, 3, groups=4, padding=1),
+        lambda: torch.randn(2, 4, 5, 5, dtype=F64),
+    ),
 ]
 
 RANK_DEFICIENT = [
     ("fewer-rows-than-D", lambda: _linear(12, 9), lambda: torch.randn(5, 12, dtype=F64)),
-    ("dead-channels", lambda: _conv(4, 6, 3, padding=1),
-     lambda: torch.randn(3, 4, 6, 6, dtype=F64) * torch.tensor([1.0, 0, 1, 0], dtype=F64).view(
-         1, 4, 1, 1)),
-    ("duplicated-channels", lambda: _linear(8, 10),
-     lambda: torch.randn(30, 4, dtype=F64).repeat(1, 2)),
+    (
+        "dead-channels",
+        lambda: _conv(4, 6, 3, padding=1),
+        lambda: (
+            torch.randn(3, 4, 6, 6, dtype=F64)
+            * torch.tensor([1.0, 0, 1, 0], dtype=F64).view(1, 4, 1, 1)
+        ),
+    ),
+    (
+        "duplicated-channels",
+        lambda: _linear(8, 10),
+        lambda: torch.randn(30, 4, dtype=F64).repeat(1, 2),
+    ),
 ]
 
 
@@ -72,8 +95,11 @@ def _decompose(layer, x, side):
 
 
 @pytest.mark.parametrize("side", ["input", "output"])
-@pytest.mark.parametrize(("case", "make_layer", "make_x"), CASES + RANK_DEFICIENT,
-                         ids=[c[0] for c in CASES + RANK_DEFICIENT])
+@pytest.mark.parametrize(
+    ("case", "make_layer", "make_x"),
+    CASES + RANK_DEFICIENT,
+    ids=[c[0] for c in CASES + RANK_DEFICIENT],
+)
 def test_activation_error_equals_eckart_young_bound(case, make_layer, make_x, side):
     layer, x = make_layer(), make_x()
     dec = _decompose(layer, x, side)
@@ -87,8 +113,11 @@ def test_activation_error_equals_eckart_young_bound(case, make_layer, make_x, si
         assert err == pytest.approx(bound, rel=1e-6, abs=1e-9 * total), (case, side, r)
 
 
-@pytest.mark.parametrize(("case", "make_layer", "make_x"), CASES + RANK_DEFICIENT,
-                         ids=[c[0] for c in CASES + RANK_DEFICIENT])
+@pytest.mark.parametrize(
+    ("case", "make_layer", "make_x"),
+    CASES + RANK_DEFICIENT,
+    ids=[c[0] for c in CASES + RANK_DEFICIENT],
+)
 def test_both_routes_give_the_same_energies(case, make_layer, make_x):
     layer, x = make_layer(), make_x()
     d_in, d_out = _decompose(layer, x, "input"), _decompose(layer, x, "output")

@@ -159,7 +159,9 @@ class Compressor:
             geo = cand.cost.geometry
             factorized = geo.is_cheaper(rank)
             if factorized:
-                out.set_submodule(cand.name, _lowrank_module(module, decompositions[cand.name], rank))
+                out.set_submodule(
+                    cand.name, _lowrank_module(module, decompositions[cand.name], rank)
+                )
             report.layers[cand.name] = _layer_report(
                 cand, rank, factorized, decompositions[cand.name], aa_energies, config
             )
@@ -206,8 +208,11 @@ class Compressor:
             report.metric = config.metric
             report.budget = allocation.budget
             report.achieved = allocation.cost
-            report.allocator = {"lambda": allocation.lam, "iterations": allocation.iterations,
-                                "total": allocation.total}
+            report.allocator = {
+                "lambda": allocation.lam,
+                "iterations": allocation.iterations,
+                "total": allocation.total,
+            }
 
     def _check_statistics(self, stats: Statistics) -> None:
         for name, module in self.targets.items():
@@ -263,8 +268,12 @@ class Compressor:
                 if stats is not None and self._data is not None
                 else model_digest(self.model, list(self.targets))
             )
-            key = self.cache.key("decompositions", base=base, activation_aware=stats is not None,
-                                 layers=list(self.targets))
+            key = self.cache.key(
+                "decompositions",
+                base=base,
+                activation_aware=stats is not None,
+                layers=list(self.targets),
+            )
             state = self.cache.load("decompositions", key)
             if state is not None and set(state) == set(self.targets):
                 device = next(self.model.parameters()).device
@@ -275,8 +284,9 @@ class Compressor:
                     for n, s in state.items()
                 }
         out = {}
-        bar = tqdm(self.targets.items(), desc="decompositions", unit="layer",
-                   disable=not self.progress)
+        bar = tqdm(
+            self.targets.items(), desc="decompositions", unit="layer", disable=not self.progress
+        )
         for name, module in bar:
             out[name] = decompose_layer(module, stats.layers[name] if stats is not None else None)
         if key is not None:

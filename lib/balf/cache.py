@@ -1,4 +1,4 @@
-"""Opt-in disk cache of statistics (``activation-cache/``) and decompositions (``factorization-cache/``).
+"""Opt-in disk cache of statistics (activation-cache/) and decompositions (factorization-cache/).
 
 Keys hash the model's state (every parameter and buffer: statistics depend on all layers up to
 the one measured), the calibration data's identity (a caller-given tag and its size), the chosen
@@ -67,13 +67,15 @@ class Cache:
         try:
             entry = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # any unreadable file is recomputed
-            warnings.warn(f"corrupt cache entry {path} ({exc.__class__.__name__}); recomputing",
-                          stacklevel=2)
+            warnings.warn(
+                f"corrupt cache entry {path} ({exc.__class__.__name__}); recomputing", stacklevel=2
+            )
             return None
         meta = entry.get("meta", {}) if isinstance(entry, dict) else {}
         if meta.get("key") != key or meta.get("version") != __version__ or meta.get("kind") != kind:
-            warnings.warn(f"stale cache entry {path} (written for {meta}); recomputing",
-                          stacklevel=2)
+            warnings.warn(
+                f"stale cache entry {path} (written for {meta}); recomputing", stacklevel=2
+            )
             return None
         log.info("cache hit: %s", path)
         return entry["state"]

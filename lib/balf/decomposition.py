@@ -149,7 +149,11 @@ def _plain_svd(w: Tensor) -> LayerDecomposition:
             "output", False, sigma2, vh.transpose(1, 2).contiguous(), inv_sqrt, sqrt
         )
     return LayerDecomposition(
-        "input", False, sigma2, u * sqrt[:, None, :], projection=inv_sqrt[:, :, None] * u.transpose(1, 2)
+        "input",
+        False,
+        sigma2,
+        u * sqrt[:, None, :],
+        projection=inv_sqrt[:, :, None] * u.transpose(1, 2),
     )
 
 

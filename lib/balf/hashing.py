@@ -11,7 +11,7 @@ from torch import Tensor, nn
 __all__ = ["model_digest", "tensor_digest", "update_with_tensor"]
 
 
-def update_with_tensor(h: "hashlib._Hash", t: Tensor) -> None:
+def update_with_tensor(h: hashlib._Hash, t: Tensor) -> None:
     """Feed a tensor's dtype, shape and bytes into a hash object."""
     t = t.detach()
     h.update(f"{t.dtype}{tuple(t.shape)}".encode())

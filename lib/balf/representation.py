@@ -62,7 +62,7 @@ class LayerGeometry:
         return self.groups * rank * (self.in_dim + self.out_dim)
 
     def is_cheaper(self, rank: int) -> bool:
-        """Whether rank ``rank`` costs strictly less than the dense layer (params and MACs alike)."""
+        """Whether ``rank`` costs strictly less than the dense layer (params and MACs alike)."""
         return self.lowrank_params(rank) < self.dense_params
 
     def preferred_side(self) -> str:
@@ -129,8 +129,10 @@ def output_rows(module: nn.Module, output: Tensor) -> Tensor:
     y = output
     if module.bias is not None:
         y = y - module.bias.view(1, -1, 1, 1)
-    return y.reshape(b, geo.groups, geo.out_dim, h * w).permute(1, 0, 3, 2).reshape(
-        geo.groups, b * h * w, geo.out_dim
+    return (
+        y.reshape(b, geo.groups, geo.out_dim, h * w)
+        .permute(1, 0, 3, 2)
+        .reshape(geo.groups, b * h * w, geo.out_dim)
     )
 
 
@@ -162,8 +164,10 @@ def input_rows(module: nn.Module, x: Tensor) -> Iterator[Tensor]:
             stride=module.stride,
         )  # (n_img, C_in·kh·kw, L)
         n_img = cols.shape[0]
-        yield cols.view(n_img, geo.groups, geo.in_dim, -1).permute(1, 0, 3, 2).reshape(
-            geo.groups, -1, geo.in_dim
+        yield (
+            cols.view(n_img, geo.groups, geo.in_dim, -1)
+            .permute(1, 0, 3, 2)
+            .reshape(geo.groups, -1, geo.in_dim)
         )
 
 

@@ -41,7 +41,8 @@ class LayerStatistics:
     """Accumulated second moments of one layer.
 
     Attributes:
-        side: ``"input"`` (``gram`` is ``Σ X_gᵀX_g``, (G, D, D)) or ``"output"`` (``Σ Y_gᵀY_g``, (G, K, K)).
+        side: ``"input"`` (``gram`` = ``Σ X_gᵀX_g``, (G, D, D)) or ``"output"``
+            (``Σ Y_gᵀY_g``, (G, K, K)).
         gram: float64 Gram matrices, ``(G, S, S)``.
         rows: rows ``N`` accumulated per group over all calls (output vectors seen).
         calls: number of forward calls seen.
@@ -75,7 +76,7 @@ class Statistics:
     extra: dict = field(default_factory=dict)
 
     def rows_per_sample(self, name: str) -> float:
-        """Output vectors per calibration sample (``H_out·W_out`` for a conv, tokens for a Linear)."""
+        """Output vectors per sample (``H_out·W_out`` for a conv, tokens for a Linear)."""
         return self.layers[name].rows / self.num_samples
 
     def to(self, device: torch.device | str) -> Statistics:
@@ -95,7 +96,7 @@ class Statistics:
                 )
 
     def to_state(self) -> dict:
-        """A ``torch.save``-able dict of plain types and tensors (loads with ``weights_only=True``)."""
+        """A ``torch.save``-able dict of plain types and tensors (``weights_only``-loadable)."""
         return {
             "format": _FORMAT,
             "version": self.version,
@@ -162,7 +163,8 @@ class Statistics:
         if not (dist.is_available() and dist.is_initialized()):
             return self
         counts = torch.tensor(
-            [self.num_samples] + [st.rows for st in self.layers.values()]
+            [self.num_samples]
+            + [st.rows for st in self.layers.values()]
             + [st.calls for st in self.layers.values()],
             dtype=torch.float64,
         )

@@ -1,0 +1,146 @@
+"""Calibration statistics: accumulation, side choice, state restoration, persistence, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import balf
+import balf.representation as representation
+from balf.representation import input_rows, output_rows
+
+F64 = torch.float64
+
+
+class TwiceLinear(nn.Module):
+    """Applies the same Linear twice: every call must be accumulated."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 6, dtype=F64)
+
+    def forward(self, x):
+        return self.lin(torch.relu(self.lin(x)))
+
+
+def test_module_called_several_times_accumulates_every_call():
+    model = TwiceLinear()
+    x = torch.randn(10, 6, dtype=F64)
+    stats = balf.collect_statistics(model, x, side="output", progress=False)
+    st = stats.layers["lin"]
+    assert st.calls == 2 and st.rows == 20
+    with torch.no_grad():
+        y1 = model.lin(x) - model.lin.bias
+        y2 = model.lin(torch.relu(model.lin(x))) - model.lin.bias
+    expected = y1.T @ y1 + y2.T @ y2
+    torch.testing.assert_close(st.gram[0], expected)
+    assert stats.rows_per_sample("lin") == 2
+
+
+def test_side_is_input_only_when_d_below_k():
+    model = nn.Sequential(nn.Linear(4, 16), nn.Linear(16, 4))
+    stats = balf.collect_statistics(model, torch.randn(5, 4), progress=False)
+    assert stats.layers["0"].side == "input"
+    assert stats.layers["1"].side == "output"
+
+
+def test_chunked_im2col_equals_unchunked(monkeypatch):
+    conv = nn.Conv2d(3, 4, 3, padding=1, stride=2, dtype=F64)
+    x = torch.randn(7, 3, 8, 8, dtype=F64)
+    full = torch.cat(list(input_rows(conv, x)), dim=1)
+    monkeypatch.setattr(representation, "_IM2COL_CHUNK_ELEMENTS", 1)  # one image per chunk
+    chunks = list(input_rows(conv, x))
+    assert len(chunks) == 7
+    torch.testing.assert_close(torch.cat(chunks, dim=1), full)
+    # im2col rows times the weight matrices give the conv's output rows
+    w = representation.weight_matrices(conv)
+    with torch.no_grad():
+        torch.testing.assert_close(full @ w, output_rows(conv, conv(x)))
+
+
+@pytest.mark.parametrize("kind", ["tensor", "dataloader-tuples", "list-of-tensors"])
+def test_accepts_tensors_tuples_and_loaders(kind):
+    model = nn.Sequential(nn.Linear(5, 3))
+    x = torch.randn(20, 5)
+    data = {
+        "tensor": x,
+        "dataloader-tuples": DataLoader(TensorDataset(x, torch.zeros(20)), batch_size=6),
+        "list-of-tensors": list(x.split(7)),
+    }[kind]
+    stats = balf.collect_statistics(model, data, progress=False)
+    assert stats.num_samples == 20
+    assert stats.example_input.shape == (1, 5)
+
+
+class Exploding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        self.lin(x)
+        raise RuntimeError("boom")
+
+
+def test_hooks_mode_and_grad_restored_after_an_error():
+    model = Exploding().train()
+    torch.set_grad_enabled(True)
+    with pytest.raises(RuntimeError, match="boom"):
+        balf.collect_statistics(model, torch.randn(2, 3), progress=False)
+    assert model.training
+    assert torch.is_grad_enabled()
+    assert not model.lin._forward_hooks
+
+
+def test_eval_mode_restored_after_success():
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)).train()
+    balf.collect_statistics(model, torch.randn(4, 3), progress=False)
+    assert model.training
+
+
+def test_save_load_round_trip(tmp_path):
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    stats = balf.collect_statistics(model, torch.randn(3, 2, 6, 6), progress=False)
+    stats.save(tmp_path / "s.pt")
+    loaded = balf.Statistics.load(tmp_path / "s.pt")
+    assert loaded.num_samples == 3
+    assert list(loaded.layers) == list(stats.layers)
+    for name in stats.layers:
+        torch.testing.assert_close(loaded.layers[name].gram, stats.layers[name].gram)
+        assert loaded.layers[name].output_shape == stats.layers[name].output_shape
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_nan_activations_name_the_layer():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+    x = torch.randn(4, 3)
+    x[0, 0] = float("nan")
+    with pytest.raises(balf.StatisticsError, match="'0'"):
+        balf.collect_statistics(model, x, progress=False)
+
+
+@pytest.mark.parametrize("data", [[], torch.empty(0, 3)], ids=["empty-list", "empty-tensor"])
+def test_empty_data_is_rejected(data):
+    with pytest.raises(balf.BALFError, match="empty"):
+        balf.collect_statistics(nn.Linear(3, 2), data, progress=False)
+
+
+def test_unknown_and_unsupported_layer_names_are_rejected():
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Conv2d(3, 3, 3, padding_mode="circular"))
+    with pytest.raises(balf.BALFError, match="unknown layer name '7'"):
+        balf.collect_statistics(model, torch.randn(2, 3), layers=["7"], progress=False)
+    with pytest.raises(balf.BALFError, match="'1' cannot be factorized: unsupported layer type"):
+        balf.collect_statistics(model, torch.randn(2, 3), layers=["1"], progress=False)
+    with pytest.raises(balf.BALFError, match="padding_mode='circular'"):
+        balf.collect_statistics(model, torch.randn(2, 3), layers=["2"], progress=False)
+
+
+def test_unsupported_layers_are_skipped_with_a_reason_by_default():
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.Flatten(), nn.Linear(4 * 25, 2)
+    )
+    _, report = balf.compress(model, torch.randn(4, 3, 5, 5), balf.BALFConfig(0.6), progress=False)
+    assert "padding_mode='reflect'" in report.skipped["0"]
+    assert list(report.layers) == ["2"]
