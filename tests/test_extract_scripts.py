@@ -326,11 +326,11 @@ def test_help_shows_config_defaults(name, capsys):
 def test_shell_wrapper_runs_the_script(tmp_path, val_archives):
     val_tar, devkit, _ = val_archives
     out = tmp_path / "imagenet-val"
-    # run with this interpreter (the wrapper calls `python`) and the repository's lib/ importable
+    # run with this interpreter (the wrapper honours $PYTHON) and the repository's lib/ importable
     paths = [str(REPO / "lib"), os.environ.get("PYTHONPATH", "")]
     env = {
         **os.environ,
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+        "PYTHON": sys.executable,
         "PYTHONPATH": os.pathsep.join(p for p in paths if p),
     }
     argv = _val_argv(val_tar, devkit, out)

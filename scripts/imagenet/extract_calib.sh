@@ -3,4 +3,4 @@
 # Extra arguments are passed on, e.g. --train-tar /data/ILSVRC2012_img_train.tar --size 8192.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-python scripts/imagenet/extract_calib.py --config configs/imagenet_data.yaml "$@"
+"${PYTHON:-python3}" scripts/imagenet/extract_calib.py --config configs/imagenet_data.yaml "$@"

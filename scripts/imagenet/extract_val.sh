@@ -3,4 +3,4 @@
 # Extra arguments are passed on, e.g. --val-tar /data/ILSVRC2012_img_val.tar.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-python scripts/imagenet/extract_val.py --config configs/imagenet_data.yaml "$@"
+"${PYTHON:-python3}" scripts/imagenet/extract_val.py --config configs/imagenet_data.yaml "$@"
