@@ -35,8 +35,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
-from balf.models import create_model, load_checkpoint, save_checkpoint
 from torch import nn
+
+from balf.models import create_model, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger("pretrain_resnet")
 
@@ -126,8 +127,9 @@ def load_dataset(name: str, root: str | None) -> dict[str, tuple[torch.Tensor, t
             images, labels = load_fashion_mnist(split, root)
             splits[split] = (images.unsqueeze(1).contiguous(), labels)
         return splits
-    from balf.errors import DatasetNotFoundError
     from torchvision.datasets import CIFAR10
+
+    from balf.errors import DatasetNotFoundError
 
     root = root or "datasets"
     splits = {}

@@ -1,0 +1,301 @@
+"""Command-line plumbing shared by the experiment scripts.
+
+Every script is argparse with ``--help``; defaults come from a YAML file in ``configs/``
+(``--config``) and any option overrides them. The sweep scripts of all datasets call the
+``*_main`` functions below with their dataset name, so there is one implementation per experiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..cache import Cache
+from ..data import make_loader
+from ..errors import BALFError
+from .datasets import corrupted_evaluation, experiment_data, experiment_model
+from .evaluation import evaluate
+from .sweep import SweepConfig, default_knobs, run_sweep
+
+__all__ = [
+    "add_common_arguments",
+    "calib_size_sweep_main",
+    "corrupted_sweep_main",
+    "factorize_sweep_main",
+    "n_iters_sweep_main",
+    "parse_with_yaml",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+
+def parse_with_yaml(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, default_config: str | None
+) -> argparse.Namespace:
+    """Parse ``argv`` with defaults taken from ``--config`` (a YAML mapping of option names).
+
+    YAML keys use the options' names with ``-`` or ``_``; unknown keys are an error.
+    """
+    parser.add_argument(
+        "--config",
+        default=default_config,
+        help="YAML file with defaults for these options (default: %(default)s)",
+    )
+    pre, _ = parser.parse_known_args(argv)
+    if pre.config:
+        path = Path(pre.config)
+        if not path.is_absolute() and not path.exists():
+            path = CONFIG_DIR / path.name
+        values = yaml.safe_load(path.read_text()) or {}
+        known = {a.dest for a in parser._actions}
+        defaults = {}
+        for key, value in values.items():
+            dest = key.replace("-", "_")
+            if dest not in known:
+                raise BALFError(f"{path}: unknown option {key!r}")
+            defaults[dest] = value
+        parser.set_defaults(**defaults)
+    return parser.parse_args(argv)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every sweep script shares."""
+    g = parser.add_argument_group("common")
+    g.add_argument("--model", default="resnet20", help="model name (default: %(default)s)")
+    g.add_argument("--data-root", default="datasets", help="dataset folder")
+    g.add_argument(
+        "--checkpoint",
+        default=None,
+        help="weights of a CIFAR/Fashion-MNIST model (default: results/<dataset>/"
+        "checkpoints/<model>/model.pt)",
+    )
+    g.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="use untrained weights (fixtures and benchmarks only)",
+    )
+    g.add_argument("--calib-size", type=int, default=1024, help="calibration images")
+    g.add_argument("--seed", type=int, default=0, help="seed of calibration/evaluation subsets")
+    g.add_argument(
+        "--eval-size",
+        type=int,
+        default=None,
+        help="evaluate on a seeded subset of this size (default: full set)",
+    )
+    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--out-root", default="results", help="results folder")
+    g.add_argument(
+        "--cache-root", default=".", help="folder of activation-cache/ and factorization-cache/"
+    )
+    g.add_argument("--no-cache", action="store_true", help="do not cache statistics")
+    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    g.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="compute at most this many new points per sweep, then stop",
+    )
+
+
+class _Context:
+    """Model, data and loaders of one (dataset, model, calibration) setting."""
+
+    def __init__(self, args: argparse.Namespace, dataset: str, calib_size: int | None = None):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        self.args = args
+        self.dataset = dataset
+        self.calib_size = calib_size or args.calib_size
+        self.model = experiment_model(
+            dataset, args.model, args.checkpoint, pretrained=not args.random_weights
+        )
+        self.data = experiment_data(
+            dataset, args.data_root, args.model, self.calib_size, args.seed, args.eval_size
+        )
+        self.calibration = make_loader(self.data.calibration, args.batch_size, args.workers)
+        self.evaluation = make_loader(self.data.evaluation, args.batch_size, args.workers)
+        self.example = self.data.evaluation[0][0].unsqueeze(0)
+        tag = self.data.data_tag + ("-random" if args.random_weights else "")
+        self.cache = None if args.no_cache else Cache(args.cache_root, tag, self.calib_size)
+
+    def sweep(
+        self,
+        mode: str,
+        knobs: Sequence[float],
+        out_dir: Path,
+        n_iters: int = 300,
+        evaluate_fn: Callable | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        a = self.args
+        config = SweepConfig(
+            dataset=self.dataset,
+            model=a.model,
+            mode=mode,
+            knobs=[float(k) for k in knobs],
+            calib_size=self.calib_size,
+            seed=a.seed,
+            n_iters=n_iters,
+            eval_size=a.eval_size,
+            extra={
+                "checkpoint": a.checkpoint,
+                "random_weights": a.random_weights,
+                "batch_size": a.batch_size,
+                **extra,
+            },
+        )
+        return run_sweep(
+            config,
+            self.model,
+            self.calibration,
+            self.evaluation,
+            out_dir,
+            example_input=self.example,
+            device=a.device,
+            cache=self.cache,
+            progress=not a.no_progress,
+            evaluate_fn=evaluate_fn,
+            stop_after=a.stop_after,
+        )
+
+
+def _run_dir(args: argparse.Namespace, dataset: str, *parts: str) -> Path:
+    return Path(args.out_root) / dataset / args.model / Path(*parts)
+
+
+def factorize_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
+    """Accuracy vs complexity: every requested mode over its knob values."""
+    parser = argparse.ArgumentParser(
+        description=f"BALF and baselines on {dataset}: accuracy, "
+        "FLOPs and params at every knob value of each mode."
+    )
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=[
+            "flops_auto",
+            "params_auto",
+            "energy",
+            "energy_act_aware",
+            "uniform",
+            "uniform_act_aware",
+        ],
+    )
+    parser.add_argument(
+        "--knobs",
+        nargs="+",
+        type=float,
+        default=None,
+        help="override the paper's sweep values (same for every mode)",
+    )
+    parser.add_argument("--n-iters", type=int, default=300, help="allocator iterations")
+    args = parse_with_yaml(parser, argv, f"{dataset}_factorize_sweep.yaml")
+    ctx = _Context(args, dataset)
+    for mode in args.modes:
+        knobs = args.knobs or default_knobs(mode, args.model)
+        ctx.sweep(mode, knobs, _run_dir(args, dataset, mode), args.n_iters)
+
+
+def calib_size_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
+    """Stability in the calibration-set size: one sweep per size."""
+    parser = argparse.ArgumentParser(description=f"Calibration-size sweep on {dataset}.")
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--calib-sizes", nargs="+", type=int, default=[256, 512, 1024, 2048, 4096, 8192, 16384]
+    )
+    parser.add_argument("--ratios", nargs="+", type=float, default=[0.4, 0.5, 0.7, 0.8])
+    parser.add_argument("--mode", default="params_auto")
+    args = parse_with_yaml(parser, argv, f"{dataset}_calib_size_sweep.yaml")
+    for size in args.calib_sizes:
+        ctx = _Context(args, dataset, calib_size=size)
+        ctx.sweep(args.mode, args.ratios, _run_dir(args, dataset, "calib-size", f"calib{size}"))
+
+
+def n_iters_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
+    """Allocator bisection iterations: budget gap and accuracy per iteration count."""
+    parser = argparse.ArgumentParser(description=f"Allocator-iterations sweep on {dataset}.")
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--n-iters-values",
+        nargs="+",
+        type=int,
+        default=[1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50, 100, 300],
+    )
+    parser.add_argument("--ratios", nargs="+", type=float, default=[0.4, 0.6, 0.8])
+    parser.add_argument("--mode", default="flops_auto")
+    args = parse_with_yaml(parser, argv, f"{dataset}_n_iters_sweep.yaml")
+    ctx = _Context(args, dataset)
+    for n in args.n_iters_values:
+        ctx.sweep(args.mode, args.ratios, _run_dir(args, dataset, "n-iters", f"iters{n}"), n)
+
+
+def corrupted_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
+    """Robustness: accuracy on every corruption and severity of the compressed models."""
+    from ..data import CORRUPTIONS, SEVERITIES
+
+    parser = argparse.ArgumentParser(
+        description=f"Corruption robustness of compressed models on {dataset} (CIFAR-10-C layout)."
+    )
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--corrupted-root",
+        required=False,
+        default=None,
+        help="folder with labels.npy and <corruption>.npy",
+    )
+    parser.add_argument("--modes", nargs="+", default=["params_auto", "flops_auto"])
+    parser.add_argument("--ratios", nargs="+", type=float, default=[0.6, 0.7, 0.8])
+    parser.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS))
+    parser.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES))
+    args = parse_with_yaml(parser, argv, f"{dataset}_corrupted_sweep.yaml")
+    if not args.corrupted_root:
+        raise BALFError("--corrupted-root is required (folder in the CIFAR-10-C layout)")
+    ctx = _Context(args, dataset)
+    loaders = {
+        (c, s): make_loader(
+            corrupted_evaluation(dataset, args.corrupted_root, c, s, args.eval_size, args.seed),
+            args.batch_size,
+            args.workers,
+        )
+        for c in args.corruptions
+        for s in args.severities
+    }
+
+    def robustness(model) -> dict[str, Any]:
+        clean = evaluate(model, ctx.evaluation, args.device, progress=False)
+        per: dict[str, dict[str, float]] = {}
+        for (c, s), loader in loaders.items():
+            per.setdefault(c, {})[str(s)] = evaluate(
+                model, loader, args.device, progress=False
+            ).accuracy
+        accs = [a for sev in per.values() for a in sev.values()]
+        return {
+            "accuracy": clean.accuracy,
+            "loss": clean.loss,
+            "corrupted_accuracy": sum(accs) / len(accs),
+            "corrupted": per,
+            "eval_samples": clean.samples,
+        }
+
+    for mode in args.modes:
+        ctx.sweep(
+            mode,
+            args.ratios,
+            _run_dir(args, dataset, "corruption", mode),
+            evaluate_fn=robustness,
+            corrupted_root=str(args.corrupted_root),
+            corruptions=args.corruptions,
+            severities=args.severities,
+        )

@@ -1,0 +1,160 @@
+"""Models and data of an experiment, by dataset name: one code path for every dataset.
+
+- ``cifar10``: seeded subset of the train split / test split; weights
+  ``results/cifar10/checkpoints/<model>/model.pt``.
+- ``fashion-mnist``: likewise, ``results/fashion-mnist/checkpoints/<model>/model.pt``.
+- ``imagenet``: ``<root>/imagenet-calib`` / ``<root>/imagenet-val``; public weights.
+
+Calibration images always use the evaluation preprocessing (no augmentation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..data import (
+    CIFAR10C,
+    calibration_subset,
+    cifar10,
+    cifar10_transform,
+    evaluation_subset,
+    imagenet_folder,
+)
+from ..errors import BALFError
+from ..models import create_model, eval_transform, load_checkpoint
+
+__all__ = [
+    "DATASETS",
+    "ExperimentData",
+    "corrupted_evaluation",
+    "default_checkpoint",
+    "experiment_data",
+    "experiment_model",
+]
+
+DATASETS = ("cifar10", "fashion-mnist", "imagenet")
+_SMALL = {"cifar10": (3, 10), "fashion-mnist": (1, 10)}
+
+
+@dataclass
+class ExperimentData:
+    """Calibration and evaluation sets of an experiment, and the calibration data's identity."""
+
+    calibration: Dataset
+    evaluation: Dataset
+    data_tag: str
+
+
+def _check_dataset(dataset: str) -> None:
+    if dataset not in DATASETS:
+        raise BALFError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+
+
+def default_checkpoint(dataset: str, model_name: str, results_root: str | Path = "results") -> Path:
+    """Where the repository's pretraining script writes a small-dataset model."""
+    return Path(results_root) / dataset / "checkpoints" / model_name / "model.pt"
+
+
+def experiment_model(
+    dataset: str,
+    model_name: str,
+    checkpoint: str | Path | None = None,
+    pretrained: bool = True,
+) -> nn.Module:
+    """The trained model of an experiment, in eval mode on the CPU.
+
+    Args:
+        dataset: one of :data:`DATASETS`.
+        model_name: ``resnet20``/``resnet56`` for the small datasets, a registry name for ImageNet.
+        checkpoint: weights file for the small datasets (default: :func:`default_checkpoint`).
+        pretrained: ``False`` gives random weights (fixtures and benchmarks).
+    """
+    _check_dataset(dataset)
+    if dataset == "imagenet":
+        return create_model(model_name, pretrained=pretrained).eval()
+    in_channels, num_classes = _SMALL[dataset]
+    model = create_model(
+        model_name, pretrained=False, in_channels=in_channels, num_classes=num_classes
+    )
+    if pretrained:
+        path = Path(checkpoint) if checkpoint else default_checkpoint(dataset, model_name)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no trained {model_name} for {dataset} at {path}: train one with "
+                f"scripts/cifar10/pretrain_resnet.py --dataset {dataset} --arch {model_name} "
+                f"--out-dir {path.parent} (or pass --checkpoint)"
+            )
+        load_checkpoint(model, path)
+    return model.eval()
+
+
+def _small_transform(dataset: str, model_name: str):
+    return eval_transform(model_name, dataset=dataset)
+
+
+def _splits(dataset: str, root: str | Path, model_name: str) -> tuple[Dataset, Dataset]:
+    if dataset == "cifar10":
+        tf = cifar10_transform(train=False)
+        return cifar10(root, train=True, transform=tf), cifar10(root, train=False, transform=tf)
+    if dataset == "fashion-mnist":
+        from ..data import FashionMNIST
+
+        fm_root = root if root and Path(root).exists() else None
+        return FashionMNIST("train", fm_root), FashionMNIST("test", fm_root)
+    tf = eval_transform(model_name)
+    root = Path(root)
+    return imagenet_folder(root / "imagenet-calib", tf), imagenet_folder(root / "imagenet-val", tf)
+
+
+def experiment_data(
+    dataset: str,
+    root: str | Path,
+    model_name: str,
+    calib_size: int,
+    seed: int = 0,
+    eval_size: int | None = None,
+) -> ExperimentData:
+    """Calibration subset (seeded) and evaluation set (whole, or a seeded subset).
+
+    Args:
+        root: data folder (``cifar-10-batches-py/`` inside for CIFAR-10; the IDX files for
+            Fashion-MNIST, else the standard search path; ``imagenet-calib/`` and
+            ``imagenet-val/`` inside for ImageNet).
+        calib_size: calibration images drawn uniformly at random from the training images.
+        eval_size: evaluate on a seeded subset of this size (``None``: the full set).
+    """
+    _check_dataset(dataset)
+    train, test = _splits(dataset, root, model_name)
+    calibration = calibration_subset(train, calib_size, seed)
+    evaluation = evaluation_subset(test, eval_size, seed)
+    tag = f"{dataset}-{model_name}-calib{calib_size}-seed{seed}"
+    return ExperimentData(calibration, evaluation, tag)
+
+
+def corrupted_evaluation(
+    dataset: str,
+    root: str | Path,
+    corruption: str,
+    severity: int,
+    eval_size: int | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """One (corruption, severity) test set in the CIFAR-10-C layout (CIFAR-10-C or Fashion-MNIST-C).
+
+    A fixed seeded subset of ``eval_size`` positions is used for every corruption and severity.
+    """
+    if dataset == "cifar10":
+        tf = cifar10_transform(train=False)
+    elif dataset == "fashion-mnist":
+        tf = _small_transform(dataset, "resnet20")
+    else:
+        raise BALFError(f"no corrupted test sets for dataset {dataset!r}")
+    full = CIFAR10C(root, corruption, severity, transform=tf)
+    if eval_size is None or eval_size >= len(full):
+        return full
+    indices = evaluation_subset(full, eval_size, seed).indices
+    return CIFAR10C(root, corruption, severity, transform=tf, indices=indices)

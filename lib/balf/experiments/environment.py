@@ -1,0 +1,66 @@
+"""What a run directory records about where and how it ran."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+
+__all__ = ["command_line", "environment_info", "git_commit"]
+
+
+def git_commit(path: str | os.PathLike | None = None) -> str | None:
+    """The repository's HEAD commit (suffixed ``-dirty`` with uncommitted changes), or ``None``."""
+    cwd = Path(path or Path(__file__).resolve().parent)
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def environment_info(device: torch.device | str | None = None) -> dict[str, Any]:
+    """Library and torch versions, Python, platform, device and git commit."""
+    device = torch.device(device or "cpu")
+    info: dict[str, Any] = {
+        "balf": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "git_commit": git_commit(),
+    }
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    if device.type == "cuda":
+        info["cuda"] = torch.version.cuda
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def command_line() -> str:
+    """The command that started this process, shell-quoted."""
+    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])

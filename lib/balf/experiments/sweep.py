@@ -1,0 +1,247 @@
+"""The one sweep runner: compress a model at every knob value of a mode and evaluate each point.
+
+``<out_dir>/results.json`` holds ``{"config": …, "environment": …, "points": [...]}``; each point
+has ``knob`` (the mode's value, or ``"original"``), ``accuracy`` (0–1), ``loss``,
+``flops_ratio`` and ``params_ratio`` (whole model, measured), the per-layer ``ranks`` and more.
+The file is rewritten atomically after every point, and a rerun skips the points already there.
+The run directory also keeps ``config.json`` (resolved), ``environment.json`` and ``command.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .._io import atomic_json_dump, atomic_write_text
+from ..api import Compressor
+from ..config import MODES, config_for_mode
+from ..errors import BALFError, BudgetError
+from ..flops import count_flops, count_params
+from .environment import command_line, environment_info
+from .evaluation import EvalResult, evaluate
+
+__all__ = ["SweepConfig", "default_knobs", "load_results", "run_sweep"]
+
+log = logging.getLogger(__name__)
+
+_SWEEP_VALUES = Path(__file__).resolve().parents[3] / "data" / "sweep_values.json"
+
+
+@dataclass
+class SweepConfig:
+    """Everything that defines a sweep (and must match for a rerun to resume it).
+
+    Attributes:
+        dataset, model, mode: what is compressed and how (``mode`` in :data:`balf.MODES`).
+        knobs: the mode's values (keep-ratios or energy thresholds).
+        calib_size: calibration images; seed: their draw (and of evaluation subsets).
+        n_iters: allocator iterations (allocator modes).
+        eval_size: evaluation subset size (``None``: full set).
+        extra: free-form settings recorded with the results (checkpoint, batch size, ...).
+    """
+
+    dataset: str
+    model: str
+    mode: str
+    knobs: list[float]
+    calib_size: int
+    seed: int = 0
+    n_iters: int = 300
+    eval_size: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise BALFError(f"unknown mode {self.mode!r}; choose one of {sorted(MODES)}")
+        if not self.knobs:
+            raise BALFError("a sweep needs at least one knob value")
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that must match for results to be resumed (all but the knob list)."""
+        d = asdict(self)
+        d.pop("knobs")
+        d.pop("extra")
+        return d
+
+
+def default_knobs(mode: str, model: str, path: Path = _SWEEP_VALUES) -> list[float]:
+    """The paper's sweep values for ``mode`` and ``model`` (``data/sweep_values.json``)."""
+    values = json.loads(Path(path).read_text())
+    if mode.startswith("energy"):
+        key = "energy_act_aware_thresholds" if mode == "energy_act_aware" else "energy_thresholds"
+        table = values[key]
+        if model not in table:
+            raise BALFError(f"no default {mode} thresholds for {model!r}; pass knobs explicitly")
+        return list(table[model])
+    return list(values["budget_and_uniform_ratios"])
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """Read a ``results.json``."""
+    return json.loads(Path(path).read_text())
+
+
+def _knob_key(knob: Any) -> str:
+    return "original" if knob == "original" else f"{float(knob):.10g}"
+
+
+def _measure(model: nn.Module, example: Tensor) -> tuple[int, int]:
+    return count_flops(model, example), count_params(model)
+
+
+def run_sweep(
+    config: SweepConfig,
+    model: nn.Module,
+    calibration: Iterable | None,
+    evaluation: Iterable,
+    out_dir: str | Path,
+    *,
+    example_input: Tensor,
+    device: torch.device | str = "cpu",
+    cache=None,
+    progress: bool = True,
+    evaluate_fn: Callable[[nn.Module], dict[str, Any]] | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) a sweep and return the results dict written to ``results.json``.
+
+    Args:
+        config: the sweep.
+        model: the trained model (not modified).
+        calibration: calibration batches (``None`` for data-free modes).
+        evaluation: ``(images, labels)`` batches for accuracy and loss.
+        out_dir: run directory (created).
+        example_input: one input ``(1, ...)`` for whole-model FLOP counts.
+        cache: optional :class:`balf.Cache`.
+        evaluate_fn: replaces the accuracy/loss evaluation; returns the metrics of a point
+            (e.g. per-corruption accuracies). Must include ``accuracy`` and ``loss``.
+        stop_after: compute at most this many new points, then return (tests, time limits).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / "results.json"
+    env = environment_info(device)
+    results = _resume(results_path, config, env)
+    atomic_json_dump(asdict(config), out_dir / "config.json")
+    atomic_json_dump(env, out_dir / "environment.json")
+    atomic_write_text(command_line() + "\n", out_dir / "command.txt")
+
+    model = model.to(device).eval()
+    example_input = example_input.to(device)
+    done = {_knob_key(p["knob"]) for p in results["points"]}
+    done |= {_knob_key(s["knob"]) for s in results.get("skipped", [])}
+
+    def metrics(m: nn.Module) -> dict[str, Any]:
+        if evaluate_fn is not None:
+            return evaluate_fn(m)
+        r: EvalResult = evaluate(m, evaluation, device, progress=progress)
+        return {"accuracy": r.accuracy, "loss": r.loss, "eval_samples": r.samples}
+
+    base_flops, base_params = _measure(model, example_input)
+    results["original"] = {"flops": base_flops, "params": base_params}
+    if "original" not in done:
+        start = time.perf_counter()
+        point = {
+            "knob": "original",
+            **metrics(model),
+            "flops_ratio": 1.0,
+            "params_ratio": 1.0,
+            "flops": base_flops,
+            "params": base_params,
+            "ranks": {},
+            "eval_seconds": time.perf_counter() - start,
+        }
+        _add_point(results, point, results_path)
+
+    compressor = Compressor(model, calibration, cache=cache, progress=progress)
+    todo = [k for k in config.knobs if _knob_key(k) not in done]
+    new = 0
+    for knob in tqdm(
+        todo, desc=f"{config.model} {config.mode}", unit="point", disable=not progress
+    ):
+        if stop_after is not None and new >= stop_after:
+            break
+        extra = {"n_iters": config.n_iters} if config.mode.endswith("_auto") else {}
+        cfg = config_for_mode(config.mode, knob, **extra)
+        try:
+            small, report = compressor.compress(cfg)
+        except BudgetError as exc:
+            log.warning("%s %g skipped: %s", config.mode, knob, exc)
+            results.setdefault("skipped", []).append({"knob": knob, "reason": str(exc)})
+            atomic_json_dump(results, results_path)
+            continue
+        start = time.perf_counter()
+        measured = metrics(small)
+        eval_seconds = time.perf_counter() - start
+        flops, params = _measure(small, example_input)
+        point = {
+            "knob": knob,
+            **measured,
+            "flops_ratio": flops / base_flops,
+            "params_ratio": params / base_params,
+            "flops": flops,
+            "params": params,
+            "layer_flops_ratio": report.layer_flops_ratio,
+            "layer_params_ratio": report.layer_params_ratio,
+            "budget": report.budget,
+            "achieved": report.achieved,
+            "factorized_layers": sum(lr.factorized for lr in report.layers.values()),
+            "ranks": report.ranks,
+            "timings": report.timings,
+            "eval_seconds": eval_seconds,
+        }
+        _add_point(results, point, results_path)
+        new += 1
+        del small
+    return results
+
+
+def _resume(path: Path, config: SweepConfig, env: dict[str, Any]) -> dict[str, Any]:
+    """Existing results for the same sweep identity, or a fresh results dict."""
+    fresh = {"config": asdict(config), "environment": env, "points": []}
+    if not path.exists():
+        return fresh
+    try:
+        old = load_results(path)
+    except json.JSONDecodeError as exc:
+        raise BALFError(f"{path} is not valid JSON ({exc}); move it away to restart") from exc
+    old_identity = SweepConfig(**old["config"]).identity()
+    if old_identity != config.identity():
+        raise BALFError(
+            f"{path} holds a different sweep ({old_identity}) than requested "
+            f"({config.identity()}); use another output folder or delete it"
+        )
+    log.info("resuming %s: %d points done", path, len(old["points"]))
+    old["config"] = asdict(config)
+    old["environment"] = env
+    return old
+
+
+def _add_point(results: dict[str, Any], point: dict[str, Any], path: Path) -> None:
+    point = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in point.items()
+    }
+    results["points"].append(point)
+    order = {_knob_key(k): i for i, k in enumerate(["original", *results["config"]["knobs"]])}
+    results["points"].sort(key=lambda p: order.get(_knob_key(p["knob"]), len(order)))
+    atomic_json_dump(results, path)
+
+
+def points_by_knob(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Points keyed by their normalised knob string."""
+    return {_knob_key(p["knob"]): p for p in results["points"]}
+
+
+def knobs_of(results: dict[str, Any]) -> Sequence[Any]:
+    """Knob values of the computed points, in order."""
+    return [p["knob"] for p in results["points"]]

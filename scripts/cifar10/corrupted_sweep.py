@@ -1,0 +1,17 @@
+"""Robustness of compressed models to 15 corruptions x 5 severities (CIFAR-10-C layout).
+
+Run `python scripts/cifar10/corrupted_sweep.py --help` for the options; defaults come from
+`configs/cifar10_corrupted_sweep.yaml`.
+"""
+
+from __future__ import annotations
+
+from balf.experiments.cli import corrupted_sweep_main
+
+
+def main(argv: list[str] | None = None) -> None:
+    corrupted_sweep_main(argv, "cifar10")
+
+
+if __name__ == "__main__":
+    main()

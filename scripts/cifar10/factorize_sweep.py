@@ -1,0 +1,17 @@
+"""Accuracy vs FLOPs/params of BALF and the SVD baselines (six modes) on cifar10.
+
+Run `python scripts/cifar10/factorize_sweep.py --help` for the options; defaults come from
+`configs/cifar10_factorize_sweep.yaml`.
+"""
+
+from __future__ import annotations
+
+from balf.experiments.cli import factorize_sweep_main
+
+
+def main(argv: list[str] | None = None) -> None:
+    factorize_sweep_main(argv, "cifar10")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""Accuracy vs FLOPs/params of BALF and the SVD baselines (six modes) on fashion-mnist.
+
+Run `python scripts/fashion_mnist/factorize_sweep.py --help` for the options; defaults come from
+`configs/fashion-mnist_factorize_sweep.yaml`.
+"""
+
+from __future__ import annotations
+
+from balf.experiments.cli import factorize_sweep_main
+
+
+def main(argv: list[str] | None = None) -> None:
+    factorize_sweep_main(argv, "fashion-mnist")
+
+
+if __name__ == "__main__":
+    main()
