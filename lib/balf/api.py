@@ -21,6 +21,7 @@ from .cache import Cache
 from .config import CompressionConfig, LayerCandidate
 from .costs import LayerCost
 from .decomposition import LayerDecomposition, decompose_layer
+from .distributed import is_main_process
 from .errors import BALFError, StatisticsError
 from .flops import count_flops, count_params
 from .hashing import model_digest, tensor_digest
@@ -256,7 +257,7 @@ class Compressor:
             batch_size=self.batch_size,
             progress=self.progress,
         )
-        if self.cache is not None:
+        if self.cache is not None and is_main_process():
             self.cache.save("statistics", self._statistics_key(), stats.to_state())
         return stats
 
@@ -289,7 +290,7 @@ class Compressor:
         )
         for name, module in bar:
             out[name] = decompose_layer(module, stats.layers[name] if stats is not None else None)
-        if key is not None:
+        if key is not None and is_main_process():
             state = {
                 n: {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in d.to_state().items()}
                 for n, d in out.items()

@@ -207,6 +207,14 @@ def iter_batches(
         yield batch.to(device, non_blocking=True)
 
 
+def _distributed_world_size() -> int:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Per-batch products run in the layer's dtype, but never below float32."""
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
@@ -262,6 +270,7 @@ def collect_statistics(
     side: str | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    distributed: bool | None = None,
 ) -> Statistics:
     """Run the calibration data through ``model`` once and accumulate per-layer Gram matrices.
 
@@ -273,6 +282,9 @@ def collect_statistics(
         side: force ``"input"`` or ``"output"`` statistics for every layer (both give the same
             decomposition); ``None`` picks the cheaper side per layer (input only when D < K).
         progress: show a tqdm bar over batches.
+        distributed: sum the statistics over the processes of ``torch.distributed`` (each
+            process passes its own shard of the data) before returning; ``None`` does so
+            whenever a process group with more than one process is initialised.
 
     Returns:
         :class:`Statistics` with one float64 Gram matrix batch per layer.
@@ -322,15 +334,19 @@ def collect_statistics(
     finally:
         for h in handles:
             h.remove()
-    if num_samples == 0:
-        raise BALFError("the calibration data is empty: pass at least one non-empty batch")
     layer_stats = {name: acc.stats for name, acc in accumulators.items()}
+    stats = Statistics(layers=layer_stats, num_samples=num_samples, example_input=example)
+    if distributed is None:
+        distributed = _distributed_world_size() > 1
+    if distributed:
+        stats.all_reduce()
+    if stats.num_samples == 0:
+        raise BALFError("the calibration data is empty: pass at least one non-empty batch")
     for name, st in layer_stats.items():
         if st.calls == 0:
             raise StatisticsError(
                 f"layer {name!r} was never called during calibration; exclude it via `layers=`"
             )
-    stats = Statistics(layers=layer_stats, num_samples=num_samples, example_input=example)
     stats.check_finite()
     log.info("collected statistics for %d layers over %d samples", len(layer_stats), num_samples)
     return stats

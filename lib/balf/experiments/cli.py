@@ -18,6 +18,7 @@ import yaml
 
 from ..cache import Cache
 from ..data import make_loader
+from ..distributed import init_from_environment, shard
 from ..errors import BALFError
 from .datasets import corrupted_evaluation, experiment_data, experiment_model
 from .evaluation import evaluate
@@ -114,6 +115,7 @@ class _Context:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         if args.threads:
             torch.set_num_threads(args.threads)
+        args.device = init_from_environment(args.device)  # torchrun: one process per device
         self.args = args
         self.dataset = dataset
         self.calib_size = calib_size or args.calib_size
@@ -123,8 +125,9 @@ class _Context:
         self.data = experiment_data(
             dataset, args.data_root, args.model, self.calib_size, args.seed, args.eval_size
         )
-        self.calibration = make_loader(self.data.calibration, args.batch_size, args.workers)
-        self.evaluation = make_loader(self.data.evaluation, args.batch_size, args.workers)
+        # under torchrun each process calibrates and evaluates its shard; sums are all-reduced
+        self.calibration = make_loader(shard(self.data.calibration), args.batch_size, args.workers)
+        self.evaluation = make_loader(shard(self.data.evaluation), args.batch_size, args.workers)
         self.example = self.data.evaluation[0][0].unsqueeze(0)
         tag = self.data.data_tag + ("-random" if args.random_weights else "")
         self.cache = None if args.no_cache else Cache(args.cache_root, tag, self.calib_size)
@@ -265,7 +268,9 @@ def corrupted_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     ctx = _Context(args, dataset)
     loaders = {
         (c, s): make_loader(
-            corrupted_evaluation(dataset, args.corrupted_root, c, s, args.eval_size, args.seed),
+            shard(
+                corrupted_evaluation(dataset, args.corrupted_root, c, s, args.eval_size, args.seed)
+            ),
             args.batch_size,
             args.workers,
         )

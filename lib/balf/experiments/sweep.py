@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .._io import atomic_json_dump, atomic_write_text
 from ..api import Compressor
 from ..config import MODES, config_for_mode
+from ..distributed import is_main_process
 from ..errors import BALFError, BudgetError
 from ..flops import count_flops, count_params
 from .environment import command_line, environment_info
@@ -132,9 +133,10 @@ def run_sweep(
     results_path = out_dir / "results.json"
     env = environment_info(device)
     results = _resume(results_path, config, env)
-    atomic_json_dump(asdict(config), out_dir / "config.json")
-    atomic_json_dump(env, out_dir / "environment.json")
-    atomic_write_text(command_line() + "\n", out_dir / "command.txt")
+    if is_main_process():
+        atomic_json_dump(asdict(config), out_dir / "config.json")
+        atomic_json_dump(env, out_dir / "environment.json")
+        atomic_write_text(command_line() + "\n", out_dir / "command.txt")
 
     model = model.to(device).eval()
     example_input = example_input.to(device)
@@ -178,7 +180,8 @@ def run_sweep(
         except BudgetError as exc:
             log.warning("%s %g skipped: %s", config.mode, knob, exc)
             results.setdefault("skipped", []).append({"knob": knob, "reason": str(exc)})
-            atomic_json_dump(results, results_path)
+            if is_main_process():
+                atomic_json_dump(results, results_path)
             continue
         start = time.perf_counter()
         measured = metrics(small)
@@ -234,7 +237,8 @@ def _add_point(results: dict[str, Any], point: dict[str, Any], path: Path) -> No
     results["points"].append(point)
     order = {_knob_key(k): i for i, k in enumerate(["original", *results["config"]["knobs"]])}
     results["points"].sort(key=lambda p: order.get(_knob_key(p["knob"]), len(order)))
-    atomic_json_dump(results, path)
+    if is_main_process():
+        atomic_json_dump(results, path)
 
 
 def points_by_knob(results: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,77 @@
+"""Distributed calibration: 2 gloo processes on shards give the single-process result."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import balf
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 3, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 16),
+        nn.ReLU(),
+        nn.Linear(16, 5),
+    ).double()
+
+
+def _data() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randn(24, 3, 8, 8, dtype=torch.float64)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        torch.set_num_threads(1)
+        shard = _data()[rank::world]  # each process sees only its shard
+        stats = balf.collect_statistics(_model(), shard.split(5), progress=False)
+        _, report = balf.compress(_model(), stats, balf.BALFConfig(0.5), progress=False)
+        torch.save(
+            {
+                "grams": {n: s.gram for n, s in stats.layers.items()},
+                "rows": {n: s.rows for n, s in stats.layers.items()},
+                "samples": stats.num_samples,
+                "ranks": report.ranks,
+            },
+            f"{out}.{rank}",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_statistics_equal_single_process(tmp_path):
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available in this build")
+    out = str(tmp_path / "result")
+    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+
+    single = balf.collect_statistics(_model(), _data().split(5), progress=False, distributed=False)
+    _, report = balf.compress(_model(), single, balf.BALFConfig(0.5), progress=False)
+    for rank in range(2):
+        got = torch.load(f"{out}.{rank}", weights_only=True)
+        assert got["samples"] == single.num_samples == 24
+        for name, st in single.layers.items():
+            torch.testing.assert_close(got["grams"][name], st.gram, rtol=1e-12, atol=1e-12)
+            assert got["rows"][name] == st.rows
+        assert got["ranks"] == report.ranks  # every process compresses identically
