@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         test_loss=final["test_loss"],
         seed=args.seed,
         git_commit=git_commit(),
-        torch_version=torch.__version__,
+        torch_version=str(torch.__version__),
         config=resolved_config(args),
     )
     logger.info("Done: test accuracy %.4f, weights in %s", final["test_acc"], out_dir / "model.pt")

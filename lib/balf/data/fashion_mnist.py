@@ -23,8 +23,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-from balf.errors import DatasetNotFoundError
 from torch.utils.data import Dataset
+
+from balf.errors import DatasetNotFoundError
 
 __all__ = [
     "FASHION_MNIST_CLASSES",

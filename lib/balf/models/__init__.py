@@ -8,11 +8,13 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy
 import torch
 from torch import nn
 from torchvision import transforms as T
@@ -134,6 +136,29 @@ def eval_transform(name: str, *, dataset: str = "cifar10") -> T.Compose:
     raise BALFError(f"Unknown model {name!r}; choose one of {list_models()}")
 
 
+def _plain(value: Any) -> Any:
+    """Convert metadata to builtin types that ``torch.load(weights_only=True)`` accepts.
+
+    ``str`` subclasses (e.g. ``torch.__version__``) and paths become ``str``, numpy scalars
+    become ``int``/``float``/``bool``, tuples become lists.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str | os.PathLike):
+        return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+    if isinstance(value, bool | numpy.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    raise BALFError(f"Checkpoint metadata must be plain data, got {type(value).__name__}")
+
+
 def save_checkpoint(
     model: nn.Module, path: str | os.PathLike, *, extra: dict[str, Any] | None = None, **metadata
 ) -> Path:
@@ -157,7 +182,11 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = dict(extra or {})
     payload.update(
-        {"format": CHECKPOINT_FORMAT, "state_dict": model.state_dict(), "metadata": metadata}
+        {
+            "format": CHECKPOINT_FORMAT,
+            "state_dict": model.state_dict(),
+            "metadata": _plain(metadata),
+        }
     )
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
