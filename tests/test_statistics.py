@@ -144,3 +144,35 @@ def test_unsupported_layers_are_skipped_with_a_reason_by_default():
     _, report = balf.compress(model, torch.randn(4, 3, 5, 5), balf.BALFConfig(0.6), progress=False)
     assert "padding_mode='reflect'" in report.skipped["0"]
     assert list(report.layers) == ["2"]
+
+
+GRAM_LAYERS = [
+    ("conv", lambda: nn.Conv2d(4, 6, 3, padding=1, dtype=F64), (3, 4, 6, 5)),
+    ("conv-bias-grouped", lambda: nn.Conv2d(4, 6, 3, groups=2, dtype=F64), (3, 4, 6, 5)),
+    ("conv-1x1-strided", lambda: nn.Conv2d(4, 8, 1, stride=2, bias=False, dtype=F64), (3, 4, 7, 6)),
+    ("conv-1x1-grouped", lambda: nn.Conv2d(4, 8, 1, groups=4, dtype=F64), (2, 4, 3, 3)),
+    ("linear-3d", lambda: nn.Linear(5, 7, dtype=F64), (2, 3, 5)),
+]
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels-last"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "chunked"])
+@pytest.mark.parametrize(("case", "make", "shape"), GRAM_LAYERS, ids=[c[0] for c in GRAM_LAYERS])
+def test_fast_grams_equal_row_matrix_products(
+    case, make, shape, channels_last, chunked, monkeypatch
+):
+    from balf.representation import input_gram, output_gram
+
+    if chunked:
+        monkeypatch.setattr(representation, "_GRAM_CHUNK_ELEMENTS", 1)
+    layer = make()
+    x = torch.randn(shape, dtype=F64)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+        layer = layer.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        y = layer(x)
+    rows_out = output_rows(layer, y)
+    torch.testing.assert_close(output_gram(layer, y, F64), rows_out.mT @ rows_out)
+    rows_in = torch.cat(list(input_rows(layer, x)), dim=1)
+    torch.testing.assert_close(input_gram(layer, x, F64), rows_in.mT @ rows_in)

@@ -21,14 +21,19 @@ from torch import Tensor, nn
 __all__ = [
     "LayerGeometry",
     "geometry_of",
+    "input_gram",
     "input_rows",
+    "output_gram",
     "output_rows",
+    "rows_of_call",
     "unsupported_reason",
     "weight_matrices",
 ]
 
 # Upper bound on the number of elements of one im2col chunk (float32: 256 MiB).
 _IM2COL_CHUNK_ELEMENTS = 1 << 26
+# Upper bound on the elements of the per-image Gram matrices summed at once (float32: 64 MiB).
+_GRAM_CHUNK_ELEMENTS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -193,3 +198,74 @@ def _output_positions(module: nn.Conv2d, size: torch.Size, padding: tuple[int, i
     ):
         n *= (s + 2 * p - d * (k - 1) - 1) // st + 1
     return n
+
+
+def _channel_gram(y: Tensor, groups: int) -> Tensor:
+    """``Σ_rows`` Gram of channel vectors of an NCHW tensor, ``(G, S, S)``, without copying it.
+
+    ``y`` is ``(B, G·S, H, W)``; every spatial position of every image is a row. For NCHW memory
+    the per-image ``(S, H·W)`` blocks are multiplied in a batch and summed; for channels-last
+    memory the ``(B·H·W, S)`` rows are used directly.
+    """
+    b, c, h, w = y.shape
+    s = c // groups
+    if groups == 1 and y.is_contiguous(memory_format=torch.channels_last) and h * w > 1:
+        rows = y.permute(0, 2, 3, 1).reshape(-1, c)
+        return (rows.t() @ rows).unsqueeze(0)
+    blocks = y.reshape(b, groups, s, h * w)
+    step = max(1, _GRAM_CHUNK_ELEMENTS // max(groups * s * s, 1))
+    gram = None
+    for start in range(0, b, step):
+        chunk = blocks[start : start + step]
+        n = chunk.shape[0]
+        flat = chunk.reshape(n * groups, s, h * w)
+        part = torch.bmm(flat, flat.transpose(1, 2)).view(n, groups, s, s).sum(0)
+        gram = part if gram is None else gram + part
+    return gram
+
+
+def output_gram(module: nn.Module, output: Tensor, dtype: torch.dtype) -> Tensor:
+    """``Y_gᵀ Y_g`` of one call's pre-bias output, ``(G, K, K)`` in ``dtype``.
+
+    Equal to ``output_rows(...).mT @ output_rows(...)`` but avoids the row-matrix copy.
+    """
+    geo = geometry_of(module)
+    y = output.to(dtype)
+    if geo.kind == "linear":
+        rows = y.reshape(-1, geo.out_dim)
+        if module.bias is not None:
+            rows = rows - module.bias.to(dtype)
+        return (rows.t() @ rows).unsqueeze(0)
+    if module.bias is not None:
+        y = y - module.bias.to(dtype).view(1, -1, 1, 1)
+    return _channel_gram(y, geo.groups)
+
+
+def input_gram(module: nn.Module, x: Tensor, dtype: torch.dtype) -> Tensor:
+    """``X_gᵀ X_g`` of one call's input, ``(G, D, D)`` in ``dtype``.
+
+    1×1 convolutions without padding need no im2col (their patches are the pixels, subsampled
+    by the stride); other convolutions go through chunked im2col.
+    """
+    geo = geometry_of(module)
+    x = x.to(dtype)
+    if geo.kind == "linear":
+        rows = x.reshape(-1, geo.in_dim)
+        return (rows.t() @ rows).unsqueeze(0)
+    if module.kernel_size == (1, 1) and module.padding in ((0, 0), "valid"):
+        sh, sw = module.stride
+        if (sh, sw) != (1, 1):
+            x = x[:, :, ::sh, ::sw]
+        return _channel_gram(x, geo.groups)
+    gram = None
+    for rows in input_rows(module, x):
+        part = torch.bmm(rows.transpose(1, 2), rows)
+        gram = part if gram is None else gram + part
+    return gram
+
+
+def rows_of_call(module: nn.Module, output: Tensor) -> int:
+    """Number of rows ``N`` (per group) one call contributes: output vectors."""
+    if isinstance(module, nn.Linear):
+        return output.numel() // module.out_features
+    return output.shape[0] * output.shape[2] * output.shape[3]

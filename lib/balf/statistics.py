@@ -25,7 +25,7 @@ from . import __version__
 from ._io import atomic_torch_save
 from .errors import BALFError, StatisticsError
 from .hashing import tensor_digest
-from .representation import geometry_of, input_rows, output_rows
+from .representation import geometry_of, input_gram, output_gram, rows_of_call
 from .targets import resolve_layers
 
 __all__ = ["LayerStatistics", "Statistics", "collect_statistics", "iter_batches"]
@@ -238,14 +238,13 @@ class _Accumulator:
 
     def __call__(self, module: nn.Module, inputs: tuple, output: Tensor) -> None:
         st = self.stats
+        dtype = _compute_dtype(output.dtype)
         if self.side == "output":
-            chunks: Iterable[Tensor] = [output_rows(module, output)]
+            gram = output_gram(module, output, dtype)
         else:
-            chunks = input_rows(module, inputs[0])
-        for rows in chunks:
-            rows = rows.to(_compute_dtype(rows.dtype))
-            st.gram += torch.bmm(rows.transpose(1, 2), rows).to(torch.float64)
-            st.rows += rows.shape[1]
+            gram = input_gram(module, inputs[0], dtype)
+        st.gram += gram.to(torch.float64)
+        st.rows += rows_of_call(module, output)
         st.calls += 1
         st.output_shape = tuple(output.shape[1:])
 
