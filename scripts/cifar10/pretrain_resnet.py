@@ -37,6 +37,8 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from balf.data.fashion_mnist import load_fashion_mnist
+from balf.errors import DatasetNotFoundError
 from balf.models import create_model, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger("pretrain_resnet")
@@ -120,16 +122,12 @@ def resolved_config(args: argparse.Namespace) -> dict:
 def load_dataset(name: str, root: str | None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Load train and test splits as uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)``."""
     if name == "fashion-mnist":
-        from balf.data.fashion_mnist import load_fashion_mnist
-
         splits = {}
         for split in ("train", "test"):
             images, labels = load_fashion_mnist(split, root)
             splits[split] = (images.unsqueeze(1).contiguous(), labels)
         return splits
     from torchvision.datasets import CIFAR10
-
-    from balf.errors import DatasetNotFoundError
 
     root = root or "datasets"
     splits = {}
