@@ -25,6 +25,7 @@ from .evaluation import evaluate
 from .sweep import SweepConfig, default_knobs, run_sweep
 
 __all__ = [
+    "ExperimentContext",
     "add_common_arguments",
     "calib_size_sweep_main",
     "corrupted_sweep_main",
@@ -108,7 +109,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class _Context:
+class ExperimentContext:
     """Model, data and loaders of one (dataset, model, calibration) setting."""
 
     def __init__(self, args: argparse.Namespace, dataset: str, calib_size: int | None = None):
@@ -205,7 +206,7 @@ def factorize_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     )
     parser.add_argument("--n-iters", type=int, default=300, help="allocator iterations")
     args = parse_with_yaml(parser, argv, f"{dataset}_factorize_sweep.yaml")
-    ctx = _Context(args, dataset)
+    ctx = ExperimentContext(args, dataset)
     for mode in args.modes:
         knobs = args.knobs or default_knobs(mode, args.model)
         ctx.sweep(mode, knobs, _run_dir(args, dataset, mode), args.n_iters)
@@ -222,7 +223,7 @@ def calib_size_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     parser.add_argument("--mode", default="params_auto")
     args = parse_with_yaml(parser, argv, f"{dataset}_calib_size_sweep.yaml")
     for size in args.calib_sizes:
-        ctx = _Context(args, dataset, calib_size=size)
+        ctx = ExperimentContext(args, dataset, calib_size=size)
         ctx.sweep(args.mode, args.ratios, _run_dir(args, dataset, "calib-size", f"calib{size}"))
 
 
@@ -239,7 +240,7 @@ def n_iters_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.4, 0.6, 0.8])
     parser.add_argument("--mode", default="flops_auto")
     args = parse_with_yaml(parser, argv, f"{dataset}_n_iters_sweep.yaml")
-    ctx = _Context(args, dataset)
+    ctx = ExperimentContext(args, dataset)
     for n in args.n_iters_values:
         ctx.sweep(args.mode, args.ratios, _run_dir(args, dataset, "n-iters", f"iters{n}"), n)
 
@@ -265,7 +266,7 @@ def corrupted_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     args = parse_with_yaml(parser, argv, f"{dataset}_corrupted_sweep.yaml")
     if not args.corrupted_root:
         raise BALFError("--corrupted-root is required (folder in the CIFAR-10-C layout)")
-    ctx = _Context(args, dataset)
+    ctx = ExperimentContext(args, dataset)
     loaders = {
         (c, s): make_loader(
             shard(
