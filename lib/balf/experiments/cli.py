@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import yaml
 
+from ..api import Compressor
 from ..cache import Cache
 from ..data import make_loader
 from ..distributed import init_from_environment, shard
@@ -130,8 +131,13 @@ class ExperimentContext:
         self.calibration = make_loader(shard(self.data.calibration), args.batch_size, args.workers)
         self.evaluation = make_loader(shard(self.data.evaluation), args.batch_size, args.workers)
         self.example = self.data.evaluation[0][0].unsqueeze(0)
+        self._originals: dict[Any, dict[str, Any]] = {}  # uncompressed point per evaluation
         tag = self.data.data_tag + ("-random" if args.random_weights else "")
         self.cache = None if args.no_cache else Cache(args.cache_root, tag, self.calib_size)
+        self.model = self.model.to(args.device)
+        self.compressor = Compressor(
+            self.model, self.calibration, cache=self.cache, progress=not args.no_progress
+        )
 
     def sweep(
         self,
@@ -159,7 +165,7 @@ class ExperimentContext:
                 **extra,
             },
         )
-        return run_sweep(
+        results = run_sweep(
             config,
             self.model,
             self.calibration,
@@ -171,7 +177,11 @@ class ExperimentContext:
             progress=not a.no_progress,
             evaluate_fn=evaluate_fn,
             stop_after=a.stop_after,
+            original=self._originals.get(evaluate_fn),
+            compressor=self.compressor,
         )
+        self._originals[evaluate_fn] = results["points"][0]
+        return results
 
 
 def _run_dir(args: argparse.Namespace, dataset: str, *parts: str) -> Path:

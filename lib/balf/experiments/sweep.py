@@ -113,6 +113,8 @@ def run_sweep(
     progress: bool = True,
     evaluate_fn: Callable[[nn.Module], dict[str, Any]] | None = None,
     stop_after: int | None = None,
+    original: dict[str, Any] | None = None,
+    compressor: Compressor | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a sweep and return the results dict written to ``results.json``.
 
@@ -127,6 +129,10 @@ def run_sweep(
         evaluate_fn: replaces the accuracy/loss evaluation; returns the metrics of a point
             (e.g. per-corruption accuracies). Must include ``accuracy`` and ``loss``.
         stop_after: compute at most this many new points, then return (tests, time limits).
+        original: the uncompressed model's point from another sweep of the same model and
+            evaluation data, reused instead of evaluating the model again.
+        compressor: a :class:`balf.Compressor` of ``model`` shared across sweeps (statistics
+            and decompositions computed once); made from ``calibration`` when ``None``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +157,9 @@ def run_sweep(
 
     base_flops, base_params = _measure(model, example_input)
     results["original"] = {"flops": base_flops, "params": base_params}
-    if "original" not in done:
+    if "original" not in done and original is not None:
+        _add_point(results, dict(original), results_path)
+    elif "original" not in done:
         start = time.perf_counter()
         point = {
             "knob": "original",
@@ -165,7 +173,8 @@ def run_sweep(
         }
         _add_point(results, point, results_path)
 
-    compressor = Compressor(model, calibration, cache=cache, progress=progress)
+    if compressor is None:
+        compressor = Compressor(model, calibration, cache=cache, progress=progress)
     todo = [k for k in config.knobs if _knob_key(k) not in done]
     new = 0
     for knob in tqdm(
