@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Experiment 3 on CIFAR-10: allocator bisection iterations vs budget gap and accuracy, ResNet-20
+# (configs/cifar10_n_iters_sweep.yaml). Resumable. Extra arguments are passed on (e.g. --model resnet56).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+"${PYTHON:-python3}" scripts/cifar10/n_iters_sweep.py --model resnet20 "$@"

@@ -1,0 +1,312 @@
+"""Inference speed of original and BALF-compressed models (experiment 6).
+
+For each model (default ``resnet50`` and ``vit_b_16``) one ``balf.Compressor`` produces the
+``flops_auto`` models at every keep-ratio (default 0.9 … 0.3); the statistics and decompositions
+are computed once. The latency of the original and of each compressed model is measured at every
+batch size (default 1, 8, 32) on a random input batch: ``--warmup`` untimed calls, then
+``--repeats`` timed calls (``torch.inference_mode()``, eval mode, ``torch.cuda.synchronize`` on
+CUDA); the median is reported, with throughput = batch size / median latency (images/s).
+
+``--synthetic`` uses random weights and seeded random calibration images (``--calib-size``,
+``--image-size``); otherwise the pretrained weights and the ImageNet calibration folder
+(``<data-root>/imagenet-calib``), with the sweeps' statistics cache (``--cache-root``) unless
+``--no-cache``. ``--channels-last`` runs CNNs (models with a Conv2d) in channels-last layout.
+
+Outputs in ``--out-dir`` (default ``results/benchmarks``), ``<device>`` being ``cpu``/``cuda``:
+
+- ``speed_<device>.json``: ``{"benchmark", "command", "environment", "config", "rows": [...]}``,
+  rewritten atomically after every model; one row per (model, variant, batch size) with
+  ``model``, ``variant`` (``"original"`` or ``"flops_auto@<ratio>"``), ``keep_ratio`` (``None``
+  for the original), ``flops``, ``params``, ``flops_ratio``, ``params_ratio`` (whole model,
+  measured), ``flops_reduction`` (1 / flops_ratio), ``batch_size``, ``latency_s`` (median),
+  ``latencies_s`` (every repeat), ``throughput`` (images/s), ``speedup`` (original latency /
+  this latency at the same batch size), ``channels_last``, ``image_size``;
+- ``speed_<device>.pdf`` / ``.png``: measured speedup vs FLOPs reduction, one panel per model,
+  one line per batch size, and the ideal y = x. ``--plot-only`` re-renders them from the JSON.
+
+Example:
+    python scripts/imagenet/measure_speed.py --synthetic --calib-size 32 --batch-sizes 1 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+import balf
+from balf._io import atomic_json_dump
+from balf.data import make_loader
+from balf.errors import BALFError
+from balf.experiments.cli import parse_with_yaml
+from balf.experiments.datasets import experiment_data, experiment_model
+from balf.experiments.environment import environment_info
+from balf.models import IMAGENET_MODELS, create_model, disable_fused_attention
+
+log = logging.getLogger("measure_speed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Options; defaults come from ``configs/imagenet_measure_speed.yaml``."""
+    p = argparse.ArgumentParser(
+        description="Latency and throughput of original and BALF-compressed models."
+    )
+    p.add_argument("--models", nargs="+", default=["resnet50", "vit_b_16"])
+    p.add_argument("--ratios", nargs="+", type=float, default=[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+    p.add_argument("--mode", default="flops_auto", choices=["flops_auto", "params_auto"])
+    p.add_argument("--n-iters", type=int, default=300, help="allocator iterations")
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
+    p.add_argument("--warmup", type=int, default=5, help="untimed calls before timing")
+    p.add_argument("--repeats", type=int, default=20, help="timed calls (median reported)")
+    p.add_argument("--synthetic", action="store_true", help="random weights and images")
+    p.add_argument("--calib-size", type=int, default=8192, help="calibration images")
+    p.add_argument("--calib-batch-size", type=int, default=64, help="calibration batch size")
+    p.add_argument("--image-size", type=int, default=224, help="synthetic image side")
+    p.add_argument("--data-root", default="datasets", help="folder holding imagenet-calib/")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers (real mode)")
+    p.add_argument("--cache-root", default=".", help="folder of activation-cache/ (real mode)")
+    p.add_argument("--no-cache", action="store_true", help="do not cache statistics")
+    p.add_argument("--channels-last", action="store_true", help="channels-last CNNs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out-dir", default="results/benchmarks")
+    p.add_argument("--plot-only", action="store_true", help="re-render the plot from the JSON")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+# -- models and data ---------------------------------------------------------------------------
+
+
+def build_model(name: str, synthetic: bool, image_size: int) -> nn.Module:
+    """A registry model (pretrained, or random with ``synthetic``), in eval mode on the CPU.
+
+    Synthetic timm models are built for ``image_size`` inputs; ``timm:<arch>`` names any timm
+    architecture (random weights only, e.g. ``timm:vit_tiny_patch16_224`` for quick checks).
+    """
+    entry = IMAGENET_MODELS.get(name)
+    arch = name.removeprefix("timm:") if name.startswith("timm:") else None
+    if entry is not None and entry.library == "timm" and synthetic:
+        arch = entry.arch
+    if arch is not None:
+        if not synthetic:
+            raise BALFError(f"{name}: timm architectures by name need --synthetic")
+        model = timm.create_model(arch, pretrained=False, img_size=image_size)
+        disable_fused_attention(model)
+        return model.eval()
+    if entry is None:
+        raise BALFError(f"unknown model {name!r}; choose from {list(IMAGENET_MODELS)}")
+    if synthetic:
+        return create_model(name, pretrained=False).eval()
+    return experiment_model("imagenet", name)
+
+
+def calibration(args: argparse.Namespace, name: str) -> tuple[Tensor | Iterable, balf.Cache | None]:
+    """Calibration data (a seeded ``(N, 3, S, S)`` tensor, or a DataLoader) and the cache."""
+    if args.synthetic:
+        g = torch.Generator().manual_seed(args.seed)
+        size = args.image_size
+        return torch.randn(args.calib_size, 3, size, size, generator=g), None
+    data = experiment_data("imagenet", args.data_root, name, args.calib_size, args.seed)
+    loader = make_loader(data.calibration, args.calib_batch_size, args.workers)
+    cache = None if args.no_cache else balf.Cache(args.cache_root, data.data_tag, args.calib_size)
+    return loader, cache
+
+
+# -- timing ------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def latencies(
+    model: nn.Module, x: Tensor, warmup: int, repeats: int, device: torch.device
+) -> list[float]:
+    """Seconds of ``repeats`` timed forward calls on ``x`` after ``warmup`` untimed ones.
+
+    Args:
+        model: the network, in eval mode on ``device``.
+        x: an input batch ``(B, 3, S, S)`` on ``device``.
+    """
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        _sync(device)
+        out = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            _sync(device)
+            out.append(time.perf_counter() - start)
+    return out
+
+
+def _is_cnn(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules()) and not any(
+        isinstance(m, nn.MultiheadAttention | timm.layers.Attention) for m in model.modules()
+    )
+
+
+def measure_model(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
+    """Compress ``name`` at every ratio and time every variant at every batch size."""
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    model = build_model(name, args.synthetic, args.image_size).to(device)
+    channels_last = bool(args.channels_last and _is_cnn(model))
+    size = args.image_size if args.synthetic else 224
+    example = torch.randn(1, 3, size, size, device=device)
+    flops0, params0 = balf.count_flops(model, example), balf.count_params(model)
+    data, cache = calibration(args, name)
+    compressor = balf.Compressor(
+        model,
+        data,
+        cache=cache,
+        batch_size=args.calib_batch_size,
+        progress=not args.no_progress,
+    )
+    g = torch.Generator().manual_seed(args.seed + 1)
+    inputs = {b: torch.randn(b, 3, size, size, generator=g).to(device) for b in args.batch_sizes}
+    if channels_last:
+        inputs = {b: x.contiguous(memory_format=torch.channels_last) for b, x in inputs.items()}
+
+    def timed(m: nn.Module, variant: str, ratio: float | None, flops: int, params: int):
+        m = m.eval()
+        if channels_last:
+            m = m.to(memory_format=torch.channels_last)
+        for b, x in inputs.items():
+            times = latencies(m, x, args.warmup, args.repeats, device)
+            latency = statistics.median(times)
+            log.info("%s %s batch %d: %.2f ms", name, variant, b, 1e3 * latency)
+            rows.append(
+                {
+                    "model": name,
+                    "variant": variant,
+                    "keep_ratio": ratio,
+                    "flops": flops,
+                    "params": params,
+                    "flops_ratio": flops / flops0,
+                    "params_ratio": params / params0,
+                    "flops_reduction": flops0 / flops,
+                    "batch_size": b,
+                    "latency_s": latency,
+                    "latencies_s": times,
+                    "throughput": b / latency,
+                    "speedup": base[b] / latency if b in base else 1.0,
+                    "channels_last": channels_last,
+                    "image_size": size,
+                }
+            )
+            if ratio is None:
+                base[b] = latency
+
+    rows: list[dict[str, Any]] = []
+    base: dict[int, float] = {}
+    timed(model, "original", None, flops0, params0)
+    extra = {"n_iters": args.n_iters}
+    for ratio in args.ratios:
+        small, _ = compressor.compress(balf.config_for_mode(args.mode, ratio, **extra))
+        flops = balf.count_flops(small, example)
+        timed(small, f"{args.mode}@{ratio:g}", ratio, flops, balf.count_params(small))
+        del small
+    return rows
+
+
+# -- plot --------------------------------------------------------------------------------------
+
+
+def plot_speedup(results: dict[str, Any], stem: Path) -> list[Path]:
+    """Speedup vs FLOPs reduction (one panel per model, a line per batch size) -> PDF + PNG."""
+    rows = results["rows"]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig = Figure(figsize=(4.2 * max(1, len(models)), 3.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, max(1, len(models)), squeeze=False)
+    for ax, name in zip(axes[0], models, strict=False):
+        mine = [r for r in rows if r["model"] == name]
+        top = max([r["flops_reduction"] for r in mine] + [1.0])
+        ax.plot([1, top], [1, top], "k--", lw=1, label="ideal (y = x)")
+        for b in sorted({r["batch_size"] for r in mine}):
+            pts = sorted((r["flops_reduction"], r["speedup"]) for r in mine if r["batch_size"] == b)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=4, label=f"batch {b}")
+        ax.set_title(name)
+        ax.set_xlabel("FLOPs reduction (original / compressed)")
+        ax.set_ylabel("measured speedup")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    device = results.get("environment", {}).get("device", "")
+    fig.suptitle(f"BALF inference speedup ({device})")
+    fig.tight_layout()
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".pdf"), stem.with_suffix(".png")]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    return paths
+
+
+def _summary(rows: Sequence[dict[str, Any]]) -> str:
+    head = "| model | variant | FLOPs ratio | batch | latency (ms) | images/s | speedup |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['flops_ratio']:.3f} | {r['batch_size']} | "
+            f"{1e3 * r['latency_s']:.2f} | {r['throughput']:.1f} | {r['speedup']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def command(argv: Sequence[str]) -> str:
+    """The command line of this run (``argv`` as given to :func:`main`), shell-quoted."""
+    script = Path(__file__).resolve()
+    try:
+        script = script.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return shlex.join([Path(sys.executable).name, str(script), *argv])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure (or, with ``--plot-only``, re-plot) and write JSON + plots."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_with_yaml(build_parser(), argv, "imagenet_measure_speed.yaml")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    device = torch.device(args.device)
+    stem = Path(args.out_dir) / f"speed_{device.type}"
+    json_path = stem.with_suffix(".json")
+    if args.plot_only:
+        results = json.loads(json_path.read_text())
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        results = {
+            "benchmark": "speed",
+            "command": command(argv),
+            "environment": environment_info(device),
+            "config": vars(args),
+            "rows": [],
+        }
+        for name in args.models:
+            results["rows"] += measure_model(args, name)
+            atomic_json_dump(results, json_path)
+        print(_summary(results["rows"]))
+    paths = plot_speedup(results, stem)
+    print(f"\nwritten: {json_path}, {', '.join(map(str, paths))}")
+
+
+if __name__ == "__main__":
+    main()
