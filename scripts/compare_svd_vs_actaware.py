@@ -10,7 +10,7 @@ Eckart–Young minimum ``1 − e(r)`` (stored as ``bound``), so it is never abov
 
 The library's own code path is used: ``balf.collect_statistics`` on the calibration inputs,
 ``balf.decompose_layer`` (with statistics, or ``None`` for plain SVD) and the factorized module
-built by ``balf.api._lowrank_module`` — the one ``balf.compress`` installs. (``balf.compress``
+built by ``balf.factorize_layer`` — the one ``balf.compress`` installs. (``balf.compress``
 itself is not called because it keeps a layer dense wherever the low-rank form is not strictly
 cheaper, which would hide the upper half of every curve.)
 
@@ -60,8 +60,8 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 import balf
+from balf import factorize_layer
 from balf._io import atomic_json_dump
-from balf.api import _lowrank_module
 from balf.data import make_loader
 from balf.experiments.cli import parse_with_yaml
 from balf.experiments.datasets import experiment_data, experiment_model
@@ -346,7 +346,7 @@ def layer_curves(case: LayerCase, ratios: Sequence[float], batch_size: int) -> d
             "bound": max(0.0, 1.0 - float(energies[rank - 1])),
         }
         for kind, dec in decs.items():
-            approx = _lowrank_module(layer, dec, rank).eval()
+            approx = factorize_layer(layer, dec, rank).eval()
             point[kind] = {
                 split: output_error(approx, x, y, norm, batch_size)
                 for split, (x, y, norm) in splits.items()

@@ -248,3 +248,25 @@ def test_end_to_end_budgets_finite_outputs_and_export(name, make, shape):
         assert torch.isfinite(out).all()
         exported = torch.export.export(small, (x[:2],))
         torch.testing.assert_close(exported.module()(x[:2]), small(x[:2]))
+
+
+@pytest.mark.parametrize(
+    "layer", [nn.Linear(32, 24), nn.Conv2d(8, 16, 3, padding=1)], ids=["linear", "conv"]
+)
+def test_a_bare_layer_is_compressed_into_its_replacement(layer):
+    x = torch.randn(40, 32) if isinstance(layer, nn.Linear) else torch.randn(4, 8, 6, 6)
+    small, report = balf.compress(layer, x, balf.BALFConfig(0.5), progress=False)
+    assert isinstance(small, (balf.LowRankLinear, balf.LowRankConv2d))
+    assert report.layers[""].factorized
+    assert small(x).shape == layer(x).shape
+
+
+def test_written_files_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    stats = balf.collect_statistics(nn.Linear(3, 2), torch.randn(4, 3), progress=False)
+    stats.save(tmp_path / "s.pt")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "s.pt").st_mode) == 0o666 & ~umask

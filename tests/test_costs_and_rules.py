@@ -42,9 +42,9 @@ def test_cost_model_equals_measured_counts(case, make, shape):
     for rank in (1, 2, geometry_of(layer).max_rank):
         compressor = balf.Compressor(layer, stats, progress=False)
         dec = compressor.decompositions(True)[""]
-        from balf.api import _lowrank_module
+        from balf import factorize_layer
 
-        small = _lowrank_module(layer, dec, rank)
+        small = factorize_layer(layer, dec, rank)
         assert balf.count_flops(small, x) == 2 * cost.lowrank(rank, "flops") * batch
         assert _weight_params(small) == cost.lowrank(rank, "params")
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import balf
-from balf.api import _lowrank_module
+from balf import factorize_layer
 from balf.representation import geometry_of, output_rows
 
 F64 = torch.float64
@@ -107,7 +107,7 @@ def test_activation_error_equals_eckart_young_bound(case, make_layer, make_x, si
     total = float(sigma2.sum())
     big_r = geometry_of(layer).max_rank
     for r in sorted({1, max(1, big_r // 2), big_r}):
-        small = _lowrank_module(layer, dec, r)
+        small = factorize_layer(layer, dec, r)
         err = _activation_error(layer, small, x)
         bound = float(sigma2[:, r:].sum())
         assert err == pytest.approx(bound, rel=1e-6, abs=1e-9 * total), (case, side, r)
@@ -131,7 +131,7 @@ def test_both_routes_give_the_same_energies(case, make_layer, make_x):
 def test_full_rank_reproduces_the_dense_layer(case, make_layer, make_x, side):
     layer, x = make_layer(), make_x()
     dec = balf.decompose_layer(layer) if side == "plain-svd" else _decompose(layer, x, side)
-    small = _lowrank_module(layer, dec, geometry_of(layer).max_rank)
+    small = factorize_layer(layer, dec, geometry_of(layer).max_rank)
     fresh = make_x()  # full-rank calibration data: exact on any input
     with torch.no_grad():
         torch.testing.assert_close(small(fresh), layer(fresh), rtol=1e-9, atol=1e-9)
@@ -160,6 +160,6 @@ def test_zero_output_layer_has_unit_energy():
 def test_factors_follow_layer_dtype():
     layer = nn.Linear(8, 6)
     dec = _decompose(layer, torch.randn(20, 8), None)
-    small = _lowrank_module(layer, dec, 3)
+    small = factorize_layer(layer, dec, 3)
     assert small.first.weight.dtype == torch.float32
     assert dec.sigma2.dtype == F64

@@ -9,7 +9,7 @@ Compress a trained network without fine-tuning::
 
 __version__ = "0.1.0"
 
-from .api import Compressor, compress
+from .api import Compressor, compress, factorize_layer
 from .cache import Cache
 from .config import (
     MODES,
@@ -56,4 +56,5 @@ __all__ = [
     "count_flops",
     "count_params",
     "decompose_layer",
+    "factorize_layer",
 ]

@@ -31,7 +31,7 @@ from .representation import geometry_of, weight_matrices
 from .statistics import Statistics, collect_statistics
 from .targets import resolve_layers
 
-__all__ = ["Compressor", "compress"]
+__all__ = ["Compressor", "compress", "factorize_layer"]
 
 log = logging.getLogger(__name__)
 
@@ -148,21 +148,29 @@ class Compressor:
         self._timings["allocation"] = time.perf_counter() - start
 
         start = time.perf_counter()
+        replaced = {
+            c.name for c, r in zip(candidates, ranks, strict=True) if c.cost.geometry.is_cheaper(r)
+        }
         if inplace:
             out, self._consumed = self.model, True
         else:
-            out = copy.deepcopy(self.model)
+            # copy everything but the layers about to be replaced (they would be thrown away)
+            memo = {id(self.targets[name]): self.targets[name] for name in replaced}
+            out = copy.deepcopy(self.model, memo)
+        self._timings["copy"] = time.perf_counter() - start
+        start = time.perf_counter()
         report = Report(config=config.to_dict(), mode=config.mode, skipped=dict(self.skipped))
         decompositions = self.decompositions(config.activation_aware)
         aa_energies = self._activation_energies(config.activation_aware)
         for cand, rank in zip(candidates, ranks, strict=True):
             module = self.targets[cand.name]
-            geo = cand.cost.geometry
-            factorized = geo.is_cheaper(rank)
+            factorized = cand.name in replaced
             if factorized:
-                out.set_submodule(
-                    cand.name, _lowrank_module(module, decompositions[cand.name], rank)
-                )
+                small = factorize_layer(module, decompositions[cand.name], rank)
+                if cand.name == "":  # the model is a single layer: return its replacement
+                    out = small
+                else:
+                    out.set_submodule(cand.name, small)
             report.layers[cand.name] = _layer_report(
                 cand, rank, factorized, decompositions[cand.name], aa_energies, config
             )
@@ -299,8 +307,25 @@ class Compressor:
         return out
 
 
-def _lowrank_module(module: nn.Module, dec: LayerDecomposition, rank: int) -> nn.Module:
-    """The factorized replacement of ``module`` at ``rank``, in its dtype and device."""
+def factorize_layer(module: nn.Module, decomposition: LayerDecomposition, rank: int) -> nn.Module:
+    """The rank-``rank`` factorized replacement of a Conv2d/Linear, in its dtype and device.
+
+    Unlike :func:`compress`, this always factorizes, even where the low-rank layer is not cheaper
+    (useful to study errors at every rank).
+
+    Args:
+        module: the dense layer.
+        decomposition: its :func:`balf.decompose_layer` result (activation-aware or plain SVD).
+        rank: 1 ≤ rank ≤ ``decomposition.max_rank``.
+
+    Returns:
+        A :class:`LowRankLinear` or :class:`LowRankConv2d`.
+
+    Example:
+        >>> stats = balf.collect_statistics(layer, x)
+        >>> small = balf.factorize_layer(layer, balf.decompose_layer(layer, stats.layers[""]), 8)
+    """
+    dec = decomposition
     w = weight_matrices(module)
     a, b = dec.factors(w, rank)
     a = a.to(device=w.device, dtype=w.dtype)

@@ -42,13 +42,13 @@ def resolve_layers(
                     skipped[name] = reason
         return targets, skipped
 
-    requested = list(layers)
     if isinstance(layers, str):
         raise BALFError(f"`layers` must be a list of module names, got the string {layers!r}")
+    requested = list(layers)
     if not requested:
         raise BALFError("`layers` is empty: pass None to compress every Conv2d and Linear layer")
     for name in requested:
-        if name not in modules or name == "":
+        if name not in modules:
             close = difflib.get_close_matches(name, [n for n in modules if n], n=3)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             raise BALFError(f"unknown layer name {name!r}: the model has no such module.{hint}")

@@ -65,7 +65,9 @@ def parse_with_yaml(
                 raise BALFError(f"{path}: unknown option {key!r}")
             defaults[dest] = value
         parser.set_defaults(**defaults)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else None  # recorded in each run's command.txt
+    return args
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -179,6 +181,7 @@ class ExperimentContext:
             stop_after=a.stop_after,
             original=self._originals.get(evaluate_fn),
             compressor=self.compressor,
+            argv=getattr(a, "argv", None),
         )
         self._originals[evaluate_fn] = results["points"][0]
         return results

@@ -7,6 +7,7 @@ import platform
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,12 @@ def environment_info(device: torch.device | str | None = None) -> dict[str, Any]
     return info
 
 
-def command_line() -> str:
-    """The command that started this process, shell-quoted."""
-    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command of this run, shell-quoted: the script (``sys.argv[0]``) with ``argv``.
+
+    Args:
+        argv: the arguments the script's ``main`` parsed (default: ``sys.argv[1:]``), so a
+            ``main(argv)`` called from Python records what it was given.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    return " ".join(shlex.quote(a) for a in ["python", sys.argv[0], *args])

@@ -115,6 +115,7 @@ def run_sweep(
     stop_after: int | None = None,
     original: dict[str, Any] | None = None,
     compressor: Compressor | None = None,
+    argv: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a sweep and return the results dict written to ``results.json``.
 
@@ -133,6 +134,7 @@ def run_sweep(
             evaluation data, reused instead of evaluating the model again.
         compressor: a :class:`balf.Compressor` of ``model`` shared across sweeps (statistics
             and decompositions computed once); made from ``calibration`` when ``None``.
+        argv: the script's arguments, recorded in ``command.txt`` (default: ``sys.argv``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +144,7 @@ def run_sweep(
     if is_main_process():
         atomic_json_dump(asdict(config), out_dir / "config.json")
         atomic_json_dump(env, out_dir / "environment.json")
-        atomic_write_text(command_line() + "\n", out_dir / "command.txt")
+        atomic_write_text(command_line(argv) + "\n", out_dir / "command.txt")
 
     model = model.to(device).eval()
     example_input = example_input.to(device)
