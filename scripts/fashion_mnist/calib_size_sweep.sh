@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Experiment 2 on Fashion-MNIST: params_auto at 0.4/0.5/0.7/0.8 with 256 ... 16384 calibration images.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+for model in ${MODELS:-resnet20 resnet56}; do
+  "${PYTHON:-python3}" scripts/fashion_mnist/calib_size_sweep.py --model "$model" "$@"
+done

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Experiment 4 on Fashion-MNIST-C (made by make_corrupted.sh): compressed ResNet-20 under corruption.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+"${PYTHON:-python3}" scripts/fashion_mnist/corrupted_sweep.py --model resnet20 "$@"
