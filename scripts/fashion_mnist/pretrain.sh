@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Pretrain ResNet-20 and ResNet-56 on Fashion-MNIST (the offline stand-in for CIFAR-10).
-# About 90 s per ResNet-20 epoch and 210 s per ResNet-56 epoch on 2 CPU cores.
+# About 90 s per ResNet-20 epoch and 220 s per ResNet-56 epoch on 2 idle CPU cores.
 # Resumable: every epoch is checkpointed to <out-dir>/last.pt; rerun this script to continue.
 # Extra arguments are passed on, e.g. `bash scripts/fashion_mnist/pretrain.sh --max-epochs-this-run 10`.
 set -euo pipefail
+# Passive OpenMP waiting: on a shared, busy 2-core machine spinning threads made epochs 3-10x slower.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 cd "$(dirname "$0")/../.."
 python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('balf') is None)" \
   || pip install --no-deps -e .
