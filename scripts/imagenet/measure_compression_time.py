@@ -70,7 +70,7 @@ from balf.statistics import iter_batches
 log = logging.getLogger("measure_compression_time")
 
 GIB = float(1 << 30)
-PHASES = ("statistics", "decomposition", "allocation", "replacement", "measurement")
+PHASES = ("statistics", "decomposition", "allocation", "copy", "replacement", "measurement")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -349,13 +349,13 @@ def _run_child(argv: Sequence[str], name: str) -> dict[str, Any] | None:
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The rows as a Markdown table (seconds per phase, total, forward, ratio, memory)."""
-    head = ["model", "calib", "batch", *PHASES[:4], "total (s)", "forward (s)", "total/fwd"]
+    head = ["model", "calib", "batch", *PHASES[:5], "total (s)", "forward (s)", "total/fwd"]
     head.append("peak mem (GiB)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         mem = r.get("peak_cuda_gb", r.get("peak_rss_increase_gb"))
         cells = [r["model"], str(r["calib_size"]), str(r["batch_size"])]
-        cells += [f"{r['phases'].get(k, float('nan')):.2f}" for k in PHASES[:4]]
+        cells += [f"{r['phases'].get(k, float('nan')):.2f}" for k in PHASES[:5]]
         cells += [f"{r['total']:.2f}", f"{r['forward']:.2f}", f"{r['total_over_forward']:.2f}"]
         cells.append(f"{mem:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
