@@ -152,6 +152,8 @@ GRAM_LAYERS = [
     ("conv-1x1-strided", lambda: nn.Conv2d(4, 8, 1, stride=2, bias=False, dtype=F64), (3, 4, 7, 6)),
     ("conv-1x1-grouped", lambda: nn.Conv2d(4, 8, 1, groups=4, dtype=F64), (2, 4, 3, 3)),
     ("linear-3d", lambda: nn.Linear(5, 7, dtype=F64), (2, 3, 5)),
+    ("linear-wide-blocked", lambda: nn.Linear(300, 257, dtype=F64), (40, 300)),
+    ("conv-wide-1x1", lambda: nn.Conv2d(260, 258, 1, dtype=F64), (2, 260, 3, 3)),
 ]
 
 

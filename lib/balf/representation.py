@@ -200,6 +200,26 @@ def _output_positions(module: nn.Conv2d, size: torch.Size, padding: tuple[int, i
     return n
 
 
+def _gram_2d(rows: Tensor) -> Tensor:
+    """``rowsᵀ rows`` for ``(N, S)`` rows, ``(S, S)``.
+
+    For wide matrices only the upper block triangle of a 2×2 blocking is multiplied (3 of the 4
+    block products; the fourth is a transpose), saving about a quarter of the work.
+    """
+    s = rows.shape[1]
+    if s < 256:
+        return rows.t() @ rows
+    h = s // 2
+    a, b = rows[:, :h], rows[:, h:]
+    out = rows.new_empty(s, s)
+    out[:h, :h] = a.t() @ a
+    out[h:, h:] = b.t() @ b
+    upper = a.t() @ b
+    out[:h, h:] = upper
+    out[h:, :h] = upper.t()
+    return out
+
+
 def _channel_gram(y: Tensor, groups: int) -> Tensor:
     """``Σ_rows`` Gram of channel vectors of an NCHW tensor, ``(G, S, S)``, without copying it.
 
@@ -210,8 +230,7 @@ def _channel_gram(y: Tensor, groups: int) -> Tensor:
     b, c, h, w = y.shape
     s = c // groups
     if groups == 1 and y.is_contiguous(memory_format=torch.channels_last) and h * w > 1:
-        rows = y.permute(0, 2, 3, 1).reshape(-1, c)
-        return (rows.t() @ rows).unsqueeze(0)
+        return _gram_2d(y.permute(0, 2, 3, 1).reshape(-1, c)).unsqueeze(0)
     blocks = y.reshape(b, groups, s, h * w)
     step = max(1, _GRAM_CHUNK_ELEMENTS // max(groups * s * s, 1))
     gram = None
@@ -235,7 +254,7 @@ def output_gram(module: nn.Module, output: Tensor, dtype: torch.dtype) -> Tensor
         rows = y.reshape(-1, geo.out_dim)
         if module.bias is not None:
             rows = rows - module.bias.to(dtype)
-        return (rows.t() @ rows).unsqueeze(0)
+        return _gram_2d(rows).unsqueeze(0)
     if module.bias is not None:
         y = y - module.bias.to(dtype).view(1, -1, 1, 1)
     return _channel_gram(y, geo.groups)
@@ -250,8 +269,7 @@ def input_gram(module: nn.Module, x: Tensor, dtype: torch.dtype) -> Tensor:
     geo = geometry_of(module)
     x = x.to(dtype)
     if geo.kind == "linear":
-        rows = x.reshape(-1, geo.in_dim)
-        return (rows.t() @ rows).unsqueeze(0)
+        return _gram_2d(x.reshape(-1, geo.in_dim)).unsqueeze(0)
     if module.kernel_size == (1, 1) and module.padding in ((0, 0), "valid"):
         sh, sw = module.stride
         if (sh, sw) != (1, 1):
