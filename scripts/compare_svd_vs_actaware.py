@@ -249,7 +249,7 @@ def capture_inputs(model: nn.Module, names: Sequence[str], loader) -> dict[str, 
 
 def checkpoint_cases(args: argparse.Namespace) -> list[LayerCase]:
     """Layers of a trained model with their real input activations."""
-    model = experiment_model(args.dataset, args.model, args.checkpoint).to(args.device)
+    model = experiment_model(args.dataset, args.model, args.checkpoint)[0].to(args.device)
     root = args.data_root or ("datasets" if args.dataset == "cifar10" else None)
     data = experiment_data(
         args.dataset, root, args.model, args.calib_size, args.seed, args.heldout_size

@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh || exit 1
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m ruff check lib scripts tests || exit 1
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # no busy-waiting threads on a shared CPU
 "$PYTHON" -m pytest -q "$@"
 status=$?
 if [ "$status" -eq 5 ]; then

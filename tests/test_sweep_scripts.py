@@ -181,7 +181,7 @@ def test_corrupted_sweep(small_data, tmp_path):
     )
     run_dir = tmp_path / "results" / dataset / "resnet20" / "corruption" / "params_auto"
     results = check_run_dir(run_dir, "params_auto", [0.7])
-    assert results["config"]["extra"]["corruptions"] == list(CORRUPTIONS)
+    assert results["config"]["evaluation"]["corruptions"] == list(CORRUPTIONS)
     for point in results["points"]:
         assert set(point["corrupted"]) == set(CORRUPTIONS)
         for per_severity in point["corrupted"].values():
@@ -260,6 +260,21 @@ def test_rerun_with_another_identity_is_refused(small_data, tmp_path, change):
         script.main([*argv, *change, "--stop-after", "0"])
     assert str(results_path) in str(info.value)
     assert results_path.read_text() == before
+
+
+@pytest.mark.parametrize("small_data", ["cifar10"], indirect=True)
+def test_other_weights_into_the_same_folder_are_refused(small_data, tmp_path):
+    from balf.models import create_model, save_checkpoint
+
+    _, root = small_data
+    script = load_script("cifar10/factorize_sweep.py")
+    argv = [*_common(root, tmp_path), "--modes", "flops_auto", "--knobs", "0.5"]
+    script.main([*argv, "--stop-after", "0"])
+    checkpoint = save_checkpoint(create_model("resnet20", pretrained=False), tmp_path / "m.pt")
+    trained = [a for a in argv if a != "--random-weights"] + ["--checkpoint", str(checkpoint)]
+    with pytest.raises(BALFError, match="holds a different sweep"):
+        script.main([*trained, "--stop-after", "0"])
+    script.main([*argv, "--stop-after", "0"])  # the same seeded random weights resume fine
 
 
 # --- missing data -----------------------------------------------------------------------------

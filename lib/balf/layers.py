@@ -47,7 +47,9 @@ class LowRankLinear(nn.Module):
         The layer takes the dtype/device of ``bias`` if given, else of ``a``.
         """
         ref = bias if bias is not None else a
-        layer = cls(a.shape[0], b.shape[1], a.shape[1], bias is not None, ref.device, ref.dtype)
+        # built on the meta device: no random initialisation of weights about to be overwritten
+        layer = cls(a.shape[0], b.shape[1], a.shape[1], bias is not None, "meta", ref.dtype)
+        layer = layer.to_empty(device=ref.device)
         with torch.no_grad():
             layer.first.weight.copy_(a.t())
             layer.second.weight.copy_(b.t())
@@ -135,9 +137,9 @@ class LowRankConv2d(nn.Module):
             dilation=conv.dilation,
             groups=g,
             bias=bias is not None,
-            device=ref.device,
+            device="meta",
             dtype=ref.dtype,
-        )
+        ).to_empty(device=ref.device)
         kh, kw = conv.kernel_size
         with torch.no_grad():
             first = a.transpose(1, 2).reshape(g * r, conv.in_channels // g, kh, kw)

@@ -112,7 +112,7 @@ def build_model(name: str, synthetic: bool, image_size: int) -> nn.Module:
         raise BALFError(f"unknown model {name!r}; choose from {list(IMAGENET_MODELS)}")
     if synthetic:
         return create_model(name, pretrained=False).eval()
-    return experiment_model("imagenet", name)
+    return experiment_model("imagenet", name)[0]
 
 
 def calibration(args: argparse.Namespace, name: str) -> tuple[Tensor | Iterable, balf.Cache | None]:

@@ -123,8 +123,12 @@ class ExperimentContext:
         self.args = args
         self.dataset = dataset
         self.calib_size = calib_size or args.calib_size
-        self.model = experiment_model(
-            dataset, args.model, args.checkpoint, pretrained=not args.random_weights
+        self.model, self.weights = experiment_model(
+            dataset,
+            args.model,
+            args.checkpoint,
+            pretrained=not args.random_weights,
+            seed=args.seed,
         )
         self.data = experiment_data(
             dataset, args.data_root, args.model, self.calib_size, args.seed, args.eval_size
@@ -148,7 +152,7 @@ class ExperimentContext:
         out_dir: Path,
         n_iters: int = 300,
         evaluate_fn: Callable | None = None,
-        **extra: Any,
+        evaluation: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         a = self.args
         config = SweepConfig(
@@ -160,12 +164,9 @@ class ExperimentContext:
             seed=a.seed,
             n_iters=n_iters,
             eval_size=a.eval_size,
-            extra={
-                "checkpoint": a.checkpoint,
-                "random_weights": a.random_weights,
-                "batch_size": a.batch_size,
-                **extra,
-            },
+            weights=self.weights,
+            evaluation=evaluation or {},
+            extra={"data_root": str(a.data_root), "batch_size": a.batch_size},
         )
         results = run_sweep(
             config,
@@ -314,7 +315,9 @@ def corrupted_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
             args.ratios,
             _run_dir(args, dataset, "corruption", mode),
             evaluate_fn=robustness,
-            corrupted_root=str(args.corrupted_root),
-            corruptions=args.corruptions,
-            severities=args.severities,
+            evaluation={
+                "corrupted_root": str(args.corrupted_root),
+                "corruptions": list(args.corruptions),
+                "severities": list(args.severities),
+            },
         )

@@ -10,9 +10,11 @@ Calibration images always use the evaluation preprocessing (no augmentation).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -24,7 +26,7 @@ from ..data import (
     evaluation_subset,
     imagenet_folder,
 )
-from ..errors import BALFError
+from ..errors import BALFError, DatasetNotFoundError
 from ..models import create_model, eval_transform, load_checkpoint
 
 __all__ = [
@@ -64,31 +66,48 @@ def experiment_model(
     model_name: str,
     checkpoint: str | Path | None = None,
     pretrained: bool = True,
-) -> nn.Module:
-    """The trained model of an experiment, in eval mode on the CPU.
+    seed: int = 0,
+) -> tuple[nn.Module, str]:
+    """The trained model of an experiment, in eval mode on the CPU, and its weights' identity.
 
     Args:
         dataset: one of :data:`DATASETS`.
         model_name: ``resnet20``/``resnet56`` for the small datasets, a registry name for ImageNet.
         checkpoint: weights file for the small datasets (default: :func:`default_checkpoint`).
-        pretrained: ``False`` gives random weights (fixtures and benchmarks).
+        pretrained: ``False`` gives random weights drawn from ``seed`` (fixtures, benchmarks):
+            the same in every run, so resumed sweeps never mix two models.
+
+    Returns:
+        ``(model, weights)`` where ``weights`` names the weights: ``"random-seed<k>"``,
+        ``"pretrained"`` (public ImageNet weights) or ``"<checkpoint path>@<sha256 prefix>"``.
     """
     _check_dataset(dataset)
+    if not pretrained:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return _build_model(dataset, model_name, None), f"random-seed{seed}"
     if dataset == "imagenet":
-        return create_model(model_name, pretrained=pretrained).eval()
+        return create_model(model_name, pretrained=True).eval(), "pretrained"
+    path = Path(checkpoint) if checkpoint else default_checkpoint(dataset, model_name)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no trained {model_name} for {dataset} at {path}: train one with "
+            f"scripts/cifar10/pretrain_resnet.py --dataset {dataset} --arch {model_name} "
+            f"--out-dir {path.parent} (or pass --checkpoint)"
+        )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return _build_model(dataset, model_name, path), f"{path}@{digest}"
+
+
+def _build_model(dataset: str, model_name: str, checkpoint: Path | None) -> nn.Module:
+    if dataset == "imagenet":
+        return create_model(model_name, pretrained=False).eval()
     in_channels, num_classes = _SMALL[dataset]
     model = create_model(
         model_name, pretrained=False, in_channels=in_channels, num_classes=num_classes
     )
-    if pretrained:
-        path = Path(checkpoint) if checkpoint else default_checkpoint(dataset, model_name)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no trained {model_name} for {dataset} at {path}: train one with "
-                f"scripts/cifar10/pretrain_resnet.py --dataset {dataset} --arch {model_name} "
-                f"--out-dir {path.parent} (or pass --checkpoint)"
-            )
-        load_checkpoint(model, path)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
     return model.eval()
 
 
@@ -101,9 +120,23 @@ def _splits(dataset: str, root: str | Path, model_name: str) -> tuple[Dataset, D
         tf = cifar10_transform(train=False)
         return cifar10(root, train=True, transform=tf), cifar10(root, train=False, transform=tf)
     if dataset == "fashion-mnist":
-        from ..data import FashionMNIST
+        from ..data.fashion_mnist import FASHION_MNIST_FILES, FashionMNIST
 
-        fm_root = root if root and Path(root).exists() else None
+        fm_root = Path(root) if root and Path(root).is_dir() else None
+        if fm_root is not None:  # an existing folder given explicitly must hold the files
+            missing = [
+                f
+                for pair in FASHION_MNIST_FILES.values()
+                for f in pair
+                if not (fm_root / f).is_file()
+            ]
+            if missing:
+                raise DatasetNotFoundError(
+                    f"Fashion-MNIST: {fm_root} lacks {', '.join(missing)}. Put the four IDX .gz "
+                    "files there, or pass a --data-root that does not exist to use the standard "
+                    "search path (/usr/share/datasets/fashion-mnist from `apt-get install "
+                    "dataset-fashion-mnist`, or torchvision's download)."
+                )
         return FashionMNIST("train", fm_root), FashionMNIST("test", fm_root)
     tf = eval_transform(model_name)
     root = Path(root)
@@ -153,7 +186,21 @@ def corrupted_evaluation(
         tf = _small_transform(dataset, "resnet20")
     else:
         raise BALFError(f"no corrupted test sets for dataset {dataset!r}")
-    full = CIFAR10C(root, corruption, severity, transform=tf)
+    try:
+        full = CIFAR10C(root, corruption, severity, transform=tf)
+    except DatasetNotFoundError as exc:
+        if dataset != "fashion-mnist":
+            raise
+        missing = [
+            p
+            for p in (Path(root) / f"{corruption}.npy", Path(root) / "labels.npy")
+            if not p.is_file()
+        ]
+        raise DatasetNotFoundError(
+            f"Fashion-MNIST-C file not found: {missing[0] if missing else root}. Generate it "
+            "with `bash scripts/fashion_mnist/make_corrupted.sh` (CIFAR-10-C layout: labels.npy "
+            "and <corruption>.npy of shape (5·N, 28, 28) uint8)."
+        ) from exc
     if eval_size is None or eval_size >= len(full):
         return full
     indices = evaluation_subset(full, eval_size, seed).indices

@@ -48,6 +48,8 @@ class SweepConfig:
         calib_size: calibration images; seed: their draw (and of evaluation subsets).
         n_iters: allocator iterations (allocator modes).
         eval_size: evaluation subset size (``None``: full set).
+        weights: identity of the model's weights (checkpoint path and hash, or random seed).
+        evaluation: settings of a non-standard evaluation (e.g. corruptions and severities).
         extra: free-form settings recorded with the results (checkpoint, batch size, ...).
     """
 
@@ -59,6 +61,8 @@ class SweepConfig:
     seed: int = 0
     n_iters: int = 300
     eval_size: int | None = None
+    weights: str = ""
+    evaluation: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -229,7 +233,8 @@ def _resume(path: Path, config: SweepConfig, env: dict[str, Any]) -> dict[str, A
         old = load_results(path)
     except json.JSONDecodeError as exc:
         raise BALFError(f"{path} is not valid JSON ({exc}); move it away to restart") from exc
-    old_identity = SweepConfig(**old["config"]).identity()
+    old_config = {"weights": "", "evaluation": {}, **old["config"]}
+    old_identity = SweepConfig(**old_config).identity()
     if old_identity != config.identity():
         raise BALFError(
             f"{path} holds a different sweep ({old_identity}) than requested "
