@@ -154,6 +154,7 @@ GRAM_LAYERS = [
     ("linear-3d", lambda: nn.Linear(5, 7, dtype=F64), (2, 3, 5)),
     ("linear-wide-blocked", lambda: nn.Linear(300, 257, dtype=F64), (40, 300)),
     ("conv-wide-1x1", lambda: nn.Conv2d(260, 258, 1, dtype=F64), (2, 260, 3, 3)),
+    ("conv-wide-3x3", lambda: nn.Conv2d(4, 257, 3, dtype=F64), (2, 4, 5, 5)),
 ]
 
 

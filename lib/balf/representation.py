@@ -220,17 +220,42 @@ def _gram_2d(rows: Tensor) -> Tensor:
     return out
 
 
+def _per_image_gram(blocks: Tensor) -> Tensor:
+    """``Σ_b X_b X_bᵀ`` for ``(B, S, L)`` blocks, ``(S, S)``, accumulated in place.
+
+    One matrix product per image into a single accumulator (no ``(B, S, S)`` intermediate and no
+    copy of the input); for ``S ≥ 256`` only 3 of the 4 blocks of a 2×2 blocking are multiplied.
+    """
+    s = blocks.shape[1]
+    out = blocks.new_zeros(s, s)
+    if s < 256:
+        for x in blocks:
+            out.addmm_(x, x.t())
+        return out
+    h = s // 2
+    top_left, bottom_right, top_right = out[:h, :h], out[h:, h:], out[:h, h:]
+    for x in blocks:
+        a, b = x[:h], x[h:]
+        top_left.addmm_(a, a.t())
+        bottom_right.addmm_(b, b.t())
+        top_right.addmm_(a, b.t())
+    out[h:, :h] = top_right.t()
+    return out
+
+
 def _channel_gram(y: Tensor, groups: int) -> Tensor:
     """``Σ_rows`` Gram of channel vectors of an NCHW tensor, ``(G, S, S)``, without copying it.
 
-    ``y`` is ``(B, G·S, H, W)``; every spatial position of every image is a row. For NCHW memory
-    the per-image ``(S, H·W)`` blocks are multiplied in a batch and summed; for channels-last
-    memory the ``(B·H·W, S)`` rows are used directly.
+    ``y`` is ``(B, G·S, H, W)``; every spatial position of every image is a row. Channels-last
+    memory gives the ``(B·H·W, S)`` rows directly; for NCHW memory the per-image ``(S, H·W)``
+    blocks are multiplied one image at a time (``G = 1``) or in group batches (``G > 1``).
     """
     b, c, h, w = y.shape
     s = c // groups
     if groups == 1 and y.is_contiguous(memory_format=torch.channels_last) and h * w > 1:
         return _gram_2d(y.permute(0, 2, 3, 1).reshape(-1, c)).unsqueeze(0)
+    if groups == 1:
+        return _per_image_gram(y.reshape(b, c, h * w)).unsqueeze(0)
     blocks = y.reshape(b, groups, s, h * w)
     step = max(1, _GRAM_CHUNK_ELEMENTS // max(groups * s * s, 1))
     gram = None
@@ -243,6 +268,7 @@ def _channel_gram(y: Tensor, groups: int) -> Tensor:
     return gram
 
 
+@torch.no_grad()
 def output_gram(module: nn.Module, output: Tensor, dtype: torch.dtype) -> Tensor:
     """``Y_gᵀ Y_g`` of one call's pre-bias output, ``(G, K, K)`` in ``dtype``.
 
@@ -260,6 +286,7 @@ def output_gram(module: nn.Module, output: Tensor, dtype: torch.dtype) -> Tensor
     return _channel_gram(y, geo.groups)
 
 
+@torch.no_grad()
 def input_gram(module: nn.Module, x: Tensor, dtype: torch.dtype) -> Tensor:
     """``X_gᵀ X_g`` of one call's input, ``(G, D, D)`` in ``dtype``.
 
