@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,7 +64,8 @@ from balf._io import atomic_json_dump
 from balf.data import make_loader
 from balf.experiments.cli import parse_with_yaml
 from balf.experiments.datasets import experiment_data, experiment_model
-from balf.experiments.environment import environment_info
+from balf.experiments.environment import command_line, environment_info
+from balf.experiments.plots import save_figure
 from balf.rank_rules import rank_ratio_rank
 from balf.representation import geometry_of
 
@@ -398,21 +398,7 @@ def plot_curves(results: dict[str, Any], stem: Path) -> list[Path]:
         ax.legend(fontsize=7)
     fig.suptitle(f"Plain SVD vs activation-aware factorization ({results['source']} layers)")
     fig.tight_layout()
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".pdf"), stem.with_suffix(".png")]
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    return paths
-
-
-def command(argv: Sequence[str]) -> str:
-    """The command line of this run (``argv`` as given to :func:`main`), shell-quoted."""
-    script = Path(__file__).resolve()
-    try:
-        script = script.relative_to(Path.cwd())
-    except ValueError:
-        pass
-    return shlex.join([Path(sys.executable).name, str(script), *argv])
+    return save_figure(fig, stem)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -438,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
             layers.append(layer_curves(case, args.ratios, args.batch_size))
         results = {
             "source": args.source,
-            "command": command(argv),
+            "command": command_line(argv),
             "environment": environment_info(args.device),
             "config": vars(args),
             "layers": layers,

@@ -43,7 +43,6 @@ import json
 import logging
 import re
 import resource
-import shlex
 import statistics
 import subprocess
 import sys
@@ -53,7 +52,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from torch import Tensor, nn
 
@@ -62,9 +60,9 @@ from balf._io import atomic_json_dump
 from balf.data import make_loader
 from balf.errors import BALFError
 from balf.experiments.cli import parse_with_yaml
-from balf.experiments.datasets import experiment_data, experiment_model
-from balf.experiments.environment import environment_info
-from balf.models import IMAGENET_MODELS, create_model, disable_fused_attention
+from balf.experiments.datasets import benchmark_model, experiment_data
+from balf.experiments.environment import command_line, environment_info
+from balf.models import IMAGENET_MODELS
 from balf.statistics import iter_batches
 
 log = logging.getLogger("measure_compression_time")
@@ -120,29 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- models and data ---------------------------------------------------------------------------
-
-
-def build_model(name: str, synthetic: bool, image_size: int) -> nn.Module:
-    """A registry model (pretrained, or random with ``synthetic``), in eval mode on the CPU.
-
-    Synthetic timm models are built for ``image_size`` inputs; ``timm:<arch>`` names any timm
-    architecture (random weights only, e.g. ``timm:vit_tiny_patch16_224`` for quick checks).
-    """
-    entry = IMAGENET_MODELS.get(name)
-    arch = name.removeprefix("timm:") if name.startswith("timm:") else None
-    if entry is not None and entry.library == "timm" and synthetic:
-        arch = entry.arch
-    if arch is not None:
-        if not synthetic:
-            raise BALFError(f"{name}: timm architectures by name need --synthetic")
-        model = timm.create_model(arch, pretrained=False, img_size=image_size)
-        disable_fused_attention(model)
-        return model.eval()
-    if entry is None:
-        raise BALFError(f"unknown model {name!r}; choose from {list(IMAGENET_MODELS)}")
-    if synthetic:
-        return create_model(name, pretrained=False).eval()
-    return experiment_model("imagenet", name)[0]
 
 
 def calib_size_for(args: argparse.Namespace, name: str) -> int:
@@ -273,7 +248,7 @@ def measure_model(args: argparse.Namespace, name: str) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     size = calib_size_for(args, name)
-    model = build_model(name, args.synthetic, args.image_size).to(device)
+    model = benchmark_model(name, args.synthetic, args.image_size).to(device)
     data, tag = calibration_data(args, name, size)
     _warmup(model, data, device, args.batch_size, args.warmup_batches)
     gc.collect()
@@ -371,16 +346,6 @@ def _load_rows(path: Path) -> list[dict[str, Any]]:
         raise BALFError(f"{path} is not valid JSON ({exc}); move it away or drop --resume") from exc
 
 
-def command(argv: Sequence[str]) -> str:
-    """The command line of this run (``argv`` as given to :func:`main`), shell-quoted."""
-    script = Path(__file__).resolve()
-    try:
-        script = script.relative_to(Path.cwd())
-    except ValueError:
-        pass
-    return shlex.join([Path(sys.executable).name, str(script), *argv])
-
-
 def main(argv: list[str] | None = None) -> int:
     """Measure every model (each in a subprocess) and write the JSON; returns the exit code."""
     raw = list(sys.argv[1:] if argv is None else argv)
@@ -395,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = _load_rows(out) if args.resume else []
     results = {
         "benchmark": "compression_time",
-        "command": command(raw),
+        "command": command_line(raw),
         "environment": environment_info(args.device),
         "config": {k: v for k, v in vars(args).items() if k not in ("single", "row_out")},
         "rows": rows,
@@ -415,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         if row is None:
             failed.append(name)
             continue
-        row["command"] = command(raw)
+        row["command"] = command_line(raw)
         rows[:] = [r for r in rows if r["model"] != name] + [row]
         atomic_json_dump(results, out)
         gc.collect()

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shlex
 import statistics
 import sys
 import time
@@ -50,11 +49,10 @@ from torch import Tensor, nn
 import balf
 from balf._io import atomic_json_dump
 from balf.data import make_loader
-from balf.errors import BALFError
 from balf.experiments.cli import parse_with_yaml
-from balf.experiments.datasets import experiment_data, experiment_model
-from balf.experiments.environment import environment_info
-from balf.models import IMAGENET_MODELS, create_model, disable_fused_attention
+from balf.experiments.datasets import benchmark_model, experiment_data
+from balf.experiments.environment import command_line, environment_info
+from balf.experiments.plots import save_figure
 
 log = logging.getLogger("measure_speed")
 
@@ -90,29 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- models and data ---------------------------------------------------------------------------
-
-
-def build_model(name: str, synthetic: bool, image_size: int) -> nn.Module:
-    """A registry model (pretrained, or random with ``synthetic``), in eval mode on the CPU.
-
-    Synthetic timm models are built for ``image_size`` inputs; ``timm:<arch>`` names any timm
-    architecture (random weights only, e.g. ``timm:vit_tiny_patch16_224`` for quick checks).
-    """
-    entry = IMAGENET_MODELS.get(name)
-    arch = name.removeprefix("timm:") if name.startswith("timm:") else None
-    if entry is not None and entry.library == "timm" and synthetic:
-        arch = entry.arch
-    if arch is not None:
-        if not synthetic:
-            raise BALFError(f"{name}: timm architectures by name need --synthetic")
-        model = timm.create_model(arch, pretrained=False, img_size=image_size)
-        disable_fused_attention(model)
-        return model.eval()
-    if entry is None:
-        raise BALFError(f"unknown model {name!r}; choose from {list(IMAGENET_MODELS)}")
-    if synthetic:
-        return create_model(name, pretrained=False).eval()
-    return experiment_model("imagenet", name)[0]
 
 
 def calibration(args: argparse.Namespace, name: str) -> tuple[Tensor | Iterable, balf.Cache | None]:
@@ -167,7 +142,7 @@ def measure_model(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
     """Compress ``name`` at every ratio and time every variant at every batch size."""
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
-    model = build_model(name, args.synthetic, args.image_size).to(device)
+    model = benchmark_model(name, args.synthetic, args.image_size).to(device)
     channels_last = bool(args.channels_last and _is_cnn(model))
     size = args.image_size if args.synthetic else 224
     example = torch.randn(1, 3, size, size, device=device)
@@ -252,11 +227,7 @@ def plot_speedup(results: dict[str, Any], stem: Path) -> list[Path]:
     device = results.get("environment", {}).get("device", "")
     fig.suptitle(f"BALF inference speedup ({device})")
     fig.tight_layout()
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".pdf"), stem.with_suffix(".png")]
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    return paths
+    return save_figure(fig, stem)
 
 
 def _summary(rows: Sequence[dict[str, Any]]) -> str:
@@ -268,16 +239,6 @@ def _summary(rows: Sequence[dict[str, Any]]) -> str:
             f"{1e3 * r['latency_s']:.2f} | {r['throughput']:.1f} | {r['speedup']:.2f} |"
         )
     return "\n".join(lines)
-
-
-def command(argv: Sequence[str]) -> str:
-    """The command line of this run (``argv`` as given to :func:`main`), shell-quoted."""
-    script = Path(__file__).resolve()
-    try:
-        script = script.relative_to(Path.cwd())
-    except ValueError:
-        pass
-    return shlex.join([Path(sys.executable).name, str(script), *argv])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -295,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
             torch.set_num_threads(args.threads)
         results = {
             "benchmark": "speed",
-            "command": command(argv),
+            "command": command_line(argv),
             "environment": environment_info(device),
             "config": vars(args),
             "rows": [],

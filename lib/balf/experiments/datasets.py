@@ -31,6 +31,7 @@ from ..models import create_model, eval_transform, load_checkpoint
 
 __all__ = [
     "DATASETS",
+    "benchmark_model",
     "ExperimentData",
     "corrupted_evaluation",
     "default_checkpoint",
@@ -97,6 +98,36 @@ def experiment_model(
         )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return _build_model(dataset, model_name, path), f"{path}@{digest}"
+
+
+def benchmark_model(name: str, synthetic: bool, image_size: int = 224) -> nn.Module:
+    """An ImageNet registry model for the benchmarks, in eval mode on the CPU.
+
+    Args:
+        name: a registry name, or ``timm:<arch>`` for any timm architecture (random weights
+            only, e.g. ``timm:vit_tiny_patch16_224`` for quick checks).
+        synthetic: random weights (timm models built for ``image_size`` inputs) instead of the
+            pretrained ones.
+    """
+    import timm
+
+    from ..models import IMAGENET_MODELS, disable_fused_attention
+
+    entry = IMAGENET_MODELS.get(name)
+    arch = name.removeprefix("timm:") if name.startswith("timm:") else None
+    if entry is not None and entry.library == "timm" and synthetic:
+        arch = entry.arch
+    if arch is not None:
+        if not synthetic:
+            raise BALFError(f"{name}: timm architectures by name need --synthetic")
+        model = timm.create_model(arch, pretrained=False, img_size=image_size)
+        disable_fused_attention(model)
+        return model.eval()
+    if entry is None:
+        raise BALFError(f"unknown model {name!r}; choose from {list(IMAGENET_MODELS)}")
+    if synthetic:
+        return create_model(name, pretrained=False).eval()
+    return experiment_model("imagenet", name)[0]
 
 
 def _build_model(dataset: str, model_name: str, checkpoint: Path | None) -> nn.Module:
