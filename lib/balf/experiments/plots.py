@@ -75,6 +75,9 @@ _COLORS = {
     "rank_ratio": ("#e377c2", "p", False),
     "rank_ratio_act_aware": ("#17becf", "h", False),
     "folding": ("#8c564b", "D", False),
+    "folding_ar": ("#8c564b", "D", False),
+    "folding_r": ("#ff7f0e", "d", False),
+    "folding_none": ("#c49c94", "X", False),
 }
 MODE_STYLES: dict[str, ModeStyle] = {
     mode: ModeStyle(MODE_LABELS[mode], *style) for mode, style in _COLORS.items()

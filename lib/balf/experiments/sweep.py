@@ -2,7 +2,8 @@
 
 ``<out_dir>/results.json`` holds ``{"config": …, "environment": …, "points": [...]}``; each point
 has ``knob`` (the mode's value, or ``"original"``), ``accuracy`` (0–1), ``loss``,
-``flops_ratio`` and ``params_ratio`` (whole model, measured), the per-layer ``ranks`` and more.
+``flops_ratio`` and ``params_ratio`` (whole model, measured), the per-layer ``ranks`` and more
+(Model Folding modes: empty ``ranks`` and the ``kept_channels`` of every channel group).
 The file is rewritten atomically after every point, and a rerun skips the points already there.
 The run directory also keeps ``config.json`` (resolved), ``environment.json`` and ``command.txt``.
 """
@@ -28,6 +29,7 @@ from ..config import MODES, config_for_mode
 from ..distributed import is_main_process
 from ..errors import BALFError, BudgetError
 from ..flops import count_flops, count_params
+from ..folding import FOLDING_MODES, fold_model, kept_channels
 from .environment import command_line, environment_info
 from .evaluation import EvalResult, evaluate
 
@@ -43,8 +45,9 @@ class SweepConfig:
     """Everything that defines a sweep (and must match for a rerun to resume it).
 
     Attributes:
-        dataset, model, mode: what is compressed and how (``mode`` in :data:`balf.MODES`).
-        knobs: the mode's values (keep-ratios or energy thresholds).
+        dataset, model, mode: what is compressed and how (``mode`` in :data:`balf.MODES` or
+            :data:`balf.folding.FOLDING_MODES`).
+        knobs: the mode's values (keep-ratios, energy thresholds, or Model Folding's ``keep``).
         calib_size: calibration images; seed: their draw (and of evaluation subsets).
         n_iters: allocator iterations (allocator modes).
         eval_size: evaluation subset size (``None``: full set).
@@ -66,8 +69,9 @@ class SweepConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise BALFError(f"unknown mode {self.mode!r}; choose one of {sorted(MODES)}")
+        if self.mode not in MODES and self.mode not in FOLDING_MODES:
+            known = sorted([*MODES, *FOLDING_MODES])
+            raise BALFError(f"unknown mode {self.mode!r}; choose one of {known}")
         if not self.knobs:
             raise BALFError("a sweep needs at least one knob value")
 
@@ -82,6 +86,8 @@ class SweepConfig:
 def default_knobs(mode: str, model: str, path: Path = _SWEEP_VALUES) -> list[float]:
     """The paper's sweep values for ``mode`` and ``model`` (``data/sweep_values.json``)."""
     values = json.loads(Path(path).read_text())
+    if mode in FOLDING_MODES:
+        return list(values["folding_keep"])
     if mode.startswith("energy"):
         key = "energy_act_aware_thresholds" if mode == "energy_act_aware" else "energy_thresholds"
         table = values[key]
@@ -179,7 +185,7 @@ def run_sweep(
         }
         _add_point(results, point, results_path)
 
-    if compressor is None:
+    if compressor is None and config.mode not in FOLDING_MODES:
         compressor = Compressor(model, calibration, cache=cache, progress=progress)
     todo = [k for k in config.knobs if _knob_key(k) not in done]
     new = 0
@@ -188,10 +194,8 @@ def run_sweep(
     ):
         if stop_after is not None and new >= stop_after:
             break
-        extra = {"n_iters": config.n_iters} if config.mode.endswith("_auto") else {}
-        cfg = config_for_mode(config.mode, knob, **extra)
         try:
-            small, report = compressor.compress(cfg)
+            small, fields = _compress_point(config, knob, model, compressor, calibration)
         except BudgetError as exc:
             log.warning("%s %g skipped: %s", config.mode, knob, exc)
             results.setdefault("skipped", []).append({"knob": knob, "reason": str(exc)})
@@ -209,19 +213,49 @@ def run_sweep(
             "params_ratio": params / base_params,
             "flops": flops,
             "params": params,
-            "layer_flops_ratio": report.layer_flops_ratio,
-            "layer_params_ratio": report.layer_params_ratio,
-            "budget": report.budget,
-            "achieved": report.achieved,
-            "factorized_layers": sum(lr.factorized for lr in report.layers.values()),
-            "ranks": report.ranks,
-            "timings": report.timings,
+            **fields,
             "eval_seconds": eval_seconds,
         }
         _add_point(results, point, results_path)
         new += 1
         del small
     return results
+
+
+def _compress_point(
+    config: SweepConfig,
+    knob: float,
+    model: nn.Module,
+    compressor: Compressor | None,
+    calibration: Iterable | None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The model compressed at ``knob`` and the mode-specific fields of its point.
+
+    Model Folding modes fold ``model`` (``knob`` = keep; only repair ``"r"`` reads
+    ``calibration``); the others compress with ``compressor``.
+    """
+    if config.mode in FOLDING_MODES:
+        repair = FOLDING_MODES[config.mode]
+        start = time.perf_counter()
+        data = calibration if repair == "r" else None
+        small = fold_model(model, knob, repair, data=data, seed=config.seed)
+        return small, {
+            "repair": repair,
+            "kept_channels": kept_channels(model, knob),
+            "ranks": {},
+            "timings": {"fold": time.perf_counter() - start},
+        }
+    extra = {"n_iters": config.n_iters} if config.mode.endswith("_auto") else {}
+    small, report = compressor.compress(config_for_mode(config.mode, knob, **extra))
+    return small, {
+        "layer_flops_ratio": report.layer_flops_ratio,
+        "layer_params_ratio": report.layer_params_ratio,
+        "budget": report.budget,
+        "achieved": report.achieved,
+        "factorized_layers": sum(lr.factorized for lr in report.layers.values()),
+        "ranks": report.ranks,
+        "timings": report.timings,
+    }
 
 
 def _resume(path: Path, config: SweepConfig, env: dict[str, Any]) -> dict[str, Any]:

@@ -70,6 +70,9 @@ MODE_LABELS: dict[str, str] = {
     "rank_ratio": "Rank ratio, plain SVD",
     "rank_ratio_act_aware": "Rank ratio, act.-aware",
     "folding": "Model Folding",
+    "folding_ar": "Model Folding (AR, data-free)",
+    "folding_r": "Model Folding (R, BN re-estimated)",
+    "folding_none": "Model Folding (no repair)",
 }
 """Display names of the sweep modes, in display order."""
 
