@@ -7,7 +7,7 @@ if ! "$PYTHON" - <<'PY' 2>/dev/null
 import importlib, sys
 from importlib.metadata import version
 for mod in ("torch", "torchvision", "timm", "numpy", "matplotlib", "pandas", "tqdm", "yaml",
-            "pytest", "ruff", "balf"):
+            "pytest", "ruff", "imagecorruptions", "balf"):
     importlib.import_module(mod)
 assert version("torch").split("+")[0] == "2.14.1", version("torch")
 import balf, pathlib
