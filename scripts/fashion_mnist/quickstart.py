@@ -25,6 +25,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ratios", nargs="+", type=float, help="flops_auto and uniform ratios")
     parser.add_argument("--energy-thresholds", nargs="+", type=float)
     parser.add_argument("--energy-act-aware-thresholds", nargs="+", type=float)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep points already in the output folder (default: recompute every point)",
+    )
     args = parse_with_yaml(parser, argv, "quickstart.yaml")
     ctx = ExperimentContext(args, DATASET)
     out = Path(args.out_root) / DATASET / args.model
@@ -34,6 +39,9 @@ def main(argv: list[str] | None = None) -> None:
         "energy_act_aware": args.energy_act_aware_thresholds,
         "uniform": args.ratios,
     }
+    if not args.resume:  # a first run computes everything, even over committed results
+        for mode in plan:
+            (out / mode / "results.json").unlink(missing_ok=True)
     results = {mode: ctx.sweep(mode, knobs, out / mode) for mode, knobs in plan.items()}
 
     figures = []
