@@ -83,8 +83,11 @@ def test_report_contents_and_json(cnn_and_data):
     small, report = balf.compress(model, x, balf.BALFConfig(0.5), progress=False)
     d = json.loads(json.dumps(report.to_dict()))
     assert set(d["layers"]) == {"0", "2", "6"}
-    for lr in report.layers.values():
-        assert 1 <= lr.rank <= lr.max_rank
+    modules = dict(small.named_modules())
+    for name, lr in report.layers.items():
+        # the reported rank is the installed one, and its energy is the decomposition's e(r)
+        assert lr.factorized == isinstance(modules[name], (balf.LowRankConv2d, balf.LowRankLinear))
+        assert lr.rank == (modules[name].rank if lr.factorized else lr.max_rank)
         assert 0 < lr.energy_kept <= 1
     assert report.achieved <= report.budget
     assert report.layer_flops_ratio <= 0.5

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -84,7 +86,10 @@ def test_energy_rule_picks_the_smallest_rank_reaching_the_threshold(threshold):
 def test_uniform_rule_is_the_smallest_rank_reaching_the_cost_fraction(ratio, geo):
     r = uniform_rank(geo, ratio)
     frac = lambda k: k * (geo.in_dim + geo.out_dim) / (geo.in_dim * geo.out_dim)  # noqa: E731
-    assert 1 <= r <= geo.max_rank
+    assert r == min(
+        max(math.ceil(ratio * geo.in_dim * geo.out_dim / (geo.in_dim + geo.out_dim) - 1e-9), 1),
+        geo.max_rank,
+    )
     if r < geo.max_rank:
         assert frac(r) >= ratio - 1e-12
     if r > 1:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -296,24 +294,6 @@ def test_benchmark_schema_variants(tmp_path: Path, payload):
     assert [r["model"] for r in rows] == ["a"]
     df = tables.compression_time_table(rows)
     assert df.loc["a", "Total (s)"] == 1.0 and math.isnan(df.loc["a", "Statistics (s)"])
-
-
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
-def test_latex_compiles(tmp_path: Path):
-    df = tables.matched_reduction_table(
-        {"energy_act_aware": {"points": [_point("original", 0.9), _point(0.5, 0.8, 0.5, 0.5)]}},
-        "flops",
-    )
-    doc = (
-        "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n"
-        + tables.to_latex(df, caption="drop ≤ 1 – 2", label="tab:t")
-        + "\\end{document}\n"
-    )
-    (tmp_path / "t.tex").write_text(doc)
-    run = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "t.tex"], cwd=tmp_path, capture_output=True
-    )
-    assert run.returncode == 0, run.stdout.decode()[-2000:]
 
 
 # ----------------------------------------------------------------------------- script
