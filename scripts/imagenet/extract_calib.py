@@ -19,12 +19,12 @@ import logging
 import sys
 from pathlib import Path
 
-import yaml
 from tqdm import tqdm
 
 from balf.data.imagenet_archives import (
     check_existing_output,
     index_train_archive,
+    parse_section_args,
     sample_train_images,
     staged_directory,
     write_manifest,
@@ -38,41 +38,20 @@ DEFAULT_CONFIG = REPO_ROOT / "configs" / "imagenet_data.yaml"
 SECTION = "extract_calib"
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the module docstring's layout and show each option's default."""
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command line, with defaults from the config file's ``extract_calib`` section."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML file of defaults")
-    known, _ = pre.parse_known_args(argv)
-    defaults: dict = {}
-    if known.config.is_file():
-        defaults = (yaml.safe_load(known.config.read_text()) or {}).get(SECTION, {}) or {}
-    elif known.config != DEFAULT_CONFIG:
-        pre.error(f"config file not found: {known.config}")
-    parser = argparse.ArgumentParser(
-        description=__doc__,
-        parents=[pre],
-        formatter_class=_HelpFormatter,
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--train-tar", type=Path, help="ILSVRC2012_img_train.tar")
+        parser.add_argument("--output", type=Path, help="folder to create (imagenet-calib)")
+        parser.add_argument("--size", type=int, default=8192, help="number of images to sample")
+        parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
+        parser.add_argument("--overwrite", action="store_true", help="rebuild an existing output")
+        parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    return parse_section_args(
+        argv, __doc__, SECTION, DEFAULT_CONFIG, add_arguments, ("train_tar", "output")
     )
-    parser.add_argument("--train-tar", type=Path, help="ILSVRC2012_img_train.tar")
-    parser.add_argument("--output", type=Path, help="folder to create (imagenet-calib)")
-    parser.add_argument("--size", type=int, default=8192, help="number of images to sample")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sample")
-    parser.add_argument("--overwrite", action="store_true", help="rebuild an existing output")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    unknown = set(defaults) - {action.dest for action in parser._actions}
-    if unknown:
-        parser.error(f"unknown keys in section {SECTION!r} of {known.config}: {sorted(unknown)}")
-    parser.set_defaults(**defaults)
-    args = parser.parse_args(argv)
-    for name in ("train_tar", "output"):
-        if getattr(args, name) is None:
-            parser.error(f"--{name.replace('_', '-')} is required (no default in {known.config})")
-        setattr(args, name, Path(getattr(args, name)))
-    return args
 
 
 def extract_calib(

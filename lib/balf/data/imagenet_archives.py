@@ -16,18 +16,20 @@ It also holds the "write into a temporary folder, then rename" helper the script
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
 import shutil
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+import yaml
 from tqdm import tqdm
 
 from balf.data._matfile import read_mat
@@ -309,3 +311,46 @@ def staged_directory(output: Path) -> Iterator[Path]:
         shutil.rmtree(previous)
     else:
         staging.rename(output)
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the script docstring's layout and show each option's default."""
+
+
+def parse_section_args(
+    argv: list[str] | None,
+    description: str | None,
+    section: str,
+    default_config: Path,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    required: Sequence[str],
+) -> argparse.Namespace:
+    """Command line of an extraction script, with defaults from one section of a YAML file.
+
+    Args:
+        section: key of the script's mapping in the YAML file (``--config``).
+        add_arguments: adds the script's own options to the parser.
+        required: option destinations that must be set (path options, turned into ``Path``).
+    """
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path, default=default_config, help="YAML file of defaults")
+    known, _ = pre.parse_known_args(argv)
+    defaults: dict = {}
+    if known.config.is_file():
+        defaults = (yaml.safe_load(known.config.read_text()) or {}).get(section, {}) or {}
+    elif known.config != default_config:
+        pre.error(f"config file not found: {known.config}")
+    parser = argparse.ArgumentParser(
+        description=description, parents=[pre], formatter_class=_HelpFormatter
+    )
+    add_arguments(parser)
+    unknown = set(defaults) - {action.dest for action in parser._actions}
+    if unknown:
+        parser.error(f"unknown keys in section {section!r} of {known.config}: {sorted(unknown)}")
+    parser.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    for name in required:
+        if getattr(args, name) is None:
+            parser.error(f"--{name.replace('_', '-')} is required (no default in {known.config})")
+        setattr(args, name, Path(getattr(args, name)))
+    return args
