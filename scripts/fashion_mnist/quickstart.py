@@ -2,9 +2,10 @@
 
 Runs ``flops_auto`` (BALF with a FLOPs budget), ``energy``, ``energy_act_aware`` and ``uniform``
 at about six knob values each, evaluates every compressed model on the full test set, and writes
-``results/quickstart/fashion-mnist/resnet20/<mode>/results.json``, a plot (PNG + PDF) of accuracy
-against the FLOPs and parameter ratios, LaTeX/Markdown tables of the accuracy drop at matched
-FLOPs, and prints a summary. Defaults: ``configs/quickstart.yaml``.
+``results/quickstart/fashion-mnist/resnet20/<mode>/results.json``, plots (PNG + PDF) of accuracy
+against the FLOPs and parameter ratios and LaTeX/Markdown tables of the accuracy drop at matched
+FLOPs and parameter ratios (``figures/``, ``tables/``; the same renderer as
+``scripts/render_results.py``), and prints a summary. Defaults: ``configs/quickstart.yaml``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import argparse
 from pathlib import Path
 
 from balf.experiments.cli import ExperimentContext, add_common_arguments, parse_with_yaml
-from balf.experiments.plots import plot_accuracy_vs_ratio
-from balf.experiments.tables import matched_reduction_table, to_markdown, write_table
+from balf.experiments.render import render_model
+from balf.experiments.tables import matched_reduction_table, to_markdown
 
 DATASET = "fashion-mnist"
 
@@ -44,22 +45,8 @@ def main(argv: list[str] | None = None) -> None:
             (out / mode / "results.json").unlink(missing_ok=True)
     results = {mode: ctx.sweep(mode, knobs, out / mode) for mode, knobs in plan.items()}
 
-    figures = []
-    for quantity in ("flops", "params"):
-        figures += plot_accuracy_vs_ratio(
-            results,
-            quantity,
-            out / "figures" / f"accuracy_vs_{quantity}",
-            dataset=DATASET,
-            model=args.model,
-        )
+    written = render_model(out, DATASET, args.model, modes=list(plan))
     table = matched_reduction_table(results, "flops")
-    tables = write_table(
-        table,
-        out / "tables" / "accuracy_drop_flops",
-        caption=f"Top-1 accuracy drop (pp) at matched FLOPs keep-ratios, {DATASET} {args.model}",
-        label="tab:quickstart",
-    )
 
     print(f"\n{DATASET} / {args.model}: accuracy of every point\n")
     print("| mode | knob | FLOPs ratio | params ratio | accuracy (%) |")
@@ -73,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     print("\nAccuracy drop (pp) of the best point at or below each FLOPs keep-ratio:\n")
     print(to_markdown(table))
-    print("Written:", *[str(p) for p in [*figures, *tables]], sep="\n  ")
+    print("Written:", *map(str, written), sep="\n  ")
 
 
 if __name__ == "__main__":
