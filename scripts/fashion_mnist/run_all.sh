@@ -14,4 +14,4 @@ bash scripts/fashion_mnist/n_iters_sweep.sh
 bash scripts/fashion_mnist/make_corrupted.sh
 bash scripts/fashion_mnist/corrupted_sweep.sh
 "$PY" scripts/compare_svd_vs_actaware.py --source checkpoint --dataset fashion-mnist --model resnet20
-"$PY" scripts/render_results.py --datasets fashion-mnist
+bash scripts/render_results.sh
