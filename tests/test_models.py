@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import urllib.error
 from pathlib import Path
 
@@ -187,6 +188,9 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
         model, tmp_path / "sub" / "model.pt", arch="resnet20", test_acc=0.93, tags=["a"]
     )
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # a normal file, not mkstemp's 0600
     fresh = create_model("resnet20", pretrained=False, in_channels=1)
     meta = load_checkpoint(fresh, path)
     assert meta == {"arch": "resnet20", "test_acc": 0.93, "tags": ["a"]}

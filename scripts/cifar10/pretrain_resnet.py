@@ -37,6 +37,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from balf._io import atomic_write_text
 from balf.data.fashion_mnist import load_fashion_mnist
 from balf.errors import DatasetNotFoundError
 from balf.models import create_model, load_checkpoint, save_checkpoint
@@ -262,13 +263,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def record_command(out_dir: Path, argv: list[str], start_epoch: int) -> None:
     """Append this run's command line and environment to ``command.txt``."""
     script = Path(__file__).resolve()
@@ -346,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("Resuming %s from epoch %d (%s)", args.arch, start_epoch, last_path)
 
     record_command(out_dir, argv, start_epoch)
-    write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(resolved_config(args)))
+    atomic_write_text(yaml.safe_dump(resolved_config(args)), out_dir / "config.yaml")
     data = load_dataset(args.dataset, args.data_root)
     logger.info(
         "%s on %s: %d params, %d train / %d test images, device %s, %d threads",
@@ -400,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             extra["rng_cuda"] = torch.cuda.get_rng_state()
         save_checkpoint(model, last_path, extra=extra, arch=args.arch, dataset=args.dataset)
-        write_text_atomic(out_dir / "train_log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
+        atomic_write_text("".join(json.dumps(r) + "\n" for r in log), out_dir / "train_log.jsonl")
         logger.info(
             "epoch %d/%d lr %.4f train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.1fs",
             epoch + 1,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
+from balf._io import atomic_torch_save
 from balf.errors import BALFError
 from balf.models.cifar_resnet import BasicBlock, CifarResNet, resnet20, resnet56
 from balf.models.imagenet import (
@@ -188,16 +188,7 @@ def save_checkpoint(
             "metadata": _plain(metadata),
         }
     )
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(payload, path)
     return path
 
 
