@@ -17,7 +17,8 @@ are skipped with a log line; rerunning rewrites byte-identical files. Nothing is
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,49 @@ QUANTITY_NAMES = {"flops": "FLOPs", "params": "parameter"}
 NESTED_ROOTS = ("quickstart",)
 #: Folders under a results root that hold no ``<model>/`` sweeps.
 NOT_DATASETS = ("benchmarks", "svd_vs_actaware")
+
+
+@dataclass(frozen=True)
+class _Section:
+    """One per-model experiment folder: how to load it, plot it and (optionally) tabulate it."""
+
+    name: str  # for log lines
+    load: Callable[[Path], dict]  # model folder -> runs ({} when absent)
+    plot: Callable[..., list[Path]]
+    stem: str  # figures/<stem>.*, tables/<stem>.{tex,md}
+    title: str
+    table: Callable[[dict], pd.DataFrame] | None = None
+    caption: str = ""
+
+
+SECTIONS = (
+    _Section(
+        "calibration-size",
+        lambda d: load_numbered_runs(d / "calib-size", "calib"),
+        plot_calibration_size,
+        "calib_size",
+        "calibration-set size",
+        calibration_size_table,
+        "top-1 accuracy (%) by calibration-set size and keep-ratio.",
+    ),
+    _Section(
+        "allocator-iterations",
+        lambda d: load_numbered_runs(d / "n-iters", "iters"),
+        plot_n_iters,
+        "n_iters",
+        "allocator iterations",
+    ),
+    _Section(
+        "corruption",
+        lambda d: load_mode_results(d / "corruption"),
+        plot_corruption,
+        "corruption",
+        "accuracy under corruption",
+        corruption_table,
+        "top-1 accuracy (%) per corruption, mean over severities, "
+        "of the original and the compressed models (mode, keep-ratio).",
+    ),
+)
 
 
 def _guarded(what: str, fn, *a: Any, **kw: Any) -> list[Path]:
@@ -106,63 +150,26 @@ def render_model(
     else:
         log.info("%s: no mode sweeps", name)
 
-    calib = load_numbered_runs(model_dir / "calib-size", "calib")
-    if calib:
+    for section in SECTIONS:
+        runs = section.load(model_dir)
+        if not runs:
+            log.info("%s: no %s sweep", name, section.name)
+            continue
         written += _guarded(
-            f"{name} calibration size",
-            plot_calibration_size,
-            calib,
-            figures / "calib_size",
-            title=f"{dataset} / {model}: calibration-set size",
+            f"{name} {section.name}",
+            section.plot,
+            runs,
+            figures / section.stem,
+            title=f"{dataset} / {model}: {section.title}",
             formats=formats,
         )
-        caption = (
-            f"{model} on {dataset}: top-1 accuracy (%) by calibration-set size and keep-ratio."
-        )
-        written += write_table(
-            calibration_size_table(calib),
-            tables / "calib_size",
-            caption,
-            f"tab:{dataset}-{model}-calib-size",
-        )
-    else:
-        log.info("%s: no calibration-size sweep", name)
-
-    iters = load_numbered_runs(model_dir / "n-iters", "iters")
-    if iters:
-        written += _guarded(
-            f"{name} allocator iterations",
-            plot_n_iters,
-            iters,
-            figures / "n_iters",
-            title=f"{dataset} / {model}: allocator iterations",
-            formats=formats,
-        )
-    else:
-        log.info("%s: no allocator-iterations sweep", name)
-
-    corrupted = load_mode_results(model_dir / "corruption")
-    if corrupted:
-        written += _guarded(
-            f"{name} corruption",
-            plot_corruption,
-            corrupted,
-            figures / "corruption",
-            title=f"{dataset} / {model}: accuracy under corruption",
-            formats=formats,
-        )
-        caption = (
-            f"{model} on {dataset}: top-1 accuracy (%) per corruption, mean over severities, "
-            "of the original and the compressed models (mode, keep-ratio)."
-        )
-        written += write_table(
-            corruption_table(corrupted),
-            tables / "corruption",
-            caption,
-            f"tab:{dataset}-{model}-corruption",
-        )
-    else:
-        log.info("%s: no corruption sweep", name)
+        if section.table is not None:
+            written += write_table(
+                section.table(runs),
+                tables / section.stem,
+                f"{model} on {dataset}: {section.caption}",
+                f"tab:{dataset}-{model}-{section.stem.replace('_', '-')}",
+            )
     return written
 
 
