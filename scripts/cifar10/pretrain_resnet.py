@@ -62,6 +62,7 @@ class DatasetSpec:
 
 DATASETS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec(3, 32, 4, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar10-jpeg": DatasetSpec(3, 32, 4, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "fashion-mnist": DatasetSpec(1, 28, 2, (0.2860,), (0.3530,)),
 }
 
@@ -128,6 +129,14 @@ def load_dataset(name: str, root: str | None) -> dict[str, tuple[torch.Tensor, t
             images, labels = load_fashion_mnist(split, root)
             splits[split] = (images.unsqueeze(1).contiguous(), labels)
         return splits
+    if name == "cifar10-jpeg":
+        from balf.data import CIFAR10_CLASSES, CIFAR10_JPEG_SOURCE, load_image_folder
+
+        root = root or "datasets/cifar10-jpeg"
+        return {
+            split: load_image_folder(root, split, CIFAR10_CLASSES, source_hint=CIFAR10_JPEG_SOURCE)
+            for split in ("train", "test")
+        }
     from torchvision.datasets import CIFAR10
 
     root = root or "datasets"

@@ -18,10 +18,12 @@ from balf.data.cifar import (
     CIFAR10_CLASSES,
     CIFAR10_MEAN,
     CIFAR10_STD,
+    CIFAR10_JPEG_SOURCE,
     CIFAR10C,
     CORRUPTIONS,
     SEVERITIES,
     cifar10,
+    cifar10_jpeg,
     cifar10_transform,
 )
 from balf.data.common import (
@@ -31,6 +33,7 @@ from balf.data.common import (
     make_loader,
     random_indices,
 )
+from balf.data.image_folder import ImageFolderTensors, load_image_folder
 from balf.data.imagenet import IMAGENET_NUM_CLASSES, imagenet_folder, is_wnid
 
 _LAZY = {
@@ -43,6 +46,7 @@ _LAZY = {
 __all__ = [
     "CIFAR10C",
     "CIFAR10_CLASSES",
+    "CIFAR10_JPEG_SOURCE",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CORRUPTIONS",
@@ -50,15 +54,18 @@ __all__ = [
     "FASHION_MNIST_STD",
     "FashionMNIST",
     "IMAGENET_NUM_CLASSES",
+    "ImageFolderTensors",
     "SEVERITIES",
     "calibration_subset",
     "cifar10",
+    "cifar10_jpeg",
     "cifar10_transform",
     "eval_transform",
     "evaluation_subset",
     "imagenet_folder",
     "is_wnid",
     "load_fashion_mnist",
+    "load_image_folder",
     "make_loader",
     "random_indices",
 ]

@@ -22,16 +22,19 @@ from torchvision import datasets
 from torchvision import transforms as T
 
 from balf.data.common import eval_transform
+from balf.data.image_folder import ImageFolderTensors
 from balf.errors import BALFError, DatasetNotFoundError
 
 __all__ = [
     "CIFAR10C",
+    "CIFAR10_JPEG_SOURCE",
     "CIFAR10_CLASSES",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CORRUPTIONS",
     "SEVERITIES",
     "cifar10",
+    "cifar10_jpeg",
     "cifar10_transform",
 ]
 
@@ -80,6 +83,12 @@ _CIFAR10_SOURCE = (
     "Get it with `cifar10(root, train, download=True)` on a machine with a network, or download "
     "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and extract it "
     "into the root folder."
+)
+#: How to obtain the JPEG release of CIFAR-10 (dataset name ``cifar10-jpeg``).
+CIFAR10_JPEG_SOURCE = (
+    "Run `bash scripts/cifar10/get_data.sh [ARCHIVE_OR_FOLDER]`: it extracts cifar10-jpeg.tar.gz "
+    "(the JPEG release of CIFAR-10, ImageFolder layout) into datasets/cifar10-jpeg, or pass "
+    "--data-root pointing at an extracted copy."
 )
 _CIFAR10C_SOURCE = (
     "Download CIFAR-10-C.tar from https://zenodo.org/record/2535967 and extract it; pass the "
@@ -161,6 +170,29 @@ def cifar10(
         raise DatasetNotFoundError(
             f"CIFAR-10 could not be downloaded into {root}: {exc}. {_CIFAR10_SOURCE}"
         ) from exc
+
+
+def cifar10_jpeg(root: str | os.PathLike, train: bool) -> ImageFolderTensors:
+    """CIFAR-10 as republished in JPEG form (``train/<class>/*.jpg``, ``test/<class>/*.jpg``).
+
+    Same images and split as the original release, re-encoded as (lossy) JPEG; results on it are
+    labelled "CIFAR-10 (JPEG release)". Images are normalised with the CIFAR-10 mean/std and not
+    augmented (the training script augments uint8 batches itself).
+
+    Args:
+        root: folder holding ``train/`` and ``test/`` with the ten class folders.
+        train: training split (50,000 images) if True, test split (10,000) otherwise.
+
+    Returns:
+        dataset of ``(image float32 (3, 32, 32), label int)``.
+
+    Raises:
+        DatasetNotFoundError: if the folders are missing; the message says how to get them.
+    """
+    split = "train" if train else "test"
+    return ImageFolderTensors(
+        root, split, CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, source_hint=CIFAR10_JPEG_SOURCE
+    )
 
 
 class CIFAR10C(Dataset):
