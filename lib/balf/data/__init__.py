@@ -16,9 +16,9 @@ from typing import Any
 
 from balf.data.cifar import (
     CIFAR10_CLASSES,
+    CIFAR10_JPEG_SOURCE,
     CIFAR10_MEAN,
     CIFAR10_STD,
-    CIFAR10_JPEG_SOURCE,
     CIFAR10C,
     CORRUPTIONS,
     SEVERITIES,
