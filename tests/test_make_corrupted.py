@@ -116,7 +116,9 @@ def test_rerun_skips_finished_corruptions(script, source, tmp_path, monkeypatch)
         computed.append(corruption)
         return corrupt_images(images, corruption, *args, **kwargs)
 
-    monkeypatch.setattr(script, "corrupt_images", counting)
+    import balf.data.corruptions
+
+    monkeypatch.setattr(balf.data.corruptions, "corrupt_images", counting)
     manifest = _run(script, source, out, corruptions=["gaussian_noise", "impulse_noise"])
     assert computed == ["impulse_noise"] * 5  # one call per severity, none for the finished one
     assert (out / "gaussian_noise.npy").read_bytes() == first

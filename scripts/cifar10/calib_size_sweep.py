@@ -1,16 +1,18 @@
-"""Calibration-size sweep (params_auto at 0.4/0.5/0.7/0.8) on cifar10.
+"""Calibration-size sweep (params_auto at 0.4/0.5/0.7/0.8) on CIFAR-10.
 
-Run `python scripts/cifar10/calib_size_sweep.py --help` for the options; defaults come from
-`configs/cifar10_calib_size_sweep.yaml`.
+Run `python scripts/cifar10/calib_size_sweep.py --help` for the options. ``--dataset cifar10-jpeg``
+selects CIFAR-10 (JPEG release) instead of the original release; defaults come from
+`configs/<dataset>_calib_size_sweep.yaml`.
 """
 
 from __future__ import annotations
 
-from balf.experiments.cli import calib_size_sweep_main
+from balf.experiments.cli import calib_size_sweep_main, pop_dataset
 
 
 def main(argv: list[str] | None = None) -> None:
-    calib_size_sweep_main(argv, "cifar10")
+    dataset, argv = pop_dataset(argv, ("cifar10", "cifar10-jpeg"), "cifar10")
+    calib_size_sweep_main(argv, dataset)
 
 
 if __name__ == "__main__":

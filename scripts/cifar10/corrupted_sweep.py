@@ -1,16 +1,18 @@
 """Robustness of compressed models to 15 corruptions x 5 severities (CIFAR-10-C layout).
 
-Run `python scripts/cifar10/corrupted_sweep.py --help` for the options; defaults come from
-`configs/cifar10_corrupted_sweep.yaml`.
+Run `python scripts/cifar10/corrupted_sweep.py --help` for the options. ``--dataset cifar10-jpeg``
+selects CIFAR-10 (JPEG release) instead of the original release; defaults come from
+`configs/<dataset>_corrupted_sweep.yaml`.
 """
 
 from __future__ import annotations
 
-from balf.experiments.cli import corrupted_sweep_main
+from balf.experiments.cli import corrupted_sweep_main, pop_dataset
 
 
 def main(argv: list[str] | None = None) -> None:
-    corrupted_sweep_main(argv, "cifar10")
+    dataset, argv = pop_dataset(argv, ("cifar10", "cifar10-jpeg"), "cifar10")
+    corrupted_sweep_main(argv, dataset)
 
 
 if __name__ == "__main__":

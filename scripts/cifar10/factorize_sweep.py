@@ -1,16 +1,18 @@
-"""Accuracy vs FLOPs/params of BALF and the SVD baselines (six modes) on cifar10.
+"""Accuracy vs FLOPs/params of BALF and the SVD baselines (six modes) on CIFAR-10.
 
-Run `python scripts/cifar10/factorize_sweep.py --help` for the options; defaults come from
-`configs/cifar10_factorize_sweep.yaml`.
+Run `python scripts/cifar10/factorize_sweep.py --help` for the options. ``--dataset cifar10-jpeg``
+selects CIFAR-10 (JPEG release) instead of the original release; defaults come from
+`configs/<dataset>_factorize_sweep.yaml`.
 """
 
 from __future__ import annotations
 
-from balf.experiments.cli import factorize_sweep_main
+from balf.experiments.cli import factorize_sweep_main, pop_dataset
 
 
 def main(argv: list[str] | None = None) -> None:
-    factorize_sweep_main(argv, "cifar10")
+    dataset, argv = pop_dataset(argv, ("cifar10", "cifar10-jpeg"), "cifar10")
+    factorize_sweep_main(argv, dataset)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,18 @@
-"""Allocator-iterations sweep: budget gap and accuracy vs bisection steps on cifar10.
+"""Allocator-iterations sweep: budget gap and accuracy vs bisection steps on CIFAR-10.
 
-Run `python scripts/cifar10/n_iters_sweep.py --help` for the options; defaults come from
-`configs/cifar10_n_iters_sweep.yaml`.
+Run `python scripts/cifar10/n_iters_sweep.py --help` for the options. ``--dataset cifar10-jpeg``
+selects CIFAR-10 (JPEG release) instead of the original release; defaults come from
+`configs/<dataset>_n_iters_sweep.yaml`.
 """
 
 from __future__ import annotations
 
-from balf.experiments.cli import n_iters_sweep_main
+from balf.experiments.cli import n_iters_sweep_main, pop_dataset
 
 
 def main(argv: list[str] | None = None) -> None:
-    n_iters_sweep_main(argv, "cifar10")
+    dataset, argv = pop_dataset(argv, ("cifar10", "cifar10-jpeg"), "cifar10")
+    n_iters_sweep_main(argv, dataset)
 
 
 if __name__ == "__main__":

@@ -41,163 +41,24 @@ settings. A folder made with other settings is refused unless ``--overwrite``.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
-import json
 import logging
-import time
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from balf._io import atomic_json_dump, atomic_write_bytes
-from balf.data import CORRUPTIONS, SEVERITIES, random_indices
+from balf.data import CORRUPTIONS, random_indices
+from balf.data.corruptions import PACKAGE, PAD, corrupt_images, make_corrupted, sha256_of
 from balf.data.fashion_mnist import find_fashion_mnist, load_fashion_mnist
-from balf.errors import BALFError
 from balf.experiments.cli import parse_with_yaml
+
+__all__ = ["corrupt_images", "main", "make_corrupted"]
 
 logger = logging.getLogger("make_corrupted")
 
-PACKAGE = "imagecorruptions-imaug"
-MANIFEST = "manifest.json"
 FORMAT = "balf-fashion-mnist-c-v1"
-PAD = 2  # 28 + 2·2 = 32, the package's minimum image side
-_SEEDED = ("glass_blur", "impulse_noise")  # take a per-call seed instead of np.random
-
-
-def corrupt_images(
-    images: np.ndarray, corruption: str, severity: int, seed: int, progress: bool = False
-) -> np.ndarray:
-    """Apply one corruption at one severity to grayscale images, reproducibly.
-
-    Args:
-        images: ``(N, H, W)`` uint8 grayscale images (``H, W >= 32 - 2·PAD``).
-        corruption: one of :data:`balf.data.CORRUPTIONS`.
-        severity: 1..5.
-        seed: base seed; the draw depends on ``(seed, corruption, severity)`` only.
-        progress: show a tqdm bar over the images.
-
-    Returns:
-        ``(N, H, W)`` uint8 corrupted images.
-    """
-    from imagecorruptions import corrupt
-
-    if corruption not in CORRUPTIONS:
-        raise BALFError(f"unknown corruption {corruption!r}; choose from {', '.join(CORRUPTIONS)}")
-    if severity not in SEVERITIES:
-        raise BALFError(f"severity must be one of {SEVERITIES}, got {severity!r}")
-    sequence = np.random.SeedSequence([seed, CORRUPTIONS.index(corruption), severity])
-    np.random.seed(sequence.generate_state(1)[0])
-    image_seeds = np.random.default_rng(sequence).integers(0, 2**31 - 1, len(images))
-    height, width = images.shape[1:]
-    out = np.empty_like(images)
-    desc = f"{corruption} s{severity}"
-    for i, image in enumerate(tqdm(images, desc=desc, leave=False, disable=not progress)):
-        padded = np.pad(image, PAD, mode="reflect")
-        rgb = np.ascontiguousarray(np.stack([padded] * 3, axis=-1))
-        kwargs = {"seed": int(image_seeds[i])} if corruption in _SEEDED else {}
-        result = corrupt(rgb, corruption_name=corruption, severity=severity, **kwargs)
-        out[i] = result[PAD : PAD + height, PAD : PAD + width, 0]
-    return out
-
-
-def _save_npy(array: np.ndarray, path: Path) -> None:
-    """``np.save`` through a temporary file in the same folder and a rename."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    atomic_write_bytes(buffer.getvalue(), path)
-
-
-def _sha256(*arrays: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    for array in arrays:
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
-
-
-def _read_manifest(out: Path) -> dict[str, Any] | None:
-    path = out / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-
-
-def _start(out: Path, settings: dict[str, Any], overwrite: bool) -> dict[str, Any]:
-    """The manifest to continue from: the existing one if its settings match, else a new one."""
-    manifest = _read_manifest(out)
-    fresh = {"settings": settings, "corruptions": {}}
-    if manifest is not None and manifest.get("settings") == settings:
-        return manifest
-    existing = sorted(p.name for p in out.glob("*.npy")) if out.is_dir() else []
-    if existing and not overwrite:
-        found = "no manifest" if manifest is None else f"settings {manifest.get('settings')}"
-        raise BALFError(
-            f"{out} holds {', '.join(existing[:3])}{', ...' if len(existing) > 3 else ''} made "
-            f"with other settings ({found}) than requested ({settings}). Pass --overwrite to "
-            "rebuild it, or choose another --out folder."
-        )
-    for name in existing:  # --overwrite: no file of the old settings may survive
-        (out / name).unlink()
-    return fresh
-
-
-def make_corrupted(
-    out: Path,
-    images: np.ndarray,
-    labels: np.ndarray,
-    corruptions: Sequence[str],
-    seed: int,
-    settings: dict[str, Any],
-    overwrite: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Write ``labels.npy`` and one ``<corruption>.npy`` per corruption into ``out``.
-
-    Args:
-        out: output folder (created).
-        images: ``(N, 28, 28)`` uint8 clean images; labels: ``(N,)`` ints.
-        corruptions: names from :data:`balf.data.CORRUPTIONS`.
-        seed: base seed of the corruptions.
-        settings: what defines the output (compared with the manifest of an earlier run).
-        overwrite: rebuild a folder made with other settings.
-
-    Returns:
-        The manifest written to ``out/manifest.json``.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = _start(out, settings, overwrite)
-    _save_npy(np.tile(labels.astype(np.int64), len(SEVERITIES)), out / "labels.npy")
-    for corruption in corruptions:
-        path = out / f"{corruption}.npy"
-        if corruption in manifest["corruptions"] and path.is_file():
-            logger.info("%s: done already, skipped", path)
-            continue
-        start = time.perf_counter()
-        blocks, seconds = [], {}
-        for severity in SEVERITIES:
-            t = time.perf_counter()
-            blocks.append(corrupt_images(images, corruption, severity, seed, progress))
-            seconds[str(severity)] = round(time.perf_counter() - t, 2)
-        array = np.concatenate(blocks)
-        _save_npy(array, path)
-        total = time.perf_counter() - start
-        manifest["corruptions"][corruption] = {
-            "seconds": round(total, 2),
-            "seconds_per_severity": seconds,
-            "shape": list(array.shape),
-            "sha256": _sha256(array),
-        }
-        atomic_json_dump(manifest, out / MANIFEST)
-        logger.info("%s: %s in %.1f s", path, array.shape, total)
-    atomic_json_dump(manifest, out / MANIFEST)
-    return manifest
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -245,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "images": len(images),
         "subset": args.subset,
         "seed": args.seed,
-        "clean_sha256": _sha256(images, labels.astype(np.int64)),
+        "clean_sha256": sha256_of(images, labels.astype(np.int64)),
         "package": f"{PACKAGE}=={version(PACKAGE)}",
         "padding": f"reflect {PAD}px to 32x32, crop back",
         "channel": "0 of the corrupted RGB image",

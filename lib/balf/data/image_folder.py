@@ -30,7 +30,13 @@ from torch.utils.data import Dataset
 
 from balf.errors import DatasetNotFoundError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageFolderTensors", "load_image_folder"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageFolderTensors",
+    "decode_image",
+    "list_image_folder",
+    "load_image_folder",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +49,47 @@ def _layout(root: Path, classes: Sequence[str]) -> str:
         f"{root}/train/<class>/*.jpg and {root}/test/<class>/*.jpg with one folder per class: "
         + " ".join(classes)
     )
+
+
+def list_image_folder(
+    root: str | os.PathLike, split: Split, classes: Sequence[str], source_hint: str = ""
+) -> tuple[list[Path], torch.Tensor]:
+    """Image files of one split, classes in order and files sorted by name within each class.
+
+    Returns:
+        ``(paths, labels)`` with ``labels`` int64 ``(N,)``.
+
+    Raises:
+        DatasetNotFoundError: if the split folder or a class folder is missing or holds no
+            images; the message names the expected layout (and ``source_hint``).
+    """
+    root = Path(root)
+    folder = root / split
+    hint = f" {source_hint}" if source_hint else ""
+    if not folder.is_dir():
+        raise DatasetNotFoundError(
+            f"image-folder dataset not found: {folder} does not exist. Expected "
+            f"{_layout(root, classes)}.{hint}"
+        )
+    paths: list[Path] = []
+    labels: list[int] = []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DatasetNotFoundError(
+                f"image-folder dataset: {folder / name} is missing or holds no "
+                f"{'/'.join(IMAGE_SUFFIXES)} images. Expected {_layout(root, classes)}.{hint}"
+            )
+        paths += files
+        labels += [label] * len(files)
+    return paths, torch.tensor(labels, dtype=torch.int64)
+
+
+def decode_image(path: Path, channels: int = 3) -> torch.Tensor:
+    """One image file as uint8 ``(C, H, W)`` (RGB for 3 channels, grayscale for 1)."""
+    with Image.open(path) as image:
+        array = np.asarray(image.convert("RGB" if channels == 3 else "L"))
+    return torch.from_numpy(array.reshape(*array.shape[:2], -1).copy()).permute(2, 0, 1)
 
 
 def load_image_folder(
@@ -69,42 +116,17 @@ def load_image_folder(
         DatasetNotFoundError: if the split folder, a class folder or its images are missing, or
             the images do not all have one size; the message names the expected layout.
     """
-    root = Path(root)
-    folder = root / split
-    hint = f" {source_hint}" if source_hint else ""
-    if not folder.is_dir():
-        raise DatasetNotFoundError(
-            f"image-folder dataset not found: {folder} does not exist. Expected "
-            f"{_layout(root, classes)}.{hint}"
-        )
-    mode = "RGB" if channels == 3 else "L"
-    arrays: list[np.ndarray] = []
-    labels: list[int] = []
-    for label, name in enumerate(classes):
-        files = sorted(
-            p for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        if not files:
-            raise DatasetNotFoundError(
-                f"image-folder dataset: {folder / name} is missing or holds no "
-                f"{'/'.join(IMAGE_SUFFIXES)} images. Expected {_layout(root, classes)}.{hint}"
-            )
-        for path in files:
-            with Image.open(path) as image:
-                arrays.append(np.asarray(image.convert(mode)))
-        labels.extend([label] * len(files))
-    shapes = {a.shape for a in arrays}
+    paths, labels = list_image_folder(root, split, classes, source_hint)
+    images = [decode_image(p, channels) for p in paths]
+    shapes = {tuple(i.shape) for i in images}
     if len(shapes) != 1:
         raise DatasetNotFoundError(
-            f"image-folder dataset {folder}: images of several sizes {sorted(shapes)}; "
-            "every image of a split must have the same size"
+            f"image-folder dataset {Path(root) / split}: images of several sizes "
+            f"{sorted(shapes)}; every image of a split must have the same size"
         )
-    stacked = np.stack(arrays)  # (N, H, W, C) or (N, H, W)
-    if stacked.ndim == 3:
-        stacked = stacked[..., None]
-    images = torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
-    logger.info("%s: %d images of shape %s", folder, len(labels), tuple(images.shape[1:]))
-    return images, torch.tensor(labels, dtype=torch.int64)
+    stacked = torch.stack(images)
+    logger.info("%s: %d images of shape %s", Path(root) / split, len(labels), shapes.pop())
+    return stacked, labels
 
 
 class ImageFolderTensors(Dataset):
@@ -117,11 +139,15 @@ class ImageFolderTensors(Dataset):
         mean, std: per-channel normalisation of images scaled to [0, 1].
         transform: optional callable applied to each normalised image tensor ``(C, H, W)``.
         source_hint: how to obtain the data, for the not-found message.
+        preload: decode every image now (fast repeated passes, e.g. evaluation); ``False``
+            decodes an image when it is read (a 1024-image calibration subset of a 50,000-image
+            training split then decodes 1024 files).
 
     Items are ``(image, label)``: ``image`` float32 ``(C, H, W)``, ``label`` an int.
 
     Attributes:
-        images: uint8 ``(N, C, H, W)``; targets: int64 ``(N,)``.
+        paths: the image files, in item order; targets: int64 ``(N,)``; images: uint8
+        ``(N, C, H, W)`` when preloaded, else ``None``.
     """
 
     def __init__(
@@ -133,13 +159,16 @@ class ImageFolderTensors(Dataset):
         std: Sequence[float],
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         source_hint: str = "",
+        preload: bool = True,
     ) -> None:
         self.root = Path(root)
         self.split = split
         self.classes = tuple(classes)
-        self.images, self.targets = load_image_folder(
-            root, split, classes, channels=len(mean), source_hint=source_hint
-        )
+        self.channels = len(mean)
+        self.paths, self.targets = list_image_folder(root, split, classes, source_hint)
+        self.images: torch.Tensor | None = None
+        if preload:
+            self.images = load_image_folder(root, split, classes, self.channels, source_hint)[0]
         self._mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self.transform = transform
@@ -148,7 +177,12 @@ class ImageFolderTensors(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = (self.images[index].float().div_(255.0) - self._mean) / self._std
+        raw = (
+            self.images[index]
+            if self.images is not None
+            else decode_image(self.paths[index], self.channels)
+        )
+        image = (raw.float().div_(255.0) - self._mean) / self._std
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.targets[index])

@@ -35,6 +35,7 @@ __all__ = [
     "factorize_sweep_main",
     "n_iters_sweep_main",
     "parse_with_yaml",
+    "pop_dataset",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -70,6 +71,37 @@ def parse_with_yaml(
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else None  # recorded in each run's command.txt
     return args
+
+
+def pop_dataset(
+    argv: Sequence[str] | None, choices: Sequence[str], default: str
+) -> tuple[str, list[str]]:
+    """Take ``--dataset NAME`` (or ``--dataset=NAME``) out of ``argv``.
+
+    Lets one script serve several variants of a dataset (``cifar10`` and its JPEG release
+    ``cifar10-jpeg``), each with its own ``configs/<dataset>_*.yaml`` defaults.
+
+    Returns:
+        ``(dataset, remaining argv)``.
+
+    Raises:
+        BALFError: for a value outside ``choices`` or a missing value.
+    """
+    import sys
+
+    rest = list(sys.argv[1:] if argv is None else argv)
+    dataset = default
+    for i, arg in enumerate(rest):
+        if arg == "--dataset" or arg.startswith("--dataset="):
+            value = (
+                arg.partition("=")[2] if "=" in arg else (rest[i + 1] if i + 1 < len(rest) else "")
+            )
+            del rest[i : i + (1 if "=" in arg else 2)]
+            dataset = value
+            break
+    if dataset not in choices:
+        raise BALFError(f"--dataset must be one of {', '.join(choices)}, got {dataset!r}")
+    return dataset, rest
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -291,7 +323,9 @@ def corrupted_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     loaders = {
         (c, s): make_loader(
             shard(
-                corrupted_evaluation(dataset, args.corrupted_root, c, s, args.eval_size, args.seed)
+                corrupted_evaluation(
+                    dataset, args.corrupted_root, c, s, args.eval_size, args.seed, args.model
+                )
             ),
             args.batch_size,
             args.workers,

@@ -2,7 +2,11 @@
 
 - ``cifar10``: seeded subset of the train split / test split; weights
   ``results/cifar10/checkpoints/<model>/model.pt``.
+- ``cifar10-jpeg``: CIFAR-10 as republished in JPEG form (image folders ``train/``, ``test/``);
+  weights ``results/cifar10-jpeg/checkpoints/<model>/model.pt``. Labelled "CIFAR-10 (JPEG release)".
 - ``fashion-mnist``: likewise, ``results/fashion-mnist/checkpoints/<model>/model.pt``.
+- third-party option-A CIFAR-10 ResNets (``resnet20a`` ... ``resnet56a``) on either CIFAR-10:
+  the public checkpoint file from ``--checkpoint`` or :data:`THIRD_PARTY_DIR`.
 - ``imagenet``: ``<root>/imagenet-calib`` / ``<root>/imagenet-val``; public weights.
 
 Calibration images always use the evaluation preprocessing (no augmentation).
@@ -19,7 +23,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data import (
+    CIFAR10_CLASSES,
+    CIFAR10_JPEG_SOURCE,
     CIFAR10C,
+    ImageFolderTensors,
     calibration_subset,
     cifar10,
     cifar10_transform,
@@ -27,20 +34,35 @@ from ..data import (
     imagenet_folder,
 )
 from ..errors import BALFError, DatasetNotFoundError
-from ..models import create_model, eval_transform, load_checkpoint
+from ..models import (
+    THIRD_PARTY_CHECKPOINTS,
+    create_model,
+    eval_transform,
+    load_checkpoint,
+    load_third_party_checkpoint,
+    normalisation_of,
+)
+from .labels import DATASET_LABELS, dataset_label
 
 __all__ = [
     "DATASETS",
+    "DATASET_LABELS",
+    "THIRD_PARTY_DIR",
     "benchmark_model",
     "ExperimentData",
     "corrupted_evaluation",
+    "dataset_label",
     "default_checkpoint",
     "experiment_data",
     "experiment_model",
 ]
 
-DATASETS = ("cifar10", "fashion-mnist", "imagenet")
-_SMALL = {"cifar10": (3, 10), "fashion-mnist": (1, 10)}
+DATASETS = ("cifar10", "cifar10-jpeg", "fashion-mnist", "imagenet")
+_SMALL = {"cifar10": (3, 10), "cifar10-jpeg": (3, 10), "fashion-mnist": (1, 10)}
+
+#: Where the third-party option-A checkpoints are looked up when no --checkpoint is given (on
+#: the project's machines; elsewhere download them, see balf.models.load_third_party_checkpoint).
+THIRD_PARTY_DIR = Path("../shared/models/cifar10-resnets-akamaster")
 
 
 @dataclass
@@ -58,7 +80,10 @@ def _check_dataset(dataset: str) -> None:
 
 
 def default_checkpoint(dataset: str, model_name: str, results_root: str | Path = "results") -> Path:
-    """Where the repository's pretraining script writes a small-dataset model."""
+    """Where the repository's pretraining script writes a small-dataset model (or, for a
+    third-party option-A model, where its public checkpoint is looked up)."""
+    if model_name in THIRD_PARTY_CHECKPOINTS:
+        return THIRD_PARTY_DIR / THIRD_PARTY_CHECKPOINTS[model_name][1]
     return Path(results_root) / dataset / "checkpoints" / model_name / "model.pt"
 
 
@@ -90,6 +115,8 @@ def experiment_model(
     if dataset == "imagenet":
         return create_model(model_name, pretrained=True).eval(), "pretrained"
     path = Path(checkpoint) if checkpoint else default_checkpoint(dataset, model_name)
+    if model_name in THIRD_PARTY_CHECKPOINTS and not path.is_file():
+        load_third_party_checkpoint(nn.Module(), path)  # raises, naming where the files come from
     if not path.is_file():
         raise FileNotFoundError(
             f"no trained {model_name} for {dataset} at {path}: train one with "
@@ -137,7 +164,9 @@ def _build_model(dataset: str, model_name: str, checkpoint: Path | None) -> nn.M
     model = create_model(
         model_name, pretrained=False, in_channels=in_channels, num_classes=num_classes
     )
-    if checkpoint is not None:
+    if checkpoint is not None and model_name in THIRD_PARTY_CHECKPOINTS:
+        load_third_party_checkpoint(model, checkpoint)
+    elif checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model.eval()
 
@@ -146,10 +175,31 @@ def _small_transform(dataset: str, model_name: str):
     return eval_transform(model_name, dataset=dataset)
 
 
+def _cifar10_transform(model_name: str):
+    """PIL -> normalised tensor for CIFAR-10 images, with the model's normalisation."""
+    if model_name in THIRD_PARTY_CHECKPOINTS:
+        return eval_transform(model_name, dataset="cifar10")
+    return cifar10_transform(train=False)
+
+
 def _splits(dataset: str, root: str | Path, model_name: str) -> tuple[Dataset, Dataset]:
     if dataset == "cifar10":
-        tf = cifar10_transform(train=False)
+        tf = _cifar10_transform(model_name)
         return cifar10(root, train=True, transform=tf), cifar10(root, train=False, transform=tf)
+    if dataset == "cifar10-jpeg":
+        mean, std = normalisation_of(model_name, dataset)
+        return tuple(
+            ImageFolderTensors(
+                root,
+                split,
+                CIFAR10_CLASSES,
+                mean,
+                std,
+                source_hint=CIFAR10_JPEG_SOURCE,
+                preload=split == "test",  # calibration reads a small subset of train
+            )
+            for split in ("train", "test")
+        )
     if dataset == "fashion-mnist":
         from ..data.fashion_mnist import FASHION_MNIST_FILES, FashionMNIST
 
@@ -206,13 +256,15 @@ def corrupted_evaluation(
     severity: int,
     eval_size: int | None = None,
     seed: int = 0,
+    model_name: str = "resnet20",
 ) -> Dataset:
     """One (corruption, severity) test set in the CIFAR-10-C layout (CIFAR-10-C or Fashion-MNIST-C).
 
     A fixed seeded subset of ``eval_size`` positions is used for every corruption and severity.
+    ``model_name`` selects the input normalisation (third-party models use their own).
     """
-    if dataset == "cifar10":
-        tf = cifar10_transform(train=False)
+    if dataset in ("cifar10", "cifar10-jpeg"):
+        tf = _cifar10_transform(model_name)
     elif dataset == "fashion-mnist":
         tf = _small_transform(dataset, "resnet20")
     else:

@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
 
 from ..errors import BALFError
+from .labels import dataset_label, other_works_source
 from .tables import MODE_LABELS, compressed_points, corruption_table, original_point
 
 __all__ = [
@@ -168,8 +169,14 @@ def _work_points(
     return works[keep]
 
 
-def _draw_other_works(ax: Axes, points: pd.DataFrame, base_accuracy: float) -> None:
-    """Scatter other works' points, one marker/colour per (work, method), labelled by method."""
+def _draw_other_works(
+    ax: Axes, points: pd.DataFrame, base_accuracy: float, release: str | None = None
+) -> None:
+    """Scatter other works' points, one marker/colour per (work, method), labelled by method.
+
+    ``release`` names the data the works report on when it is not ours (e.g. "original
+    CIFAR-10"); the legend then says so.
+    """
     if points.empty:
         return
     groups = list(points.groupby(["work", "method"], sort=False))
@@ -183,7 +190,7 @@ def _draw_other_works(ax: Axes, points: pd.DataFrame, base_accuracy: float) -> N
             color=_WORK_COLORS[i % len(_WORK_COLORS)],
             s=55,
             zorder=5,
-            label=f"{label} (reported)",
+            label=f"{label} (reported{f', {release}' if release else ''})",
         )
     below = int((base_accuracy + points["delta_top1_pp"] < 0).sum())
     if below:
@@ -251,12 +258,14 @@ def plot_accuracy_vs_ratio(
         acc = 100 * base["accuracy"]
         ax.axhline(acc, color="black", linestyle="--", linewidth=1, label=f"original ({acc:.2f}%)")
         if dataset and model:
-            _draw_other_works(ax, _work_points(other_works, dataset, model, quantity), acc)
+            works_dataset, works_model, release = other_works_source(dataset, model)
+            points = _work_points(other_works, works_dataset, works_model, quantity)
+            _draw_other_works(ax, points, acc, release)
     ax.set_xlabel(f"{QUANTITY_LABELS[quantity]} (compressed / original)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_xlim(0, 1.05)
     ax.grid(alpha=0.3)
-    ax.set_title(" / ".join(x for x in (dataset, model) if x))
+    ax.set_title(" / ".join(x for x in (dataset and dataset_label(dataset), model) if x))
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return save_figure(fig, out_stem, formats)
 

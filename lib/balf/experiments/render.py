@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from balf.errors import BALFError
+from balf.experiments.labels import dataset_label
 from balf.experiments.plots import (
     plot_accuracy_vs_ratio,
     plot_calibration_size,
@@ -120,6 +121,7 @@ def render_model(
     """Every figure and table of one ``results/<dataset>/<model>`` folder; the written files."""
     figures, tables = model_dir / "figures", model_dir / "tables"
     name = f"{dataset}/{model}"
+    label = dataset_label(dataset)
     written: list[Path] = []
 
     sweeps = load_mode_results(model_dir, modes)
@@ -139,7 +141,7 @@ def render_model(
                 formats=formats,
             )
             caption = (
-                f"{model} on {dataset}: top-1 accuracy drop (pp, positive = loss) at "
+                f"{model} on {label}: top-1 accuracy drop (pp, positive = loss) at "
                 f"{QUANTITY_NAMES[q]} keep-ratio ≤ target; per mode the most accurate point "
                 f"at or below the target, – where none.{base_text}"
             )
@@ -160,14 +162,14 @@ def render_model(
             section.plot,
             runs,
             figures / section.stem,
-            title=f"{dataset} / {model}: {section.title}",
+            title=f"{label} / {model}: {section.title}",
             formats=formats,
         )
         if section.table is not None:
             written += write_table(
                 section.table(runs),
                 tables / section.stem,
-                f"{model} on {dataset}: {section.caption}",
+                f"{model} on {label}: {section.caption}",
                 f"tab:{dataset}-{model}-{section.stem.replace('_', '-')}",
             )
     return written

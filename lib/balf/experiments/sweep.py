@@ -30,6 +30,7 @@ from ..distributed import is_main_process
 from ..errors import BALFError, BudgetError
 from ..flops import count_flops, count_params
 from ..folding import FOLDING_MODES, fold_model, kept_channels
+from ..models import THIRD_PARTY_CHECKPOINTS
 from .environment import command_line, environment_info
 from .evaluation import EvalResult, evaluate
 
@@ -91,6 +92,8 @@ def default_knobs(mode: str, model: str, path: Path = _SWEEP_VALUES) -> list[flo
     if mode.startswith("energy"):
         key = "energy_act_aware_thresholds" if mode == "energy_act_aware" else "energy_thresholds"
         table = values[key]
+        # a third-party option-A ResNet takes the thresholds of the same-depth paper model
+        model = model[:-1] if model in THIRD_PARTY_CHECKPOINTS and model[:-1] in table else model
         if model not in table:
             raise BALFError(f"no default {mode} thresholds for {model!r}; pass knobs explicitly")
         return list(table[model])

@@ -21,6 +21,14 @@ from torchvision import transforms as T
 from balf._io import atomic_torch_save
 from balf.errors import BALFError
 from balf.models.cifar_resnet import BasicBlock, CifarResNet, resnet20, resnet56
+from balf.models.cifar_resnet_a import (
+    THIRD_PARTY_CHECKPOINTS,
+    THIRD_PARTY_MEAN,
+    THIRD_PARTY_STD,
+    OptionAResNet,
+    load_third_party_checkpoint,
+    option_a_resnet,
+)
 from balf.models.imagenet import (
     IMAGENET_MODELS,
     ImageNetModel,
@@ -35,6 +43,8 @@ __all__ = [
     "CifarResNet",
     "IMAGENET_MODELS",
     "ImageNetModel",
+    "OptionAResNet",
+    "THIRD_PARTY_CHECKPOINTS",
     "Preprocessing",
     "create_model",
     "disable_fused_attention",
@@ -42,6 +52,8 @@ __all__ = [
     "eval_transform",
     "list_models",
     "load_checkpoint",
+    "load_third_party_checkpoint",
+    "normalisation_of",
     "resnet20",
     "resnet56",
     "save_checkpoint",
@@ -52,6 +64,7 @@ _CIFAR_MODELS = {"resnet20": resnet20, "resnet56": resnet56}
 #: Normalisation of the small-image datasets the CIFAR ResNets are trained on: (mean, std).
 _SMALL_DATASET_NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar10-jpeg": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "fashion-mnist": ((0.2860,), (0.3530,)),
 }
 
@@ -60,7 +73,25 @@ CHECKPOINT_FORMAT = "balf-checkpoint-v1"
 
 def list_models() -> list[str]:
     """Names accepted by :func:`create_model`, CIFAR models first."""
-    return list(_CIFAR_MODELS) + list(IMAGENET_MODELS)
+    return list(_CIFAR_MODELS) + list(THIRD_PARTY_CHECKPOINTS) + list(IMAGENET_MODELS)
+
+
+def normalisation_of(name: str, dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` a small-image model expects on ``dataset``.
+
+    The repository's CIFAR ResNets use the training dataset's statistics; the third-party
+    option-A checkpoints (``resnet20a`` ...) were trained with the ImageNet mean/std.
+
+    Raises:
+        BALFError: for an unknown small-image dataset.
+    """
+    if name in THIRD_PARTY_CHECKPOINTS:
+        return THIRD_PARTY_MEAN, THIRD_PARTY_STD
+    if dataset not in _SMALL_DATASET_NORMALISATION:
+        raise BALFError(
+            f"Unknown dataset {dataset!r}; choose one of {list(_SMALL_DATASET_NORMALISATION)}"
+        )
+    return _SMALL_DATASET_NORMALISATION[dataset]
 
 
 def create_model(
@@ -105,6 +136,18 @@ def create_model(
             num_classes=10 if num_classes is None else num_classes,
             in_channels=3 if in_channels is None else in_channels,
         )
+    if name in THIRD_PARTY_CHECKPOINTS:
+        if pretrained:
+            raise BALFError(
+                f"{name} is built with pretrained=False; load the public checkpoint "
+                f"{THIRD_PARTY_CHECKPOINTS[name][1]} with "
+                "balf.models.load_third_party_checkpoint(model, path)"
+            )
+        return option_a_resnet(
+            name,
+            num_classes=10 if num_classes is None else num_classes,
+            in_channels=3 if in_channels is None else in_channels,
+        )
     if name in IMAGENET_MODELS:
         return build_imagenet_model(
             name, pretrained=pretrained, num_classes=num_classes, in_channels=in_channels
@@ -126,12 +169,8 @@ def eval_transform(name: str, *, dataset: str = "cifar10") -> T.Compose:
     """
     if name in IMAGENET_MODELS:
         return eval_preprocessing(name).transform()
-    if name in _CIFAR_MODELS:
-        if dataset not in _SMALL_DATASET_NORMALISATION:
-            raise BALFError(
-                f"Unknown dataset {dataset!r}; choose one of {list(_SMALL_DATASET_NORMALISATION)}"
-            )
-        mean, std = _SMALL_DATASET_NORMALISATION[dataset]
+    if name in _CIFAR_MODELS or name in THIRD_PARTY_CHECKPOINTS:
+        mean, std = normalisation_of(name, dataset)
         return T.Compose([T.ToTensor(), T.Normalize(mean, std)])
     raise BALFError(f"Unknown model {name!r}; choose one of {list_models()}")
 
