@@ -5,6 +5,7 @@ of results on this copy."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -349,3 +350,24 @@ def test_results_on_the_jpeg_release_are_labelled_as_such(tmp_path, monkeypatch)
         assert ax.get_title().startswith("CIFAR-10 (JPEG release)")
         reported = [t.get_text() for t in ax.get_legend().get_texts() if "reported" in t.get_text()]
         assert reported and all("original CIFAR-10" in t for t in reported)
+
+
+def test_factorize_wrapper_runs_the_six_modes_and_model_folding(jpeg_root, tmp_path):
+    env = {**os.environ, "MODELS": "resnet20", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [
+            "bash",
+            str(REPO / "scripts" / "cifar10" / "factorize_sweep.sh"),
+            *_common(jpeg_root, tmp_path),
+        ]
+        + ["--knobs", "0.6"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = tmp_path / "results" / "cifar10-jpeg" / "resnet20"
+    modes = ["flops_auto", "params_auto", "energy", "energy_act_aware", "uniform"]
+    for mode in [*modes, "uniform_act_aware", "folding_ar", "folding_r"]:
+        points = json.loads((out / mode / "results.json").read_text())["points"]
+        assert [p["knob"] for p in points] == ["original", 0.6], mode

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Experiment 1 on CIFAR-10: the six modes for ResNet-20 and ResNet-56 (configs/cifar10_factorize_sweep.yaml).
-# Needs the trained models (scripts/cifar10/pretrain_resnet.sh). Resumable. Extra arguments are passed on.
+# Experiment 1 on CIFAR-10: the six modes, then Model Folding (AR, R), for ResNet-20 and ResNet-56
+# (configs/<dataset>_factorize_sweep.yaml). Needs the trained models (scripts/cifar10/pretrain_resnet.sh).
+# Resumable. Extra arguments are passed on, e.g. --dataset cifar10-jpeg for CIFAR-10 (JPEG release).
+#   MODELS="resnet20a resnet56a" FOLDING=0 bash scripts/cifar10/factorize_sweep.sh --dataset cifar10-jpeg
+# sweeps the third-party option-A checkpoints (Model Folding does not support option-A shortcuts).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-for model in resnet20 resnet56; do
-  "${PYTHON:-python3}" scripts/cifar10/factorize_sweep.py --model "$model" "$@"
+PY="${PYTHON:-python3}"
+for model in ${MODELS:-resnet20 resnet56}; do
+  "$PY" scripts/cifar10/factorize_sweep.py --model "$model" "$@"
+  if [ "${FOLDING:-1}" = 1 ]; then
+    "$PY" scripts/cifar10/factorize_sweep.py --model "$model" --modes folding_ar folding_r "$@"
+  fi
 done
