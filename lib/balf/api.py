@@ -8,6 +8,7 @@ replacement of each layer by its low-rank version where that is strictly cheaper
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import time
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from .decomposition import LayerDecomposition, decompose_layer
 from .distributed import is_main_process
 from .errors import BALFError, StatisticsError
 from .flops import count_flops, count_params
-from .hashing import model_digest, tensor_digest
+from .hashing import model_digest, tensor_digest, update_with_tensor
 from .layers import LowRankConv2d, LowRankLinear
 from .report import LayerReport, Report
 from .representation import geometry_of, weight_matrices
@@ -272,11 +273,12 @@ class Compressor:
     def _load_or_decompose(self, stats: Statistics | None) -> dict[str, LayerDecomposition]:
         key = None
         if self.cache is not None:
-            base = (
-                self._statistics_key()
-                if stats is not None and self._data is not None
-                else model_digest(self.model, list(self.targets))
-            )
+            if stats is None:  # plain SVD: the chosen layers' weights are all it reads
+                base = model_digest(self.model, list(self.targets))
+            elif self._data is not None:  # the statistics' own key covers model and data
+                base = self._statistics_key()
+            else:  # given statistics: their content (they also depend on layers not chosen)
+                base = _statistics_digest(stats, list(self.targets))
             key = self.cache.key(
                 "decompositions",
                 base=base,
@@ -305,6 +307,16 @@ class Compressor:
             }
             self.cache.save("decompositions", key, state)
         return out
+
+
+def _statistics_digest(stats: Statistics, names: list[str]) -> str:
+    """Digest of the statistics of layers ``names``: side, Gram matrices and weight digest."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in names:
+        st = stats.layers[name]
+        h.update(f"{name}|{st.side}|{st.weight_digest}".encode())
+        update_with_tensor(h, st.gram)
+    return h.hexdigest()
 
 
 def factorize_layer(module: nn.Module, decomposition: LayerDecomposition, rank: int) -> nn.Module:

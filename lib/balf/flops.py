@@ -6,6 +6,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ._mode import eval_mode
+
 __all__ = ["count_flops", "count_params"]
 
 
@@ -31,13 +33,8 @@ def count_flops(model: nn.Module, example_input: Tensor | tuple) -> int:
     except StopIteration:
         device = torch.device("cpu")
     inputs = tuple(x.to(device) if isinstance(x, Tensor) else x for x in inputs)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(*inputs)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), FlopCounterMode(display=False) as counter:
+        model(*inputs)
     return int(counter.get_total_flops())
 
 

@@ -10,7 +10,6 @@ Activations are never stored: each call's product is added to the accumulator an
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from ._io import atomic_torch_save
+from ._mode import eval_mode
 from .errors import BALFError, StatisticsError
 from .hashing import tensor_digest
 from .representation import geometry_of, input_gram, output_gram, rows_of_call
@@ -249,18 +249,6 @@ class _Accumulator:
         st.output_shape = tuple(output.shape[1:])
 
 
-@contextlib.contextmanager
-def _calibration_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no grad for the duration, restored afterwards even on error."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
 def collect_statistics(
     model: nn.Module,
     data: Iterable | Tensor,
@@ -315,7 +303,7 @@ def collect_statistics(
     example = None
     total = len(data) if hasattr(data, "__len__") and not isinstance(data, Tensor) else None
     try:
-        with _calibration_mode(model):
+        with eval_mode(model):
             bar = tqdm(
                 iter_batches(data, device, batch_size),
                 total=total,
