@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import stat
 import warnings
 from itertools import count
@@ -74,9 +76,13 @@ def test_same_data_in_a_loader_hits_the_cache_and_tag_is_only_a_label(tmp_path):
     calls = []
     model[0].register_forward_hook(lambda *_: calls.append(1))
     loader = [(x[i : i + 8], torch.zeros(8)) for i in range(0, 32, 8)]
-    balf.compress(model, loader, balf.BALFConfig(0.5), cache=balf.Cache(tmp_path, "a"), progress=False)
+    balf.compress(
+        model, loader, balf.BALFConfig(0.5), cache=balf.Cache(tmp_path, "a"), progress=False
+    )
     n = len(calls)
-    balf.compress(model, loader, balf.BALFConfig(0.5), cache=balf.Cache(tmp_path, "b"), progress=False)
+    balf.compress(
+        model, loader, balf.BALFConfig(0.5), cache=balf.Cache(tmp_path, "b"), progress=False
+    )
     assert len(calls) - n <= 2  # FLOP counts only: the statistics were reused
     assert len(_entries(tmp_path)) == 1
 
@@ -143,7 +149,8 @@ def test_flipped_bits_in_a_cache_entry_are_detected_and_recomputed(tmp_path):
 def test_orphaned_tmp_files_are_removed_by_the_next_run(tmp_path):
     model = _cnn()
     x = torch.randn(8, 3, 8, 8)
-    orphan = tmp_path / "activation-cache" / ".abc.pt.pid999999999@nohost.x1y2.tmp"
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())
+    orphan = tmp_path / "activation-cache" / f".abc.pt.pid999999999@{host}.x1y2.tmp"  # dead writer
     orphan.parent.mkdir(parents=True)
     orphan.write_bytes(b"\0" * 100)
     old = tmp_path / "factorization-cache" / ".def.pt.k3j2.tmp"
@@ -172,9 +179,7 @@ class _TiedLM(nn.Module):
 def test_a_head_tied_to_an_embedding_stays_dense_and_is_reported():
     model = _TiedLM()
     ids = torch.randint(0, 100, (16, 5))
-    small, report = balf.compress(
-        model, ids, balf.BALFConfig(0.5, metric="params"), progress=False
-    )
+    small, report = balf.compress(model, ids, balf.BALFConfig(0.5, metric="params"), progress=False)
     assert "head" in report.skipped and "shared" in report.skipped["head"]
     assert small.head.weight is small.emb.weight
     assert balf.count_params(small) <= balf.count_params(model)
@@ -301,8 +306,16 @@ def _sweep(tmp_path, mode, knobs, compressor, stop_after=None):
     evaluation = [(x, torch.zeros(16, dtype=torch.long))]
     config = SweepConfig(dataset="toy", model="cnn", mode=mode, knobs=knobs, calib_size=16)
     return run_sweep(
-        config, model, None, evaluation, tmp_path / mode, example_input=x[:1],
-        compressor=compressor, progress=False, stop_after=stop_after, argv=[],
+        config,
+        model,
+        None,
+        evaluation,
+        tmp_path / mode,
+        example_input=x[:1],
+        compressor=compressor,
+        progress=False,
+        stop_after=stop_after,
+        argv=[],
     )
 
 
@@ -317,7 +330,9 @@ def test_a_resumed_data_free_sweep_fills_layer_flops_ratio(tmp_path, mode):
     full = _sweep(tmp_path / "full", mode, [0.5, 0.9], shared)
     # interrupted after one point, then resumed by a fresh process (nothing collected yet)
     _sweep(tmp_path / "resumed", mode, [0.5, 0.9], balf.Compressor(model, x, progress=False), 1)
-    resumed = _sweep(tmp_path / "resumed", mode, [0.5, 0.9], balf.Compressor(model, x, progress=False))
+    resumed = _sweep(
+        tmp_path / "resumed", mode, [0.5, 0.9], balf.Compressor(model, x, progress=False)
+    )
     for a, b in zip(full["points"][1:], resumed["points"][1:], strict=True):
         assert b["layer_flops_ratio"] is not None
         assert b["layer_flops_ratio"] == pytest.approx(a["layer_flops_ratio"])
