@@ -26,7 +26,7 @@ from ..data import (
     evaluation_subset,
     imagenet_folder,
 )
-from ..errors import BALFError, DatasetNotFoundError
+from ..errors import BALFError, DatasetNotFoundError, WeightsNotFoundError
 from ..models import create_model, eval_transform, load_checkpoint
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
     "default_checkpoint",
     "experiment_data",
     "experiment_model",
+    "require_checkpoint",
+    "train_command",
 ]
 
 DATASETS = ("cifar10", "fashion-mnist", "imagenet")
@@ -62,6 +64,29 @@ def default_checkpoint(dataset: str, model_name: str, results_root: str | Path =
     return Path(results_root) / dataset / "checkpoints" / model_name / "model.pt"
 
 
+def train_command(dataset: str, model_name: str, out_dir: str | Path) -> str:
+    """The command that trains a small-dataset model (one wording for every message)."""
+    return (
+        f"python scripts/cifar10/pretrain_resnet.py --dataset {dataset} --arch {model_name} "
+        f"--out-dir {out_dir}"
+    )
+
+
+def require_checkpoint(dataset: str, model_name: str, checkpoint: str | Path | None) -> Path:
+    """The weights file of a small-dataset model; raises when it is not on disk.
+
+    Raises:
+        WeightsNotFoundError: the file is missing; the message gives the command that makes it.
+    """
+    path = Path(checkpoint) if checkpoint else default_checkpoint(dataset, model_name)
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"no trained {model_name} for {dataset} at {path}. Train one with "
+            f"`{train_command(dataset, model_name, path.parent)}`, or pass --checkpoint PATH."
+        )
+    return path
+
+
 def experiment_model(
     dataset: str,
     model_name: str,
@@ -78,6 +103,10 @@ def experiment_model(
         pretrained: ``False`` gives random weights drawn from ``seed`` (fixtures, benchmarks):
             the same in every run, so resumed sweeps never mix two models.
 
+    Raises:
+        WeightsNotFoundError: the checkpoint is missing (small datasets) or the public weights
+            cannot be fetched (ImageNet).
+
     Returns:
         ``(model, weights)`` where ``weights`` names the weights: ``"random-seed<k>"``,
         ``"pretrained"`` (public ImageNet weights) or ``"<checkpoint path>@<sha256 prefix>"``.
@@ -89,13 +118,7 @@ def experiment_model(
             return _build_model(dataset, model_name, None), f"random-seed{seed}"
     if dataset == "imagenet":
         return create_model(model_name, pretrained=True).eval(), "pretrained"
-    path = Path(checkpoint) if checkpoint else default_checkpoint(dataset, model_name)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no trained {model_name} for {dataset} at {path}: train one with "
-            f"scripts/cifar10/pretrain_resnet.py --dataset {dataset} --arch {model_name} "
-            f"--out-dir {path.parent} (or pass --checkpoint)"
-        )
+    path = require_checkpoint(dataset, model_name, checkpoint)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return _build_model(dataset, model_name, path), f"{path}@{digest}"
 
