@@ -154,6 +154,4 @@ def test_local_inputs_are_checked_before_any_download(tmp_path: Path, monkeypatc
     # Fashion-MNIST: the local checkpoint is checked before the data is downloaded
     monkeypatch.setattr(cli, "experiment_data", no_download)
     with pytest.raises(WeightsNotFoundError, match="pass --checkpoint PATH"):
-        cli.ExperimentContext(
-            _args(tmp_path, checkpoint=str(tmp_path / "x.pt")), "fashion-mnist"
-        )
+        cli.ExperimentContext(_args(tmp_path, checkpoint=str(tmp_path / "x.pt")), "fashion-mnist")

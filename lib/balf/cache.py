@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from ._io import atomic_torch_save
 from .decomposition import LayerDecomposition, decompose_layer
-from .distributed import is_main_process
+from .distributed import is_main_process, rank_and_world
 from .errors import StatisticsError
 from .hashing import code_digest, model_fingerprint, object_digest, update_with_tensor
 from .statistics import Statistics, collect_statistics
@@ -281,16 +281,19 @@ def load_or_collect_statistics(
             model=model_fingerprint(model),
             layers=list(targets),
             side=side,
-            data=fingerprint,
+            data=_all_processes(fingerprint),  # under torchrun: every process's shard
         )
         state = cache.load("statistics", key)
+        stats = None
         if state is not None:
             try:
                 stats = Statistics.from_state(state)
                 check(stats)
-                return stats.to(_device(model))
             except (StatisticsError, KeyError, TypeError) as exc:
                 warnings.warn(f"cached statistics unusable ({exc}); recollecting", stacklevel=2)
+                stats = None
+        if all(_all_processes(stats is not None)):  # collect together or not at all
+            return stats.to(_device(model))
     stats = collect_statistics(
         model,
         data,
@@ -341,6 +344,18 @@ def load_or_decompose(
             for n, d in out.items()
         }
         cache.save("decompositions", key, state)
+    return out
+
+
+def _all_processes(value: Any) -> list[Any]:
+    """``value`` of every process of the ``torch.distributed`` group (``[value]`` without one)."""
+    world = rank_and_world()[1]
+    if world == 1:
+        return [value]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, value)
     return out
 
 
