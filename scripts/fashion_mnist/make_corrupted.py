@@ -58,7 +58,7 @@ from balf._io import atomic_json_dump, atomic_write_bytes
 from balf.data import CORRUPTIONS, SEVERITIES, random_indices
 from balf.data.fashion_mnist import find_fashion_mnist, load_fashion_mnist
 from balf.errors import BALFError
-from balf.experiments.cli import parse_with_yaml
+from balf.experiments.cli import parse_with_yaml, run_script
 
 logger = logging.getLogger("make_corrupted")
 
@@ -264,4 +264,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
