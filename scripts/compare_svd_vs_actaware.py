@@ -62,7 +62,7 @@ import balf
 from balf import factorize_layer
 from balf._io import atomic_json_dump
 from balf.data import make_loader
-from balf.experiments.cli import parse_with_yaml
+from balf.experiments.cli import parse_with_yaml, run_script
 from balf.experiments.datasets import experiment_data, experiment_model
 from balf.experiments.environment import command_line, environment_info
 from balf.experiments.plots import save_figure
@@ -444,4 +444,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

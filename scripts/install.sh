@@ -14,7 +14,18 @@ import balf, pathlib
 assert pathlib.Path(balf.__file__).resolve().is_relative_to(pathlib.Path("lib").resolve())
 PY
 then
-    echo "[install] installing requirements and balf (editable)"
-    "$PYTHON" -m pip install -q -r requirements.txt
+    echo "[install] installing requirements.txt (torch 2.14.1, torchvision, timm, numpy, matplotlib,"
+    echo "[install] pandas, tqdm, pyyaml, imagecorruptions, pytest, ruff) and balf (editable)."
+    echo "[install] Takes about 2 minutes on a fast connection; the default torch wheel on Linux is"
+    echo "[install] the CUDA build (several GB). CPU-only machine: rerun with"
+    echo "[install]   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu bash scripts/install.sh"
+    echo "[install] for the CPU wheel (a few hundred MB)."
+    if [ -n "${TORCH_INDEX_URL:-}" ]; then
+        echo "[install] torch and torchvision from $TORCH_INDEX_URL"
+        "$PYTHON" -m pip install --progress-bar on --index-url "$TORCH_INDEX_URL" \
+            "$(grep '^torch==' requirements.txt)" "$(grep '^torchvision==' requirements.txt)"
+    fi
+    "$PYTHON" -m pip install --progress-bar on -r requirements.txt
     "$PYTHON" -m pip install -q --no-deps -e .
+    echo "[install] done"
 fi

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from balf.experiments.cli import parse_with_yaml
+from balf.experiments.cli import parse_with_yaml, run_script
 from balf.experiments.plots import load_other_works
 from balf.experiments.readme import sync_readme
 from balf.experiments.render import render_all
@@ -90,4 +90,4 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -151,10 +151,10 @@ def test_statistics_and_decompositions_are_reused_across_ratios(cnn_and_data, mo
     model, x = cnn_and_data
     compressor = balf.Compressor(model, x, progress=False)
     calls = []
-    import balf.api as api
+    import balf.cache as cache_module
 
-    original = api.decompose_layer
-    monkeypatch.setattr(api, "decompose_layer", lambda *a: calls.append(1) or original(*a))
+    original = cache_module.decompose_layer
+    monkeypatch.setattr(cache_module, "decompose_layer", lambda *a: calls.append(1) or original(*a))
     achieved = [compressor.compress(balf.BALFConfig(r))[1].achieved for r in (0.4, 0.6, 0.8)]
     assert len(calls) == 3  # one per layer, once
     assert achieved == sorted(achieved)
@@ -184,9 +184,11 @@ def test_cache_hit_miss_stale_and_corrupt(tmp_path, cnn_and_data):
     assert r2.ranks == r1.ranks
     assert len(calls) - n_after_first <= 2  # only the two FLOP counts, no calibration
 
-    # miss: another data identity
+    # the tag is a label: the same data under another tag hits; other data misses
     other = balf.Cache(tmp_path, data_tag="other", data_size=len(x))
     balf.compress(model, x, balf.BALFConfig(0.5), cache=other, progress=False)
+    assert len(list((tmp_path / "activation-cache").glob("*.pt"))) == 1
+    balf.compress(model, x[:16], balf.BALFConfig(0.5), cache=other, progress=False)
     assert len(list((tmp_path / "activation-cache").glob("*.pt"))) == 2
 
     # corrupt: garbage bytes are recomputed with a warning

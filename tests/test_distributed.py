@@ -72,3 +72,30 @@ def test_two_process_statistics_equal_single_process(tmp_path):
             torch.testing.assert_close(got["grams"][name], st.gram, rtol=1e-12, atol=1e-12)
             assert got["rows"][name] == st.rows
         assert got["ranks"] == report.ranks  # every process compresses identically
+
+
+def _cached_worker(rank: int, world: int, port: int, root: str) -> None:
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        torch.set_num_threads(1)
+        shard = _data()[rank::world].split(5)
+        ranks = []
+        for _ in range(2):  # the second run loads the statistics on every process together
+            cache = balf.Cache(root)
+            _, report = balf.compress(
+                _model(), shard, balf.BALFConfig(0.5), cache=cache, progress=False
+            )
+            ranks.append(report.ranks)
+        torch.save({"ranks": ranks}, f"{root}/ranks.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_share_one_cache_entry(tmp_path):
+    # the shards differ, so the key covers every process's data fingerprint: one entry, no hang
+    mp.spawn(_cached_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert len(list((tmp_path / "activation-cache").glob("*.pt"))) == 1
+    got = [torch.load(tmp_path / f"ranks.{r}", weights_only=True)["ranks"] for r in range(2)]
+    assert got[0][0] == got[0][1] == got[1][0] == got[1][1]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,16 @@ def _umask() -> int:
     return mask
 
 
+def _tmp_prefix(path: Path) -> str:
+    """``.<name>.pid<PID>@<host>.``: names the writer so that its orphans can be recognised."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())
+    return f".{path.name}.pid{os.getpid()}@{host}."
+
+
 def _atomic_write(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -8,29 +8,27 @@ replacement of each layer by its low-rank version where that is strictly cheaper
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from .cache import Cache
+from .cache import Cache, PeekedIterable, load_or_collect_statistics, load_or_decompose
 from .config import CompressionConfig, LayerCandidate
 from .costs import LayerCost
-from .decomposition import LayerDecomposition, decompose_layer
-from .distributed import is_main_process
+from .decomposition import LayerDecomposition
 from .errors import BALFError, StatisticsError
 from .flops import count_flops, count_params
-from .hashing import model_digest, tensor_digest, update_with_tensor
+from .hashing import tensor_digest
 from .layers import LowRankConv2d, LowRankLinear
 from .report import LayerReport, Report
-from .representation import geometry_of, weight_matrices
-from .statistics import Statistics, collect_statistics
-from .targets import resolve_layers
+from .representation import geometry_of, rows_of_call, weight_matrices
+from .statistics import Statistics, as_call, batch_size_of, first_samples
+from .targets import module_aliases, resolve_layers
 
 __all__ = ["Compressor", "compress", "factorize_layer"]
 
@@ -44,10 +42,17 @@ class Compressor:
         model: the trained network (not modified unless ``compress(..., inplace=True)``).
         data_or_statistics: calibration batches (see :func:`balf.collect_statistics`), a
             :class:`Statistics` collected on this model, or ``None`` for data-free modes.
-        layers: module names to compress (default: every Conv2d and Linear).
+        layers: module names to compress (default: every Conv2d and Linear). Layers whose
+            weight is shared with another module (tied weights) are kept dense and listed in
+            ``Report.skipped``; a module registered under several names is factorized once and
+            stays shared.
         cache: optional :class:`Cache` for statistics and decompositions.
         side: force ``"input"``/``"output"`` statistics (default: the cheaper side per layer).
-        progress: show tqdm bars.
+        batch_size: batch size when the data is a tensor of samples.
+        progress: show tqdm bars (``False`` for quiet runs, e.g. in scripts and tests).
+        forward: ``forward(model, batch)`` for batches of another structure (see
+            :func:`balf.collect_statistics`).
+        max_batches: use at most this many calibration batches (needed for an endless iterable).
 
     Example:
         >>> compressor = balf.Compressor(model, calib_loader)
@@ -65,15 +70,26 @@ class Compressor:
         side: str | None = None,
         batch_size: int = 64,
         progress: bool = True,
+        forward: Callable[[nn.Module, Any], Any] | None = None,
+        max_batches: int | None = None,
     ) -> None:
         self.model = model
         self.targets, self.skipped = resolve_layers(model, layers)
         if not self.targets:
-            raise BALFError("the model has no Conv2d or Linear layer to compress")
+            reasons = "; ".join(f"{n}: {r}" for n, r in self.skipped.items())
+            raise BALFError(
+                "the model has no Conv2d or Linear layer to compress"
+                + (f" (skipped: {reasons})" if reasons else "")
+            )
+        aliases = module_aliases(model)
+        self.aliases = {n: aliases.get(n, [n]) for n in self.targets}
         self.cache = cache
         self.side = side
         self.batch_size = batch_size
         self.progress = progress
+        self.forward = forward
+        self.max_batches = max_batches
+        self._example: tuple[Any, dict] | None = None
         self._consumed = False
         self._data = None
         self._statistics: Statistics | None = None
@@ -84,7 +100,7 @@ class Compressor:
             self._data = data_or_statistics
         self._decompositions: dict[bool, dict[str, LayerDecomposition]] = {}
         self._timings: dict[str, float] = {}
-        self._stats_key: str | None = None
+        self._rows: dict[str, float] | None = None
 
     # -- phases ------------------------------------------------------------------------------
 
@@ -119,10 +135,10 @@ class Compressor:
     def candidates(self, activation_aware: bool) -> list[LayerCandidate]:
         """What the rank rules see: cost model and energy curve of every chosen layer."""
         decompositions = self.decompositions(activation_aware)
-        stats = self._statistics
+        rows_per_sample = self._rows_per_sample()
         out = []
         for name, module in self.targets.items():
-            rows = stats.rows_per_sample(name) if stats is not None else None
+            rows = rows_per_sample[name] if rows_per_sample is not None else None
             energies = decompositions[name].energies().cpu().numpy()
             out.append(LayerCandidate(name, LayerCost(geometry_of(module), rows), energies))
         return out
@@ -155,7 +171,8 @@ class Compressor:
         if inplace:
             out, self._consumed = self.model, True
         else:
-            # copy everything but the layers about to be replaced (they would be thrown away)
+            # copy everything but the layers about to be replaced (they would be thrown away);
+            # every name of an aliased layer is replaced, so no original module is left in `out`
             memo = {id(self.targets[name]): self.targets[name] for name in replaced}
             out = copy.deepcopy(self.model, memo)
         self._timings["copy"] = time.perf_counter() - start
@@ -171,7 +188,8 @@ class Compressor:
                 if cand.name == "":  # the model is a single layer: return its replacement
                     out = small
                 else:
-                    out.set_submodule(cand.name, small)
+                    for alias in self.aliases[cand.name]:  # a shared module stays shared
+                        out.set_submodule(alias, small)
             report.layers[cand.name] = _layer_report(
                 cand, rank, factorized, decompositions[cand.name], aa_energies, config
             )
@@ -182,7 +200,7 @@ class Compressor:
         report.model_params_before, report.model_flops_before = baseline
         report.model_params_after = count_params(out)
         if report.model_flops_before is not None:
-            report.model_flops_after = count_flops(out, self._statistics.example_input)
+            report.model_flops_after = self._count_flops(out)
         self._timings["measurement"] += time.perf_counter() - start
         report.timings = dict(self._timings)
         log.info(report.summary())
@@ -192,13 +210,75 @@ class Compressor:
 
     def _baseline_counts(self) -> tuple[int, int | None]:
         """Parameters and FLOPs of the uncompressed model (FLOPs need an example input)."""
-        example = self._statistics.example_input if self._statistics is not None else None
-        key = "flops" if example is not None else "params"
+        self._rows_per_sample()  # finds an example input when there is data
+        key = "flops" if self._example_call() is not None else "params"
         if getattr(self, "_baseline_key", None) != key:
-            flops = count_flops(self.model, example) if example is not None else None
+            flops = self._count_flops(self.model) if key == "flops" else None
             self._baseline = (count_params(self.model), flops)
             self._baseline_key = key
         return self._baseline
+
+    def _example_call(self) -> tuple[Any, dict] | None:
+        """``(example_input, example_kwargs)`` for FLOP counts: from the statistics or the data."""
+        stats = self._statistics
+        if stats is not None and stats.example_input is not None:
+            return stats.example_input, stats.example_kwargs
+        return self._example
+
+    def _count_flops(self, model: nn.Module) -> int:
+        example, kwargs = self._example_call()
+        return count_flops(model, example, kwargs, forward=self.forward)
+
+    def _rows_per_sample(self) -> dict[str, float] | None:
+        """Output vectors per sample of every chosen layer (the FLOP model), when known.
+
+        From the statistics when they are loaded; otherwise, when there is data, from one
+        forward pass on its first sample, so that data-free modes report FLOPs exactly as
+        they do after an activation-aware mode collected the statistics.
+        """
+        if self._statistics is not None:
+            return {n: self._statistics.rows_per_sample(n) for n in self.targets}
+        if self._data is None:
+            return None
+        if self._rows is None:
+            self._example = self._first_example()
+            self._rows = self._measure_rows(*self._example)
+        return self._rows
+
+    def _first_example(self) -> tuple[Any, dict]:
+        """The first sample of the calibration data, keeping the data usable afterwards."""
+        data = self._data
+        if isinstance(data, Tensor):
+            batch = data[:1]
+        else:
+            it = iter(data)
+            batch = next(it, None)
+            if it is data and batch is not None:  # a one-shot iterator: give the batch back
+                self._data = PeekedIterable(batch, it, None)
+        if batch is None:
+            raise BALFError("the calibration data is empty: pass at least one non-empty batch")
+        if self.forward is not None:
+            return first_samples(batch, batch_size_of(batch)), {}
+        args, kwargs = as_call(batch)
+        n = batch_size_of((args, kwargs))
+        args, kwargs = first_samples(args, n), first_samples(kwargs, n)
+        return (args[0] if len(args) == 1 and not kwargs else args), kwargs
+
+    def _measure_rows(self, example: Any, kwargs: dict) -> dict[str, float]:
+        rows = dict.fromkeys(self.targets, 0)
+
+        def hook(name):
+            return lambda module, _, output: rows.__setitem__(
+                name, rows[name] + rows_of_call(module, output)
+            )
+
+        handles = [m.register_forward_hook(hook(n)) for n, m in self.targets.items()]
+        try:
+            count_flops(self.model, example, kwargs, forward=self.forward)
+        finally:
+            for h in handles:
+                h.remove()
+        return {n: float(r) for n, r in rows.items()}
 
     def _activation_energies(self, activation_aware: bool) -> dict[str, np.ndarray] | None:
         if activation_aware:
@@ -210,7 +290,7 @@ class Compressor:
         before = sum(c.cost.dense("params") for c in candidates)
         after = sum(c.cost.realised(r, "params") for c, r in zip(candidates, ranks, strict=True))
         report.layer_params_ratio = after / before
-        if self._statistics is not None:
+        if self._rows_per_sample() is not None:
             fb = sum(c.cost.dense("flops") for c in candidates)
             fa = sum(c.cost.realised(r, "flops") for c, r in zip(candidates, ranks, strict=True))
             report.layer_flops_ratio = fa / fb if fb > 0 else 1.0
@@ -238,85 +318,28 @@ class Compressor:
                 )
         stats.check_finite()
 
-    def _statistics_key(self) -> str:
-        if self._stats_key is None:
-            self._stats_key = self.cache.key(
-                "statistics",
-                model=model_digest(self.model),
-                layers=list(self.targets),
-                side=self.side,
-            )
-        return self._stats_key
-
     def _load_or_collect(self) -> Statistics:
-        if self.cache is not None:
-            state = self.cache.load("statistics", self._statistics_key())
-            if state is not None:
-                try:
-                    stats = Statistics.from_state(state)
-                    self._check_statistics(stats)
-                    return stats.to(next(self.model.parameters()).device)
-                except (StatisticsError, KeyError, TypeError) as exc:
-                    log.warning("cached statistics unusable (%s); recollecting", exc)
-        stats = collect_statistics(
+        return load_or_collect_statistics(
+            self.cache,
             self.model,
+            self.targets,
             self._data,
-            list(self.targets),
+            check=self._check_statistics,
             side=self.side,
             batch_size=self.batch_size,
             progress=self.progress,
+            forward=self.forward,
+            max_batches=self.max_batches,
         )
-        if self.cache is not None and is_main_process():
-            self.cache.save("statistics", self._statistics_key(), stats.to_state())
-        return stats
 
     def _load_or_decompose(self, stats: Statistics | None) -> dict[str, LayerDecomposition]:
-        key = None
-        if self.cache is not None:
-            if stats is None:  # plain SVD: the chosen layers' weights are all it reads
-                base = model_digest(self.model, list(self.targets))
-            elif self._data is not None:  # the statistics' own key covers model and data
-                base = self._statistics_key()
-            else:  # given statistics: their content (they also depend on layers not chosen)
-                base = _statistics_digest(stats, list(self.targets))
-            key = self.cache.key(
-                "decompositions",
-                base=base,
-                activation_aware=stats is not None,
-                layers=list(self.targets),
-            )
-            state = self.cache.load("decompositions", key)
-            if state is not None and set(state) == set(self.targets):
-                device = next(self.model.parameters()).device
-                return {
-                    n: LayerDecomposition.from_state(
-                        {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in s.items()}
-                    )
-                    for n, s in state.items()
-                }
-        out = {}
-        bar = tqdm(
-            self.targets.items(), desc="decompositions", unit="layer", disable=not self.progress
+        try:
+            device = next(self.model.parameters()).device
+        except StopIteration:
+            device = torch.device("cpu")
+        return load_or_decompose(
+            self.cache, self.targets, stats, device=device, progress=self.progress
         )
-        for name, module in bar:
-            out[name] = decompose_layer(module, stats.layers[name] if stats is not None else None)
-        if key is not None and is_main_process():
-            state = {
-                n: {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in d.to_state().items()}
-                for n, d in out.items()
-            }
-            self.cache.save("decompositions", key, state)
-        return out
-
-
-def _statistics_digest(stats: Statistics, names: list[str]) -> str:
-    """Digest of the statistics of layers ``names``: side, Gram matrices and weight digest."""
-    h = hashlib.blake2b(digest_size=16)
-    for name in names:
-        st = stats.layers[name]
-        h.update(f"{name}|{st.side}|{st.weight_digest}".encode())
-        update_with_tensor(h, st.gram)
-    return h.hexdigest()
 
 
 def factorize_layer(module: nn.Module, decomposition: LayerDecomposition, rank: int) -> nn.Module:

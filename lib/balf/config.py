@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -50,11 +51,18 @@ class LayerCandidate:
     energies: np.ndarray
 
 
-def _check_unit_interval(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def _check_unit_interval(config: Any, name: str) -> None:
+    """Check that ``config.<name>`` is a real number in (0, 1] and store it as a ``float``.
+
+    Any :class:`numbers.Real` is accepted (e.g. NumPy scalars), but not ``bool``.
+    """
+    value = getattr(config, name)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise BALFError(f"{name} must be a number in (0, 1], got {value!r}")
+    value = float(value)
     if not (math.isfinite(value) and 0 < value <= 1):
         raise BALFError(f"{name} must be in (0, 1], got {value}")
+    object.__setattr__(config, name, value)  # frozen dataclass: a plain float for JSON
 
 
 @dataclass(frozen=True)
@@ -98,11 +106,13 @@ class BALFConfig(CompressionConfig):
     n_iters: int = 300
 
     def __post_init__(self) -> None:
-        _check_unit_interval("ratio", self.ratio)
+        _check_unit_interval(self, "ratio")
         if self.metric not in METRICS:
             raise BALFError(f"metric must be one of {METRICS}, got {self.metric!r}")
-        if isinstance(self.n_iters, bool) or not isinstance(self.n_iters, int) or self.n_iters < 0:
+        n = self.n_iters
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) or n < 0:
             raise BALFError(f"n_iters must be a non-negative integer, got {self.n_iters!r}")
+        object.__setattr__(self, "n_iters", int(n))
 
     @property
     def mode(self) -> str:
@@ -134,7 +144,7 @@ class EnergyConfig(CompressionConfig):
     activation_aware: bool = True
 
     def __post_init__(self) -> None:
-        _check_unit_interval("threshold", self.threshold)
+        _check_unit_interval(self, "threshold")
 
     @property
     def mode(self) -> str:
@@ -156,7 +166,7 @@ class UniformConfig(CompressionConfig):
     activation_aware: bool = True
 
     def __post_init__(self) -> None:
-        _check_unit_interval("ratio", self.ratio)
+        _check_unit_interval(self, "ratio")
 
     @property
     def mode(self) -> str:
@@ -178,7 +188,7 @@ class RankRatioConfig(CompressionConfig):
     activation_aware: bool = True
 
     def __post_init__(self) -> None:
-        _check_unit_interval("ratio", self.ratio)
+        _check_unit_interval(self, "ratio")
 
     @property
     def mode(self) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -11,13 +14,22 @@ from ._mode import eval_mode
 __all__ = ["count_flops", "count_params"]
 
 
-def count_flops(model: nn.Module, example_input: Tensor | tuple) -> int:
+def count_flops(
+    model: nn.Module,
+    example_input: Any,
+    kwargs: dict[str, Any] | None = None,
+    *,
+    forward: Callable[[nn.Module, Any], Any] | None = None,
+) -> int:
     """FLOPs of one forward pass (a multiply-add counts 2), in eval mode without grad.
 
     Args:
         model: the network.
         example_input: a batch, e.g. ``(1, 3, 224, 224)``, or a tuple of positional inputs;
             moved to the model's device.
+        kwargs: keyword inputs of the call.
+        forward: ``forward(model, example_input)`` runs the model on a batch of another
+            structure (see :func:`balf.collect_statistics`).
 
     Returns:
         Total FLOPs counted by :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls,
@@ -27,17 +39,34 @@ def count_flops(model: nn.Module, example_input: Tensor | tuple) -> int:
         >>> balf.count_flops(torchvision.models.resnet18(), torch.randn(1, 3, 224, 224))
         3628146688
     """
-    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     try:
         device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
-    inputs = tuple(x.to(device) if isinstance(x, Tensor) else x for x in inputs)
+    if forward is None:
+        inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+        inputs = _to_device(inputs, device)
+        kwargs = _to_device(dict(kwargs or {}), device)
+
+        def forward(m, _):
+            return m(*inputs, **kwargs)
+    else:
+        example_input = _to_device(example_input, device)
     with eval_mode(model), FlopCounterMode(display=False) as counter:
-        model(*inputs)
+        forward(model, example_input)
     return int(counter.get_total_flops())
 
 
 def count_params(model: nn.Module) -> int:
     """Number of parameter entries (shared parameters counted once)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj

@@ -10,7 +10,7 @@ from torch import nn
 from .errors import BALFError
 from .representation import unsupported_reason
 
-__all__ = ["resolve_layers"]
+__all__ = ["module_aliases", "resolve_layers", "tied_reason"]
 
 
 def resolve_layers(
@@ -23,8 +23,12 @@ def resolve_layers(
         layers: module names to factorize; ``None`` means every ``Conv2d`` and ``Linear``.
 
     Returns:
-        ``(targets, skipped)``: supported modules by name (in model order), and for the
-        default selection the Conv2d/Linear-like modules that cannot be factorized, with the reason.
+        ``(targets, skipped)``: supported modules by name (in model order), and the modules left
+        untouched with the reason: for the default selection the Conv2d/Linear-like modules that
+        cannot be factorized, and always the layers whose weight or bias is shared with another
+        module (tied weights: factorizing one user of the tensor would add parameters and break
+        the tie). A module registered under several names is one target, under its first name
+        (see :func:`module_aliases`).
 
     Raises:
         BALFError: a requested name does not exist, or names a layer that cannot be factorized.
@@ -40,7 +44,7 @@ def resolve_layers(
                     targets[name] = module
                 else:
                     skipped[name] = reason
-        return targets, skipped
+        return _drop_tied(model, targets, skipped)
 
     if isinstance(layers, str):
         raise BALFError(f"`layers` must be a list of module names, got the string {layers!r}")
@@ -57,5 +61,50 @@ def resolve_layers(
             raise BALFError(f"layer {name!r} cannot be factorized: {reason}")
         targets[name] = modules[name]
     order = {name: i for i, name in enumerate(modules)}
-    targets = dict(sorted(targets.items(), key=lambda kv: order[kv[0]]))
+    firsts: dict[int, str] = {}
+    for name, module in sorted(targets.items(), key=lambda kv: order[kv[0]]):
+        firsts.setdefault(id(module), name)  # an aliased module once, under its first name
+    targets = {name: targets[name] for name in sorted(firsts.values(), key=order.get)}
+    return _drop_tied(model, targets, skipped)
+
+
+def module_aliases(model: nn.Module) -> dict[str, list[str]]:
+    """Every name of each module registered under several names, keyed by its first name.
+
+    Example: after ``self.q = self.p``, ``{"p": ["p", "q"]}`` (and likewise for submodules).
+    """
+    names: dict[int, list[str]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(module), []).append(name)
+    return {n[0]: n for n in names.values() if len(n) > 1}
+
+
+def tied_reason(model: nn.Module, name: str) -> str | None:
+    """Why layer ``name`` shares its weight or bias with another module, or ``None``."""
+    module = model.get_submodule(name)
+    mine = {id(p): key for key, p in module.named_parameters(recurse=False)}
+    firsts: dict[int, str] = {}
+    for other_name, other in model.named_modules(remove_duplicate=False):
+        if other is module or id(other) in firsts:
+            continue
+        firsts[id(other)] = other_name
+        for key, p in other.named_parameters(recurse=False):
+            if id(p) in mine:
+                return (
+                    f"{mine[id(p)]} shared with {other_name}.{key} (tied parameters are kept dense)"
+                )
+    return None
+
+
+def _drop_tied(
+    model: nn.Module, targets: dict[str, nn.Module], skipped: dict[str, str]
+) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    owners: dict[int, set[int]] = {}
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            owners.setdefault(id(p), set()).add(id(module))
+    for name in list(targets):
+        if any(len(owners[id(p)]) > 1 for p in targets[name].parameters(recurse=False)):
+            skipped[name] = tied_reason(model, name) or "parameters shared with another module"
+            del targets[name]
     return targets, skipped

@@ -7,7 +7,7 @@ selects CIFAR-10 (JPEG release) instead of the original release; defaults come f
 
 from __future__ import annotations
 
-from balf.experiments.cli import calib_size_sweep_main, pop_dataset
+from balf.experiments.cli import calib_size_sweep_main, pop_dataset, run_script
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,4 +16,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

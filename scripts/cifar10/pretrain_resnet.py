@@ -38,8 +38,10 @@ import yaml
 from torch import nn
 
 from balf._io import atomic_write_text
+from balf.data.cifar import CIFAR10_SOURCE
 from balf.data.fashion_mnist import load_fashion_mnist
 from balf.errors import DatasetNotFoundError
+from balf.experiments.cli import run_script
 from balf.models import create_model, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger("pretrain_resnet")
@@ -148,8 +150,7 @@ def load_dataset(name: str, root: str | None) -> dict[str, tuple[torch.Tensor, t
             raise DatasetNotFoundError(
                 f"CIFAR-10 not found under {Path(root).resolve()} (expected "
                 f"{Path(root) / 'cifar-10-batches-py'}/ with data_batch_1..5 and test_batch, "
-                "torchvision's CIFAR10 layout). Download it where a network is available with "
-                f"torchvision.datasets.CIFAR10('{root}', download=True), or pass --data-root."
+                f"torchvision's CIFAR10 layout). {CIFAR10_SOURCE} Or pass --data-root."
             ) from exc
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         splits[split] = (images, torch.tensor(ds.targets, dtype=torch.int64))
@@ -443,4 +444,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main)

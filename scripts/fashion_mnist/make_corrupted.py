@@ -52,7 +52,7 @@ import numpy as np
 from balf.data import CORRUPTIONS, random_indices
 from balf.data.corruptions import PACKAGE, PAD, corrupt_images, make_corrupted, sha256_of
 from balf.data.fashion_mnist import find_fashion_mnist, load_fashion_mnist
-from balf.experiments.cli import parse_with_yaml
+from balf.experiments.cli import parse_with_yaml, run_script
 
 __all__ = ["corrupt_images", "main", "make_corrupted"]
 
@@ -125,4 +125,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

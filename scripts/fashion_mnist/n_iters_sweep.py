@@ -6,7 +6,7 @@ Run `python scripts/fashion_mnist/n_iters_sweep.py --help` for the options; defa
 
 from __future__ import annotations
 
-from balf.experiments.cli import n_iters_sweep_main
+from balf.experiments.cli import n_iters_sweep_main, run_script
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -14,4 +14,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -2,10 +2,12 @@
 
 Runs ``flops_auto`` (BALF with a FLOPs budget), ``energy``, ``energy_act_aware`` and ``uniform``
 at about six knob values each, evaluates every compressed model on the full test set, and writes
-``results/quickstart/fashion-mnist/resnet20/<mode>/results.json``, plots (PNG + PDF) of accuracy
-against the FLOPs and parameter ratios and LaTeX/Markdown tables of the accuracy drop at matched
-FLOPs and parameter ratios (``figures/``, ``tables/``; the same renderer as
-``scripts/render_results.py``), and prints a summary. Defaults: ``configs/quickstart.yaml``.
+``runs/quickstart/fashion-mnist/resnet20/<mode>/results.json`` (``runs/`` is git-ignored: the
+committed reference in ``results/quickstart/`` is never overwritten), plots (PNG + PDF) of
+accuracy against the FLOPs and parameter ratios and LaTeX/Markdown tables of the accuracy drop at
+matched FLOPs and parameter ratios (``figures/``, ``tables/``; the same renderer as
+``scripts/render_results.py``), prints a summary, and ends by comparing the run with the
+committed reference (``--reference``). Defaults: ``configs/quickstart.yaml``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from balf.experiments.cli import ExperimentContext, add_common_arguments, parse_with_yaml
+from balf.experiments.cli import (
+    ExperimentContext,
+    add_common_arguments,
+    parse_with_yaml,
+    run_script,
+)
+from balf.experiments.compare import compare_runs
 from balf.experiments.render import render_model
 from balf.experiments.tables import matched_reduction_table, to_markdown
 
@@ -24,12 +32,30 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser)
     parser.add_argument("--ratios", nargs="+", type=float, help="flops_auto and uniform ratios")
-    parser.add_argument("--energy-thresholds", nargs="+", type=float)
-    parser.add_argument("--energy-act-aware-thresholds", nargs="+", type=float)
+    parser.add_argument(
+        "--energy-thresholds", nargs="+", type=float, help="energy (plain SVD) thresholds"
+    )
+    parser.add_argument(
+        "--energy-act-aware-thresholds",
+        nargs="+",
+        type=float,
+        help="energy_act_aware thresholds",
+    )
     parser.add_argument(
         "--resume",
         action="store_true",
         help="keep points already in the output folder (default: recompute every point)",
+    )
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="results root to compare the run with, e.g. results/quickstart ('' to skip)",
+    )
+    parser.add_argument(
+        "--decimals",
+        type=int,
+        default=4,
+        help="numbers agreeing to fewer decimals are listed as differences",
     )
     args = parse_with_yaml(parser, argv, "quickstart.yaml")
     ctx = ExperimentContext(args, DATASET)
@@ -45,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
             (out / mode / "results.json").unlink(missing_ok=True)
     results = {mode: ctx.sweep(mode, knobs, out / mode) for mode, knobs in plan.items()}
 
-    written = render_model(out, DATASET, args.model, modes=list(plan))
+    written = [out / mode / "results.json" for mode in plan]
+    written += render_model(out, DATASET, args.model, modes=list(plan))
     table = matched_reduction_table(results, "flops")
 
     print(f"\n{DATASET} / {args.model}: accuracy of every point\n")
@@ -61,7 +88,14 @@ def main(argv: list[str] | None = None) -> None:
     print("\nAccuracy drop (pp) of the best point at or below each FLOPs keep-ratio:\n")
     print(to_markdown(table))
     print("Written:", *map(str, written), sep="\n  ")
+    if args.reference:
+        reference = Path(args.reference) / DATASET / args.model
+        if reference.resolve() == out.resolve():
+            print(f"\nNot compared: the run was written over the reference ({reference}).")
+        else:
+            comparison = compare_runs(out, reference, list(plan), args.decimals)
+            print(f"\nComparison with the reference: {comparison.summary()}")
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

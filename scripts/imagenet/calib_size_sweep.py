@@ -6,7 +6,7 @@ Run `python scripts/imagenet/calib_size_sweep.py --help` for the options; defaul
 
 from __future__ import annotations
 
-from balf.experiments.cli import calib_size_sweep_main
+from balf.experiments.cli import calib_size_sweep_main, run_script
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -14,4 +14,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -59,7 +59,7 @@ import balf
 from balf._io import atomic_json_dump
 from balf.data import make_loader
 from balf.errors import BALFError
-from balf.experiments.cli import parse_with_yaml
+from balf.experiments.cli import parse_with_yaml, run_script
 from balf.experiments.datasets import benchmark_model, experiment_data
 from balf.experiments.environment import command_line, environment_info
 from balf.models import IMAGENET_MODELS
@@ -396,4 +396,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

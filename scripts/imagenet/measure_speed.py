@@ -49,7 +49,7 @@ from torch import Tensor, nn
 import balf
 from balf._io import atomic_json_dump
 from balf.data import make_loader
-from balf.experiments.cli import parse_with_yaml
+from balf.experiments.cli import parse_with_yaml, run_script
 from balf.experiments.datasets import benchmark_model, experiment_data
 from balf.experiments.environment import command_line, environment_info
 from balf.experiments.plots import save_figure
@@ -270,4 +270,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -79,7 +79,8 @@ SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
 
 _CIFAR10_FOLDER = "cifar-10-batches-py"
 _CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
-_CIFAR10_SOURCE = (
+#: How to obtain CIFAR-10 (torchvision's pickles): one wording for every message.
+CIFAR10_SOURCE = (
     "Get it with `cifar10(root, train, download=True)` on a machine with a network, or download "
     "cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and extract it "
     "into the root folder."
@@ -157,18 +158,18 @@ def cifar10(
         if missing:
             raise DatasetNotFoundError(
                 f"CIFAR-10 not found: {folder} lacks {', '.join(missing)}. Expected torchvision's "
-                f"layout {folder}/ with {', '.join(_CIFAR10_FILES)}. {_CIFAR10_SOURCE}"
+                f"layout {folder}/ with {', '.join(_CIFAR10_FILES)}. {CIFAR10_SOURCE}"
             )
     try:
         return datasets.CIFAR10(str(root), train=train, transform=transform, download=download)
     except RuntimeError as exc:  # torchvision: "not found or corrupted" (md5 mismatch)
         raise DatasetNotFoundError(
             f"CIFAR-10 in {folder} is missing or corrupted (torchvision's md5 check failed: "
-            f"{exc}). {_CIFAR10_SOURCE}"
+            f"{exc}). {CIFAR10_SOURCE}"
         ) from exc
     except OSError as exc:  # download=True without a network (URLError) or unwritable root
         raise DatasetNotFoundError(
-            f"CIFAR-10 could not be downloaded into {root}: {exc}. {_CIFAR10_SOURCE}"
+            f"CIFAR-10 could not be downloaded into {root}: {exc}. {CIFAR10_SOURCE}"
         ) from exc
 
 

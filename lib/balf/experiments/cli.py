@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,14 @@ from ..cache import Cache
 from ..config import MODES
 from ..data import make_loader
 from ..distributed import init_from_environment, shard
-from ..errors import BALFError
+from ..errors import BALFError, DatasetNotFoundError, WeightsNotFoundError
 from ..folding import FOLDING_MODES
-from .datasets import corrupted_evaluation, experiment_data, experiment_model
+from .datasets import (
+    corrupted_evaluation,
+    experiment_data,
+    experiment_model,
+    require_checkpoint,
+)
 from .evaluation import evaluate
 from .sweep import SweepConfig, default_knobs, run_sweep
 
@@ -36,10 +42,38 @@ __all__ = [
     "n_iters_sweep_main",
     "parse_with_yaml",
     "pop_dataset",
+    "run_script",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_DIR = REPO_ROOT / "configs"
+
+
+class _DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Shows every option's default (after the YAML's are applied) unless its help names one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if isinstance(action, argparse._StoreTrueAction) and action.default is False:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def run_script(main: Callable[[], Any]) -> None:
+    """Run a script's ``main()`` and exit with its code.
+
+    A missing input (dataset, checkpoint, weights) or an invalid value ends the script with the
+    library's message alone on stderr and exit status 2, like an argparse error, not a traceback.
+    """
+    try:
+        code = main()
+    except (BALFError, DatasetNotFoundError, WeightsNotFoundError) as exc:
+        prog = Path(sys.argv[0]).name or "balf"
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise SystemExit(code or 0)
 
 
 def parse_with_yaml(
@@ -54,7 +88,10 @@ def parse_with_yaml(
         default=default_config,
         help="YAML file with defaults for these options (default: %(default)s)",
     )
-    pre, _ = parser.parse_known_args(argv)
+    # --config is read first on its own, so that --help shows the YAML's defaults
+    pre_parser = argparse.ArgumentParser(add_help=False)
+    pre_parser.add_argument("--config", default=default_config)
+    pre, _ = pre_parser.parse_known_args(argv)
     if pre.config:
         path = Path(pre.config)
         if not path.is_absolute() and not path.exists():
@@ -68,6 +105,10 @@ def parse_with_yaml(
                 raise BALFError(f"{path}: unknown option {key!r}")
             defaults[dest] = value
         parser.set_defaults(**defaults)
+        parser.epilog = (parser.epilog + "\n" if parser.epilog else "") + (
+            f"Defaults shown are those of {path} (command-line options override them)."
+        )
+    parser.formatter_class = _DefaultsHelpFormatter
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else None  # recorded in each run's command.txt
     return args
@@ -128,9 +169,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="evaluate on a seeded subset of this size (default: full set)",
     )
-    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--batch-size", type=int, default=128, help="calibration/evaluation batch")
     g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    g.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    g.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device"
+    )
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     g.add_argument("--out-root", default="results", help="results folder")
     g.add_argument(
@@ -157,15 +200,19 @@ class ExperimentContext:
         self.args = args
         self.dataset = dataset
         self.calib_size = calib_size or args.calib_size
+        # every local input is checked before anything is downloaded: the checkpoint, then
+        # the data (Fashion-MNIST may be downloaded), then the weights (ImageNet: downloaded)
+        if dataset != "imagenet" and not args.random_weights:
+            require_checkpoint(dataset, args.model, args.checkpoint)
+        self.data = experiment_data(
+            dataset, args.data_root, args.model, self.calib_size, args.seed, args.eval_size
+        )
         self.model, self.weights = experiment_model(
             dataset,
             args.model,
             args.checkpoint,
             pretrained=not args.random_weights,
             seed=args.seed,
-        )
-        self.data = experiment_data(
-            dataset, args.data_root, args.model, self.calib_size, args.seed, args.eval_size
         )
         # under torchrun each process calibrates and evaluates its shard; sums are all-reduced
         self.calibration = make_loader(shard(self.data.calibration), args.batch_size, args.workers)

@@ -33,7 +33,7 @@ from ..data import (
     evaluation_subset,
     imagenet_folder,
 )
-from ..errors import BALFError, DatasetNotFoundError
+from ..errors import BALFError, DatasetNotFoundError, WeightsNotFoundError
 from ..models import (
     THIRD_PARTY_CHECKPOINTS,
     create_model,
@@ -55,6 +55,8 @@ __all__ = [
     "default_checkpoint",
     "experiment_data",
     "experiment_model",
+    "require_checkpoint",
+    "train_command",
 ]
 
 DATASETS = ("cifar10", "cifar10-jpeg", "fashion-mnist", "imagenet")
@@ -63,6 +65,11 @@ _SMALL = {"cifar10": (3, 10), "cifar10-jpeg": (3, 10), "fashion-mnist": (1, 10)}
 #: Where the third-party option-A checkpoints are looked up when no --checkpoint is given (on
 #: the project's machines; elsewhere download them, see balf.models.load_third_party_checkpoint).
 THIRD_PARTY_DIR = Path("../shared/models/cifar10-resnets-akamaster")
+THIRD_PARTY_SOURCE = (
+    "The files resnet20-12fca82f.th ... resnet56-4bfd9763.th are published in the GitHub "
+    "repository akamaster/pytorch_resnet_cifar10 (folder pretrained_models/); pass the file with "
+    "--checkpoint PATH."
+)
 
 
 @dataclass
@@ -87,6 +94,33 @@ def default_checkpoint(dataset: str, model_name: str, results_root: str | Path =
     return Path(results_root) / dataset / "checkpoints" / model_name / "model.pt"
 
 
+def train_command(dataset: str, model_name: str, out_dir: str | Path) -> str:
+    """The command that trains a small-dataset model (one wording for every message)."""
+    return (
+        f"python scripts/cifar10/pretrain_resnet.py --dataset {dataset} --arch {model_name} "
+        f"--out-dir {out_dir}"
+    )
+
+
+def require_checkpoint(dataset: str, model_name: str, checkpoint: str | Path | None) -> Path:
+    """The weights file of a small-dataset model; raises when it is not on disk.
+
+    Raises:
+        WeightsNotFoundError: the file is missing; the message gives the command that makes it.
+    """
+    path = Path(checkpoint) if checkpoint else default_checkpoint(dataset, model_name)
+    if model_name in THIRD_PARTY_CHECKPOINTS and not path.is_file():
+        raise WeightsNotFoundError(
+            f"third-party CIFAR-10 checkpoint not found: {path}. {THIRD_PARTY_SOURCE}"
+        )
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"no trained {model_name} for {dataset} at {path}. Train one with "
+            f"`{train_command(dataset, model_name, path.parent)}`, or pass --checkpoint PATH."
+        )
+    return path
+
+
 def experiment_model(
     dataset: str,
     model_name: str,
@@ -103,6 +137,10 @@ def experiment_model(
         pretrained: ``False`` gives random weights drawn from ``seed`` (fixtures, benchmarks):
             the same in every run, so resumed sweeps never mix two models.
 
+    Raises:
+        WeightsNotFoundError: the checkpoint is missing (small datasets) or the public weights
+            cannot be fetched (ImageNet).
+
     Returns:
         ``(model, weights)`` where ``weights`` names the weights: ``"random-seed<k>"``,
         ``"pretrained"`` (public ImageNet weights) or ``"<checkpoint path>@<sha256 prefix>"``.
@@ -114,15 +152,7 @@ def experiment_model(
             return _build_model(dataset, model_name, None), f"random-seed{seed}"
     if dataset == "imagenet":
         return create_model(model_name, pretrained=True).eval(), "pretrained"
-    path = Path(checkpoint) if checkpoint else default_checkpoint(dataset, model_name)
-    if model_name in THIRD_PARTY_CHECKPOINTS and not path.is_file():
-        load_third_party_checkpoint(nn.Module(), path)  # raises, naming where the files come from
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no trained {model_name} for {dataset} at {path}: train one with "
-            f"scripts/cifar10/pretrain_resnet.py --dataset {dataset} --arch {model_name} "
-            f"--out-dir {path.parent} (or pass --checkpoint)"
-        )
+    path = require_checkpoint(dataset, model_name, checkpoint)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return _build_model(dataset, model_name, path), f"{path}@{digest}"
 

@@ -31,6 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
 
+from .._io import _umask
 from ..errors import BALFError
 from .labels import dataset_label, other_works_source
 from .tables import MODE_LABELS, compressed_points, corruption_table, original_point
@@ -139,6 +140,7 @@ def save_figure(
         path = out_stem.with_name(f"{out_stem.name}.{fmt}")
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".{fmt}")
         os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; use the usual mode
         metadata = {"CreationDate": None} if fmt == "pdf" else None
         try:
             fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)

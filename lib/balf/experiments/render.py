@@ -150,12 +150,12 @@ def render_model(
                 table, tables / f"matched_{q}", caption, f"tab:{dataset}-{model}-matched-{q}"
             )
     else:
-        log.info("%s: no mode sweeps", name)
+        log.info("%s: accuracy figures and tables skipped (optional: no mode sweep here)", name)
 
     for section in SECTIONS:
         runs = section.load(model_dir)
         if not runs:
-            log.info("%s: no %s sweep", name, section.name)
+            log.info("%s: %s figure skipped (optional: no such sweep here)", name, section.name)
             continue
         written += _guarded(
             f"{name} {section.name}",
@@ -180,7 +180,7 @@ def render_benchmark(root: Path) -> list[Path]:
     path = root / "benchmarks" / "compression_time.json"
     rows = load_benchmark_rows(path) if path.is_file() else []
     if not rows:
-        log.info("no compression-time benchmark at %s", path)
+        log.info("compression-time table skipped (optional: %s not present)", path)
         return []
     caption = "Compression time per phase (s) and peak memory per model"
     settings = {(str(r.get("mode")), str(r.get("ratio", r.get("knob")))) for r in rows}

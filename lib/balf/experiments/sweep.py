@@ -270,8 +270,7 @@ def _resume(path: Path, config: SweepConfig, env: dict[str, Any]) -> dict[str, A
         old = load_results(path)
     except json.JSONDecodeError as exc:
         raise BALFError(f"{path} is not valid JSON ({exc}); move it away to restart") from exc
-    old_config = {"weights": "", "evaluation": {}, **old["config"]}
-    old_identity = SweepConfig(**old_config).identity()
+    old_identity = _identity_of(old, path)
     if old_identity != config.identity():
         raise BALFError(
             f"{path} holds a different sweep ({old_identity}) than requested "
@@ -281,6 +280,30 @@ def _resume(path: Path, config: SweepConfig, env: dict[str, Any]) -> dict[str, A
     old["config"] = asdict(config)
     old["environment"] = env
     return old
+
+
+def _identity_of(old: Any, path: Path) -> dict[str, Any]:
+    """The sweep identity of loaded results; a clear error when they are not a results file."""
+    fix = "move it away to restart the sweep"
+
+    def bad(what: str) -> BALFError:
+        return BALFError(f"{path} is not a balf results file ({what}); {fix}")
+
+    if not isinstance(old, dict):
+        raise bad(f"a JSON {type(old).__name__}, not an object")
+    for key, kind in (("config", dict), ("points", list)):
+        if not isinstance(old.get(key), kind):
+            raise bad(f"'{key}' is missing or not a JSON {'object' if kind is dict else 'array'}")
+    for field_name in ("points", "skipped"):
+        entries = old.get(field_name, [])
+        if not isinstance(entries, list) or not all(
+            isinstance(p, dict) and "knob" in p for p in entries
+        ):
+            raise bad(f"every entry of '{field_name}' must be an object with a 'knob'")
+    try:
+        return SweepConfig(**{"weights": "", "evaluation": {}, **old["config"]}).identity()
+    except (TypeError, ValueError) as exc:
+        raise bad(f"its 'config' is not a sweep config: {exc}") from exc
 
 
 def _add_point(results: dict[str, Any], point: dict[str, Any], path: Path) -> None:
