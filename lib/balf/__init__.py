@@ -26,6 +26,16 @@ from .errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsErro
 from .flops import count_flops, count_params
 from .layers import LowRankConv2d, LowRankLinear
 from .report import LayerReport, Report
+from .serialization import (
+    SaveFormatError,
+    apply_spec,
+    load,
+    model_spec,
+    read_spec,
+    register_layer_kind,
+    save,
+    spec_from_report,
+)
 from .statistics import LayerStatistics, Statistics, collect_statistics
 
 __all__ = [
@@ -45,10 +55,12 @@ __all__ = [
     "LowRankLinear",
     "RankRatioConfig",
     "Report",
+    "SaveFormatError",
     "Statistics",
     "StatisticsError",
     "UniformConfig",
     "__version__",
+    "apply_spec",
     "collect_statistics",
     "compress",
     "config_for_mode",
@@ -57,4 +69,10 @@ __all__ = [
     "count_params",
     "decompose_layer",
     "factorize_layer",
+    "load",
+    "model_spec",
+    "read_spec",
+    "register_layer_kind",
+    "save",
+    "spec_from_report",
 ]
