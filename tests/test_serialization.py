@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -252,8 +251,11 @@ class _LowRankTwice(nn.Module):
         return {"num_parameters": dense.num_parameters}
 
     def spec(self) -> dict:
-        return {"kind": self.kind, "rank": self.rank,
-                "dense": {"num_parameters": self.a.num_parameters}}
+        return {
+            "kind": self.kind,
+            "rank": self.rank,
+            "dense": {"num_parameters": self.a.num_parameters},
+        }
 
     @classmethod
     def from_spec(cls, spec, device=None, dtype=None):

@@ -73,8 +73,9 @@ def register_layer_kind(cls: type[nn.Module]) -> type[nn.Module]:
     Raises:
         BALFError: a member is missing, or ``kind`` is taken by another class.
     """
-    missing = [m for m in ("kind", "dense_type", "dense_spec", "spec", "from_spec") if
-               not hasattr(cls, m)]
+    missing = [
+        m for m in ("kind", "dense_type", "dense_spec", "spec", "from_spec") if not hasattr(cls, m)
+    ]
     if missing:
         raise BALFError(f"{cls.__name__} cannot be registered: it lacks {', '.join(missing)}")
     other = _KINDS.get(cls.kind)
@@ -226,16 +227,17 @@ def apply_spec(
             )
         expected = cls.dense_spec(dense)
         if expected != entry["dense"]:
-            diff = {k: (entry["dense"].get(k), v) for k, v in expected.items()
-                    if entry["dense"].get(k) != v}
+            diff = {
+                k: (entry["dense"].get(k), v)
+                for k, v in expected.items()
+                if entry["dense"].get(k) != v
+            }
             raise SaveFormatError(
                 f"layer {name!r} has another shape in this model than in the saved model "
                 f"(saved vs here: {diff}); pass the same architecture (e.g. same number of classes)"
             )
         weight = dense.weight
-        layer = cls.from_spec(
-            entry, device=device or weight.device, dtype=dtype or weight.dtype
-        )
+        layer = cls.from_spec(entry, device=device or weight.device, dtype=dtype or weight.dtype)
         if name == "":
             out = layer
         else:
@@ -315,7 +317,9 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     try:
         spec = json.loads(meta[_METADATA_KEY])
     except (KeyError, json.JSONDecodeError) as exc:
-        raise SaveFormatError(f"{path} has no balf spec in its header; write it with balf.save") from exc
+        raise SaveFormatError(
+            f"{path} has no balf spec in its header; write it with balf.save"
+        ) from exc
     _check_header(spec, str(path))
     return spec
 
@@ -329,9 +333,7 @@ def _target_device(model: nn.Module, device: torch.device | str | None) -> torch
     return torch.device("cpu")
 
 
-def load(
-    path: str | Path, model: nn.Module, device: torch.device | str | None = None
-) -> nn.Module:
+def load(path: str | Path, model: nn.Module, device: torch.device | str | None = None) -> nn.Module:
     """Rebuild a model saved by :func:`save` from its uncompressed architecture.
 
     Args:
