@@ -81,9 +81,7 @@ def load_image_folder(
     arrays: list[np.ndarray] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
-        files = sorted(
-            p for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        files = sorted(p for p in (folder / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DatasetNotFoundError(
                 f"image-folder dataset: {folder / name} is missing or holds no "
