@@ -26,7 +26,7 @@ import numpy as np
 
 from .allocation import Allocation, allocate
 from .costs import METRICS, LayerCost
-from .errors import BALFError
+from .errors import BALFError, BudgetError
 from .rank_rules import energy_threshold_rank, rank_ratio_rank, uniform_rank
 
 ALLOCATOR_METRICS = (*METRICS, "latency")
@@ -139,9 +139,20 @@ class BALFConfig(CompressionConfig):
         energies = [c.energies for c in candidates]
         if self.rank_multiple > 1:
             energies = [_only_multiples(e, self.rank_multiple) for e in energies]
-        allocation = allocate(
-            energies, [c.cost.curve(self.metric) for c in candidates], ratio, self.n_iters
-        )
+        curves = [c.cost.curve(self.metric) for c in candidates]
+        try:
+            allocation = allocate(energies, curves, ratio, self.n_iters)
+        except BudgetError as exc:
+            if self.metric != "latency":
+                raise
+            fixed = candidates[0].cost.fixed
+            total = fixed + sum(float(c[-1]) for c in curves)
+            smallest = (fixed + sum(float(c[0]) for c in curves)) / total
+            raise BudgetError(
+                f"a latency keep-ratio of {self.ratio:g} is below the smallest achievable "
+                f"measured latency: rank 1 in every layer keeps {smallest:.4g} of the model's "
+                f"latency; use a ratio >= {smallest:.4g}"
+            ) from exc
         return allocation.ranks, allocation
 
 
