@@ -10,9 +10,10 @@ models with an evaluation set (the trained Fashion-MNIST ResNets) also the accur
 budgets can be compared at matched *measured* latency.
 
 Rows (``latency_<device>.json``): ``model``, ``batch_size``, ``mode``, ``requested``,
-``predicted_ratio``, ``measured_ratio`` (compressed / original median latency),
-``latency_s``, ``latencies_s``, ``original_latency_s``, ``flops_ratio``, ``params_ratio``,
-``factorized_layers``, ``ranks``, ``accuracy`` (or ``None``), ``rank_multiple``.
+``predicted_ratio``, ``measured_ratio`` (median over interleaved timing rounds of compressed /
+original), ``latency_s`` (median), ``latencies_s``, ``original_latency_s``, ``table_model_s``,
+``flops_ratio``, ``params_ratio``, ``factorized_layers``, ``ranks``, ``accuracy`` (or ``None``),
+``rank_multiple``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ __all__ = [
     "TOLERANCE",
     "LatencySubject",
     "accuracy_table",
-    "median_latency",
+    "interleaved_latencies",
     "plot_latency",
     "predicted_ratio",
     "ratio_table",
@@ -68,24 +69,6 @@ class LatencySubject:
     evaluate: Callable[[nn.Module], float] | None = None
 
 
-def median_latency(
-    model: nn.Module, x: Tensor, warmup: int, repeats: int
-) -> tuple[float, list[float]]:
-    """Median seconds of ``repeats`` forward calls after ``warmup`` untimed ones, and all."""
-    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
-        sync()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            sync()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times), times
-
-
 def predicted_ratio(table: LatencyTable, report: Report) -> float:
     """End-to-end latency ratio the table predicts for a compressed model (any budget)."""
     seconds = table.fixed
@@ -93,6 +76,27 @@ def predicted_ratio(table: LatencyTable, report: Report) -> float:
         t = table.layers[name]
         seconds += float(t.lowrank_at(layer.rank)) if layer.factorized else t.dense
     return seconds / (table.fixed + sum(t.dense for t in table.layers.values()))
+
+
+def interleaved_latencies(
+    models: Sequence[nn.Module], x: Tensor, warmup: int, repeats: int
+) -> list[list[float]]:
+    """Seconds of ``repeats`` rounds, each timing every model once in turn, after ``warmup``
+    untimed rounds: a slow drift of the machine's load hits all models of a round alike."""
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    times: list[list[float]] = [[] for _ in models]
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for m in models:
+                m(x)
+        for _ in range(repeats):
+            for i, m in enumerate(models):
+                sync()
+                start = time.perf_counter()
+                m(x)
+                sync()
+                times[i].append(time.perf_counter() - start)
+    return times
 
 
 def run_latency_budgets(
@@ -108,7 +112,12 @@ def run_latency_budgets(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Rows for one model: every batch size × ratio × {latency_auto, flops_auto}."""
+    """Rows for one model: every batch size × ratio × {latency_auto, flops_auto}.
+
+    At each batch size the original and every compressed model (BatchNorm folded) are timed in
+    interleaved rounds; ``measured_ratio`` is the median over rounds of the per-round ratio to
+    the original, ``latency_s`` the median of the model's own times.
+    """
     model = subject.model.eval()
     device = next(model.parameters()).device
     example = subject.example.to(device)
@@ -121,8 +130,6 @@ def run_latency_budgets(
     for b in batch_sizes:
         x = example.expand(b, *example.shape[1:]).contiguous()
         x = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(b)).to(x)
-        base, base_times = median_latency(folded_original, x, warmup, repeats)
-        log.info("%s batch %d original: %.2f ms", subject.name, b, 1e3 * base)
         compressor.latency = {
             "batch_size": b,
             "rank_multiple": rank_multiple,
@@ -131,9 +138,10 @@ def run_latency_budgets(
             "cache_dir": cache_dir,
         }
         table = compressor.latency_table(rank_multiple)
-        rows.append(
-            _row(subject, b, "original", 1.0, 1.0, base, base_times, base, 1.0, 1.0, None, None)
-        )
+        variants: list[tuple[str, float, nn.Module | None, Report | None]] = [
+            ("original", 1.0, model, None)
+        ]
+        timed: list[nn.Module] = [folded_original]
         for ratio in ratios:
             for mode in ("latency_auto", "flops_auto"):
                 if mode == "flops_auto":
@@ -149,8 +157,17 @@ def run_latency_budgets(
                         log.warning("%s batch %d %s@%g: %s", subject.name, b, mode, ratio, exc)
                         rows.append(_skipped(subject, b, mode, ratio, str(exc)))
                         continue
-                folded = fold_batchnorm(small, example)
-                seconds, times = median_latency(folded, x, warmup, repeats)
+                variants.append((mode, ratio, small, report))
+                timed.append(fold_batchnorm(small, example))
+        times = interleaved_latencies(timed, x, warmup, repeats)
+        base_times = times[0]
+        base = statistics.median(base_times)
+        log.info("%s batch %d original: %.2f ms", subject.name, b, 1e3 * base)
+        for (mode, ratio, small, report), own in zip(variants, times, strict=True):
+            ratio_rounds = [t / t0 for t, t0 in zip(own, base_times, strict=True)]
+            if report is None:
+                row = _row(subject, b, mode, 1.0, 1.0, own, 1.0, 1.0, 1.0, None, None)
+            else:
                 key = tuple(sorted((n, r.rank) for n, r in report.layers.items() if r.factorized))
                 if key not in accuracy_of:
                     accuracy_of[key] = subject.evaluate(small) if subject.evaluate else None
@@ -160,21 +177,22 @@ def run_latency_budgets(
                     mode,
                     ratio,
                     predicted_ratio(table, report),
-                    seconds,
-                    times,
-                    base,
+                    own,
+                    statistics.median(ratio_rounds),
                     count_flops(small, example) / flops0,
                     count_params(small) / params0,
                     report,
                     accuracy_of[key],
                 )
-                row["table_model_s"] = table.model
-                rows.append(row)
                 log.info(
                     "%s batch %d %s@%g: measured %.3f, predicted %.3f, FLOPs %.3f",
                     subject.name, b, mode, ratio, row["measured_ratio"],
                     row["predicted_ratio"], row["flops_ratio"],
                 )  # fmt: skip
+            row["original_latency_s"] = base
+            row["table_model_s"] = table.model
+            rows.append(row)
+        del timed
     for row in rows:
         row["rank_multiple"] = rank_multiple
     if subject.evaluate is not None:
@@ -200,17 +218,16 @@ def _done(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if not r.get("skipped")]
 
 
-def _row(subject, b, mode, requested, predicted, seconds, times, base, flops, params, report, acc):
+def _row(subject, b, mode, requested, predicted, times, measured, flops, params, report, acc):
     return {
         "model": subject.name,
         "batch_size": b,
         "mode": mode,
         "requested": requested,
         "predicted_ratio": predicted,
-        "measured_ratio": seconds / base,
-        "latency_s": seconds,
+        "measured_ratio": measured,
+        "latency_s": statistics.median(times),
         "latencies_s": times,
-        "original_latency_s": base,
         "flops_ratio": flops,
         "params_ratio": params,
         "factorized_layers": (
