@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-run-time", type=float, default=0.05, help="seconds per layer measurement")
     g.add_argument("--latency-cache", default=None, help="folder of the latency cache")
     g.add_argument(
+        "--min-time",
+        type=float,
+        default=0.0,
+        help="time more interleaved rounds (beyond --repeats) until this many seconds are spent",
+    )
+    g.add_argument(
         "--eval-size", type=int, default=None, help="fashion-mnist:* models: test subset size"
     )
     g.add_argument("--eval-batch-size", type=int, default=256)
@@ -337,6 +343,7 @@ def run_latency_mode(args: argparse.Namespace, argv: list[str], device: torch.de
                 points=args.latency_points,
                 min_run_time=args.min_run_time,
                 cache_dir=args.latency_cache,
+                min_time=args.min_time,
                 progress=not args.no_progress,
             )
             atomic_json_dump(results, json_path)
