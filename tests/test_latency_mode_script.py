@@ -15,7 +15,7 @@ import torch
 from _fixtures import REPO, load_script, write_fashion_mnist
 
 from balf.data import fashion_mnist
-from balf.experiments.latency_budget import accuracy_table, ratio_table
+from balf.experiments.latency_budget import accuracy_table, ratio_table, summary_table
 
 ROW_KEYS = {"model", "batch_size", "mode", "requested", "measured_ratio", "predicted_ratio"}
 ROW_KEYS |= {"latency_s", "original_latency_s", "flops_ratio", "ranks", "accuracy"}
@@ -60,6 +60,7 @@ def _check(tmp_path, models, with_accuracy: bool) -> list[dict]:
     } <= (modes)
     for suffix in (".md", ".png", ".pdf"):
         assert stem.with_suffix(suffix).stat().st_size > 0
+    assert (tmp_path / "bench" / "latency_summary_cpu.md").stat().st_size > 0
     assert (tmp_path / "bench" / "latency_accuracy_cpu.md").exists() == with_accuracy
     assert list((tmp_path / "cache" / "latency").glob("*.json"))
     return rows
@@ -113,3 +114,8 @@ def test_tables_flag_the_target_and_interpolate_accuracy():
     # FLOPs curve at measured 0.82: 0.80 + (0.82 − 0.7) / 0.2 · 0.08 = 0.848
     assert "| m | 8 | 0.80 | 0.820 | 89.00 | 84.80 | +4.20 |" in accuracy
     assert "| m | 8 | 0.60 | 0.660 | 70.00 | n/a (outside range) |  |" in accuracy
+    summary = summary_table(rows)
+    assert (
+        "| m | 8 | 0.8 / 0.6 / 0.3 | 0.82 / 0.66 / — | 1/3 | 0.90 / 0.70 / — | +4.20 / — / — |"
+        in (summary)
+    )

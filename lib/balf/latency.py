@@ -19,6 +19,7 @@ hyper-parameters and input shape, so repeated layers are timed once.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -260,8 +261,8 @@ def _layer_signature(cls, dense: nn.Module, shape: tuple[int, ...], grid: list[i
 
 
 def _measure_layer(cls, dense: nn.Module, shape, grid, device, dtype, min_run_time, threads):
-    """Seconds of a dense layer of ``dense``'s shape (with bias, as after BatchNorm folding)
-    and of its factorization at every ``grid`` rank, on a random input of ``shape``."""
+    """Seconds of (a copy of) the dense layer and of its factorization (with a bias, as after
+    BatchNorm folding) at every ``grid`` rank, on a random input of ``shape``."""
     spec = {"kind": cls.kind, "rank": 1, "dense": {**cls.dense_spec(dense), "bias": True}}
     x = torch.randn(shape, device=device, dtype=dtype)
 
@@ -274,27 +275,9 @@ def _measure_layer(cls, dense: nn.Module, shape, grid, device, dtype, min_run_ti
 
         return time_call(call, min_run_time, threads)
 
-    dense_s = seconds(_dense_like(dense, device, dtype))
+    dense_s = seconds(copy.deepcopy(dense))
     lowrank = [seconds(cls.from_spec({**spec, "rank": r}, device, dtype)) for r in grid]
     return LayerLatency(dense_s, list(grid), lowrank)
-
-
-def _dense_like(dense: nn.Module, device, dtype) -> nn.Module:
-    if isinstance(dense, nn.Linear):
-        return nn.Linear(dense.in_features, dense.out_features, device=device, dtype=dtype)
-    if isinstance(dense, nn.Conv2d):
-        return nn.Conv2d(
-            dense.in_channels,
-            dense.out_channels,
-            dense.kernel_size,
-            stride=dense.stride,
-            padding=dense.padding,
-            dilation=dense.dilation,
-            groups=dense.groups,
-            device=device,
-            dtype=dtype,
-        )
-    raise BALFError(f"no latency measurement for {type(dense).__name__}")
 
 
 def measure_latency(

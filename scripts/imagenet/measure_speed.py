@@ -348,7 +348,10 @@ def run_latency_mode(args: argparse.Namespace, argv: list[str], device: torch.de
             )
             atomic_json_dump(results, json_path)
     rows = results["rows"]
-    tables = {stem.with_suffix(".md"): latency_budget.ratio_table(rows)}
+    tables = {
+        stem.with_suffix(".md"): latency_budget.ratio_table(rows),
+        stem.with_name(f"latency_summary_{device.type}.md"): latency_budget.summary_table(rows),
+    }
     if any(r["accuracy"] is not None for r in rows):
         accuracy_path = stem.with_name(f"latency_accuracy_{device.type}.md")
         tables[accuracy_path] = latency_budget.accuracy_table(rows)

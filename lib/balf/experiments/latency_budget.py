@@ -49,6 +49,7 @@ __all__ = [
     "plot_latency",
     "predicted_ratio",
     "ratio_table",
+    "summary_table",
     "run_latency_budgets",
 ]
 
@@ -333,6 +334,48 @@ def accuracy_table(rows: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['model']} | {r['batch_size']} | {r['requested']:.2f} | "
             f"{r['measured_ratio']:.3f} | {100 * r['accuracy']:.2f} | {other_s} | {diff_s} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def summary_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown, one line per model and batch size: requested vs measured latency ratios of
+    both budgets, how many latency-budget points are within 5%, and (models with accuracy) the
+    latency budget's accuracy minus the FLOPs budget's at the same measured latency."""
+    lines = [
+        "Requested keep-ratio vs measured whole-model latency ratio (BatchNorm folded, fastest "
+        "of interleaved rounds); '—' = budget below what the measured layers allow.",
+        "",
+        "| model | batch | requested | measured, latency budget | within 5% | measured, FLOPs "
+        "budget | accuracy Δ at matched latency (pp) |",
+        "|---|--:|---|---|:-:|---|---|",
+    ]
+    keys = list(dict.fromkeys((r["model"], r["batch_size"]) for r in rows))
+    done = _done(rows)
+    for model, b in keys:
+        lat = [r for r in rows if (r["model"], r["batch_size"], r["mode"]) == (model, b,
+               "latency_auto")]  # fmt: skip
+        flops = {r["requested"]: r for r in done if (r["model"], r["batch_size"], r["mode"]) == (
+            model, b, "flops_auto")}  # fmt: skip
+        requested = " / ".join(f"{r['requested']:g}" for r in lat)
+        measured = " / ".join(
+            "—" if r.get("skipped") else f"{r['measured_ratio']:.2f}" for r in lat
+        )
+        hits = sum(1 for r in lat if not r.get("skipped") and _within(r))
+        f_measured = " / ".join(
+            f"{flops[r['requested']]['measured_ratio']:.2f}" if r["requested"] in flops else "—"
+            for r in lat
+        )
+        deltas = []
+        for r in lat:
+            other = None
+            if not r.get("skipped") and r["accuracy"] is not None:
+                other = _flops_accuracy_at(rows, model, b, r["measured_ratio"])
+            deltas.append("—" if other is None else f"{100 * (r['accuracy'] - other):+.2f}")
+        delta = " / ".join(deltas) if any(d != "—" for d in deltas) else "n/a"
+        lines.append(
+            f"| {model} | {b} | {requested} | {measured} | {hits}/{len(lat)} | {f_measured} | "
+            f"{delta} |"
         )
     return "\n".join(lines) + "\n"
 
