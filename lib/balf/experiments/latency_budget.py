@@ -237,6 +237,12 @@ def _done(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if not r.get("skipped")]
 
 
+def _ordered(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows by model (first appearance), batch size, then decreasing requested ratio."""
+    models = {m: i for i, m in enumerate(dict.fromkeys(r["model"] for r in rows))}
+    return sorted(rows, key=lambda r: (models[r["model"]], r["batch_size"], -r["requested"]))
+
+
 def _row(subject, b, mode, requested, predicted, times, measured, flops, params, report, acc):
     return {
         "model": subject.name,
@@ -276,7 +282,7 @@ def ratio_table(rows: Sequence[dict[str, Any]]) -> str:
         "|---|--:|--:|--:|--:|:-:|--:|--:|",
     ]
     by_key = {(r["model"], r["batch_size"], r["mode"], r["requested"]): r for r in _done(rows)}
-    for r in rows:
+    for r in _ordered(rows):
         if r["mode"] != "latency_auto":
             continue
         if r.get("skipped"):
@@ -325,7 +331,7 @@ def accuracy_table(rows: Sequence[dict[str, Any]]) -> str:
         "latency | difference (pp) |",
         "|---|--:|--:|--:|--:|--:|--:|",
     ]
-    for r in _done(rows):
+    for r in _ordered(_done(rows)):
         if r["mode"] != "latency_auto" or r["accuracy"] is None:
             continue
         other = _flops_accuracy_at(rows, r["model"], r["batch_size"], r["measured_ratio"])
@@ -353,7 +359,7 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> str:
     keys = list(dict.fromkeys((r["model"], r["batch_size"]) for r in rows))
     done = _done(rows)
     for model, b in keys:
-        lat = [r for r in rows if (r["model"], r["batch_size"], r["mode"]) == (model, b,
+        lat = [r for r in _ordered(rows) if (r["model"], r["batch_size"], r["mode"]) == (model, b,
                "latency_auto")]  # fmt: skip
         flops = {r["requested"]: r for r in done if (r["model"], r["batch_size"], r["mode"]) == (
             model, b, "flops_auto")}  # fmt: skip
