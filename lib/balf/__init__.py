@@ -9,6 +9,7 @@ Compress a trained network without fine-tuning::
 
 __version__ = "0.1.0"
 
+from . import export, latency
 from .api import Compressor, compress, factorize_layer
 from .cache import Cache
 from .config import (
@@ -68,7 +69,9 @@ __all__ = [
     "count_flops",
     "count_params",
     "decompose_layer",
+    "export",
     "factorize_layer",
+    "latency",
     "load",
     "model_spec",
     "read_spec",
