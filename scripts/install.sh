@@ -7,7 +7,8 @@ if ! "$PYTHON" - <<'PY' 2>/dev/null
 import importlib, sys
 from importlib.metadata import version
 for mod in ("torch", "torchvision", "timm", "numpy", "matplotlib", "pandas", "tqdm", "yaml",
-            "pytest", "ruff", "imagecorruptions", "balf"):
+            "pytest", "ruff", "imagecorruptions", "safetensors", "onnx", "onnxruntime",
+            "onnxscript", "balf"):
     importlib.import_module(mod)
 assert version("torch").split("+")[0] == "2.14.1", version("torch")
 import balf, pathlib
@@ -15,7 +16,7 @@ assert pathlib.Path(balf.__file__).resolve().is_relative_to(pathlib.Path("lib").
 PY
 then
     echo "[install] installing requirements.txt (torch 2.14.1, torchvision, timm, numpy, matplotlib,"
-    echo "[install] pandas, tqdm, pyyaml, imagecorruptions, pytest, ruff) and balf (editable)."
+    echo "[install] pandas, tqdm, pyyaml, safetensors, imagecorruptions, pytest, ruff) and balf (editable)."
     echo "[install] Takes about 2 minutes on a fast connection; the default torch wheel on Linux is"
     echo "[install] the CUDA build (several GB). CPU-only machine: rerun with"
     echo "[install]   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu bash scripts/install.sh"
@@ -27,5 +28,8 @@ then
     fi
     "$PYTHON" -m pip install --progress-bar on -r requirements.txt
     "$PYTHON" -m pip install -q --no-deps -e .
+    # the [export] extra of pyproject.toml (ONNX export tests); keep the two lists equal
+    echo "[install] ONNX export checks: onnx, onnxruntime, onnxscript"
+    "$PYTHON" -m pip install -q onnx onnxruntime onnxscript
     echo "[install] done"
 fi

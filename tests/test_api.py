@@ -51,7 +51,7 @@ def test_knob_outside_unit_interval_is_rejected(make, value):
 
 def test_invalid_metric_and_iterations_are_rejected():
     with pytest.raises(balf.BALFError, match="metric"):
-        balf.BALFConfig(0.5, metric="latency")
+        balf.BALFConfig(0.5, metric="watts")
     with pytest.raises(balf.BALFError, match="n_iters"):
         balf.BALFConfig(0.5, n_iters=-1)
 

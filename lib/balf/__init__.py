@@ -9,6 +9,7 @@ Compress a trained network without fine-tuning::
 
 __version__ = "0.1.0"
 
+from . import export, latency
 from .api import Compressor, compress, factorize_layer
 from .cache import Cache
 from .config import (
@@ -26,6 +27,16 @@ from .errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsErro
 from .flops import count_flops, count_params
 from .layers import LowRankConv2d, LowRankLinear
 from .report import LayerReport, Report
+from .serialization import (
+    SaveFormatError,
+    apply_spec,
+    load,
+    model_spec,
+    read_spec,
+    register_layer_kind,
+    save,
+    spec_from_report,
+)
 from .statistics import LayerStatistics, Statistics, collect_statistics
 
 __all__ = [
@@ -45,10 +56,12 @@ __all__ = [
     "LowRankLinear",
     "RankRatioConfig",
     "Report",
+    "SaveFormatError",
     "Statistics",
     "StatisticsError",
     "UniformConfig",
     "__version__",
+    "apply_spec",
     "collect_statistics",
     "compress",
     "config_for_mode",
@@ -56,5 +69,13 @@ __all__ = [
     "count_flops",
     "count_params",
     "decompose_layer",
+    "export",
     "factorize_layer",
+    "latency",
+    "load",
+    "model_spec",
+    "read_spec",
+    "register_layer_kind",
+    "save",
+    "spec_from_report",
 ]

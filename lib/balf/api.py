@@ -8,6 +8,7 @@ replacement of each layer by its low-rank version where that is strictly cheaper
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -24,6 +25,7 @@ from .decomposition import LayerDecomposition
 from .errors import BALFError, StatisticsError
 from .flops import count_flops, count_params
 from .hashing import tensor_digest
+from .latency import LatencyCost, LatencyTable, measure_latency
 from .layers import LowRankConv2d, LowRankLinear
 from .report import LayerReport, Report
 from .representation import geometry_of, rows_of_call, weight_matrices
@@ -53,6 +55,10 @@ class Compressor:
         forward: ``forward(model, batch)`` for batches of another structure (see
             :func:`balf.collect_statistics`).
         max_batches: use at most this many calibration batches (needed for an endless iterable).
+        latency: for ``metric="latency"`` configs, a measured :class:`balf.latency.LatencyTable`
+            of these layers, or the keyword arguments of :func:`balf.latency.measure_latency`
+            (``batch_size``, ``cache_dir``, ...) to measure one on first use (default: batch 1,
+            no disk cache).
 
     Example:
         >>> compressor = balf.Compressor(model, calib_loader)
@@ -72,8 +78,10 @@ class Compressor:
         progress: bool = True,
         forward: Callable[[nn.Module, Any], Any] | None = None,
         max_batches: int | None = None,
+        latency: LatencyTable | dict[str, Any] | None = None,
     ) -> None:
         self.model = model
+        self.latency = latency
         self.targets, self.skipped = resolve_layers(model, layers)
         if not self.targets:
             reasons = "; ".join(f"{n}: {r}" for n, r in self.skipped.items())
@@ -157,6 +165,8 @@ class Compressor:
             raise BALFError("this Compressor's model was compressed in place; make a new one")
         self._timings = {}
         candidates = self.candidates(config.activation_aware)
+        if getattr(config, "metric", None) == "latency":
+            candidates = self._with_latency(candidates, config.rank_multiple)
         start = time.perf_counter()
         baseline = self._baseline_counts()
         self._timings["measurement"] = time.perf_counter() - start
@@ -165,9 +175,7 @@ class Compressor:
         self._timings["allocation"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        replaced = {
-            c.name for c, r in zip(candidates, ranks, strict=True) if c.cost.geometry.is_cheaper(r)
-        }
+        replaced = {c.name for c, r in zip(candidates, ranks, strict=True) if c.cost.is_cheaper(r)}
         if inplace:
             out, self._consumed = self.model, True
         else:
@@ -205,6 +213,38 @@ class Compressor:
         report.timings = dict(self._timings)
         log.info(report.summary())
         return out, report
+
+    def latency_table(self, rank_multiple: int = 1) -> LatencyTable:
+        """The measured latencies of the chosen layers (measured on first use, then kept).
+
+        Args:
+            rank_multiple: measure ranks that are multiples of this (unless the ``latency``
+                options of the constructor say otherwise).
+        """
+        if not isinstance(self.latency, LatencyTable):
+            options = dict(self.latency or {})
+            options.setdefault("progress", self.progress)
+            options.setdefault("rank_multiple", rank_multiple)
+            example = self.statistics.example_input
+            start = time.perf_counter()
+            self.latency = measure_latency(self.model, example, self.targets, **options)
+            self._timings["latency"] = time.perf_counter() - start
+        missing = [n for n in self.targets if n not in self.latency.layers]
+        if missing:
+            raise BALFError(
+                f"the latency table has no entry for layers {missing[:5]}; measure it with "
+                "balf.latency.measure_latency on the same layers"
+            )
+        return self.latency
+
+    def _with_latency(
+        self, candidates: list[LayerCandidate], rank_multiple: int
+    ) -> list[LayerCandidate]:
+        table = self.latency_table(rank_multiple)
+        return [
+            dataclasses.replace(c, cost=LatencyCost(c.cost, table.layers[c.name], table.fixed))
+            for c in candidates
+        ]
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ mode                        config                                rank rule
 ==========================  ====================================  ==========================
 ``flops_auto``              ``BALFConfig(ρ, metric="flops")``     budgeted allocator (§5)
 ``params_auto``             ``BALFConfig(ρ, metric="params")``    budgeted allocator (§5)
+``latency_auto``            ``BALFConfig(ρ, metric="latency")``   allocator on measured latency
 ``energy``                  ``EnergyConfig(τ, False)``            weight-spectrum energy ≥ τ
 ``energy_act_aware``        ``EnergyConfig(τ)``                   activation energy ≥ τ
 ``uniform``                 ``UniformConfig(ρ, False)``           same cost fraction ρ
@@ -26,10 +27,14 @@ import numpy as np
 
 from .allocation import Allocation, allocate
 from .costs import METRICS, LayerCost
-from .errors import BALFError
+from .errors import BALFError, BudgetError
 from .rank_rules import energy_threshold_rank, rank_ratio_rank, uniform_rank
 
+ALLOCATOR_METRICS = (*METRICS, "latency")
+"""What the budget of :class:`BALFConfig` can count (latency: measured, see balf.latency)."""
+
 __all__ = [
+    "ALLOCATOR_METRICS",
     "MODES",
     "BALFConfig",
     "CompressionConfig",
@@ -95,24 +100,33 @@ class BALFConfig(CompressionConfig):
     """BALF: activation-aware factors, ranks from the budgeted allocator.
 
     Args:
-        ratio: keep-ratio ρ ∈ (0, 1] of the chosen layers' FLOPs or parameters.
-        metric: ``"flops"`` or ``"params"``.
+        ratio: keep-ratio ρ ∈ (0, 1] of the chosen layers' FLOPs or parameters, or (``metric=
+            "latency"``) of the whole model's latency measured on the target device (see
+            :mod:`balf.latency`; the :class:`balf.Compressor` measures or is given the table).
+        metric: ``"flops"``, ``"params"`` or ``"latency"``.
         n_iters: bisection iterations of the allocator.
+        rank_multiple: ranks are multiples of this (or a layer's full rank), e.g. 8 for
+            hardware-friendly matrix shapes.
     """
 
     activation_aware: ClassVar[bool] = True
     ratio: float
     metric: str = "flops"
     n_iters: int = 300
+    rank_multiple: int = 1
 
     def __post_init__(self) -> None:
         _check_unit_interval(self, "ratio")
-        if self.metric not in METRICS:
-            raise BALFError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        if self.metric not in ALLOCATOR_METRICS:
+            raise BALFError(f"metric must be one of {ALLOCATOR_METRICS}, got {self.metric!r}")
         n = self.n_iters
         if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) or n < 0:
             raise BALFError(f"n_iters must be a non-negative integer, got {self.n_iters!r}")
         object.__setattr__(self, "n_iters", int(n))
+        m = self.rank_multiple
+        if isinstance(m, (bool, np.bool_)) or not isinstance(m, numbers.Integral) or m < 1:
+            raise BALFError(f"rank_multiple must be a positive integer, got {m!r}")
+        object.__setattr__(self, "rank_multiple", int(m))
 
     @property
     def mode(self) -> str:
@@ -123,13 +137,44 @@ class BALFConfig(CompressionConfig):
         return self.ratio
 
     def select_ranks(self, candidates):
-        allocation = allocate(
-            [c.energies for c in candidates],
-            [c.cost.curve(self.metric) for c in candidates],
-            self.ratio,
-            self.n_iters,
-        )
+        ratio = self.ratio
+        if self.metric == "latency":
+            from .latency import LatencyCost, layer_keep_ratio
+
+            if not all(isinstance(c.cost, LatencyCost) for c in candidates):
+                raise BALFError(
+                    'metric="latency" needs measured latencies: compress with a '
+                    "balf.Compressor (it measures them, or takes latency=LatencyTable)"
+                )
+            ratio = layer_keep_ratio([c.cost for c in candidates], ratio)
+        energies = [c.energies for c in candidates]
+        if self.rank_multiple > 1:
+            energies = [_only_multiples(e, self.rank_multiple) for e in energies]
+        curves = [c.cost.curve(self.metric) for c in candidates]
+        try:
+            allocation = allocate(energies, curves, ratio, self.n_iters)
+        except BudgetError as exc:
+            if self.metric != "latency":
+                raise
+            fixed = candidates[0].cost.fixed
+            total = fixed + sum(float(c[-1]) for c in curves)
+            smallest = (fixed + sum(float(c[0]) for c in curves)) / total
+            raise BudgetError(
+                f"a latency keep-ratio of {self.ratio:g} is below the smallest achievable "
+                f"measured latency: rank 1 in every layer keeps {smallest:.4g} of the model's "
+                f"latency; use a ratio >= {smallest:.4g}"
+            ) from exc
         return allocation.ranks, allocation
+
+
+def _only_multiples(energies: np.ndarray, multiple: int) -> np.ndarray:
+    """``energies`` with ranks that are neither a multiple of ``multiple`` nor the full rank
+    made unselectable (``-inf``)."""
+    out = np.full(len(energies), -np.inf)
+    keep = np.arange(multiple, len(energies) + 1, multiple) - 1
+    out[keep] = energies[keep]
+    out[-1] = energies[-1]
+    return out
 
 
 @dataclass(frozen=True)
@@ -207,6 +252,7 @@ _CLASSES = {cls.__name__: cls for cls in (BALFConfig, EnergyConfig, UniformConfi
 MODES: dict[str, tuple[type[CompressionConfig], dict[str, Any]]] = {
     "flops_auto": (BALFConfig, {"metric": "flops"}),
     "params_auto": (BALFConfig, {"metric": "params"}),
+    "latency_auto": (BALFConfig, {"metric": "latency"}),
     "energy": (EnergyConfig, {"activation_aware": False}),
     "energy_act_aware": (EnergyConfig, {"activation_aware": True}),
     "uniform": (UniformConfig, {"activation_aware": False}),

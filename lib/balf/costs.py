@@ -51,8 +51,12 @@ class LayerCost:
         lowrank = geo.groups * ranks * (geo.in_dim + geo.out_dim)
         return np.minimum(lowrank, geo.dense_params) * self._scale(metric)
 
+    def is_cheaper(self, rank: int) -> bool:
+        """Whether a factorized layer is installed at ``rank`` (strictly fewer weights)."""
+        return self.geometry.is_cheaper(rank)
+
     def realised(self, rank: int, metric: str) -> float:
         """Cost of what is installed at ``rank``: low-rank only where strictly cheaper."""
-        if self.geometry.is_cheaper(rank):
+        if self.is_cheaper(rank):
             return self.lowrank(rank, metric)
         return self.dense(metric)

@@ -6,10 +6,17 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from torch import Tensor, nn
 
 __all__ = ["LowRankConv2d", "LowRankLinear"]
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists (what JSON gives back), everything else unchanged."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 class LowRankLinear(nn.Module):
@@ -62,6 +69,45 @@ class LowRankLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
+
+    # -- save spec (balf.save / balf.load) ---------------------------------------------------
+
+    kind: ClassVar[str] = "linear"
+    dense_type: ClassVar[type[nn.Module]] = nn.Linear
+
+    @staticmethod
+    def dense_spec(dense: nn.Linear) -> dict[str, Any]:
+        """The dense layer's hyper-parameters, JSON-serialisable."""
+        return {
+            "in_features": dense.in_features,
+            "out_features": dense.out_features,
+            "bias": dense.bias is not None,
+        }
+
+    def spec(self) -> dict[str, Any]:
+        """``{"kind", "rank", "dense": hyper-parameters of the replaced nn.Linear}``."""
+        return {
+            "kind": self.kind,
+            "rank": self.rank,
+            "dense": {
+                "in_features": self.in_features,
+                "out_features": self.out_features,
+                "bias": self.second.bias is not None,
+            },
+        }
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: dict[str, Any],
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> LowRankLinear:
+        """An uninitialised layer of the shape :meth:`spec` describes (weights loaded after)."""
+        d = spec["dense"]
+        return cls(
+            d["in_features"], d["out_features"], spec["rank"], d["bias"], device=device, dtype=dtype
+        )
 
 
 class LowRankConv2d(nn.Module):
@@ -157,4 +203,63 @@ class LowRankConv2d(nn.Module):
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"rank={self.rank}, stride={self.stride}, padding={self.padding}, "
             f"dilation={self.dilation}, groups={self.groups}"
+        )
+
+    # -- save spec (balf.save / balf.load) ---------------------------------------------------
+
+    kind: ClassVar[str] = "conv2d"
+    dense_type: ClassVar[type[nn.Module]] = nn.Conv2d
+
+    @staticmethod
+    def dense_spec(dense: nn.Conv2d) -> dict[str, Any]:
+        """The dense layer's hyper-parameters, JSON-serialisable."""
+        return {
+            "in_channels": dense.in_channels,
+            "out_channels": dense.out_channels,
+            "kernel_size": _plain(dense.kernel_size),
+            "stride": _plain(dense.stride),
+            "padding": _plain(dense.padding),
+            "dilation": _plain(dense.dilation),
+            "groups": dense.groups,
+            "bias": dense.bias is not None,
+        }
+
+    def spec(self) -> dict[str, Any]:
+        """``{"kind", "rank", "dense": hyper-parameters of the replaced nn.Conv2d}``."""
+        return {
+            "kind": self.kind,
+            "rank": self.rank,
+            "dense": {
+                "in_channels": self.in_channels,
+                "out_channels": self.out_channels,
+                "kernel_size": _plain(self.kernel_size),
+                "stride": _plain(self.stride),
+                "padding": _plain(self.padding),
+                "dilation": _plain(self.dilation),
+                "groups": self.groups,
+                "bias": self.second.bias is not None,
+            },
+        }
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: dict[str, Any],
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> LowRankConv2d:
+        """An uninitialised layer of the shape :meth:`spec` describes (weights loaded after)."""
+        d = spec["dense"]
+        return cls(
+            d["in_channels"],
+            d["out_channels"],
+            tuple(d["kernel_size"]),
+            spec["rank"],
+            stride=tuple(d["stride"]),
+            padding=d["padding"] if isinstance(d["padding"], str) else tuple(d["padding"]),
+            dilation=tuple(d["dilation"]),
+            groups=d["groups"],
+            bias=d["bias"],
+            device=device,
+            dtype=dtype,
         )

@@ -24,8 +24,24 @@ Outputs in ``--out-dir`` (default ``results/benchmarks``), ``<device>`` being ``
 - ``speed_<device>.pdf`` / ``.png``: measured speedup vs FLOPs reduction, one panel per model,
   one line per batch size, and the ideal y = x. ``--plot-only`` re-renders them from the JSON.
 
+Inference benchmarks fold BatchNorm into the preceding convolution in both the original and the
+compressed models (``torch.nn.utils.fusion.fuse_conv_bn_eval``; ``--no-fold-bn`` to time them
+unfolded, as the committed ``speed_cpu.json`` was).
+
+Latency mode (``--mode latency_auto``, see :mod:`balf.experiments.latency_budget`): per model
+and batch size the chosen layers' latencies are measured (``--rank-multiple``,
+``--latency-points``, ``--min-run-time``, cached in ``--latency-cache``), the model is
+compressed with a latency budget and with a FLOPs budget at every ``--ratios`` value, and every
+variant is timed end to end; ``latency_<device>.{json,md,png,pdf}`` hold requested, predicted
+and measured latency ratios. Model names ``fashion-mnist:resnet20``/``fashion-mnist:resnet56``
+take the trained Fashion-MNIST checkpoints and calibration images and add the test accuracy
+(``--eval-size`` for a subset), compared at matched measured latency in
+``latency_accuracy_<device>.md``.
+
 Example:
     python scripts/imagenet/measure_speed.py --synthetic --calib-size 32 --batch-sizes 1 8
+    python scripts/imagenet/measure_speed.py --mode latency_auto --synthetic --calib-size 64 \
+        --models resnet50 --ratios 0.8 0.6 --batch-sizes 1 8 32
 """
 
 from __future__ import annotations
@@ -47,12 +63,15 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 import balf
-from balf._io import atomic_json_dump
+from balf._io import atomic_json_dump, atomic_write_text
 from balf.data import make_loader
+from balf.experiments import latency_budget
 from balf.experiments.cli import parse_with_yaml, run_script
-from balf.experiments.datasets import benchmark_model, experiment_data
+from balf.experiments.datasets import benchmark_model, experiment_data, experiment_model
 from balf.experiments.environment import command_line, environment_info
+from balf.experiments.evaluation import evaluate
 from balf.experiments.plots import save_figure
+from balf.export import fold_batchnorm
 
 log = logging.getLogger("measure_speed")
 
@@ -64,7 +83,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--models", nargs="+", default=["resnet50", "vit_b_16"])
     p.add_argument("--ratios", nargs="+", type=float, default=[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
-    p.add_argument("--mode", default="flops_auto", choices=["flops_auto", "params_auto"])
+    p.add_argument(
+        "--mode", default="flops_auto", choices=["flops_auto", "params_auto", "latency_auto"]
+    )
+    p.add_argument(
+        "--fold-bn",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fold BatchNorm into the preceding convs before timing (default: on)",
+    )
+    g = p.add_argument_group("latency mode (--mode latency_auto)")
+    g.add_argument("--rank-multiple", type=int, default=1, help="ranks are multiples of this")
+    g.add_argument("--latency-points", type=int, default=12, help="measured ranks per layer")
+    g.add_argument("--min-run-time", type=float, default=0.05, help="seconds per layer measurement")
+    g.add_argument("--latency-cache", default=None, help="folder of the latency cache")
+    g.add_argument(
+        "--min-time",
+        type=float,
+        default=0.0,
+        help="time more interleaved rounds (beyond --repeats) until this many seconds are spent",
+    )
+    g.add_argument(
+        "--eval-size", type=int, default=None, help="fashion-mnist:* models: test subset size"
+    )
+    g.add_argument("--eval-batch-size", type=int, default=256)
     p.add_argument("--n-iters", type=int, default=300, help="allocator iterations")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
     p.add_argument("--warmup", type=int, default=5, help="untimed calls before timing")
@@ -162,6 +204,8 @@ def measure_model(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
 
     def timed(m: nn.Module, variant: str, ratio: float | None, flops: int, params: int):
         m = m.eval()
+        if args.fold_bn:
+            m = fold_batchnorm(m, example)
         if channels_last:
             m = m.to(memory_format=torch.channels_last)
         for b, x in inputs.items():
@@ -185,6 +229,7 @@ def measure_model(args: argparse.Namespace, name: str) -> list[dict[str, Any]]:
                     "speedup": base[b] / latency if b in base else 1.0,
                     "channels_last": channels_last,
                     "image_size": size,
+                    "fold_bn": args.fold_bn,
                 }
             )
             if ratio is None:
@@ -241,12 +286,92 @@ def _summary(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# -- latency mode ------------------------------------------------------------------------------
+
+
+def latency_subject(args: argparse.Namespace, name: str) -> latency_budget.LatencySubject:
+    """A synthetic ImageNet model, or a trained ``fashion-mnist:<arch>`` with its test set."""
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    if name.startswith("fashion-mnist:"):
+        arch = name.split(":", 1)[1]
+        model, _ = experiment_model("fashion-mnist", arch)
+        data = experiment_data(
+            "fashion-mnist", args.data_root, arch, args.calib_size, args.seed, args.eval_size
+        )
+        loader = make_loader(data.evaluation, args.eval_batch_size, 0)
+
+        def accuracy(m: nn.Module) -> float:
+            return evaluate(m, loader, device, progress=False).accuracy
+
+        calib = make_loader(data.calibration, args.calib_batch_size, 0)
+        example = data.evaluation[0][0].unsqueeze(0)
+        return latency_budget.LatencySubject(
+            name, model.to(device), calib, example.to(device), accuracy
+        )
+    model = benchmark_model(name, args.synthetic, args.image_size).to(device)
+    data, _ = calibration(args, name)
+    size = args.image_size if args.synthetic else 224
+    example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(args.seed))
+    return latency_budget.LatencySubject(name, model, data, example.to(device))
+
+
+def run_latency_mode(args: argparse.Namespace, argv: list[str], device: torch.device) -> None:
+    """Measure latency budgets for every model; write JSON, Markdown tables and the plot."""
+    stem = Path(args.out_dir) / f"latency_{device.type}"
+    json_path = stem.with_suffix(".json")
+    if args.plot_only:
+        results = json.loads(json_path.read_text())
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        results = {
+            "benchmark": "latency_budget",
+            "command": command_line(argv),
+            "environment": environment_info(device),
+            "config": vars(args),
+            "rows": [],
+        }
+        for name in args.models:
+            results["rows"] += latency_budget.run_latency_budgets(
+                latency_subject(args, name),
+                args.ratios,
+                args.batch_sizes,
+                warmup=args.warmup,
+                repeats=args.repeats,
+                rank_multiple=args.rank_multiple,
+                points=args.latency_points,
+                min_run_time=args.min_run_time,
+                cache_dir=args.latency_cache,
+                min_time=args.min_time,
+                progress=not args.no_progress,
+            )
+            atomic_json_dump(results, json_path)
+    rows = results["rows"]
+    tables = {
+        stem.with_suffix(".md"): latency_budget.ratio_table(rows),
+        stem.with_name(f"latency_summary_{device.type}.md"): latency_budget.summary_table(rows),
+    }
+    if any(r["accuracy"] is not None for r in rows):
+        accuracy_path = stem.with_name(f"latency_accuracy_{device.type}.md")
+        tables[accuracy_path] = latency_budget.accuracy_table(rows)
+    for path, text in tables.items():
+        atomic_write_text(text, path)
+        print(text)
+    device_name = results.get("environment", {}).get("device", "")
+    paths = latency_budget.plot_latency(rows, stem, f"BALF latency budgets ({device_name})")
+    print(f"written: {json_path}, {', '.join(map(str, [*tables, *paths]))}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Measure (or, with ``--plot-only``, re-plot) and write JSON + plots."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_with_yaml(build_parser(), argv, "imagenet_measure_speed.yaml")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     device = torch.device(args.device)
+    if args.mode == "latency_auto":
+        run_latency_mode(args, argv, device)
+        return
     stem = Path(args.out_dir) / f"speed_{device.type}"
     json_path = stem.with_suffix(".json")
     if args.plot_only:

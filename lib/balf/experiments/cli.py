@@ -182,6 +182,21 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-cache", action="store_true", help="do not cache statistics")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
     g.add_argument(
+        "--save-model",
+        default=None,
+        metavar="DIR",
+        help="save each newly computed compressed point with balf.save to DIR/<run folder>/"
+        "<knob>.safetensors (BALF and baseline modes; reload with balf.load)",
+    )
+    g.add_argument(
+        "--save-knobs",
+        nargs="+",
+        type=float,
+        default=None,
+        metavar="K",
+        help="with --save-model: save only these knob values (default: every point)",
+    )
+    g.add_argument(
         "--stop-after",
         type=int,
         default=None,
@@ -226,6 +241,9 @@ class ExperimentContext:
             self.model, self.calibration, cache=self.cache, progress=not args.no_progress
         )
 
+    def _save_dir(self, out_dir: Path) -> Path | None:
+        return _save_dir_of(self.args, out_dir)
+
     def sweep(
         self,
         mode: str,
@@ -264,9 +282,23 @@ class ExperimentContext:
             original=self._originals.get(evaluate_fn),
             compressor=self.compressor,
             argv=getattr(a, "argv", None),
+            save_dir=self._save_dir(out_dir),
+            save_knobs=getattr(a, "save_knobs", None),
         )
         self._originals[evaluate_fn] = results["points"][0]
         return results
+
+
+def _save_dir_of(args: argparse.Namespace, out_dir: Path) -> Path | None:
+    """``--save-model DIR`` mirrored by the run folder's path below ``--out-root``."""
+    if not getattr(args, "save_model", None):
+        return None
+    out_dir = Path(out_dir)
+    try:
+        relative = out_dir.resolve().relative_to(Path(args.out_root).resolve())
+    except ValueError:
+        relative = Path(out_dir.name)
+    return Path(args.save_model) / relative
 
 
 def _run_dir(args: argparse.Namespace, dataset: str, *parts: str) -> Path:

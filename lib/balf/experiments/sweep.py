@@ -31,6 +31,7 @@ from ..errors import BALFError, BudgetError
 from ..flops import count_flops, count_params
 from ..folding import FOLDING_MODES, fold_model, kept_channels
 from ..models import THIRD_PARTY_CHECKPOINTS
+from ..serialization import save as balf_save
 from .environment import command_line, environment_info
 from .evaluation import EvalResult, evaluate
 
@@ -129,6 +130,8 @@ def run_sweep(
     original: dict[str, Any] | None = None,
     compressor: Compressor | None = None,
     argv: Sequence[str] | None = None,
+    save_dir: str | Path | None = None,
+    save_knobs: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) a sweep and return the results dict written to ``results.json``.
 
@@ -148,6 +151,10 @@ def run_sweep(
         compressor: a :class:`balf.Compressor` of ``model`` shared across sweeps (statistics
             and decompositions computed once); made from ``calibration`` when ``None``.
         argv: the script's arguments, recorded in ``command.txt`` (default: ``sys.argv``).
+        save_dir: save every newly computed compressed model there with :func:`balf.save`
+            (``<knob>.safetensors``, the report in the header's ``"report"``); the point gets
+            ``saved_model``. Model Folding modes change the architecture and are not saved.
+        save_knobs: only these knob values (default: all).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -209,6 +216,7 @@ def run_sweep(
         measured = metrics(small)
         eval_seconds = time.perf_counter() - start
         flops, params = _measure(small, example_input)
+        report = fields.pop("report", None)
         point = {
             "knob": knob,
             **measured,
@@ -219,10 +227,27 @@ def run_sweep(
             **fields,
             "eval_seconds": eval_seconds,
         }
+        if _wants_save(config, knob, save_dir, save_knobs):
+            path = Path(save_dir) / f"{_knob_key(knob)}.safetensors"
+            if is_main_process():
+                meta = {"report": json.dumps(report.to_dict())} if report is not None else None
+                balf_save(small, path, metadata=meta)
+            point["saved_model"] = str(path)
         _add_point(results, point, results_path)
         new += 1
         del small
     return results
+
+
+def _wants_save(
+    config: SweepConfig, knob: float, save_dir: Any, save_knobs: Sequence[float] | None
+) -> bool:
+    if save_dir is None:
+        return False
+    if config.mode in FOLDING_MODES:
+        log.warning("%s changes the architecture: --save-model skips its points", config.mode)
+        return False
+    return save_knobs is None or any(math.isclose(knob, k) for k in save_knobs)
 
 
 def _compress_point(
@@ -258,6 +283,7 @@ def _compress_point(
         "factorized_layers": sum(lr.factorized for lr in report.layers.values()),
         "ranks": report.ranks,
         "timings": report.timings,
+        "report": report,
     }
 
 
