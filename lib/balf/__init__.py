@@ -9,6 +9,7 @@ Compress a trained network without fine-tuning::
 
 __version__ = "0.1.0"
 
+from .adapters import LayerAdapter, register_layer_adapter
 from .api import Compressor, compress, factorize_layer
 from .cache import Cache
 from .config import (
@@ -24,7 +25,7 @@ from .config import (
 from .decomposition import LayerDecomposition, decompose_layer
 from .errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
 from .flops import count_flops, count_params
-from .layers import LowRankConv2d, LowRankLinear
+from .layers import LowRankConv1d, LowRankConv2d, LowRankLinear
 from .report import LayerReport, Report
 from .statistics import LayerStatistics, Statistics, collect_statistics
 
@@ -38,9 +39,11 @@ __all__ = [
     "Compressor",
     "DatasetNotFoundError",
     "EnergyConfig",
+    "LayerAdapter",
     "LayerDecomposition",
     "LayerReport",
     "LayerStatistics",
+    "LowRankConv1d",
     "LowRankConv2d",
     "LowRankLinear",
     "RankRatioConfig",
@@ -57,4 +60,5 @@ __all__ = [
     "count_params",
     "decompose_layer",
     "factorize_layer",
+    "register_layer_adapter",
 ]

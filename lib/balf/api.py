@@ -25,9 +25,8 @@ from .distributed import is_main_process
 from .errors import BALFError, StatisticsError
 from .flops import count_flops, count_params
 from .hashing import model_digest, tensor_digest
-from .layers import LowRankConv2d, LowRankLinear
 from .report import LayerReport, Report
-from .representation import geometry_of, weight_matrices
+from .representation import adapter_of, geometry_of, weight_matrices
 from .statistics import Statistics, collect_statistics
 from .targets import resolve_layers
 
@@ -43,7 +42,7 @@ class Compressor:
         model: the trained network (not modified unless ``compress(..., inplace=True)``).
         data_or_statistics: calibration batches (see :func:`balf.collect_statistics`), a
             :class:`Statistics` collected on this model, or ``None`` for data-free modes.
-        layers: module names to compress (default: every Conv2d and Linear).
+        layers: module names to compress (default: every supported layer).
         cache: optional :class:`Cache` for statistics and decompositions.
         side: force ``"input"``/``"output"`` statistics (default: the cheaper side per layer).
         progress: show tqdm bars.
@@ -68,7 +67,7 @@ class Compressor:
         self.model = model
         self.targets, self.skipped = resolve_layers(model, layers)
         if not self.targets:
-            raise BALFError("the model has no Conv2d or Linear layer to compress")
+            raise BALFError("the model has no supported layer (e.g. Conv2d, Linear) to compress")
         self.cache = cache
         self.side = side
         self.batch_size = batch_size
@@ -308,7 +307,7 @@ class Compressor:
 
 
 def factorize_layer(module: nn.Module, decomposition: LayerDecomposition, rank: int) -> nn.Module:
-    """The rank-``rank`` factorized replacement of a Conv2d/Linear, in its dtype and device.
+    """The rank-``rank`` factorized replacement of a supported layer, in its dtype and device.
 
     Unlike :func:`compress`, this always factorizes, even where the low-rank layer is not cheaper
     (useful to study errors at every rank).
@@ -319,23 +318,16 @@ def factorize_layer(module: nn.Module, decomposition: LayerDecomposition, rank: 
         rank: 1 ≤ rank ≤ ``decomposition.max_rank``.
 
     Returns:
-        A :class:`LowRankLinear` or :class:`LowRankConv2d`.
+        What the layer's adapter builds: a :class:`LowRankLinear`, :class:`LowRankConv2d` or
+        :class:`LowRankConv1d` for the built-in kinds.
 
     Example:
         >>> stats = balf.collect_statistics(layer, x)
         >>> small = balf.factorize_layer(layer, balf.decompose_layer(layer, stats.layers[""]), 8)
     """
-    dec = decomposition
     w = weight_matrices(module)
-    a, b = dec.factors(w, rank)
-    a = a.to(device=w.device, dtype=w.dtype)
-    b = b.to(device=w.device, dtype=w.dtype)
-    bias = module.bias.detach() if module.bias is not None else None
-    if isinstance(module, nn.Linear):
-        layer = LowRankLinear.from_factors(a[0], b[0], bias)
-    else:
-        layer = LowRankConv2d.from_conv_factors(module, a, b, bias)
-    return layer.to(device=w.device, dtype=w.dtype)
+    a, b = decomposition.factors(w, rank)
+    return adapter_of(module).build(module, a, b)
 
 
 def _layer_report(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import BALFError
-from .representation import LayerGeometry
+from .geometry import LayerGeometry
 
 __all__ = ["METRICS", "LayerCost"]
 

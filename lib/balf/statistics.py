@@ -277,7 +277,8 @@ def collect_statistics(
         model: the network, on any device; it is left in its original mode.
         data: iterable of batches (tensor or tuple/list whose first element is the input), or a
             tensor of samples ``(N, ...)`` split into batches of ``batch_size``.
-        layers: module names (default: every supported Conv2d and Linear).
+        layers: module names (default: every supported layer, see
+            :func:`balf.register_layer_adapter`).
         side: force ``"input"`` or ``"output"`` statistics for every layer (both give the same
             decomposition); ``None`` picks the cheaper side per layer (input only when D < K).
         progress: show a tqdm bar over batches.
@@ -300,7 +301,9 @@ def collect_statistics(
         raise BALFError(f"side must be 'input', 'output' or None, got {side!r}")
     targets, _ = resolve_layers(model, layers)
     if not targets:
-        raise BALFError("the model has no Conv2d or Linear layer to collect statistics for")
+        raise BALFError(
+            "the model has no supported layer (e.g. Conv2d, Linear) to collect statistics for"
+        )
     try:
         device = next(model.parameters()).device
     except StopIteration:
