@@ -29,6 +29,10 @@ from .layers import LowRankConv1d, LowRankConv2d, LowRankLinear
 from .report import LayerReport, Report
 from .statistics import LayerStatistics, Statistics, collect_statistics
 
+# isort: split
+# after .config: Model Folding's modes come after the compression modes in display order
+from . import folding  # noqa: F401
+
 __all__ = [
     "MODES",
     "BALFConfig",

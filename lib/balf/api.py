@@ -25,6 +25,7 @@ from .distributed import is_main_process
 from .errors import BALFError, StatisticsError
 from .flops import count_flops, count_params
 from .hashing import model_digest, tensor_digest
+from .modes import Side
 from .report import LayerReport, Report
 from .representation import adapter_of, geometry_of, weight_matrices
 from .statistics import Statistics, collect_statistics
@@ -60,7 +61,7 @@ class Compressor:
         layers: Iterable[str] | None = None,
         *,
         cache: Cache | None = None,
-        side: str | None = None,
+        side: Side | None = None,
         batch_size: int = 64,
         progress: bool = True,
     ) -> None:

@@ -11,11 +11,13 @@ mode                        config                                rank rule
 ``uniform_act_aware``       ``UniformConfig(ρ)``                  same cost fraction ρ
 ``rank_ratio[_act_aware]``  ``RankRatioConfig(ρ[, False])``       r = ⌈ρ·R⌉
 ==========================  ====================================  ==========================
+
+Each class declares its modes (name, fixed fields, label, colour, marker) with
+:func:`balf.modes.register_modes`; ``mode`` and ``knob`` are derived from them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,8 +26,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .allocation import Allocation, allocate
-from .costs import METRICS, LayerCost
+from .costs import LayerCost
 from .errors import BALFError
+from .modes import METRICS, MethodConfig, Metric, Mode, ModeDisplay, register_modes
 from .rank_rules import energy_threshold_rank, rank_ratio_rank, uniform_rank
 
 __all__ = [
@@ -58,18 +61,9 @@ def _check_unit_interval(name: str, value: float) -> None:
 
 
 @dataclass(frozen=True)
-class CompressionConfig:
-    """Base class: a rank rule. Subclasses define ``activation_aware``, ``mode``, ``knob`` and
-    :meth:`select_ranks`."""
-
-    @property
-    def mode(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def knob(self) -> float:
-        """The mode's sweep value (ratio or threshold)."""
-        raise NotImplementedError
+class CompressionConfig(MethodConfig):
+    """Base class: a rank rule. Subclasses define ``activation_aware`` and
+    :meth:`select_ranks`, and register their modes."""
 
     def select_ranks(
         self, candidates: Sequence[LayerCandidate]
@@ -77,11 +71,21 @@ class CompressionConfig:
         """Ranks for ``candidates`` (1-based), and the allocator's result where one ran."""
         raise NotImplementedError
 
-    def to_dict(self) -> dict[str, Any]:
-        """``{"type": class name, **fields}``, JSON-serialisable."""
-        return {"type": type(self).__name__, **dataclasses.asdict(self)}
+
+_PLAIN = {"activation_aware": False}
+_AWARE = {"activation_aware": True}
 
 
+@register_modes(
+    Mode(
+        "flops_auto", {"metric": "flops"}, ModeDisplay("BALF (FLOPs budget)", "#d62728", "o", True)
+    ),
+    Mode(
+        "params_auto",
+        {"metric": "params"},
+        ModeDisplay("BALF (params budget)", "#1f77b4", "s", True),
+    ),
+)
 @dataclass(frozen=True)
 class BALFConfig(CompressionConfig):
     """BALF: activation-aware factors, ranks from the budgeted allocator.
@@ -94,7 +98,7 @@ class BALFConfig(CompressionConfig):
 
     activation_aware: ClassVar[bool] = True
     ratio: float
-    metric: str = "flops"
+    metric: Metric = "flops"
     n_iters: int = 300
 
     def __post_init__(self) -> None:
@@ -103,14 +107,6 @@ class BALFConfig(CompressionConfig):
             raise BALFError(f"metric must be one of {METRICS}, got {self.metric!r}")
         if isinstance(self.n_iters, bool) or not isinstance(self.n_iters, int) or self.n_iters < 0:
             raise BALFError(f"n_iters must be a non-negative integer, got {self.n_iters!r}")
-
-    @property
-    def mode(self) -> str:
-        return f"{self.metric}_auto"
-
-    @property
-    def knob(self) -> float:
-        return self.ratio
 
     def select_ranks(self, candidates):
         allocation = allocate(
@@ -122,6 +118,20 @@ class BALFConfig(CompressionConfig):
         return allocation.ranks, allocation
 
 
+@register_modes(
+    Mode(
+        "energy",
+        _PLAIN,
+        ModeDisplay("Energy, plain SVD", "#7f7f7f", "v"),
+        "energy_thresholds",
+    ),
+    Mode(
+        "energy_act_aware",
+        _AWARE,
+        ModeDisplay("Energy, act.-aware", "#2ca02c", "^"),
+        "energy_act_aware_thresholds",
+    ),
+)
 @dataclass(frozen=True)
 class EnergyConfig(CompressionConfig):
     """Per layer, the smallest rank keeping a fraction ``threshold`` of the spectrum's energy.
@@ -136,18 +146,18 @@ class EnergyConfig(CompressionConfig):
     def __post_init__(self) -> None:
         _check_unit_interval("threshold", self.threshold)
 
-    @property
-    def mode(self) -> str:
-        return "energy_act_aware" if self.activation_aware else "energy"
-
-    @property
-    def knob(self) -> float:
-        return self.threshold
-
     def select_ranks(self, candidates):
         return [energy_threshold_rank(c.energies, self.threshold) for c in candidates], None
 
 
+@register_modes(
+    Mode("uniform", _PLAIN, ModeDisplay("Uniform, plain SVD", "#bcbd22", "<")),
+    Mode(
+        "uniform_act_aware",
+        _AWARE,
+        ModeDisplay("Uniform, act.-aware", "#9467bd", ">"),
+    ),
+)
 @dataclass(frozen=True)
 class UniformConfig(CompressionConfig):
     """Every layer keeps the same fraction ``ratio`` of its parameters (and FLOPs)."""
@@ -158,18 +168,18 @@ class UniformConfig(CompressionConfig):
     def __post_init__(self) -> None:
         _check_unit_interval("ratio", self.ratio)
 
-    @property
-    def mode(self) -> str:
-        return "uniform_act_aware" if self.activation_aware else "uniform"
-
-    @property
-    def knob(self) -> float:
-        return self.ratio
-
     def select_ranks(self, candidates):
         return [uniform_rank(c.cost.geometry, self.ratio) for c in candidates], None
 
 
+@register_modes(
+    Mode("rank_ratio", _PLAIN, ModeDisplay("Rank ratio, plain SVD", "#e377c2", "p")),
+    Mode(
+        "rank_ratio_act_aware",
+        _AWARE,
+        ModeDisplay("Rank ratio, act.-aware", "#17becf", "h"),
+    ),
+)
 @dataclass(frozen=True)
 class RankRatioConfig(CompressionConfig):
     """Every layer keeps ``⌈ratio·R⌉`` of its ``R`` ranks (single-layer illustration)."""
@@ -180,39 +190,22 @@ class RankRatioConfig(CompressionConfig):
     def __post_init__(self) -> None:
         _check_unit_interval("ratio", self.ratio)
 
-    @property
-    def mode(self) -> str:
-        return "rank_ratio_act_aware" if self.activation_aware else "rank_ratio"
-
-    @property
-    def knob(self) -> float:
-        return self.ratio
-
     def select_ranks(self, candidates):
         return [rank_ratio_rank(c.cost.geometry, self.ratio) for c in candidates], None
 
 
 _CLASSES = {cls.__name__: cls for cls in (BALFConfig, EnergyConfig, UniformConfig, RankRatioConfig)}
 
-MODES: dict[str, tuple[type[CompressionConfig], dict[str, Any]]] = {
-    "flops_auto": (BALFConfig, {"metric": "flops"}),
-    "params_auto": (BALFConfig, {"metric": "params"}),
-    "energy": (EnergyConfig, {"activation_aware": False}),
-    "energy_act_aware": (EnergyConfig, {"activation_aware": True}),
-    "uniform": (UniformConfig, {"activation_aware": False}),
-    "uniform_act_aware": (UniformConfig, {"activation_aware": True}),
-    "rank_ratio": (RankRatioConfig, {"activation_aware": False}),
-    "rank_ratio_act_aware": (RankRatioConfig, {"activation_aware": True}),
-}
-"""Mode name → (config class, fixed keyword arguments); the knob is the first field."""
+MODES: dict[str, Mode] = {m.name: m for cls in _CLASSES.values() for m in cls.modes}
+"""The compression modes by name (``mode.make(knob)`` is the config); Model Folding's modes are
+registered by :mod:`balf.folding` (all modes: :func:`balf.modes.registered_modes`)."""
 
 
 def config_for_mode(mode: str, knob: float, **kwargs: Any) -> CompressionConfig:
     """The config of a named mode at one knob value, e.g. ``config_for_mode("flops_auto", 0.5)``."""
     if mode not in MODES:
         raise BALFError(f"unknown mode {mode!r}; choose one of {sorted(MODES)}")
-    cls, fixed = MODES[mode]
-    return cls(knob, **fixed, **kwargs)
+    return MODES[mode].make(knob, **kwargs)
 
 
 def config_from_dict(data: dict[str, Any]) -> CompressionConfig:

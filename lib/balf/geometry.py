@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .modes import Side
+
 __all__ = ["LayerGeometry"]
 
 
@@ -42,6 +44,6 @@ class LayerGeometry:
         """Whether ``rank`` costs strictly less than the dense layer (params and MACs alike)."""
         return self.lowrank_params(rank) < self.dense_params
 
-    def preferred_side(self) -> str:
+    def preferred_side(self) -> Side:
         """The cheaper statistics side: ``"input"`` (D×D Gram, via im2col) only when D < K."""
         return "input" if self.in_dim < self.out_dim else "output"

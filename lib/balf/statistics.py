@@ -25,6 +25,7 @@ from . import __version__
 from ._io import atomic_torch_save
 from .errors import BALFError, StatisticsError
 from .hashing import tensor_digest
+from .modes import SIDES, Side
 from .representation import geometry_of, input_gram, output_gram, rows_of_call
 from .targets import resolve_layers
 
@@ -33,7 +34,6 @@ __all__ = ["LayerStatistics", "Statistics", "collect_statistics", "iter_batches"
 log = logging.getLogger(__name__)
 
 _FORMAT = 1
-_SIDES = ("input", "output")
 
 
 @dataclass
@@ -50,7 +50,7 @@ class LayerStatistics:
         weight_digest: digest of the layer's weight when collected (detects a changed model).
     """
 
-    side: str
+    side: Side
     gram: Tensor
     rows: int = 0
     calls: int = 0
@@ -223,7 +223,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 class _Accumulator:
     """Forward hook adding one layer's Gram matrix of each call to a float64 accumulator."""
 
-    def __init__(self, name: str, module: nn.Module, side: str) -> None:
+    def __init__(self, name: str, module: nn.Module, side: Side) -> None:
         geo = geometry_of(module)
         size = geo.in_dim if side == "input" else geo.out_dim
         w = module.weight
@@ -266,7 +266,7 @@ def collect_statistics(
     data: Iterable | Tensor,
     layers: Iterable[str] | None = None,
     *,
-    side: str | None = None,
+    side: Side | None = None,
     batch_size: int = 64,
     progress: bool = True,
     distributed: bool | None = None,
@@ -297,7 +297,7 @@ def collect_statistics(
         >>> stats = balf.collect_statistics(model, calib_loader)
         >>> stats.save("stats.pt")
     """
-    if side is not None and side not in _SIDES:
+    if side is not None and side not in SIDES:
         raise BALFError(f"side must be 'input', 'output' or None, got {side!r}")
     targets, _ = resolve_layers(model, layers)
     if not targets:

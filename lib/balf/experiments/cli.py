@@ -18,11 +18,10 @@ import yaml
 
 from ..api import Compressor
 from ..cache import Cache
-from ..config import MODES
 from ..data import make_loader
 from ..distributed import init_from_environment, shard
 from ..errors import BALFError
-from ..folding import FOLDING_MODES
+from ..modes import registered_modes
 from .datasets import corrupted_evaluation, experiment_data, experiment_model
 from .evaluation import evaluate
 from .sweep import SweepConfig, default_knobs, run_sweep
@@ -212,7 +211,7 @@ def factorize_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
             "uniform",
             "uniform_act_aware",
         ],
-        choices=[*MODES, *FOLDING_MODES],
+        choices=list(registered_modes()),
         metavar="MODE",
         help="BALF modes, baselines and Model Folding (folding_ar: data-free, folding_r: BN "
         "statistics from the calibration images, folding_none; knob = kept channel fraction); "
