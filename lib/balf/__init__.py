@@ -7,8 +7,7 @@ Compress a trained network without fine-tuning::
     print(report.model_flops_ratio)
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .adapters import LayerAdapter, register_layer_adapter
 from .api import Compressor, compress, factorize_layer
 from .cache import Cache
@@ -28,10 +27,6 @@ from .flops import count_flops, count_params
 from .layers import LowRankConv1d, LowRankConv2d, LowRankLinear
 from .report import LayerReport, Report
 from .statistics import LayerStatistics, Statistics, collect_statistics
-
-# isort: split
-# after .config: Model Folding's modes come after the compression modes in display order
-from . import folding  # noqa: F401
 
 __all__ = [
     "MODES",

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from . import __version__
 from ._io import atomic_torch_save
+from ._version import __version__
 
 __all__ = ["Cache"]
 

@@ -117,7 +117,11 @@ def mode_spec(name: str) -> Mode:
 
 
 def registered_modes() -> dict[str, Mode]:
-    """Every registered mode by name, in registration (display) order."""
+    """Every registered mode by name, in registration (display) order.
+
+    The compression modes are registered by ``import balf``; Model Folding's by
+    :mod:`balf.folding` (imported by :mod:`balf.experiments`).
+    """
     return dict(_REGISTRY)
 
 

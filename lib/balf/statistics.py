@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import __version__
 from ._io import atomic_torch_save
+from ._version import __version__
 from .errors import BALFError, StatisticsError
 from .hashing import tensor_digest
 from .modes import SIDES, Side

@@ -13,7 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from balf.experiments.cli import ExperimentContext, add_common_arguments, parse_with_yaml
+from balf.experiments.cli import (
+    ExperimentContext,
+    add_common_arguments,
+    configure_process,
+    parse_with_yaml,
+)
 from balf.experiments.render import render_model
 from balf.experiments.tables import matched_reduction_table, to_markdown
 
@@ -32,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         help="keep points already in the output folder (default: recompute every point)",
     )
     args = parse_with_yaml(parser, argv, "quickstart.yaml")
+    configure_process(args)
     ctx = ExperimentContext(args, DATASET)
     out = Path(args.out_root) / DATASET / args.model
     plan = {

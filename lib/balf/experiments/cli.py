@@ -1,14 +1,18 @@
 """Command-line plumbing shared by the experiment scripts.
 
 Every script is argparse with ``--help``; defaults come from a YAML file in ``configs/``
-(``--config``) and any option overrides them. The sweep scripts of all datasets call the
-``*_main`` functions below with their dataset name, so there is one implementation per experiment.
+(``--config``) and any option overrides them. A config named without a folder is looked up in
+``./configs/`` and in the ``configs/`` folder of the checkout holding the running script
+(see :func:`find_config`); the library itself ships no experiment defaults. The sweep scripts
+of all datasets call the ``*_main`` functions below with their dataset name, so there is one
+implementation per experiment.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,8 @@ from .sweep import SweepConfig, default_knobs, run_sweep
 __all__ = [
     "ExperimentContext",
     "add_common_arguments",
+    "configure_process",
+    "find_config",
     "calib_size_sweep_main",
     "corrupted_sweep_main",
     "factorize_sweep_main",
@@ -36,8 +42,24 @@ __all__ = [
     "parse_with_yaml",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-CONFIG_DIR = REPO_ROOT / "configs"
+log = logging.getLogger(__name__)
+
+
+def find_config(name: str | Path) -> Path | None:
+    """The YAML file ``name``: as given, else ``configs/<name>`` in the working directory or
+    beside the running script (in it or up to three folders above); ``None`` if absent."""
+    path = Path(name)
+    if path.is_file() or path.is_absolute():
+        return path if path.is_file() else None
+    folders = [Path.cwd()]
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is not None and script.is_file():
+        folders += list(script.resolve().parents)[:4]
+    for folder in folders:
+        candidate = folder / "configs" / path.name
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def parse_with_yaml(
@@ -54,21 +76,37 @@ def parse_with_yaml(
     )
     pre, _ = parser.parse_known_args(argv)
     if pre.config:
-        path = Path(pre.config)
-        if not path.is_absolute() and not path.exists():
-            path = CONFIG_DIR / path.name
-        values = yaml.safe_load(path.read_text()) or {}
-        known = {a.dest for a in parser._actions}
-        defaults = {}
-        for key, value in values.items():
-            dest = key.replace("-", "_")
-            if dest not in known:
-                raise BALFError(f"{path}: unknown option {key!r}")
-            defaults[dest] = value
-        parser.set_defaults(**defaults)
+        path = find_config(pre.config)
+        if path is None and pre.config != default_config:
+            raise BALFError(f"config file {pre.config} not found (nor in a configs/ folder)")
+        if path is None:
+            log.warning("%s not found; using the built-in defaults", default_config)
+        else:
+            parser.set_defaults(**_yaml_defaults(path, {a.dest for a in parser._actions}))
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else None  # recorded in each run's command.txt
     return args
+
+
+def _yaml_defaults(path: Path, known: set[str]) -> dict[str, Any]:
+    values = yaml.safe_load(path.read_text()) or {}
+    defaults = {}
+    for key, value in values.items():
+        dest = key.replace("-", "_")
+        if dest not in known:
+            raise BALFError(f"{path}: unknown option {key!r}")
+        defaults[dest] = value
+    return defaults
+
+
+def configure_process(args: argparse.Namespace) -> None:
+    """Process-wide settings of an experiment entry point (never done by library classes):
+    INFO logging, ``--threads`` CPU threads, and the torchrun process group (``args.device``
+    becomes this process's device)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.device = init_from_environment(args.device)  # torchrun: one process per device
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,13 +152,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class ExperimentContext:
-    """Model, data and loaders of one (dataset, model, calibration) setting."""
+    """Model, data and loaders of one (dataset, model, calibration) setting.
+
+    ``args`` are parsed options (:func:`add_common_arguments`); process-wide settings are the
+    entry point's business (:func:`configure_process`).
+    """
 
     def __init__(self, args: argparse.Namespace, dataset: str, calib_size: int | None = None):
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        args.device = init_from_environment(args.device)  # torchrun: one process per device
         self.args = args
         self.dataset = dataset
         self.calib_size = calib_size or args.calib_size
@@ -226,6 +264,7 @@ def factorize_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     )
     parser.add_argument("--n-iters", type=int, default=300, help="allocator iterations")
     args = parse_with_yaml(parser, argv, f"{dataset}_factorize_sweep.yaml")
+    configure_process(args)
     ctx = ExperimentContext(args, dataset)
     for mode in args.modes:
         knobs = args.knobs or default_knobs(mode, args.model)
@@ -242,6 +281,7 @@ def calib_size_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.4, 0.5, 0.7, 0.8])
     parser.add_argument("--mode", default="params_auto")
     args = parse_with_yaml(parser, argv, f"{dataset}_calib_size_sweep.yaml")
+    configure_process(args)
     for size in args.calib_sizes:
         ctx = ExperimentContext(args, dataset, calib_size=size)
         ctx.sweep(args.mode, args.ratios, _run_dir(args, dataset, "calib-size", f"calib{size}"))
@@ -260,6 +300,7 @@ def n_iters_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.4, 0.6, 0.8])
     parser.add_argument("--mode", default="flops_auto")
     args = parse_with_yaml(parser, argv, f"{dataset}_n_iters_sweep.yaml")
+    configure_process(args)
     ctx = ExperimentContext(args, dataset)
     for n in args.n_iters_values:
         ctx.sweep(args.mode, args.ratios, _run_dir(args, dataset, "n-iters", f"iters{n}"), n)
@@ -284,6 +325,7 @@ def corrupted_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     parser.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS))
     parser.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES))
     args = parse_with_yaml(parser, argv, f"{dataset}_corrupted_sweep.yaml")
+    configure_process(args)
     if not args.corrupted_root:
         raise BALFError("--corrupted-root is required (folder in the CIFAR-10-C layout)")
     ctx = ExperimentContext(args, dataset)

@@ -8,7 +8,7 @@ PDFs carry no creation date, so rerunning on the same results rewrites identical
 
 Modes keep the same colour and marker in every figure (:func:`mode_style`, declared with each
 config class: :class:`balf.modes.ModeDisplay`); BALF's two modes are drawn thicker and on
-top. Other works' published points (``data/other_works.csv``) are overlaid on the
+top. Other works' published points (:func:`load_other_works`) are overlaid on the
 accuracy-vs-ratio plots at ``ratio = 1 + delta_quantity_pct/100`` and ``accuracy = our
 original accuracy + delta_top1_pp`` — only on the plot of the quantity they report, and only
 for the same dataset and model name.
@@ -36,7 +36,6 @@ from ..modes import ModeDisplay, registered_modes
 from .tables import compressed_points, corruption_table, original_point
 
 __all__ = [
-    "DEFAULT_OTHER_WORKS",
     "ModeStyle",
     "load_other_works",
     "mode_style",
@@ -48,9 +47,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_OTHER_WORKS = Path(__file__).resolve().parents[3] / "data" / "other_works.csv"
-"""Other works' published points shipped with the repository."""
 
 QUANTITY_LABELS = {"flops": "FLOPs keep-ratio", "params": "parameter keep-ratio"}
 
@@ -125,8 +121,12 @@ def save_figure(
     return paths
 
 
-def load_other_works(path: str | Path = DEFAULT_OTHER_WORKS) -> pd.DataFrame:
-    """The other works' published points (columns of ``data/other_works.csv``)."""
+def load_other_works(path: str | Path) -> pd.DataFrame:
+    """Other works' published points, e.g. the repository's ``data/other_works.csv``.
+
+    Columns: ``work``, ``method``, ``dataset``, ``model``, ``reduced_quantity``,
+    ``delta_quantity_pct``, ``delta_top1_pp`` (and any others, ignored).
+    """
     return pd.read_csv(path)
 
 
@@ -193,9 +193,10 @@ def plot_accuracy_vs_ratio(
 
     Example:
         >>> sweeps = load_mode_results("results/cifar10/resnet20")  # doctest: +SKIP
+        >>> works = load_other_works("data/other_works.csv")  # doctest: +SKIP
         >>> plot_accuracy_vs_ratio(sweeps, "flops", "figures/accuracy_vs_flops",
         ...                        dataset="cifar10", model="resnet20",
-        ...                        other_works=load_other_works())  # doctest: +SKIP
+        ...                        other_works=works)  # doctest: +SKIP
         [PosixPath('figures/accuracy_vs_flops.pdf'), PosixPath('figures/accuracy_vs_flops.png')]
     """
     if quantity not in QUANTITY_LABELS:

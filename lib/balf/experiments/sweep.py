@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,12 @@ from ..modes import MethodConfig, mode_spec
 from .environment import command_line, environment_info
 from .evaluation import EvalResult, evaluate
 
-__all__ = ["SweepConfig", "default_knobs", "load_results", "run_sweep"]
+__all__ = ["SWEEP_VALUES", "SweepConfig", "default_knobs", "load_results", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
-_SWEEP_VALUES = Path(__file__).resolve().parents[3] / "data" / "sweep_values.json"
+SWEEP_VALUES = "sweep_values.json"
+"""The paper's sweep values, shipped as package data of :mod:`balf.experiments`."""
 
 
 @dataclass
@@ -83,13 +85,17 @@ class SweepConfig:
         return d
 
 
-def default_knobs(mode: str, model: str, path: Path = _SWEEP_VALUES) -> list[float]:
-    """The paper's sweep values for ``mode`` and ``model`` (``data/sweep_values.json``).
+def default_knobs(mode: str, model: str, path: str | Path | None = None) -> list[float]:
+    """The paper's sweep values for ``mode`` and ``model``.
 
-    The mode's :attr:`~balf.modes.Mode.sweep_values` names its entry: a list, or a table of
-    lists by model name.
+    The mode's :attr:`~balf.modes.Mode.sweep_values` names its entry in the table (``path``, or
+    by default the package's :data:`SWEEP_VALUES`): a list, or a table of lists by model name.
     """
-    values = json.loads(Path(path).read_text())[mode_spec(mode).sweep_values]
+    if path is None:
+        text = resources.files(__package__).joinpath(SWEEP_VALUES).read_text()
+    else:
+        text = Path(path).read_text()
+    values = json.loads(text)[mode_spec(mode).sweep_values]
     if isinstance(values, dict):
         if model not in values:
             raise BALFError(f"no default {mode} knobs for {model!r}; pass knobs explicitly")
