@@ -29,7 +29,6 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,7 +37,7 @@ import yaml
 from torch import nn
 
 from balf._io import atomic_write_text
-from balf.data.fashion_mnist import load_fashion_mnist
+from balf.data.registry import DatasetInfo, dataset_info, registered_datasets
 from balf.errors import DatasetNotFoundError
 from balf.models import create_model, load_checkpoint, save_checkpoint
 
@@ -48,23 +47,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "pretrain_resnet.yaml"
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Image geometry, crop padding and normalisation of a training dataset."""
-
-    channels: int
-    size: int
-    pad: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    num_classes: int = 10
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "cifar10": DatasetSpec(3, 32, 4, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar10-jpeg": DatasetSpec(3, 32, 4, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "fashion-mnist": DatasetSpec(1, 28, 2, (0.2860,), (0.3530,)),
-}
+def trainable_datasets() -> list[str]:
+    """Registered datasets that can be loaded as uint8 tensors (see ``balf.data.registry``)."""
+    return [name for name in registered_datasets() if dataset_info(name).tensors is not None]
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -73,7 +58,7 @@ def build_parser(defaults: dict) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML file of defaults")
     p.add_argument("--arch", choices=["resnet20", "resnet56"])
-    p.add_argument("--dataset", choices=sorted(DATASETS))
+    p.add_argument("--dataset", choices=sorted(trainable_datasets()))
     p.add_argument("--data-root", type=str, help="dataset folder (see the config comments)")
     p.add_argument("--out-dir", type=str, help="run directory; {arch}/{dataset} are filled in")
     p.add_argument("--epochs", type=int, help="total number of epochs")
@@ -123,37 +108,10 @@ def resolved_config(args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------- data
 def load_dataset(name: str, root: str | None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Load train and test splits as uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)``."""
-    if name == "fashion-mnist":
-        splits = {}
-        for split in ("train", "test"):
-            images, labels = load_fashion_mnist(split, root)
-            splits[split] = (images.unsqueeze(1).contiguous(), labels)
-        return splits
-    if name == "cifar10-jpeg":
-        from balf.data import CIFAR10_CLASSES, CIFAR10_JPEG_SOURCE, load_image_folder
-
-        root = root or "datasets/cifar10-jpeg"
-        return {
-            split: load_image_folder(root, split, CIFAR10_CLASSES, source_hint=CIFAR10_JPEG_SOURCE)
-            for split in ("train", "test")
-        }
-    from torchvision.datasets import CIFAR10
-
-    root = root or "datasets"
-    splits = {}
-    for split in ("train", "test"):
-        try:
-            ds = CIFAR10(root, train=split == "train", download=False)
-        except RuntimeError as exc:
-            raise DatasetNotFoundError(
-                f"CIFAR-10 not found under {Path(root).resolve()} (expected "
-                f"{Path(root) / 'cifar-10-batches-py'}/ with data_batch_1..5 and test_batch, "
-                "torchvision's CIFAR10 layout). Download it where a network is available with "
-                f"torchvision.datasets.CIFAR10('{root}', download=True), or pass --data-root."
-            ) from exc
-        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-        splits[split] = (images, torch.tensor(ds.targets, dtype=torch.int64))
-    return splits
+    info = dataset_info(name)
+    if info.tensors is None:
+        raise DatasetNotFoundError(f"dataset {name!r} has no tensor loader for training")
+    return info.tensors(root)
 
 
 def augment(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -182,7 +140,7 @@ def augment(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch
 
 
 def normalise(
-    images: torch.Tensor, spec: DatasetSpec, device: torch.device, channels_last: bool = False
+    images: torch.Tensor, spec: DatasetInfo, device: torch.device, channels_last: bool = False
 ) -> torch.Tensor:
     """uint8 ``(B, C, H, W)`` -> normalised float32 ``(B, C, H, W)`` on ``device``."""
     x = images.to(device, non_blocking=True).float().div_(255.0)
@@ -204,7 +162,7 @@ def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     data: tuple[torch.Tensor, torch.Tensor],
-    spec: DatasetSpec,
+    spec: DatasetInfo,
     batch_size: int,
     generator: torch.Generator,
     device: torch.device,
@@ -217,7 +175,8 @@ def train_one_epoch(
     total_loss, correct = 0.0, 0
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        x = normalise(augment(images[idx], spec.pad, generator), spec, device, channels_last)
+        crops = augment(images[idx], spec.crop_padding, generator)
+        x = normalise(crops, spec, device, channels_last)
         y = labels[idx].to(device)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
@@ -233,7 +192,7 @@ def train_one_epoch(
 def evaluate(
     model: nn.Module,
     data: tuple[torch.Tensor, torch.Tensor],
-    spec: DatasetSpec,
+    spec: DatasetInfo,
     batch_size: int,
     device: torch.device,
     channels_last: bool = False,
@@ -303,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
-    spec = DATASETS[args.dataset]
+    spec = dataset_info(args.dataset)
     out_dir: Path = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path = out_dir / "last.pt"

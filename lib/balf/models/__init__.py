@@ -49,12 +49,6 @@ __all__ = [
 
 _CIFAR_MODELS = {"resnet20": resnet20, "resnet56": resnet56}
 
-#: Normalisation of the small-image datasets the CIFAR ResNets are trained on: (mean, std).
-_SMALL_DATASET_NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "fashion-mnist": ((0.2860,), (0.3530,)),
-}
-
 CHECKPOINT_FORMAT = "balf-checkpoint-v1"
 
 
@@ -117,8 +111,8 @@ def eval_transform(name: str, *, dataset: str = "cifar10") -> T.Compose:
 
     Args:
         name: a :func:`list_models` name.
-        dataset: for CIFAR ResNets only, the dataset whose normalisation to use
-            (``"cifar10"`` or ``"fashion-mnist"``); ignored for ImageNet models.
+        dataset: for CIFAR ResNets only, the registered dataset whose normalisation to use
+            (e.g. ``"cifar10"``, ``"fashion-mnist"``); ignored for ImageNet models.
 
     Returns:
         A transform mapping a PIL image to a normalised tensor: ``(3, 224, 224)`` for ImageNet
@@ -127,12 +121,10 @@ def eval_transform(name: str, *, dataset: str = "cifar10") -> T.Compose:
     if name in IMAGENET_MODELS:
         return eval_preprocessing(name).transform()
     if name in _CIFAR_MODELS:
-        if dataset not in _SMALL_DATASET_NORMALISATION:
-            raise BALFError(
-                f"Unknown dataset {dataset!r}; choose one of {list(_SMALL_DATASET_NORMALISATION)}"
-            )
-        mean, std = _SMALL_DATASET_NORMALISATION[dataset]
-        return T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+        from balf.data.registry import dataset_info  # the registry imports this package
+
+        info = dataset_info(dataset)
+        return T.Compose([T.ToTensor(), T.Normalize(info.mean, info.std)])
     raise BALFError(f"Unknown model {name!r}; choose one of {list_models()}")
 
 
