@@ -28,7 +28,15 @@ import numpy as np
 from .allocation import Allocation, allocate
 from .costs import LayerCost
 from .errors import BALFError
-from .modes import METRICS, MethodConfig, Metric, Mode, ModeDisplay, register_modes
+from .modes import (
+    METRICS,
+    MethodConfig,
+    Metric,
+    Mode,
+    ModeDisplay,
+    register_modes,
+    registered_modes,
+)
 from .rank_rules import energy_threshold_rank, rank_ratio_rank, uniform_rank
 
 __all__ = [
@@ -197,15 +205,26 @@ class RankRatioConfig(CompressionConfig):
 _CLASSES = {cls.__name__: cls for cls in (BALFConfig, EnergyConfig, UniformConfig, RankRatioConfig)}
 
 MODES: dict[str, Mode] = {m.name: m for cls in _CLASSES.values() for m in cls.modes}
-"""The compression modes by name (``mode.make(knob)`` is the config); Model Folding's modes are
-registered by :mod:`balf.folding` (all modes: :func:`balf.modes.registered_modes`)."""
+"""The built-in compression modes by name (``mode.make(knob)`` is the config). Every registered
+mode, with new rank rules and Model Folding's: :func:`balf.modes.registered_modes`."""
 
 
 def config_for_mode(mode: str, knob: float, **kwargs: Any) -> CompressionConfig:
-    """The config of a named mode at one knob value, e.g. ``config_for_mode("flops_auto", 0.5)``."""
-    if mode not in MODES:
-        raise BALFError(f"unknown mode {mode!r}; choose one of {sorted(MODES)}")
-    return MODES[mode].make(knob, **kwargs)
+    """The config of a named compression mode at one knob value (any registered rank rule).
+
+    Example:
+        >>> config_for_mode("flops_auto", 0.5)
+        BALFConfig(ratio=0.5, metric='flops', n_iters=300)
+    """
+    spec = registered_modes().get(mode)
+    if spec is None or not issubclass(spec.config_class, CompressionConfig):
+        known = sorted(
+            n
+            for n, m in registered_modes().items()
+            if m.config_class is not None and issubclass(m.config_class, CompressionConfig)
+        )
+        raise BALFError(f"unknown mode {mode!r}; choose one of {known}")
+    return spec.make(knob, **kwargs)
 
 
 def config_from_dict(data: dict[str, Any]) -> CompressionConfig:

@@ -72,14 +72,15 @@ class Mode:
         fixed: keyword arguments the mode fixes, e.g. ``{"activation_aware": False}``.
         display: label, colour and marker.
         sweep_values: key of the mode's default knobs in the sweep-values table
-            (:func:`balf.experiments.sweep.default_knobs`).
+            (:func:`balf.experiments.sweep.default_knobs`); ``None``: no defaults (sweeps must
+            be given knobs).
         config_class: set by :func:`register_modes`.
     """
 
     name: str
     fixed: Mapping[str, Any]
     display: ModeDisplay
-    sweep_values: str = "budget_and_uniform_ratios"
+    sweep_values: str | None = "budget_and_uniform_ratios"
     config_class: type | None = field(default=None, compare=False)
 
     def make(self, knob: float, **kwargs: Any) -> MethodConfig:

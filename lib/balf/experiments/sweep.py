@@ -91,11 +91,14 @@ def default_knobs(mode: str, model: str, path: str | Path | None = None) -> list
     The mode's :attr:`~balf.modes.Mode.sweep_values` names its entry in the table (``path``, or
     by default the package's :data:`SWEEP_VALUES`): a list, or a table of lists by model name.
     """
+    key = mode_spec(mode).sweep_values
+    if key is None:
+        raise BALFError(f"mode {mode!r} has no default knobs; pass knobs explicitly")
     if path is None:
         text = resources.files(__package__).joinpath(SWEEP_VALUES).read_text()
     else:
         text = Path(path).read_text()
-    values = json.loads(text)[mode_spec(mode).sweep_values]
+    values = json.loads(text)[key]
     if isinstance(values, dict):
         if model not in values:
             raise BALFError(f"no default {mode} knobs for {model!r}; pass knobs explicitly")
