@@ -314,13 +314,3 @@ def _add_point(results: dict[str, Any], point: dict[str, Any], path: Path) -> No
     results["points"].sort(key=lambda p: order.get(_knob_key(p["knob"]), len(order)))
     if is_main_process():
         atomic_json_dump(results, path)
-
-
-def points_by_knob(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Points keyed by their normalised knob string."""
-    return {_knob_key(p["knob"]): p for p in results["points"]}
-
-
-def knobs_of(results: dict[str, Any]) -> Sequence[Any]:
-    """Knob values of the computed points, in order."""
-    return [p["knob"] for p in results["points"]]
