@@ -255,14 +255,21 @@ def test_end_to_end_budgets_finite_outputs_and_export(name, make, shape):
         torch.testing.assert_close(exported.module()(x[:2]), small(x[:2]))
 
 
+BARE_LAYERS = [
+    ("linear", lambda: nn.Linear(32, 24), (40, 32), balf.LowRankLinear),
+    ("conv2d", lambda: nn.Conv2d(8, 16, 3, padding=1), (4, 8, 6, 6), balf.LowRankConv2d),
+    ("conv1d", lambda: nn.Conv1d(8, 16, 3, padding=1), (4, 8, 12), balf.LowRankConv1d),
+]
+
+
 @pytest.mark.parametrize(
-    "layer", [nn.Linear(32, 24), nn.Conv2d(8, 16, 3, padding=1)], ids=["linear", "conv"]
+    ("case", "make", "shape", "cls"), BARE_LAYERS, ids=[c[0] for c in BARE_LAYERS]
 )
-def test_a_bare_layer_is_compressed_into_its_replacement(layer):
-    x = torch.randn(40, 32) if isinstance(layer, nn.Linear) else torch.randn(4, 8, 6, 6)
+def test_a_bare_layer_is_compressed_into_its_replacement(case, make, shape, cls):
+    layer, x = make(), torch.randn(shape)
     small, report = balf.compress(layer, x, balf.BALFConfig(0.5), progress=False)
-    assert isinstance(small, (balf.LowRankLinear, balf.LowRankConv2d))
-    assert report.layers[""].factorized
+    assert type(small) is cls
+    assert report.layers[""].factorized and report.layers[""].kind == case
     assert small(x).shape == layer(x).shape
 
 

@@ -22,6 +22,8 @@ LAYERS = [
         lambda: nn.Conv2d(6, 16, (3, 5), dilation=(2, 1), padding=(2, 2)),
         (3, 6, 8, 8),
     ),
+    ("conv1d", lambda: nn.Conv1d(8, 12, 3, padding=1), (2, 8, 9)),
+    ("conv1d-strided-grouped", lambda: nn.Conv1d(8, 12, 3, stride=2, groups=4), (2, 8, 11)),
 ]
 
 

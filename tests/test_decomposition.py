@@ -21,6 +21,10 @@ def _conv(ci, co, k, **kw):
     return nn.Conv2d(ci, co, k, dtype=F64, **kw)
 
 
+def _conv1d(ci, co, k, **kw):
+    return nn.Conv1d(ci, co, k, dtype=F64, **kw)
+
+
 # (id, layer factory, input factory)
 CASES = [
     ("linear-2d", lambda: _linear(12, 7), lambda: torch.randn(40, 12, dtype=F64)),
@@ -52,6 +56,23 @@ CASES = [
         lambda: _conv(4, 4, 3, groups=4, padding=1),
         lambda: torch.randn(2, 4, 5, 5, dtype=F64),
     ),
+    ("conv1d-padded", lambda: _conv1d(4, 6, 3, padding=1), lambda: torch.randn(3, 4, 9, dtype=F64)),
+    (
+        "conv1d-strided-dilated",
+        lambda: _conv1d(4, 5, 3, stride=2, dilation=2, padding=1),
+        lambda: torch.randn(3, 4, 11, dtype=F64),
+    ),
+    (
+        "conv1d-grouped",
+        lambda: _conv1d(4, 6, 3, groups=2, padding=1, bias=False),
+        lambda: torch.randn(3, 4, 8, dtype=F64),
+    ),
+    (
+        "conv1d-same-even-kernel",
+        lambda: _conv1d(3, 5, 4, padding="same"),
+        lambda: torch.randn(2, 3, 7, dtype=F64),
+    ),
+    ("conv1d-1x1-expanding", lambda: _conv1d(3, 10, 1), lambda: torch.randn(2, 3, 6, dtype=F64)),
 ]
 
 RANK_DEFICIENT = [
@@ -137,7 +158,10 @@ def test_full_rank_reproduces_the_dense_layer(case, make_layer, make_x, side):
         torch.testing.assert_close(small(fresh), layer(fresh), rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize(("case", "make_layer", "make_x"), CASES[:6], ids=[c[0] for c in CASES[:6]])
+SVD_CASES = CASES[:6] + [c for c in CASES if c[0].startswith("conv1d")]
+
+
+@pytest.mark.parametrize(("case", "make_layer", "make_x"), SVD_CASES, ids=[c[0] for c in SVD_CASES])
 def test_plain_svd_error_equals_weight_tail(case, make_layer, make_x):
     layer = make_layer()
     dec = balf.decompose_layer(layer)

@@ -11,7 +11,7 @@ import copy
 import io
 import json
 import math
-from pathlib import Path
+from importlib import resources
 
 import numpy as np
 import pytest
@@ -22,7 +22,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 import balf
 from balf.data import fashion_mnist
-from balf.experiments.sweep import SweepConfig, default_knobs
+from balf.experiments.sweep import SWEEP_VALUES, SweepConfig, default_knobs
 from balf.folding import (
     FOLDING_MODES,
     ar_scale,
@@ -371,7 +371,8 @@ def test_hartigan_edge_cases():
 
 
 def test_sweep_config_and_default_knobs_know_the_folding_modes():
-    values = json.loads((Path(__file__).parents[1] / "data" / "sweep_values.json").read_text())
+    table = resources.files("balf.experiments").joinpath(SWEEP_VALUES).read_text()
+    values = json.loads(table)
     for mode in FOLDING_MODES:
         SweepConfig("fashion-mnist", "resnet20", mode, [0.5], 8)
         assert default_knobs(mode, "resnet20") == values["folding_keep"]

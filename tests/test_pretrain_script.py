@@ -13,6 +13,7 @@ import torch
 
 from balf.data.fashion_mnist import FASHION_MNIST_FILES, write_idx
 from balf.errors import DatasetNotFoundError
+from balf.experiments import training
 from balf.models import create_model, load_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "cifar10" / "pretrain_resnet.py"
@@ -113,10 +114,10 @@ def test_interrupted_run_matches_uninterrupted(data_root: Path, tmp_path: Path) 
 def test_augment_is_crop_and_flip() -> None:
     images = torch.arange(4 * 2 * 5 * 5, dtype=torch.uint8).view(4, 2, 5, 5)
     generator = torch.Generator().manual_seed(0)
-    out = pretrain.augment(images, 0, generator)
+    out = training.augment(images, 0, generator)
     for x, y in zip(images, out, strict=True):
         assert torch.equal(y, x) or torch.equal(y, x.flip(-1))
-    padded = pretrain.augment(images, 2, generator)
+    padded = training.augment(images, 2, generator)
     assert padded.shape == images.shape and padded.dtype == torch.uint8
 
 

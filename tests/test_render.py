@@ -14,6 +14,7 @@ from balf.errors import BALFError
 from balf.experiments import plots, tables
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "render_results.py"
+OTHER_WORKS = Path(__file__).resolve().parents[1] / "data" / "other_works.csv"
 CORRUPTIONS = ("gaussian_noise", "fog", "jpeg_compression")
 
 
@@ -165,7 +166,7 @@ def test_accuracy_vs_ratio(tree: Path, tmp_path: Path, quantity: str):
         stem,
         dataset="cifar10",
         model="resnet20",
-        other_works=plots.load_other_works(),
+        other_works=plots.load_other_works(OTHER_WORKS),
     )
     _assert_figures(paths, stem)
 
@@ -176,7 +177,7 @@ def test_accuracy_vs_ratio_modes_filter(tree: Path, tmp_path: Path):
         sweeps, "flops", tmp_path / "only", modes=["energy"], formats=["png"]
     )
     assert [p.name for p in paths] == ["only.png"]
-    for works in (None, plots.load_other_works()):  # no table / no matching rows
+    for works in (None, plots.load_other_works(OTHER_WORKS)):  # no table / no matching rows
         plots.plot_accuracy_vs_ratio(
             sweeps,
             "params",
@@ -191,7 +192,7 @@ def test_accuracy_vs_ratio_modes_filter(tree: Path, tmp_path: Path):
 
 
 def test_other_works_selection():
-    works = plots.load_other_works()
+    works = plots.load_other_works(OTHER_WORKS)
     sel = plots._work_points(works, "cifar10", "resnet20", "params")
     assert set(sel["method"]) == {"ALDS", "IterTVSPrune"}
     assert plots._work_points(works, "fashion-mnist", "resnet20", "params").empty

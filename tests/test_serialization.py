@@ -287,3 +287,24 @@ def test_unknown_kind_is_named(tmp_path):
     spec["layers"][0]["kind"] = "conv9d"
     with pytest.raises(balf.SaveFormatError, match=r"layer '0' has kind 'conv9d'"):
         balf.apply_spec(nn.Sequential(nn.Linear(8, 16)), spec)
+
+
+def test_conv1d_layers_save_and_reload(tmp_path):
+    """Every layer kind with an adapter saves and reloads: here the Conv1d kind."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv1d(8, 24, 3, padding=1), nn.ReLU(), nn.Conv1d(24, 16, 5, stride=2, groups=2)
+    ).eval()
+    calib = torch.randn(32, 8, 20)
+    small, report = balf.compress(model, calib, balf.BALFConfig(0.4), progress=False)
+    assert any(isinstance(m, balf.LowRankConv1d) for m in small.modules())
+    balf.save(small, tmp_path / "conv1d.safetensors")
+    kinds = {layer["kind"] for layer in balf.read_spec(tmp_path / "conv1d.safetensors")["layers"]}
+    assert "conv1d" in kinds
+    fresh = nn.Sequential(
+        nn.Conv1d(8, 24, 3, padding=1), nn.ReLU(), nn.Conv1d(24, 16, 5, stride=2, groups=2)
+    )
+    loaded = balf.load(tmp_path / "conv1d.safetensors", fresh).eval()
+    x = torch.randn(3, 8, 20)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), small(x))

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import balf
 import balf.representation as representation
+from balf.adapters import _conv, _grams
 from balf.representation import input_rows, output_rows
 
 F64 = torch.float64
@@ -46,11 +47,19 @@ def test_side_is_input_only_when_d_below_k():
     assert stats.layers["1"].side == "output"
 
 
-def test_chunked_im2col_equals_unchunked(monkeypatch):
-    conv = nn.Conv2d(3, 4, 3, padding=1, stride=2, dtype=F64)
-    x = torch.randn(7, 3, 8, 8, dtype=F64)
+@pytest.mark.parametrize(
+    ("conv", "shape"),
+    [
+        (nn.Conv2d(3, 4, 3, padding=1, stride=2, dtype=F64), (7, 3, 8, 8)),
+        (nn.Conv1d(3, 4, 3, padding=1, stride=2, dtype=F64), (7, 3, 8)),
+        (nn.Conv1d(3, 4, 4, padding="same", dilation=2, dtype=F64), (7, 3, 9)),
+    ],
+    ids=["conv2d", "conv1d", "conv1d-same-dilated"],
+)
+def test_chunked_im2col_equals_unchunked(monkeypatch, conv, shape):
+    x = torch.randn(shape, dtype=F64)
     full = torch.cat(list(input_rows(conv, x)), dim=1)
-    monkeypatch.setattr(representation, "_IM2COL_CHUNK_ELEMENTS", 1)  # one image per chunk
+    monkeypatch.setattr(_conv, "_IM2COL_CHUNK_ELEMENTS", 1)  # one image per chunk
     chunks = list(input_rows(conv, x))
     assert len(chunks) == 7
     torch.testing.assert_close(torch.cat(chunks, dim=1), full)
@@ -155,6 +164,10 @@ GRAM_LAYERS = [
     ("linear-wide-blocked", lambda: nn.Linear(300, 257, dtype=F64), (40, 300)),
     ("conv-wide-1x1", lambda: nn.Conv2d(260, 258, 1, dtype=F64), (2, 260, 3, 3)),
     ("conv-wide-3x3", lambda: nn.Conv2d(4, 257, 3, dtype=F64), (2, 4, 5, 5)),
+    ("conv1d", lambda: nn.Conv1d(4, 6, 3, padding=1, dtype=F64), (3, 4, 9)),
+    ("conv1d-bias-grouped", lambda: nn.Conv1d(4, 6, 3, groups=2, dtype=F64), (3, 4, 8)),
+    ("conv1d-1x1-strided", lambda: nn.Conv1d(4, 8, 1, stride=2, bias=False, dtype=F64), (3, 4, 7)),
+    ("conv1d-wide-1x1", lambda: nn.Conv1d(260, 258, 1, dtype=F64), (2, 260, 5)),
 ]
 
 
@@ -167,7 +180,7 @@ def test_fast_grams_equal_row_matrix_products(
     from balf.representation import input_gram, output_gram
 
     if chunked:
-        monkeypatch.setattr(representation, "_GRAM_CHUNK_ELEMENTS", 1)
+        monkeypatch.setattr(_grams, "_GRAM_CHUNK_ELEMENTS", 1)
     layer = make()
     x = torch.randn(shape, dtype=F64)
     if channels_last and x.dim() == 4:

@@ -7,9 +7,9 @@ Compress a trained network without fine-tuning::
     print(report.model_flops_ratio)
 """
 
-__version__ = "0.1.0"
-
-from . import export, latency
+from . import export, latency  # noqa: E402, I001  (submodules as attributes: balf.export, balf.latency)
+from ._version import __version__
+from .adapters import LayerAdapter, register_layer_adapter
 from .api import Compressor, compress, factorize_layer
 from .cache import Cache
 from .config import (
@@ -25,7 +25,7 @@ from .config import (
 from .decomposition import LayerDecomposition, decompose_layer
 from .errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
 from .flops import count_flops, count_params
-from .layers import LowRankConv2d, LowRankLinear
+from .layers import LowRankConv1d, LowRankConv2d, LowRankLinear
 from .report import LayerReport, Report
 from .serialization import (
     SaveFormatError,
@@ -49,9 +49,11 @@ __all__ = [
     "Compressor",
     "DatasetNotFoundError",
     "EnergyConfig",
+    "LayerAdapter",
     "LayerDecomposition",
     "LayerReport",
     "LayerStatistics",
+    "LowRankConv1d",
     "LowRankConv2d",
     "LowRankLinear",
     "RankRatioConfig",
@@ -78,4 +80,5 @@ __all__ = [
     "register_layer_kind",
     "save",
     "spec_from_report",
+    "register_layer_adapter",
 ]

@@ -26,9 +26,9 @@ from .errors import BALFError, StatisticsError
 from .flops import count_flops, count_params
 from .hashing import tensor_digest
 from .latency import LatencyCost, LatencyTable, measure_latency
-from .layers import LowRankConv2d, LowRankLinear
+from .modes import Side
 from .report import LayerReport, Report
-from .representation import geometry_of, rows_of_call, weight_matrices
+from .representation import adapter_of, geometry_of, rows_of_call, weight_matrices
 from .statistics import Statistics, as_call, batch_size_of, first_samples
 from .targets import module_aliases, resolve_layers
 
@@ -44,7 +44,7 @@ class Compressor:
         model: the trained network (not modified unless ``compress(..., inplace=True)``).
         data_or_statistics: calibration batches (see :func:`balf.collect_statistics`), a
             :class:`Statistics` collected on this model, or ``None`` for data-free modes.
-        layers: module names to compress (default: every Conv2d and Linear). Layers whose
+        layers: module names to compress (default: every supported layer). Layers whose
             weight is shared with another module (tied weights) are kept dense and listed in
             ``Report.skipped``; a module registered under several names is factorized once and
             stays shared.
@@ -73,7 +73,7 @@ class Compressor:
         layers: Iterable[str] | None = None,
         *,
         cache: Cache | None = None,
-        side: str | None = None,
+        side: Side | None = None,
         batch_size: int = 64,
         progress: bool = True,
         forward: Callable[[nn.Module, Any], Any] | None = None,
@@ -86,7 +86,7 @@ class Compressor:
         if not self.targets:
             reasons = "; ".join(f"{n}: {r}" for n, r in self.skipped.items())
             raise BALFError(
-                "the model has no Conv2d or Linear layer to compress"
+                "the model has no supported layer (e.g. Conv2d, Linear) to compress"
                 + (f" (skipped: {reasons})" if reasons else "")
             )
         aliases = module_aliases(model)
@@ -383,7 +383,7 @@ class Compressor:
 
 
 def factorize_layer(module: nn.Module, decomposition: LayerDecomposition, rank: int) -> nn.Module:
-    """The rank-``rank`` factorized replacement of a Conv2d/Linear, in its dtype and device.
+    """The rank-``rank`` factorized replacement of a supported layer, in its dtype and device.
 
     Unlike :func:`compress`, this always factorizes, even where the low-rank layer is not cheaper
     (useful to study errors at every rank).
@@ -394,23 +394,16 @@ def factorize_layer(module: nn.Module, decomposition: LayerDecomposition, rank: 
         rank: 1 ≤ rank ≤ ``decomposition.max_rank``.
 
     Returns:
-        A :class:`LowRankLinear` or :class:`LowRankConv2d`.
+        What the layer's adapter builds: a :class:`LowRankLinear`, :class:`LowRankConv2d` or
+        :class:`LowRankConv1d` for the built-in kinds.
 
     Example:
         >>> stats = balf.collect_statistics(layer, x)
         >>> small = balf.factorize_layer(layer, balf.decompose_layer(layer, stats.layers[""]), 8)
     """
-    dec = decomposition
     w = weight_matrices(module)
-    a, b = dec.factors(w, rank)
-    a = a.to(device=w.device, dtype=w.dtype)
-    b = b.to(device=w.device, dtype=w.dtype)
-    bias = module.bias.detach() if module.bias is not None else None
-    if isinstance(module, nn.Linear):
-        layer = LowRankLinear.from_factors(a[0], b[0], bias)
-    else:
-        layer = LowRankConv2d.from_conv_factors(module, a, b, bias)
-    return layer.to(device=w.device, dtype=w.dtype)
+    a, b = decomposition.factors(w, rank)
+    return adapter_of(module).build(module, a, b)
 
 
 def _layer_report(

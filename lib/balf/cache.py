@@ -38,8 +38,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import __version__
 from ._io import atomic_torch_save
+from ._version import __version__
 from .decomposition import LayerDecomposition, decompose_layer
 from .distributed import is_main_process, rank_and_world
 from .errors import StatisticsError

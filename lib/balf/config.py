@@ -12,11 +12,13 @@ mode                        config                                rank rule
 ``uniform_act_aware``       ``UniformConfig(ρ)``                  same cost fraction ρ
 ``rank_ratio[_act_aware]``  ``RankRatioConfig(ρ[, False])``       r = ⌈ρ·R⌉
 ==========================  ====================================  ==========================
+
+Each class declares its modes (name, fixed fields, label, colour, marker) with
+:func:`balf.modes.register_modes`; ``mode`` and ``knob`` are derived from them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 from collections.abc import Sequence
@@ -26,8 +28,17 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .allocation import Allocation, allocate
-from .costs import METRICS, LayerCost
+from .costs import LayerCost
 from .errors import BALFError, BudgetError
+from .modes import (
+    METRICS,
+    MethodConfig,
+    Metric,
+    Mode,
+    ModeDisplay,
+    register_modes,
+    registered_modes,
+)
 from .rank_rules import energy_threshold_rank, rank_ratio_rank, uniform_rank
 
 ALLOCATOR_METRICS = (*METRICS, "latency")
@@ -71,18 +82,9 @@ def _check_unit_interval(config: Any, name: str) -> None:
 
 
 @dataclass(frozen=True)
-class CompressionConfig:
-    """Base class: a rank rule. Subclasses define ``activation_aware``, ``mode``, ``knob`` and
-    :meth:`select_ranks`."""
-
-    @property
-    def mode(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def knob(self) -> float:
-        """The mode's sweep value (ratio or threshold)."""
-        raise NotImplementedError
+class CompressionConfig(MethodConfig):
+    """Base class: a rank rule. Subclasses define ``activation_aware`` and
+    :meth:`select_ranks`, and register their modes."""
 
     def select_ranks(
         self, candidates: Sequence[LayerCandidate]
@@ -90,11 +92,26 @@ class CompressionConfig:
         """Ranks for ``candidates`` (1-based), and the allocator's result where one ran."""
         raise NotImplementedError
 
-    def to_dict(self) -> dict[str, Any]:
-        """``{"type": class name, **fields}``, JSON-serialisable."""
-        return {"type": type(self).__name__, **dataclasses.asdict(self)}
+
+_PLAIN = {"activation_aware": False}
+_AWARE = {"activation_aware": True}
 
 
+@register_modes(
+    Mode(
+        "flops_auto", {"metric": "flops"}, ModeDisplay("BALF (FLOPs budget)", "#d62728", "o", True)
+    ),
+    Mode(
+        "params_auto",
+        {"metric": "params"},
+        ModeDisplay("BALF (params budget)", "#1f77b4", "s", True),
+    ),
+    Mode(
+        "latency_auto",
+        {"metric": "latency"},
+        ModeDisplay("BALF (latency budget)", "#9467bd", "D", True),
+    ),
+)
 @dataclass(frozen=True)
 class BALFConfig(CompressionConfig):
     """BALF: activation-aware factors, ranks from the budgeted allocator.
@@ -111,7 +128,7 @@ class BALFConfig(CompressionConfig):
 
     activation_aware: ClassVar[bool] = True
     ratio: float
-    metric: str = "flops"
+    metric: Metric = "flops"
     n_iters: int = 300
     rank_multiple: int = 1
 
@@ -127,14 +144,6 @@ class BALFConfig(CompressionConfig):
         if isinstance(m, (bool, np.bool_)) or not isinstance(m, numbers.Integral) or m < 1:
             raise BALFError(f"rank_multiple must be a positive integer, got {m!r}")
         object.__setattr__(self, "rank_multiple", int(m))
-
-    @property
-    def mode(self) -> str:
-        return f"{self.metric}_auto"
-
-    @property
-    def knob(self) -> float:
-        return self.ratio
 
     def select_ranks(self, candidates):
         ratio = self.ratio
@@ -177,6 +186,20 @@ def _only_multiples(energies: np.ndarray, multiple: int) -> np.ndarray:
     return out
 
 
+@register_modes(
+    Mode(
+        "energy",
+        _PLAIN,
+        ModeDisplay("Energy, plain SVD", "#7f7f7f", "v"),
+        "energy_thresholds",
+    ),
+    Mode(
+        "energy_act_aware",
+        _AWARE,
+        ModeDisplay("Energy, act.-aware", "#2ca02c", "^"),
+        "energy_act_aware_thresholds",
+    ),
+)
 @dataclass(frozen=True)
 class EnergyConfig(CompressionConfig):
     """Per layer, the smallest rank keeping a fraction ``threshold`` of the spectrum's energy.
@@ -191,18 +214,18 @@ class EnergyConfig(CompressionConfig):
     def __post_init__(self) -> None:
         _check_unit_interval(self, "threshold")
 
-    @property
-    def mode(self) -> str:
-        return "energy_act_aware" if self.activation_aware else "energy"
-
-    @property
-    def knob(self) -> float:
-        return self.threshold
-
     def select_ranks(self, candidates):
         return [energy_threshold_rank(c.energies, self.threshold) for c in candidates], None
 
 
+@register_modes(
+    Mode("uniform", _PLAIN, ModeDisplay("Uniform, plain SVD", "#bcbd22", "<")),
+    Mode(
+        "uniform_act_aware",
+        _AWARE,
+        ModeDisplay("Uniform, act.-aware", "#9467bd", ">"),
+    ),
+)
 @dataclass(frozen=True)
 class UniformConfig(CompressionConfig):
     """Every layer keeps the same fraction ``ratio`` of its parameters (and FLOPs)."""
@@ -213,18 +236,18 @@ class UniformConfig(CompressionConfig):
     def __post_init__(self) -> None:
         _check_unit_interval(self, "ratio")
 
-    @property
-    def mode(self) -> str:
-        return "uniform_act_aware" if self.activation_aware else "uniform"
-
-    @property
-    def knob(self) -> float:
-        return self.ratio
-
     def select_ranks(self, candidates):
         return [uniform_rank(c.cost.geometry, self.ratio) for c in candidates], None
 
 
+@register_modes(
+    Mode("rank_ratio", _PLAIN, ModeDisplay("Rank ratio, plain SVD", "#e377c2", "p")),
+    Mode(
+        "rank_ratio_act_aware",
+        _AWARE,
+        ModeDisplay("Rank ratio, act.-aware", "#17becf", "h"),
+    ),
+)
 @dataclass(frozen=True)
 class RankRatioConfig(CompressionConfig):
     """Every layer keeps ``⌈ratio·R⌉`` of its ``R`` ranks (single-layer illustration)."""
@@ -235,40 +258,33 @@ class RankRatioConfig(CompressionConfig):
     def __post_init__(self) -> None:
         _check_unit_interval(self, "ratio")
 
-    @property
-    def mode(self) -> str:
-        return "rank_ratio_act_aware" if self.activation_aware else "rank_ratio"
-
-    @property
-    def knob(self) -> float:
-        return self.ratio
-
     def select_ranks(self, candidates):
         return [rank_ratio_rank(c.cost.geometry, self.ratio) for c in candidates], None
 
 
 _CLASSES = {cls.__name__: cls for cls in (BALFConfig, EnergyConfig, UniformConfig, RankRatioConfig)}
 
-MODES: dict[str, tuple[type[CompressionConfig], dict[str, Any]]] = {
-    "flops_auto": (BALFConfig, {"metric": "flops"}),
-    "params_auto": (BALFConfig, {"metric": "params"}),
-    "latency_auto": (BALFConfig, {"metric": "latency"}),
-    "energy": (EnergyConfig, {"activation_aware": False}),
-    "energy_act_aware": (EnergyConfig, {"activation_aware": True}),
-    "uniform": (UniformConfig, {"activation_aware": False}),
-    "uniform_act_aware": (UniformConfig, {"activation_aware": True}),
-    "rank_ratio": (RankRatioConfig, {"activation_aware": False}),
-    "rank_ratio_act_aware": (RankRatioConfig, {"activation_aware": True}),
-}
-"""Mode name → (config class, fixed keyword arguments); the knob is the first field."""
+MODES: dict[str, Mode] = {m.name: m for cls in _CLASSES.values() for m in cls.modes}
+"""The built-in compression modes by name (``mode.make(knob)`` is the config). Every registered
+mode, with new rank rules and Model Folding's: :func:`balf.modes.registered_modes`."""
 
 
 def config_for_mode(mode: str, knob: float, **kwargs: Any) -> CompressionConfig:
-    """The config of a named mode at one knob value, e.g. ``config_for_mode("flops_auto", 0.5)``."""
-    if mode not in MODES:
-        raise BALFError(f"unknown mode {mode!r}; choose one of {sorted(MODES)}")
-    cls, fixed = MODES[mode]
-    return cls(knob, **fixed, **kwargs)
+    """The config of a named compression mode at one knob value (any registered rank rule).
+
+    Example:
+        >>> config_for_mode("flops_auto", 0.5)
+        BALFConfig(ratio=0.5, metric='flops', n_iters=300)
+    """
+    spec = registered_modes().get(mode)
+    if spec is None or not issubclass(spec.config_class, CompressionConfig):
+        known = sorted(
+            n
+            for n, m in registered_modes().items()
+            if m.config_class is not None and issubclass(m.config_class, CompressionConfig)
+        )
+        raise BALFError(f"unknown mode {mode!r}; choose one of {known}")
+    return spec.make(knob, **kwargs)
 
 
 def config_from_dict(data: dict[str, Any]) -> CompressionConfig:

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import BALFError
-from .representation import LayerGeometry
+from .geometry import LayerGeometry
+from .modes import METRICS, Metric
 
-__all__ = ["METRICS", "LayerCost"]
-
-METRICS = ("flops", "params")
+__all__ = ["METRICS", "LayerCost", "Metric"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ class LayerCost:
     geometry: LayerGeometry
     rows_per_sample: float | None = None
 
-    def _scale(self, metric: str) -> float:
+    def _scale(self, metric: Metric) -> float:
         if metric not in METRICS:
             raise BALFError(f"metric must be one of {METRICS}, got {metric!r}")
         if metric == "params":
@@ -36,15 +35,15 @@ class LayerCost:
             raise BALFError("FLOP costs need calibration statistics (output sizes are unknown)")
         return float(self.rows_per_sample)
 
-    def dense(self, metric: str) -> float:
+    def dense(self, metric: Metric) -> float:
         """Cost of the dense layer: weight entries, or MACs per sample (bias excluded)."""
         return self.geometry.dense_params * self._scale(metric)
 
-    def lowrank(self, rank: int, metric: str) -> float:
+    def lowrank(self, rank: int, metric: Metric) -> float:
         """Cost of the two factor layers at ``rank``."""
         return self.geometry.lowrank_params(rank) * self._scale(metric)
 
-    def curve(self, metric: str) -> np.ndarray:
+    def curve(self, metric: Metric) -> np.ndarray:
         """``c(r) = min(lowrank(r), dense)`` for r = 1..R, shape ``(R,)`` float64."""
         ranks = np.arange(1, self.geometry.max_rank + 1, dtype=np.float64)
         geo = self.geometry
@@ -55,7 +54,7 @@ class LayerCost:
         """Whether a factorized layer is installed at ``rank`` (strictly fewer weights)."""
         return self.geometry.is_cheaper(rank)
 
-    def realised(self, rank: int, metric: str) -> float:
+    def realised(self, rank: int, metric: Metric) -> float:
         """Cost of what is installed at ``rank``: low-rank only where strictly cheaper."""
         if self.is_cheaper(rank):
             return self.lowrank(rank, metric)

@@ -314,7 +314,7 @@ def measure_latency(
     Returns:
         The :class:`LatencyTable` (seconds per call at ``batch_size``).
     """
-    from . import __version__
+    from ._version import __version__
     from .export import fold_batchnorm
     from .serialization import _class_for_dense
 

@@ -1,7 +1,9 @@
 """Factorized layers made only of standard torch modules (method §3).
 
 ``state_dict``, ``torch.export`` and ONNX export work on them as on any ``nn.Sequential`` of
-``nn.Linear``/``nn.Conv2d``.
+``nn.Linear``/``nn.Conv1d``/``nn.Conv2d``. Each is built from the dense layer and its factors by a
+classmethod: :meth:`LowRankLinear.from_linear`, :meth:`LowRankConv2d.from_conv`,
+:meth:`LowRankConv1d.from_conv`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LowRankConv2d", "LowRankLinear"]
+__all__ = ["LowRankConv1d", "LowRankConv2d", "LowRankLinear"]
 
 
 def _plain(value: Any) -> Any:
@@ -63,6 +65,20 @@ class LowRankLinear(nn.Module):
             if bias is not None:
                 layer.second.bias.copy_(bias)
         return layer
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, a: Tensor, b: Tensor) -> LowRankLinear:
+        """Replace ``linear`` by factors ``A`` ``(in, r)`` and ``B`` ``(r, out)``, keeping its bias.
+
+        The factors are cast to the dense layer's dtype and device.
+
+        Example:
+            >>> small = LowRankLinear.from_linear(nn.Linear(64, 32), a, b)  # a (64, 8), b (8, 32)
+        """
+        w = linear.weight
+        a, b = a.to(device=w.device, dtype=w.dtype), b.to(device=w.device, dtype=w.dtype)
+        bias = linear.bias.detach() if linear.bias is not None else None
+        return cls.from_factors(a, b, bias).to(device=w.device, dtype=w.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.second(self.first(x))
@@ -195,6 +211,15 @@ class LowRankConv2d(nn.Module):
                 layer.second.bias.copy_(bias)
         return layer
 
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, a: Tensor, b: Tensor) -> LowRankConv2d:
+        """Replace ``conv`` by per-group factors ``A`` ``(G, D, r)``, ``B`` ``(G, r, K)``.
+
+        Keeps the conv's bias; the factors are cast to its dtype and device (see
+        :meth:`from_conv_factors` for the layout).
+        """
+        return _from_conv(cls, conv, a, b)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.second(self.first(x))
 
@@ -263,3 +288,99 @@ class LowRankConv2d(nn.Module):
             device=device,
             dtype=dtype,
         )
+
+
+class LowRankConv1d(nn.Module):
+    """The ``nn.Conv1d`` counterpart of :class:`LowRankConv2d`.
+
+    A ``groups``-grouped conv (original kernel size, stride, padding, dilation) to
+    ``groups·rank`` channels, then a grouped 1-wide conv to ``out_channels`` with the bias.
+
+    Shape:
+        input ``(B, in_channels, L)`` → output ``(B, out_channels, L_out)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int],
+        rank: int,
+        stride: int | tuple[int] = 1,
+        padding: int | tuple[int] | str = 0,
+        dilation: int | tuple[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.rank = rank
+        self.groups = groups
+        kw = {"device": device, "dtype": dtype}
+        self.first = nn.Conv1d(
+            in_channels, groups * rank, kernel_size, stride, padding, dilation, groups, False, **kw
+        )
+        self.second = nn.Conv1d(groups * rank, out_channels, 1, groups=groups, bias=bias, **kw)
+        self.kernel_size = self.first.kernel_size
+        self.stride = self.first.stride
+        self.padding = self.first.padding
+        self.dilation = self.first.dilation
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv1d, a: Tensor, b: Tensor) -> LowRankConv1d:
+        """Replace ``conv`` by per-group factors ``A`` ``(G, C_in/G·k, r)``, ``B`` ``(G, r, K)``.
+
+        Keeps the conv's bias; the factors are cast to its dtype and device.
+        """
+        return _from_conv(cls, conv, a, b)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.second(self.first(x))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"rank={self.rank}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, groups={self.groups}"
+        )
+
+    # -- save spec (balf.save / balf.load): the conv hyper-parameters, as for LowRankConv2d
+    kind: ClassVar[str] = "conv1d"
+    dense_type: ClassVar[type[nn.Module]] = nn.Conv1d
+    dense_spec = staticmethod(LowRankConv2d.dense_spec)
+    spec = LowRankConv2d.spec
+    from_spec = classmethod(LowRankConv2d.from_spec.__func__)
+
+
+def _from_conv(cls: type, conv: nn.Module, a: Tensor, b: Tensor) -> nn.Module:
+    """A low-rank conv of class ``cls`` from a dense ``conv`` and ``(G, D, r)``/``(G, r, K)``.
+
+    ``D`` is ordered ``(c, *kernel)`` as the flattened filters; works for any spatial rank.
+    """
+    w = conv.weight
+    g, _, r = a.shape
+    a, b = a.to(device=w.device, dtype=w.dtype), b.to(device=w.device, dtype=w.dtype)
+    layer = cls(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        r,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=g,
+        bias=conv.bias is not None,
+        device="meta",
+        dtype=w.dtype,
+    ).to_empty(device=w.device)
+    ones = (1,) * len(conv.kernel_size)
+    with torch.no_grad():
+        first = a.transpose(1, 2).reshape(g * r, conv.in_channels // g, *conv.kernel_size)
+        layer.first.weight.copy_(first)
+        layer.second.weight.copy_(b.transpose(1, 2).reshape(conv.out_channels, r, *ones))
+        if conv.bias is not None:
+            layer.second.bias.copy_(conv.bias)
+    return layer

@@ -14,7 +14,7 @@ class LayerReport:
     """One layer's outcome.
 
     Attributes:
-        kind: ``"linear"`` or ``"conv2d"``.
+        kind: the layer kind's label (``"linear"``, ``"conv2d"``, ``"conv1d"``, …).
         rank: chosen rank (``max_rank`` when kept dense at full rank).
         max_rank: R = min(D, K).
         factorized: whether a low-rank layer was installed (only where strictly cheaper).
@@ -50,7 +50,8 @@ class Report:
         config: the config as a dict (``{"type": ..., ...}``).
         mode: mode name, e.g. ``"flops_auto"``.
         layers: per-layer outcome, by module name, for every chosen layer.
-        skipped: Conv2d/Linear-like layers left untouched, with the reason.
+        skipped: candidate layers that cannot be factorized (unsupported padding, no layer
+            adapter, a child of ``nn.MultiheadAttention``, …), with the reason.
         metric: ``"flops"``/``"params"`` for the allocator, else ``None``.
         budget: allowed cost of the chosen layers (allocator modes), in MACs/sample or params.
         achieved: cost of the chosen layers after compression, same units.

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from ._io import atomic_write_bytes
 from .errors import BALFError
-from .layers import LowRankConv2d, LowRankLinear
+from .layers import LowRankConv1d, LowRankConv2d, LowRankLinear
 
 __all__ = [
     "FORMAT_VERSION",
@@ -94,6 +94,7 @@ def layer_kinds() -> dict[str, type[nn.Module]]:
 
 register_layer_kind(LowRankLinear)
 register_layer_kind(LowRankConv2d)
+register_layer_kind(LowRankConv1d)
 
 
 def _kind_class(module: nn.Module) -> type[nn.Module] | None:
@@ -107,7 +108,7 @@ def _kind_class(module: nn.Module) -> type[nn.Module] | None:
 
 
 def _empty_spec() -> dict[str, Any]:
-    from . import __version__
+    from ._version import __version__
 
     return {
         "format": FORMAT,
@@ -175,7 +176,7 @@ def _check_header(spec: Any, source: str) -> None:
         raise SaveFormatError(f"{source} is not a balf save (no {FORMAT!r} spec); use balf.save")
     version = spec.get("format_version")
     if version not in _READABLE_VERSIONS:
-        from . import __version__
+        from ._version import __version__
 
         raise SaveFormatError(
             f"{source} was written by balf {spec.get('library_version')} in save format "

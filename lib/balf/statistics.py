@@ -24,11 +24,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from . import __version__
 from ._io import atomic_torch_save
 from ._mode import eval_mode
+from ._version import __version__
 from .errors import BALFError, StatisticsError
 from .hashing import tensor_digest, update_with_tensor
+from .modes import SIDES, Side
 from .representation import geometry_of, input_gram, output_gram, rows_of_call
 from .targets import resolve_layers
 
@@ -44,7 +45,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _FORMAT = 1
-_SIDES = ("input", "output")
 
 
 @dataclass
@@ -61,7 +61,7 @@ class LayerStatistics:
         weight_digest: digest of the layer's weight when collected (detects a changed model).
     """
 
-    side: str
+    side: Side
     gram: Tensor
     rows: int = 0
     calls: int = 0
@@ -332,7 +332,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 class _Accumulator:
     """Forward hook adding one layer's Gram matrix of each call to a float64 accumulator."""
 
-    def __init__(self, name: str, module: nn.Module, side: str) -> None:
+    def __init__(self, name: str, module: nn.Module, side: Side) -> None:
         geo = geometry_of(module)
         size = geo.in_dim if side == "input" else geo.out_dim
         w = module.weight
@@ -363,7 +363,7 @@ def collect_statistics(
     data: Iterable | Tensor,
     layers: Iterable[str] | None = None,
     *,
-    side: str | None = None,
+    side: Side | None = None,
     batch_size: int = 64,
     progress: bool = True,
     distributed: bool | None = None,
@@ -378,7 +378,8 @@ def collect_statistics(
             ``batch_size``. A batch is a tensor (the input), an ``(args, kwargs)`` pair (a
             tuple/list and a dict: ``model(*args, **kwargs)``, for models with several inputs),
             or another tuple/list whose first element is the input (``(images, labels)``).
-        layers: module names (default: every supported Conv2d and Linear).
+        layers: module names (default: every supported layer, see
+            :func:`balf.register_layer_adapter`).
         side: force ``"input"`` or ``"output"`` statistics for every layer (both give the same
             decomposition); ``None`` picks the cheaper side per layer (input only when D < K).
         progress: show a tqdm bar over batches.
@@ -405,11 +406,13 @@ def collect_statistics(
         >>> stats = balf.collect_statistics(model, calib_loader)
         >>> stats.save("stats.pt")
     """
-    if side is not None and side not in _SIDES:
+    if side is not None and side not in SIDES:
         raise BALFError(f"side must be 'input', 'output' or None, got {side!r}")
     targets, _ = resolve_layers(model, layers)
     if not targets:
-        raise BALFError("the model has no Conv2d or Linear layer to collect statistics for")
+        raise BALFError(
+            "the model has no supported layer (e.g. Conv2d, Linear) to collect statistics for"
+        )
     try:
         device = next(model.parameters()).device
     except StopIteration:

@@ -1,4 +1,12 @@
-"""Choosing the layers to compress, by module name."""
+"""Choosing the layers to compress, by module name.
+
+The default candidate set is every module with a registered layer adapter
+(:func:`balf.register_layer_adapter`) plus every other convolution-like module; those that
+cannot be factorized are reported with the reason instead of being silently ignored:
+a padding mode the adapter cannot express, a kind without adapter (``nn.Conv3d``,
+``nn.ConvTranspose2d``, …), or a child of a module that uses its weights without calling it
+(``nn.MultiheadAttention.out_proj``).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +14,42 @@ import difflib
 from collections.abc import Iterable
 
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
+from .adapters import adapter_for
 from .errors import BALFError
 from .representation import unsupported_reason
 
 __all__ = ["module_aliases", "resolve_layers", "tied_reason"]
+
+# Containers whose forward reads their children's weights directly (functional calls): the
+# children are never called as modules, so no statistics reach them and replacing them breaks
+# the container.
+_OPAQUE_CONTAINERS: dict[type[nn.Module], str] = {
+    nn.MultiheadAttention: (
+        "inside nn.MultiheadAttention, whose forward uses the weights through "
+        "F.multi_head_attention_forward and never calls this module"
+    ),
+}
+# Module types listed as skipped (with the reason) when they have no adapter.
+_LOOKS_FACTORIZABLE: tuple[type[nn.Module], ...] = (_ConvNd, nn.Linear, nn.Bilinear)
+
+
+def _opaque_children(modules: dict[str, nn.Module]) -> dict[str, str]:
+    """Names of modules nested in an opaque container, with the reason."""
+    out: dict[str, str] = {}
+    for name, module in modules.items():
+        reason = next((r for t, r in _OPAQUE_CONTAINERS.items() if isinstance(module, t)), None)
+        if reason is None:
+            continue
+        for child, _ in module.named_modules():
+            if child:
+                out.setdefault(f"{name}.{child}" if name else child, reason)
+    return out
+
+
+def _reason(name: str, module: nn.Module, opaque: dict[str, str]) -> str | None:
+    return opaque.get(name) or unsupported_reason(module)
 
 
 def resolve_layers(
@@ -20,7 +59,7 @@ def resolve_layers(
 
     Args:
         model: the network.
-        layers: module names to factorize; ``None`` means every ``Conv2d`` and ``Linear``.
+        layers: module names to factorize; ``None`` means every supported layer.
 
     Returns:
         ``(targets, skipped)``: supported modules by name (in model order), and the modules left
@@ -34,29 +73,31 @@ def resolve_layers(
         BALFError: a requested name does not exist, or names a layer that cannot be factorized.
     """
     modules = dict(model.named_modules())
+    opaque = _opaque_children(modules)
     targets: dict[str, nn.Module] = {}
     skipped: dict[str, str] = {}
     if layers is None:
         for name, module in modules.items():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                reason = unsupported_reason(module)
-                if reason is None:
-                    targets[name] = module
-                else:
-                    skipped[name] = reason
+            if adapter_for(module) is None and not isinstance(module, _LOOKS_FACTORIZABLE):
+                continue
+            reason = _reason(name, module, opaque)
+            if reason is None:
+                targets[name] = module
+            else:
+                skipped[name] = reason
         return _drop_tied(model, targets, skipped)
 
     if isinstance(layers, str):
         raise BALFError(f"`layers` must be a list of module names, got the string {layers!r}")
     requested = list(layers)
     if not requested:
-        raise BALFError("`layers` is empty: pass None to compress every Conv2d and Linear layer")
+        raise BALFError("`layers` is empty: pass None to compress every supported layer")
     for name in requested:
         if name not in modules:
             close = difflib.get_close_matches(name, [n for n in modules if n], n=3)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             raise BALFError(f"unknown layer name {name!r}: the model has no such module.{hint}")
-        reason = unsupported_reason(modules[name])
+        reason = _reason(name, modules[name], opaque)
         if reason is not None:
             raise BALFError(f"layer {name!r} cannot be factorized: {reason}")
         targets[name] = modules[name]

@@ -2,8 +2,9 @@
 
 Defaults (configs/pretrain_resnet.yaml) are the paper's CIFAR-10 recipe: 200 epochs, SGD lr 0.1,
 momentum 0.9, weight decay 1e-4, batch 128, lr x0.1 at epochs 100 and 150, random crop (pad 4)
-+ horizontal flip, per-channel normalisation. Augmentation runs on in-memory uint8 tensors, a
-batch at a time (no PIL, no DataLoader workers), which is what makes CPU training practical.
++ horizontal flip, per-channel normalisation. The datasets come from ``balf.data.registry`` and
+the training loop from ``balf.experiments.training`` (augmentation on in-memory uint8 tensors,
+a batch at a time); this script is the command line, run directory and resuming around them.
 
 The run directory (``--out-dir``) holds:
   - ``last.pt``          checkpoint written atomically after every epoch (model, optimizer,
@@ -23,25 +24,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import shlex
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import yaml
-from torch import nn
 
 from balf._io import atomic_write_text
-from balf.data.cifar import CIFAR10_SOURCE
-from balf.data.fashion_mnist import load_fashion_mnist
+from balf.data.registry import dataset_info, registered_datasets
 from balf.errors import DatasetNotFoundError
-from balf.experiments.cli import run_script
+from balf.experiments import environment, training
+from balf.experiments.options import run_script
+from balf.experiments.training import evaluate_tensors, train_one_epoch
 from balf.models import create_model, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger("pretrain_resnet")
@@ -50,23 +47,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "pretrain_resnet.yaml"
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """Image geometry, crop padding and normalisation of a training dataset."""
-
-    channels: int
-    size: int
-    pad: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    num_classes: int = 10
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "cifar10": DatasetSpec(3, 32, 4, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar10-jpeg": DatasetSpec(3, 32, 4, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "fashion-mnist": DatasetSpec(1, 28, 2, (0.2860,), (0.3530,)),
-}
+def trainable_datasets() -> list[str]:
+    """Registered datasets that can be loaded as uint8 tensors (see ``balf.data.registry``)."""
+    return [name for name in registered_datasets() if dataset_info(name).tensors is not None]
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -75,7 +58,7 @@ def build_parser(defaults: dict) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML file of defaults")
     p.add_argument("--arch", choices=["resnet20", "resnet56"])
-    p.add_argument("--dataset", choices=sorted(DATASETS))
+    p.add_argument("--dataset", choices=sorted(trainable_datasets()))
     p.add_argument("--data-root", type=str, help="dataset folder (see the config comments)")
     p.add_argument("--out-dir", type=str, help="run directory; {arch}/{dataset} are filled in")
     p.add_argument("--epochs", type=int, help="total number of epochs")
@@ -125,152 +108,22 @@ def resolved_config(args: argparse.Namespace) -> dict:
 # ----------------------------------------------------------------------------- data
 def load_dataset(name: str, root: str | None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Load train and test splits as uint8 images ``(N, C, H, W)`` and int64 labels ``(N,)``."""
-    if name == "fashion-mnist":
-        splits = {}
-        for split in ("train", "test"):
-            images, labels = load_fashion_mnist(split, root)
-            splits[split] = (images.unsqueeze(1).contiguous(), labels)
-        return splits
-    if name == "cifar10-jpeg":
-        from balf.data import CIFAR10_CLASSES, CIFAR10_JPEG_SOURCE, load_image_folder
-
-        root = root or "datasets/cifar10-jpeg"
-        return {
-            split: load_image_folder(root, split, CIFAR10_CLASSES, source_hint=CIFAR10_JPEG_SOURCE)
-            for split in ("train", "test")
-        }
-    from torchvision.datasets import CIFAR10
-
-    root = root or "datasets"
-    splits = {}
-    for split in ("train", "test"):
-        try:
-            ds = CIFAR10(root, train=split == "train", download=False)
-        except RuntimeError as exc:
-            raise DatasetNotFoundError(
-                f"CIFAR-10 not found under {Path(root).resolve()} (expected "
-                f"{Path(root) / 'cifar-10-batches-py'}/ with data_batch_1..5 and test_batch, "
-                f"torchvision's CIFAR10 layout). {CIFAR10_SOURCE} Or pass --data-root."
-            ) from exc
-        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
-        splits[split] = (images, torch.tensor(ds.targets, dtype=torch.int64))
-    return splits
-
-
-def augment(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding ``pad`` and random horizontal flip, batched.
-
-    Args:
-        images: uint8 ``(B, C, H, W)``.
-        pad: padding on each side; crops of size ``(H, W)`` are taken from the padded image.
-        generator: source of randomness (CPU).
-
-    Returns:
-        uint8 ``(B, C, H, W)``.
-    """
-    b, c, h, w = images.shape
-    padded = F.pad(images, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    flip = torch.rand(b, generator=generator) < 0.5
-    rows = (oy[:, None] + torch.arange(h))[:, None, :, None]  # (B, 1, H, 1)
-    cols = torch.arange(w).expand(b, w)
-    cols = torch.where(flip[:, None], cols.flip(1), cols) + ox[:, None]
-    cols = cols[:, None, None, :]  # (B, 1, 1, W)
-    return padded[
-        torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols
-    ]
-
-
-def normalise(
-    images: torch.Tensor, spec: DatasetSpec, device: torch.device, channels_last: bool = False
-) -> torch.Tensor:
-    """uint8 ``(B, C, H, W)`` -> normalised float32 ``(B, C, H, W)`` on ``device``."""
-    x = images.to(device, non_blocking=True).float().div_(255.0)
-    mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
-    x = (x - mean) / std
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    info = dataset_info(name)
+    if info.tensors is None:
+        raise DatasetNotFoundError(f"dataset {name!r} has no tensor loader for training")
+    return info.tensors(root)
 
 
 # ----------------------------------------------------------------------------- training
 def lr_factor(epoch: int, args: argparse.Namespace) -> float:
-    """Multiplier of the initial lr during (0-based) ``epoch``."""
-    if args.schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * epoch / args.epochs))
-    return args.gamma ** sum(epoch >= m for m in args.milestones)
-
-
-def train_one_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data: tuple[torch.Tensor, torch.Tensor],
-    spec: DatasetSpec,
-    batch_size: int,
-    generator: torch.Generator,
-    device: torch.device,
-    channels_last: bool = False,
-) -> tuple[float, float]:
-    """One pass over the shuffled, augmented training set; returns (mean loss, accuracy)."""
-    images, labels = data
-    model.train()
-    order = torch.randperm(len(labels), generator=generator)
-    total_loss, correct = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        x = normalise(augment(images[idx], spec.pad, generator), spec, device, channels_last)
-        y = labels[idx].to(device)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * len(idx)
-        correct += (logits.argmax(1) == y).sum().item()
-    return total_loss / len(labels), correct / len(labels)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    data: tuple[torch.Tensor, torch.Tensor],
-    spec: DatasetSpec,
-    batch_size: int,
-    device: torch.device,
-    channels_last: bool = False,
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on ``data``."""
-    images, labels = data
-    model.eval()
-    total_loss, correct = 0.0, 0
-    for start in range(0, len(labels), batch_size):
-        x = normalise(images[start : start + batch_size], spec, device, channels_last)
-        y = labels[start : start + batch_size].to(device)
-        logits = model(x)
-        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-    return total_loss / len(labels), correct / len(labels)
+    """Multiplier of the initial lr during (0-based) ``epoch`` (schedule options of ``args``)."""
+    return training.lr_factor(epoch, args.schedule, args.epochs, args.milestones, args.gamma)
 
 
 # ----------------------------------------------------------------------------- run directory
 def git_commit() -> str:
     """Current commit of the repository (with ``-dirty`` if files changed), or ``unknown``."""
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return commit + ("-dirty" if status else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    return environment.git_commit(REPO_ROOT) or "unknown"
 
 
 def record_command(out_dir: Path, argv: list[str], start_epoch: int) -> None:
@@ -304,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
-    spec = DATASETS[args.dataset]
+    spec = dataset_info(args.dataset)
     out_dir: Path = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path = out_dir / "last.pt"
@@ -380,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             args.channels_last,
         )
         scheduler.step()
-        test_loss, test_acc = evaluate(
+        test_loss, test_acc = evaluate_tensors(
             model, data["test"], spec, args.eval_batch_size, device, args.channels_last
         )
         record = {

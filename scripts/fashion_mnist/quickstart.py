@@ -18,6 +18,7 @@ from pathlib import Path
 from balf.experiments.cli import (
     ExperimentContext,
     add_common_arguments,
+    configure_process,
     parse_with_yaml,
     run_script,
 )
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         help="numbers agreeing to fewer decimals are listed as differences",
     )
     args = parse_with_yaml(parser, argv, "quickstart.yaml")
+    configure_process(args)
     ctx = ExperimentContext(args, DATASET)
     out = Path(args.out_root) / DATASET / args.model
     plan = {

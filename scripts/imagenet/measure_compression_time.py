@@ -259,8 +259,9 @@ def measure_model(args: argparse.Namespace, name: str) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats(device)
         cuda_base = torch.cuda.memory_allocated(device)
 
-    extra = {"n_iters": args.n_iters} if args.mode.endswith("_auto") else {}
-    config = balf.config_for_mode(args.mode, args.ratio, **extra)
+    mode = balf.MODES[args.mode]
+    extra = {"n_iters": args.n_iters} if mode.accepts("n_iters") else {}
+    config = mode.make(args.ratio, **extra)
     _sync(device)
     start = time.perf_counter()
     compressor = balf.Compressor(

@@ -5,8 +5,9 @@ on-disk layouts); a missing data set raises :class:`balf.errors.DatasetNotFoundE
 expected path and how to obtain it. Subsets and loaders are built the same way for every data set
 (:mod:`balf.data.common`).
 
-The Fashion-MNIST names are imported on first access, so that the other modules do not pay for
-(or depend on) that module.
+The Fashion-MNIST names and the dataset registry (:mod:`balf.data.registry`: ``DatasetInfo``,
+``register_dataset``, ``dataset_info``, ``registered_datasets``) are imported on first access, so
+that the other modules do not pay for (or depend on) those modules.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ _LAZY = {
     "load_fashion_mnist": "balf.data.fashion_mnist",
     "FASHION_MNIST_MEAN": "balf.data.fashion_mnist",
     "FASHION_MNIST_STD": "balf.data.fashion_mnist",
+    "DatasetInfo": "balf.data.registry",
+    "dataset_info": "balf.data.registry",
+    "register_dataset": "balf.data.registry",
+    "registered_datasets": "balf.data.registry",
 }
 
 __all__ = [
@@ -50,6 +55,7 @@ __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CORRUPTIONS",
+    "DatasetInfo",
     "FASHION_MNIST_MEAN",
     "FASHION_MNIST_STD",
     "FashionMNIST",
@@ -60,6 +66,7 @@ __all__ = [
     "cifar10",
     "cifar10_jpeg",
     "cifar10_transform",
+    "dataset_info",
     "eval_transform",
     "evaluation_subset",
     "imagenet_folder",
@@ -68,6 +75,8 @@ __all__ = [
     "load_image_folder",
     "make_loader",
     "random_indices",
+    "register_dataset",
+    "registered_datasets",
 ]
 
 

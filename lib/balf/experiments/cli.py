@@ -1,29 +1,23 @@
-"""Command-line plumbing shared by the experiment scripts.
+"""The experiment entry points shared by the scripts of every dataset.
 
-Every script is argparse with ``--help``; defaults come from a YAML file in ``configs/``
-(``--config``) and any option overrides them. The sweep scripts of all datasets call the
-``*_main`` functions below with their dataset name, so there is one implementation per experiment.
+The sweep scripts of all datasets call the ``*_main`` functions below with their dataset name,
+so there is one implementation per experiment. Options, YAML defaults (``configs/``) and
+process-wide settings are in :mod:`balf.experiments.options` (re-exported here).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
-
 from ..api import Compressor
 from ..cache import Cache
-from ..config import MODES
 from ..data import make_loader
-from ..distributed import init_from_environment, shard
-from ..errors import BALFError, DatasetNotFoundError, WeightsNotFoundError
-from ..folding import FOLDING_MODES
+from ..distributed import shard
+from ..errors import BALFError
+from ..modes import registered_modes
 from .datasets import (
     corrupted_evaluation,
     experiment_data,
@@ -31,11 +25,21 @@ from .datasets import (
     require_checkpoint,
 )
 from .evaluation import evaluate
+from .options import (
+    add_common_arguments,
+    configure_process,
+    find_config,
+    parse_with_yaml,
+    pop_dataset,
+    run_script,
+)
 from .sweep import SweepConfig, default_knobs, run_sweep
 
 __all__ = [
     "ExperimentContext",
     "add_common_arguments",
+    "configure_process",
+    "find_config",
     "calib_size_sweep_main",
     "corrupted_sweep_main",
     "factorize_sweep_main",
@@ -45,173 +49,15 @@ __all__ = [
     "run_script",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-CONFIG_DIR = REPO_ROOT / "configs"
-
-
-class _DefaultsHelpFormatter(argparse.HelpFormatter):
-    """Shows every option's default (after the YAML's are applied) unless its help names one."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
-            return text
-        if isinstance(action, argparse._StoreTrueAction) and action.default is False:
-            return text
-        return f"{text} (default: %(default)s)".strip()
-
-
-def run_script(main: Callable[[], Any]) -> None:
-    """Run a script's ``main()`` and exit with its code.
-
-    A missing input (dataset, checkpoint, weights) or an invalid value ends the script with the
-    library's message alone on stderr and exit status 2, like an argparse error, not a traceback.
-    """
-    try:
-        code = main()
-    except (BALFError, DatasetNotFoundError, WeightsNotFoundError) as exc:
-        prog = Path(sys.argv[0]).name or "balf"
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    raise SystemExit(code or 0)
-
-
-def parse_with_yaml(
-    parser: argparse.ArgumentParser, argv: Sequence[str] | None, default_config: str | None
-) -> argparse.Namespace:
-    """Parse ``argv`` with defaults taken from ``--config`` (a YAML mapping of option names).
-
-    YAML keys use the options' names with ``-`` or ``_``; unknown keys are an error.
-    """
-    parser.add_argument(
-        "--config",
-        default=default_config,
-        help="YAML file with defaults for these options (default: %(default)s)",
-    )
-    # --config is read first on its own, so that --help shows the YAML's defaults
-    pre_parser = argparse.ArgumentParser(add_help=False)
-    pre_parser.add_argument("--config", default=default_config)
-    pre, _ = pre_parser.parse_known_args(argv)
-    if pre.config:
-        path = Path(pre.config)
-        if not path.is_absolute() and not path.exists():
-            path = CONFIG_DIR / path.name
-        values = yaml.safe_load(path.read_text()) or {}
-        known = {a.dest for a in parser._actions}
-        defaults = {}
-        for key, value in values.items():
-            dest = key.replace("-", "_")
-            if dest not in known:
-                raise BALFError(f"{path}: unknown option {key!r}")
-            defaults[dest] = value
-        parser.set_defaults(**defaults)
-        parser.epilog = (parser.epilog + "\n" if parser.epilog else "") + (
-            f"Defaults shown are those of {path} (command-line options override them)."
-        )
-    parser.formatter_class = _DefaultsHelpFormatter
-    args = parser.parse_args(argv)
-    args.argv = list(argv) if argv is not None else None  # recorded in each run's command.txt
-    return args
-
-
-def pop_dataset(
-    argv: Sequence[str] | None, choices: Sequence[str], default: str
-) -> tuple[str, list[str]]:
-    """Take ``--dataset NAME`` (or ``--dataset=NAME``) out of ``argv``.
-
-    Lets one script serve several variants of a dataset (``cifar10`` and its JPEG release
-    ``cifar10-jpeg``), each with its own ``configs/<dataset>_*.yaml`` defaults.
-
-    Returns:
-        ``(dataset, remaining argv)``.
-
-    Raises:
-        BALFError: for a value outside ``choices`` or a missing value.
-    """
-    import sys
-
-    rest = list(sys.argv[1:] if argv is None else argv)
-    dataset = default
-    for i, arg in enumerate(rest):
-        if arg == "--dataset" or arg.startswith("--dataset="):
-            value = (
-                arg.partition("=")[2] if "=" in arg else (rest[i + 1] if i + 1 < len(rest) else "")
-            )
-            del rest[i : i + (1 if "=" in arg else 2)]
-            dataset = value
-            break
-    if dataset not in choices:
-        raise BALFError(f"--dataset must be one of {', '.join(choices)}, got {dataset!r}")
-    return dataset, rest
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options every sweep script shares."""
-    g = parser.add_argument_group("common")
-    g.add_argument("--model", default="resnet20", help="model name (default: %(default)s)")
-    g.add_argument("--data-root", default="datasets", help="dataset folder")
-    g.add_argument(
-        "--checkpoint",
-        default=None,
-        help="weights of a CIFAR/Fashion-MNIST model (default: results/<dataset>/"
-        "checkpoints/<model>/model.pt)",
-    )
-    g.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="use untrained weights (fixtures and benchmarks only)",
-    )
-    g.add_argument("--calib-size", type=int, default=1024, help="calibration images")
-    g.add_argument("--seed", type=int, default=0, help="seed of calibration/evaluation subsets")
-    g.add_argument(
-        "--eval-size",
-        type=int,
-        default=None,
-        help="evaluate on a seeded subset of this size (default: full set)",
-    )
-    g.add_argument("--batch-size", type=int, default=128, help="calibration/evaluation batch")
-    g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    g.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device"
-    )
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    g.add_argument("--out-root", default="results", help="results folder")
-    g.add_argument(
-        "--cache-root", default=".", help="folder of activation-cache/ and factorization-cache/"
-    )
-    g.add_argument("--no-cache", action="store_true", help="do not cache statistics")
-    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    g.add_argument(
-        "--save-model",
-        default=None,
-        metavar="DIR",
-        help="save each newly computed compressed point with balf.save to DIR/<run folder>/"
-        "<knob>.safetensors (BALF and baseline modes; reload with balf.load)",
-    )
-    g.add_argument(
-        "--save-knobs",
-        nargs="+",
-        type=float,
-        default=None,
-        metavar="K",
-        help="with --save-model: save only these knob values (default: every point)",
-    )
-    g.add_argument(
-        "--stop-after",
-        type=int,
-        default=None,
-        help="compute at most this many new points per sweep, then stop",
-    )
-
 
 class ExperimentContext:
-    """Model, data and loaders of one (dataset, model, calibration) setting."""
+    """Model, data and loaders of one (dataset, model, calibration) setting.
+
+    ``args`` are parsed options (:func:`add_common_arguments`); process-wide settings are the
+    entry point's business (:func:`configure_process`).
+    """
 
     def __init__(self, args: argparse.Namespace, dataset: str, calib_size: int | None = None):
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        args.device = init_from_environment(args.device)  # torchrun: one process per device
         self.args = args
         self.dataset = dataset
         self.calib_size = calib_size or args.calib_size
@@ -323,7 +169,7 @@ def factorize_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
             "uniform",
             "uniform_act_aware",
         ],
-        choices=[*MODES, *FOLDING_MODES],
+        choices=list(registered_modes()),
         metavar="MODE",
         help="BALF modes, baselines and Model Folding (folding_ar: data-free, folding_r: BN "
         "statistics from the calibration images, folding_none; knob = kept channel fraction); "
@@ -338,6 +184,7 @@ def factorize_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     )
     parser.add_argument("--n-iters", type=int, default=300, help="allocator iterations")
     args = parse_with_yaml(parser, argv, f"{dataset}_factorize_sweep.yaml")
+    configure_process(args)
     ctx = ExperimentContext(args, dataset)
     for mode in args.modes:
         knobs = args.knobs or default_knobs(mode, args.model)
@@ -354,6 +201,7 @@ def calib_size_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.4, 0.5, 0.7, 0.8])
     parser.add_argument("--mode", default="params_auto")
     args = parse_with_yaml(parser, argv, f"{dataset}_calib_size_sweep.yaml")
+    configure_process(args)
     for size in args.calib_sizes:
         ctx = ExperimentContext(args, dataset, calib_size=size)
         ctx.sweep(args.mode, args.ratios, _run_dir(args, dataset, "calib-size", f"calib{size}"))
@@ -372,6 +220,7 @@ def n_iters_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.4, 0.6, 0.8])
     parser.add_argument("--mode", default="flops_auto")
     args = parse_with_yaml(parser, argv, f"{dataset}_n_iters_sweep.yaml")
+    configure_process(args)
     ctx = ExperimentContext(args, dataset)
     for n in args.n_iters_values:
         ctx.sweep(args.mode, args.ratios, _run_dir(args, dataset, "n-iters", f"iters{n}"), n)
@@ -396,6 +245,7 @@ def corrupted_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     parser.add_argument("--corruptions", nargs="+", default=list(CORRUPTIONS))
     parser.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES))
     args = parse_with_yaml(parser, argv, f"{dataset}_corrupted_sweep.yaml")
+    configure_process(args)
     if not args.corrupted_root:
         raise BALFError("--corrupted-root is required (folder in the CIFAR-10-C layout)")
     ctx = ExperimentContext(args, dataset)

@@ -1,15 +1,13 @@
 """Models and data of an experiment, by dataset name: one code path for every dataset.
 
-- ``cifar10``: seeded subset of the train split / test split; weights
-  ``results/cifar10/checkpoints/<model>/model.pt``.
-- ``cifar10-jpeg``: CIFAR-10 as republished in JPEG form (image folders ``train/``, ``test/``);
-  weights ``results/cifar10-jpeg/checkpoints/<model>/model.pt``. Labelled "CIFAR-10 (JPEG release)".
-- ``fashion-mnist``: likewise, ``results/fashion-mnist/checkpoints/<model>/model.pt``.
-- third-party option-A CIFAR-10 ResNets (``resnet20a`` ... ``resnet56a``) on either CIFAR-10:
-  the public checkpoint file from ``--checkpoint`` or :data:`THIRD_PARTY_DIR`.
-- ``imagenet``: ``<root>/imagenet-calib`` / ``<root>/imagenet-val``; public weights.
-
-Calibration images always use the evaluation preprocessing (no augmentation).
+The datasets are those of :mod:`balf.data.registry` (``cifar10``, ``cifar10-jpeg``,
+``fashion-mnist``, ``imagenet``, and any registered later). Calibration images are a seeded subset
+of the train split, evaluation uses the test split; both always use the evaluation preprocessing
+(no augmentation). Small datasets' weights are ``results/<dataset>/checkpoints/<model>/model.pt``;
+datasets with public weights (ImageNet) need no checkpoint. Results on ``cifar10-jpeg`` (CIFAR-10 as
+republished in JPEG form) are labelled "CIFAR-10 (JPEG release)" (:mod:`.labels`). The third-party
+option-A CIFAR-10 ResNets (``resnet20a`` ... ``resnet56a``) load their public checkpoint from
+``--checkpoint`` or :data:`THIRD_PARTY_DIR`, and see inputs with their own normalisation.
 """
 
 from __future__ import annotations
@@ -22,25 +20,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data import (
-    CIFAR10_CLASSES,
-    CIFAR10_JPEG_SOURCE,
-    CIFAR10C,
-    ImageFolderTensors,
-    calibration_subset,
-    cifar10,
-    cifar10_transform,
-    evaluation_subset,
-    imagenet_folder,
-)
-from ..errors import BALFError, DatasetNotFoundError, WeightsNotFoundError
+from ..data import calibration_subset, evaluation_subset
+from ..data.registry import DatasetInfo, dataset_info, registered_datasets
+from ..errors import BALFError, WeightsNotFoundError
 from ..models import (
     THIRD_PARTY_CHECKPOINTS,
     create_model,
-    eval_transform,
     load_checkpoint,
     load_third_party_checkpoint,
-    normalisation_of,
 )
 from .labels import DATASET_LABELS, dataset_label
 
@@ -59,8 +46,8 @@ __all__ = [
     "train_command",
 ]
 
-DATASETS = ("cifar10", "cifar10-jpeg", "fashion-mnist", "imagenet")
-_SMALL = {"cifar10": (3, 10), "cifar10-jpeg": (3, 10), "fashion-mnist": (1, 10)}
+DATASETS = registered_datasets()
+"""The built-in datasets' names (every registered one: :func:`balf.data.registered_datasets`)."""
 
 #: Where the third-party option-A checkpoints are looked up when no --checkpoint is given (on
 #: the project's machines; elsewhere download them, see balf.models.load_third_party_checkpoint).
@@ -79,11 +66,6 @@ class ExperimentData:
     calibration: Dataset
     evaluation: Dataset
     data_tag: str
-
-
-def _check_dataset(dataset: str) -> None:
-    if dataset not in DATASETS:
-        raise BALFError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
 
 
 def default_checkpoint(dataset: str, model_name: str, results_root: str | Path = "results") -> Path:
@@ -131,7 +113,7 @@ def experiment_model(
     """The trained model of an experiment, in eval mode on the CPU, and its weights' identity.
 
     Args:
-        dataset: one of :data:`DATASETS`.
+        dataset: a registered dataset name.
         model_name: ``resnet20``/``resnet56`` for the small datasets, a registry name for ImageNet.
         checkpoint: weights file for the small datasets (default: :func:`default_checkpoint`).
         pretrained: ``False`` gives random weights drawn from ``seed`` (fixtures, benchmarks):
@@ -145,16 +127,16 @@ def experiment_model(
         ``(model, weights)`` where ``weights`` names the weights: ``"random-seed<k>"``,
         ``"pretrained"`` (public ImageNet weights) or ``"<checkpoint path>@<sha256 prefix>"``.
     """
-    _check_dataset(dataset)
+    info = dataset_info(dataset)
     if not pretrained:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            return _build_model(dataset, model_name, None), f"random-seed{seed}"
-    if dataset == "imagenet":
+            return _build_model(info, model_name, None), f"random-seed{seed}"
+    if info.public_weights:
         return create_model(model_name, pretrained=True).eval(), "pretrained"
     path = require_checkpoint(dataset, model_name, checkpoint)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return _build_model(dataset, model_name, path), f"{path}@{digest}"
+    return _build_model(info, model_name, path), f"{path}@{digest}"
 
 
 def benchmark_model(name: str, synthetic: bool, image_size: int = 224) -> nn.Module:
@@ -187,71 +169,17 @@ def benchmark_model(name: str, synthetic: bool, image_size: int = 224) -> nn.Mod
     return experiment_model("imagenet", name)[0]
 
 
-def _build_model(dataset: str, model_name: str, checkpoint: Path | None) -> nn.Module:
-    if dataset == "imagenet":
+def _build_model(info: DatasetInfo, model_name: str, checkpoint: Path | None) -> nn.Module:
+    if info.public_weights:
         return create_model(model_name, pretrained=False).eval()
-    in_channels, num_classes = _SMALL[dataset]
     model = create_model(
-        model_name, pretrained=False, in_channels=in_channels, num_classes=num_classes
+        model_name, pretrained=False, in_channels=info.channels, num_classes=info.num_classes
     )
     if checkpoint is not None and model_name in THIRD_PARTY_CHECKPOINTS:
         load_third_party_checkpoint(model, checkpoint)
     elif checkpoint is not None:
         load_checkpoint(model, checkpoint)
     return model.eval()
-
-
-def _small_transform(dataset: str, model_name: str):
-    return eval_transform(model_name, dataset=dataset)
-
-
-def _cifar10_transform(model_name: str):
-    """PIL -> normalised tensor for CIFAR-10 images, with the model's normalisation."""
-    if model_name in THIRD_PARTY_CHECKPOINTS:
-        return eval_transform(model_name, dataset="cifar10")
-    return cifar10_transform(train=False)
-
-
-def _splits(dataset: str, root: str | Path, model_name: str) -> tuple[Dataset, Dataset]:
-    if dataset == "cifar10":
-        tf = _cifar10_transform(model_name)
-        return cifar10(root, train=True, transform=tf), cifar10(root, train=False, transform=tf)
-    if dataset == "cifar10-jpeg":
-        mean, std = normalisation_of(model_name, dataset)
-        return tuple(
-            ImageFolderTensors(
-                root,
-                split,
-                CIFAR10_CLASSES,
-                mean,
-                std,
-                source_hint=CIFAR10_JPEG_SOURCE,
-                preload=split == "test",  # calibration reads a small subset of train
-            )
-            for split in ("train", "test")
-        )
-    if dataset == "fashion-mnist":
-        from ..data.fashion_mnist import FASHION_MNIST_FILES, FashionMNIST
-
-        fm_root = Path(root) if root and Path(root).is_dir() else None
-        if fm_root is not None:  # an existing folder given explicitly must hold the files
-            missing = [
-                f
-                for pair in FASHION_MNIST_FILES.values()
-                for f in pair
-                if not (fm_root / f).is_file()
-            ]
-            if missing:
-                raise DatasetNotFoundError(
-                    f"Fashion-MNIST: {fm_root} lacks {', '.join(missing)}. Put the four IDX .gz "
-                    "files there, or pass a --data-root that does not exist to use the standard "
-                    "search path (/usr/share/datasets/fashion-mnist from `apt-get install "
-                    "dataset-fashion-mnist`, or torchvision's download)."
-                )
-        return FashionMNIST("train", fm_root), FashionMNIST("test", fm_root)
-    tf = eval_transform(model_name)
-    root = Path(root)
-    return imagenet_folder(root / "imagenet-calib", tf), imagenet_folder(root / "imagenet-val", tf)
 
 
 def experiment_data(
@@ -265,14 +193,13 @@ def experiment_data(
     """Calibration subset (seeded) and evaluation set (whole, or a seeded subset).
 
     Args:
-        root: data folder (``cifar-10-batches-py/`` inside for CIFAR-10; the IDX files for
-            Fashion-MNIST, else the standard search path; ``imagenet-calib/`` and
-            ``imagenet-val/`` inside for ImageNet).
+        root: data folder (``cifar-10-batches-py/`` inside for CIFAR-10; ``cifar10-jpeg/``
+            inside, or itself, for the JPEG release; the IDX files for Fashion-MNIST, else the
+            standard search path; ``imagenet-calib/`` and ``imagenet-val/`` inside for ImageNet).
         calib_size: calibration images drawn uniformly at random from the training images.
         eval_size: evaluate on a seeded subset of this size (``None``: the full set).
     """
-    _check_dataset(dataset)
-    train, test = _splits(dataset, root, model_name)
+    train, test = dataset_info(dataset).splits(root, model_name)
     calibration = calibration_subset(train, calib_size, seed)
     evaluation = evaluation_subset(test, eval_size, seed)
     tag = f"{dataset}-{model_name}-calib{calib_size}-seed{seed}"
@@ -293,28 +220,11 @@ def corrupted_evaluation(
     A fixed seeded subset of ``eval_size`` positions is used for every corruption and severity.
     ``model_name`` selects the input normalisation (third-party models use their own).
     """
-    if dataset in ("cifar10", "cifar10-jpeg"):
-        tf = _cifar10_transform(model_name)
-    elif dataset == "fashion-mnist":
-        tf = _small_transform(dataset, "resnet20")
-    else:
+    loader = dataset_info(dataset).corrupted
+    if loader is None:
         raise BALFError(f"no corrupted test sets for dataset {dataset!r}")
-    try:
-        full = CIFAR10C(root, corruption, severity, transform=tf)
-    except DatasetNotFoundError as exc:
-        if dataset != "fashion-mnist":
-            raise
-        missing = [
-            p
-            for p in (Path(root) / f"{corruption}.npy", Path(root) / "labels.npy")
-            if not p.is_file()
-        ]
-        raise DatasetNotFoundError(
-            f"Fashion-MNIST-C file not found: {missing[0] if missing else root}. Generate it "
-            "with `bash scripts/fashion_mnist/make_corrupted.sh` (CIFAR-10-C layout: labels.npy "
-            "and <corruption>.npy of shape (5·N, 28, 28) uint8)."
-        ) from exc
+    full = loader(root, corruption, severity, None, model_name)
     if eval_size is None or eval_size >= len(full):
         return full
     indices = evaluation_subset(full, eval_size, seed).indices
-    return CIFAR10C(root, corruption, severity, transform=tf, indices=indices)
+    return loader(root, corruption, severity, indices, model_name)

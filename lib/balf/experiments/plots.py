@@ -6,11 +6,12 @@ global backend switch) and writes it as PDF (for papers) and PNG (for the README
 a temporary file in the target folder and an ``os.replace``. They return the written paths.
 PDFs carry no creation date, so rerunning on the same results rewrites identical files.
 
-Modes keep the same colour and marker in every figure (:data:`MODE_STYLES`); BALF's two modes
-are drawn thicker and on top. Other works' published points (``data/other_works.csv``) are
-overlaid on the accuracy-vs-ratio plots at ``ratio = 1 + delta_quantity_pct/100`` and
-``accuracy = our original accuracy + delta_top1_pp`` — only on the plot of the quantity they
-report, and only for the same dataset and model name.
+Modes keep the same colour and marker in every figure (:func:`mode_style`, declared with each
+config class: :class:`balf.modes.ModeDisplay`); BALF's two modes are drawn thicker and on
+top. Other works' published points (:func:`load_other_works`) are overlaid on the
+accuracy-vs-ratio plots at ``ratio = 1 + delta_quantity_pct/100`` and ``accuracy = our
+original accuracy + delta_top1_pp`` — only on the plot of the quantity they report, and only
+for the same dataset and model name.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,11 @@ from matplotlib.ticker import StrMethodFormatter
 
 from .._io import _umask
 from ..errors import BALFError
+from ..modes import ModeDisplay, registered_modes
 from .labels import dataset_label, other_works_source
-from .tables import MODE_LABELS, compressed_points, corruption_table, original_point
+from .tables import compressed_points, corruption_table, original_point
 
 __all__ = [
-    "DEFAULT_OTHER_WORKS",
-    "MODE_STYLES",
     "ModeStyle",
     "load_other_works",
     "mode_style",
@@ -51,40 +50,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OTHER_WORKS = Path(__file__).resolve().parents[3] / "data" / "other_works.csv"
-"""Other works' published points shipped with the repository."""
-
 QUANTITY_LABELS = {"flops": "FLOPs keep-ratio", "params": "parameter keep-ratio"}
 
 
-@dataclass(frozen=True)
-class ModeStyle:
-    """How a mode is drawn: display label, colour, marker, emphasised (BALF) or not."""
-
-    label: str
-    color: str
-    marker: str
-    emphasised: bool = False
-
-
-_COLORS = {
-    "flops_auto": ("#d62728", "o", True),
-    "params_auto": ("#1f77b4", "s", True),
-    "energy": ("#7f7f7f", "v", False),
-    "energy_act_aware": ("#2ca02c", "^", False),
-    "uniform": ("#bcbd22", "<", False),
-    "uniform_act_aware": ("#9467bd", ">", False),
-    "rank_ratio": ("#e377c2", "p", False),
-    "rank_ratio_act_aware": ("#17becf", "h", False),
-    "folding": ("#8c564b", "D", False),
-    "folding_ar": ("#8c564b", "D", False),
-    "folding_r": ("#ff7f0e", "d", False),
-    "folding_none": ("#c49c94", "X", False),
-}
-MODE_STYLES: dict[str, ModeStyle] = {
-    mode: ModeStyle(MODE_LABELS[mode], *style) for mode, style in _COLORS.items()
-}
-"""Colour/marker/label of every known mode, the same in every figure."""
+ModeStyle = ModeDisplay
+"""How a mode is drawn (label, colour, marker, emphasised); an alias of ``ModeDisplay``."""
 
 _WORK_MARKERS = ("*", "P", "X", "d", "H", "8", "p", "<", ">", "v")
 _WORK_COLORS = ("#000000", "#e6550d", "#31a354", "#756bb1", "#636363", "#d6616b", "#3182bd")
@@ -92,8 +62,9 @@ _WORK_COLORS = ("#000000", "#e6550d", "#31a354", "#756bb1", "#636363", "#d6616b"
 
 def mode_style(mode: str) -> ModeStyle:
     """The style of ``mode``; unknown modes get a grey dotted look with a stable marker."""
-    if mode in MODE_STYLES:
-        return MODE_STYLES[mode]
+    spec = registered_modes().get(mode)
+    if spec is not None:
+        return spec.display
     marker = _WORK_MARKERS[sum(map(ord, mode)) % len(_WORK_MARKERS)]
     return ModeStyle(mode, "#525252", marker)
 
@@ -153,8 +124,12 @@ def save_figure(
     return paths
 
 
-def load_other_works(path: str | Path = DEFAULT_OTHER_WORKS) -> pd.DataFrame:
-    """The other works' published points (columns of ``data/other_works.csv``)."""
+def load_other_works(path: str | Path) -> pd.DataFrame:
+    """Other works' published points, e.g. the repository's ``data/other_works.csv``.
+
+    Columns: ``work``, ``method``, ``dataset``, ``model``, ``reduced_quantity``,
+    ``delta_quantity_pct``, ``delta_top1_pp`` (and any others, ignored).
+    """
     return pd.read_csv(path)
 
 
@@ -227,9 +202,10 @@ def plot_accuracy_vs_ratio(
 
     Example:
         >>> sweeps = load_mode_results("results/cifar10/resnet20")  # doctest: +SKIP
+        >>> works = load_other_works("data/other_works.csv")  # doctest: +SKIP
         >>> plot_accuracy_vs_ratio(sweeps, "flops", "figures/accuracy_vs_flops",
         ...                        dataset="cifar10", model="resnet20",
-        ...                        other_works=load_other_works())  # doctest: +SKIP
+        ...                        other_works=works)  # doctest: +SKIP
         [PosixPath('figures/accuracy_vs_flops.pdf'), PosixPath('figures/accuracy_vs_flops.png')]
     """
     if quantity not in QUANTITY_LABELS:

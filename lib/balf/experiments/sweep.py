@@ -10,12 +10,14 @@ The run directory also keeps ``config.json`` (resolved), ``environment.json`` an
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +27,23 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_json_dump, atomic_write_text
 from ..api import Compressor
-from ..config import MODES, config_for_mode
+from ..config import CompressionConfig
 from ..distributed import is_main_process
 from ..errors import BALFError, BudgetError
 from ..flops import count_flops, count_params
-from ..folding import FOLDING_MODES, fold_model, kept_channels
+from ..folding import FoldingConfig, kept_channels
 from ..models import THIRD_PARTY_CHECKPOINTS
+from ..modes import MethodConfig, mode_spec
 from ..serialization import save as balf_save
 from .environment import command_line, environment_info
 from .evaluation import EvalResult, evaluate
 
-__all__ = ["SweepConfig", "default_knobs", "load_results", "run_sweep"]
+__all__ = ["SWEEP_VALUES", "SweepConfig", "default_knobs", "load_results", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
-_SWEEP_VALUES = Path(__file__).resolve().parents[3] / "data" / "sweep_values.json"
+SWEEP_VALUES = "sweep_values.json"
+"""The paper's sweep values, shipped as package data of :mod:`balf.experiments`."""
 
 
 @dataclass
@@ -47,8 +51,8 @@ class SweepConfig:
     """Everything that defines a sweep (and must match for a rerun to resume it).
 
     Attributes:
-        dataset, model, mode: what is compressed and how (``mode`` in :data:`balf.MODES` or
-            :data:`balf.folding.FOLDING_MODES`).
+        dataset, model, mode: what is compressed and how (a registered mode,
+            :func:`balf.modes.registered_modes`).
         knobs: the mode's values (keep-ratios, energy thresholds, or Model Folding's ``keep``).
         calib_size: calibration images; seed: their draw (and of evaluation subsets).
         n_iters: allocator iterations (allocator modes).
@@ -71,9 +75,7 @@ class SweepConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES and self.mode not in FOLDING_MODES:
-            known = sorted([*MODES, *FOLDING_MODES])
-            raise BALFError(f"unknown mode {self.mode!r}; choose one of {known}")
+        mode_spec(self.mode)  # BALFError naming the known modes
         if not self.knobs:
             raise BALFError("a sweep needs at least one knob value")
 
@@ -85,20 +87,28 @@ class SweepConfig:
         return d
 
 
-def default_knobs(mode: str, model: str, path: Path = _SWEEP_VALUES) -> list[float]:
-    """The paper's sweep values for ``mode`` and ``model`` (``data/sweep_values.json``)."""
-    values = json.loads(Path(path).read_text())
-    if mode in FOLDING_MODES:
-        return list(values["folding_keep"])
-    if mode.startswith("energy"):
-        key = "energy_act_aware_thresholds" if mode == "energy_act_aware" else "energy_thresholds"
-        table = values[key]
-        # a third-party option-A ResNet takes the thresholds of the same-depth paper model
-        model = model[:-1] if model in THIRD_PARTY_CHECKPOINTS and model[:-1] in table else model
-        if model not in table:
-            raise BALFError(f"no default {mode} thresholds for {model!r}; pass knobs explicitly")
-        return list(table[model])
-    return list(values["budget_and_uniform_ratios"])
+def default_knobs(mode: str, model: str, path: str | Path | None = None) -> list[float]:
+    """The paper's sweep values for ``mode`` and ``model``.
+
+    The mode's :attr:`~balf.modes.Mode.sweep_values` names its entry in the table (``path``, or
+    by default the package's :data:`SWEEP_VALUES`): a list, or a table of lists by model name.
+    A third-party option-A ResNet (``resnet20a``) takes the values of the same-depth paper model.
+    """
+    key = mode_spec(mode).sweep_values
+    if key is None:
+        raise BALFError(f"mode {mode!r} has no default knobs; pass knobs explicitly")
+    if path is None:
+        text = resources.files(__package__).joinpath(SWEEP_VALUES).read_text()
+    else:
+        text = Path(path).read_text()
+    values = json.loads(text)[key]
+    if isinstance(values, dict):
+        if model in THIRD_PARTY_CHECKPOINTS and model not in values and model[:-1] in values:
+            model = model[:-1]
+        if model not in values:
+            raise BALFError(f"no default {mode} knobs for {model!r}; pass knobs explicitly")
+        values = values[model]
+    return list(values)
 
 
 def load_results(path: Path) -> dict[str, Any]:
@@ -195,7 +205,7 @@ def run_sweep(
         }
         _add_point(results, point, results_path)
 
-    if compressor is None and config.mode not in FOLDING_MODES:
+    if compressor is None and issubclass(mode_spec(config.mode).config_class, CompressionConfig):
         compressor = Compressor(model, calibration, cache=cache, progress=progress)
     todo = [k for k in config.knobs if _knob_key(k) not in done]
     new = 0
@@ -244,7 +254,7 @@ def _wants_save(
 ) -> bool:
     if save_dir is None:
         return False
-    if config.mode in FOLDING_MODES:
+    if issubclass(mode_spec(config.mode).config_class, FoldingConfig):
         log.warning("%s changes the architecture: --save-model skips its points", config.mode)
         return False
     return save_knobs is None or any(math.isclose(knob, k) for k in save_knobs)
@@ -257,24 +267,27 @@ def _compress_point(
     compressor: Compressor | None,
     calibration: Iterable | None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """The model compressed at ``knob`` and the mode-specific fields of its point.
+    """The model compressed at ``knob`` and the method-specific fields of its point."""
+    spec = mode_spec(config.mode)
+    options = {"n_iters": config.n_iters} if spec.accepts("n_iters") else {}
+    method = spec.make(knob, **options)
+    return _apply_method(method, model, compressor, calibration, config.seed)
 
-    Model Folding modes fold ``model`` (``knob`` = keep; only repair ``"r"`` reads
-    ``calibration``); the others compress with ``compressor``.
-    """
-    if config.mode in FOLDING_MODES:
-        repair = FOLDING_MODES[config.mode]
-        start = time.perf_counter()
-        data = calibration if repair == "r" else None
-        small = fold_model(model, knob, repair, data=data, seed=config.seed)
-        return small, {
-            "repair": repair,
-            "kept_channels": kept_channels(model, knob),
-            "ranks": {},
-            "timings": {"fold": time.perf_counter() - start},
-        }
-    extra = {"n_iters": config.n_iters} if config.mode.endswith("_auto") else {}
-    small, report = compressor.compress(config_for_mode(config.mode, knob, **extra))
+
+@functools.singledispatch
+def _apply_method(
+    method: MethodConfig,
+    model: nn.Module,
+    compressor: Compressor | None,
+    calibration: Iterable | None,
+    seed: int,
+) -> tuple[nn.Module, dict[str, Any]]:
+    raise BALFError(f"the sweep runner cannot run a {type(method).__name__}")
+
+
+@_apply_method.register
+def _(method: CompressionConfig, model, compressor, calibration, seed):
+    small, report = compressor.compress(method)
     return small, {
         "layer_flops_ratio": report.layer_flops_ratio,
         "layer_params_ratio": report.layer_params_ratio,
@@ -284,6 +297,19 @@ def _compress_point(
         "ranks": report.ranks,
         "timings": report.timings,
         "report": report,
+    }
+
+
+@_apply_method.register
+def _(method: FoldingConfig, model, compressor, calibration, seed):
+    """Model Folding of ``model`` (only repair ``"r"`` reads ``calibration``)."""
+    start = time.perf_counter()
+    small = method.apply(model, calibration, seed=seed)
+    return small, {
+        "repair": method.repair,
+        "kept_channels": kept_channels(model, method.keep),
+        "ranks": {},
+        "timings": {"fold": time.perf_counter() - start},
     }
 
 
@@ -341,13 +367,3 @@ def _add_point(results: dict[str, Any], point: dict[str, Any], path: Path) -> No
     results["points"].sort(key=lambda p: order.get(_knob_key(p["knob"]), len(order)))
     if is_main_process():
         atomic_json_dump(results, path)
-
-
-def points_by_knob(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Points keyed by their normalised knob string."""
-    return {_knob_key(p["knob"]): p for p in results["points"]}
-
-
-def knobs_of(results: dict[str, Any]) -> Sequence[Any]:
-    """Knob values of the computed points, in order."""
-    return [p["knob"] for p in results["points"]]

@@ -34,10 +34,10 @@ import pandas as pd
 
 from .._io import atomic_write_text
 from ..errors import BALFError
+from ..modes import registered_modes
 
 __all__ = [
     "DEFAULT_TARGETS",
-    "MODE_LABELS",
     "SPECIAL_DIRS",
     "best_point_within",
     "calibration_size_table",
@@ -60,22 +60,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TARGETS: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 """Keep-ratios of the matched-reduction tables."""
 
-MODE_LABELS: dict[str, str] = {
-    "flops_auto": "BALF (FLOPs budget)",
-    "params_auto": "BALF (params budget)",
-    "energy": "Energy, plain SVD",
-    "energy_act_aware": "Energy, act.-aware",
-    "uniform": "Uniform, plain SVD",
-    "uniform_act_aware": "Uniform, act.-aware",
-    "rank_ratio": "Rank ratio, plain SVD",
-    "rank_ratio_act_aware": "Rank ratio, act.-aware",
-    "folding": "Model Folding",
-    "folding_ar": "Model Folding (AR, data-free)",
-    "folding_r": "Model Folding (R, BN re-estimated)",
-    "folding_none": "Model Folding (no repair)",
-}
-"""Display names of the sweep modes, in display order."""
-
 SPECIAL_DIRS = frozenset({"calib-size", "n-iters", "corruption", "figures", "tables"})
 """Folders of a model directory that are not a mode's sweep."""
 
@@ -90,12 +74,13 @@ _OPTIONAL_COLUMNS = {
 
 
 def mode_label(mode: str) -> str:
-    """Display name of ``mode`` (the mode name itself when unknown)."""
-    return MODE_LABELS.get(mode, mode)
+    """Display name of ``mode`` (declared with its config class; the name itself when unknown)."""
+    spec = registered_modes().get(mode)
+    return spec.display.label if spec is not None else mode
 
 
 def _mode_sort_key(mode: str) -> tuple[int, str]:
-    order = list(MODE_LABELS)
+    order = list(registered_modes())
     return (order.index(mode) if mode in order else len(order), mode)
 
 

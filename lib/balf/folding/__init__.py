@@ -10,8 +10,9 @@ Example:
     >>> small = fold_model(model, keep=0.7, repair="ar")  # ~49% of the parameters
 """
 
+from .config import FOLDING_MODES, FoldingConfig
 from .features import channel_features, cluster_count
-from .fold import FOLDING_MODES, REPAIRS, fold_model, fold_with_labels, kept_channels
+from .fold import REPAIRS, fold_model, fold_with_labels, kept_channels
 from .groups import SUPPORTED_MODELS, ChannelGroup, Producer, channel_groups
 from .kmeans import KMeansResult, hartigan_kmeans, inertia
 from .repair import ar_scale
@@ -21,6 +22,7 @@ __all__ = [
     "REPAIRS",
     "SUPPORTED_MODELS",
     "ChannelGroup",
+    "FoldingConfig",
     "KMeansResult",
     "Producer",
     "ar_scale",

@@ -28,15 +28,12 @@ from .repair import (
     rescale_gammas_,
 )
 
-__all__ = ["FOLDING_MODES", "REPAIRS", "fold_model", "fold_with_labels", "kept_channels"]
+__all__ = ["REPAIRS", "fold_model", "fold_with_labels", "kept_channels"]
 
 log = logging.getLogger(__name__)
 
 REPAIRS: tuple[str, ...] = ("ar", "r", "none")
 """Variance repairs: data-free AR, BN re-estimation R (needs data), or none."""
-
-FOLDING_MODES: dict[str, str] = {"folding_ar": "ar", "folding_r": "r", "folding_none": "none"}
-"""Sweep mode name → repair; the sweep's knob is ``keep``."""
 
 
 def _check_repair(repair: str, data: Iterable | None) -> None:

@@ -61,13 +61,6 @@ __all__ = [
 
 _CIFAR_MODELS = {"resnet20": resnet20, "resnet56": resnet56}
 
-#: Normalisation of the small-image datasets the CIFAR ResNets are trained on: (mean, std).
-_SMALL_DATASET_NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar10-jpeg": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "fashion-mnist": ((0.2860,), (0.3530,)),
-}
-
 CHECKPOINT_FORMAT = "balf-checkpoint-v1"
 
 
@@ -87,11 +80,10 @@ def normalisation_of(name: str, dataset: str) -> tuple[tuple[float, ...], tuple[
     """
     if name in THIRD_PARTY_CHECKPOINTS:
         return THIRD_PARTY_MEAN, THIRD_PARTY_STD
-    if dataset not in _SMALL_DATASET_NORMALISATION:
-        raise BALFError(
-            f"Unknown dataset {dataset!r}; choose one of {list(_SMALL_DATASET_NORMALISATION)}"
-        )
-    return _SMALL_DATASET_NORMALISATION[dataset]
+    from balf.data.registry import dataset_info  # the registry imports this package
+
+    info = dataset_info(dataset)
+    return info.mean, info.std
 
 
 def create_model(
@@ -160,8 +152,8 @@ def eval_transform(name: str, *, dataset: str = "cifar10") -> T.Compose:
 
     Args:
         name: a :func:`list_models` name.
-        dataset: for CIFAR ResNets only, the dataset whose normalisation to use
-            (``"cifar10"`` or ``"fashion-mnist"``); ignored for ImageNet models.
+        dataset: for CIFAR ResNets only, the registered dataset whose normalisation to use
+            (e.g. ``"cifar10"``, ``"fashion-mnist"``); ignored for ImageNet models.
 
     Returns:
         A transform mapping a PIL image to a normalised tensor: ``(3, 224, 224)`` for ImageNet

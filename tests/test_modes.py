@@ -1,0 +1,78 @@
+"""Modes are declared once beside their config class: names, knobs, labels, colours, defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import balf
+from balf.experiments.plots import mode_style
+from balf.experiments.sweep import default_knobs
+from balf.experiments.tables import mode_label
+from balf.folding import FOLDING_MODES, FoldingConfig
+from balf.modes import METRICS, SIDES, MethodConfig, mode_spec, registered_modes
+
+ALL_MODES = list(registered_modes())
+
+
+def test_registry_order_is_the_display_order():
+    assert ALL_MODES == [
+        "flops_auto",
+        "params_auto",
+        "energy",
+        "energy_act_aware",
+        "uniform",
+        "uniform_act_aware",
+        "rank_ratio",
+        "rank_ratio_act_aware",
+        "folding_ar",
+        "folding_r",
+        "folding_none",
+    ]
+    assert list(balf.MODES) == ALL_MODES[:8]
+    assert FOLDING_MODES == {"folding_ar": "ar", "folding_r": "r", "folding_none": "none"}
+
+
+@pytest.mark.parametrize("name", ALL_MODES)
+def test_a_mode_makes_a_config_that_reports_the_mode_and_knob(name):
+    spec = mode_spec(name)
+    config = spec.make(0.5)
+    assert isinstance(config, MethodConfig) and isinstance(config, spec.config_class)
+    assert config.mode == name and config.knob == 0.5
+    assert config.to_dict()["type"] == spec.config_class.__name__
+
+
+@pytest.mark.parametrize("name", ALL_MODES)
+def test_labels_and_styles_come_from_the_declaration(name):
+    display = mode_spec(name).display
+    assert mode_label(name) == display.label
+    assert mode_style(name) == display
+    assert mode_style(name).emphasised == name.endswith("_auto")
+
+
+def test_unknown_modes_are_shown_by_name():
+    assert mode_label("my_mode") == "my_mode"
+    assert mode_style("my_mode").label == "my_mode"
+    with pytest.raises(balf.BALFError, match="unknown mode 'my_mode'"):
+        mode_spec("my_mode")
+
+
+@pytest.mark.parametrize("name", ALL_MODES)
+def test_every_mode_has_default_knobs(name):
+    knobs = default_knobs(name, "resnet20")
+    assert knobs and all(0 < k <= 1 for k in knobs)
+
+
+def test_folding_is_a_config_like_the_others():
+    config = FoldingConfig(0.7, repair="r")
+    assert config.needs_data and config.mode == "folding_r"
+    assert dataclasses.asdict(config) == {"keep": 0.7, "repair": "r"}
+    with pytest.raises(balf.BALFError, match="repair must be one of"):
+        FoldingConfig(0.5, repair="x")
+
+
+def test_metric_and_side_literals():
+    assert METRICS == ("flops", "params") and SIDES == ("input", "output")
+    with pytest.raises(balf.BALFError, match="metric must be one of"):
+        balf.BALFConfig(0.5, metric="macs")
