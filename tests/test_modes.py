@@ -20,6 +20,7 @@ def test_registry_order_is_the_display_order():
     assert ALL_MODES == [
         "flops_auto",
         "params_auto",
+        "latency_auto",
         "energy",
         "energy_act_aware",
         "uniform",
@@ -30,7 +31,7 @@ def test_registry_order_is_the_display_order():
         "folding_r",
         "folding_none",
     ]
-    assert list(balf.MODES) == ALL_MODES[:8]
+    assert list(balf.MODES) == ALL_MODES[:9]
     assert FOLDING_MODES == {"folding_ar": "ar", "folding_r": "r", "folding_none": "none"}
 
 

@@ -110,8 +110,13 @@ def saved(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor], dict]:
         balf.save(small, folder / f"{name}.safetensors")
         x = torch.randn(*shape)
         save_file({"x": x}, str(folder / f"{name}.input.safetensors"))
-        with torch.no_grad():
-            expected[name] = small.eval()(x)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the subprocess runs single-threaded: same kernels, same bits
+        try:
+            with torch.no_grad():
+                expected[name] = small.eval()(x)
+        finally:
+            torch.set_num_threads(threads)
         reports[name] = (model, small, report)
     script = BUILDERS + LOADER
     env = {"PYTHONPATH": str(REPO / "lib"), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
