@@ -126,25 +126,27 @@ class LowRankLinear(nn.Module):
         )
 
 
-class LowRankConv2d(nn.Module):
-    """A ``groups``-grouped conv to ``groups·rank`` channels, then a grouped 1×1 conv.
+class _LowRankConvNd(nn.Module):
+    """A ``groups``-grouped conv to ``groups·rank`` channels, then a grouped 1-wide conv.
 
     The first conv keeps the original kernel size, stride, padding and dilation; the second
-    (1×1, ``groups`` groups) maps ``groups·rank`` channels to ``out_channels`` and adds the bias.
-
-    Shape:
-        input ``(B, in_channels, H, W)`` → output ``(B, out_channels, H_out, W_out)``.
+    (kernel 1, ``groups`` groups) maps ``groups·rank`` channels to ``out_channels`` and adds the
+    bias. Subclasses fix the convolution type (:attr:`conv_type`) and the save-spec ``kind``.
     """
+
+    conv_type: ClassVar[type[nn.Module]]
+    kind: ClassVar[str]
+    dense_type: ClassVar[type[nn.Module]]
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int | tuple[int, int],
+        kernel_size: int | tuple[int, ...],
         rank: int,
-        stride: int | tuple[int, int] = 1,
-        padding: int | tuple[int, int] | str = 0,
-        dilation: int | tuple[int, int] = 1,
+        stride: int | tuple[int, ...] = 1,
+        padding: int | tuple[int, ...] | str = 0,
+        dilation: int | tuple[int, ...] = 1,
         groups: int = 1,
         bias: bool = True,
         device: torch.device | str | None = None,
@@ -155,7 +157,8 @@ class LowRankConv2d(nn.Module):
         self.out_channels = out_channels
         self.rank = rank
         self.groups = groups
-        self.first = nn.Conv2d(
+        kw = {"device": device, "dtype": dtype}
+        self.first = self.conv_type(
             in_channels,
             groups * rank,
             kernel_size,
@@ -164,16 +167,100 @@ class LowRankConv2d(nn.Module):
             dilation=dilation,
             groups=groups,
             bias=False,
-            device=device,
-            dtype=dtype,
+            **kw,
         )
-        self.second = nn.Conv2d(
-            groups * rank, out_channels, 1, groups=groups, bias=bias, device=device, dtype=dtype
-        )
+        self.second = self.conv_type(groups * rank, out_channels, 1, groups=groups, bias=bias, **kw)
         self.kernel_size = self.first.kernel_size
         self.stride = self.first.stride
         self.padding = self.first.padding
         self.dilation = self.first.dilation
+
+    @classmethod
+    def from_conv(cls, conv: nn.Module, a: Tensor, b: Tensor) -> _LowRankConvNd:
+        """Replace ``conv`` by per-group factors ``A`` ``(G, D, r)``, ``B`` ``(G, r, K)``.
+
+        ``D = C_in/G·prod(kernel)`` in ``(c, *kernel)`` order, ``K = C_out/G``. Keeps the conv's
+        bias; the factors are cast to its dtype and device.
+        """
+        return _from_conv(cls, conv, a, b)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.second(self.first(x))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"rank={self.rank}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, groups={self.groups}"
+        )
+
+    # -- save spec (balf.save / balf.load) ---------------------------------------------------
+
+    @staticmethod
+    def dense_spec(dense: nn.Module) -> dict[str, Any]:
+        """The dense conv's hyper-parameters, JSON-serialisable."""
+        return {
+            "in_channels": dense.in_channels,
+            "out_channels": dense.out_channels,
+            "kernel_size": _plain(dense.kernel_size),
+            "stride": _plain(dense.stride),
+            "padding": _plain(dense.padding),
+            "dilation": _plain(dense.dilation),
+            "groups": dense.groups,
+            "bias": dense.bias is not None,
+        }
+
+    def spec(self) -> dict[str, Any]:
+        """``{"kind", "rank", "dense": hyper-parameters of the replaced conv}``."""
+        return {
+            "kind": self.kind,
+            "rank": self.rank,
+            "dense": {
+                "in_channels": self.in_channels,
+                "out_channels": self.out_channels,
+                "kernel_size": _plain(self.kernel_size),
+                "stride": _plain(self.stride),
+                "padding": _plain(self.padding),
+                "dilation": _plain(self.dilation),
+                "groups": self.groups,
+                "bias": self.second.bias is not None,
+            },
+        }
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: dict[str, Any],
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> _LowRankConvNd:
+        """An uninitialised layer of the shape :meth:`spec` describes (weights loaded after)."""
+        d = spec["dense"]
+        return cls(
+            d["in_channels"],
+            d["out_channels"],
+            tuple(d["kernel_size"]),
+            spec["rank"],
+            stride=tuple(d["stride"]),
+            padding=d["padding"] if isinstance(d["padding"], str) else tuple(d["padding"]),
+            dilation=tuple(d["dilation"]),
+            groups=d["groups"],
+            bias=d["bias"],
+            device=device,
+            dtype=dtype,
+        )
+
+
+class LowRankConv2d(_LowRankConvNd):
+    """``nn.Conv2d`` replaced by a grouped conv to ``groups·rank`` channels and a grouped 1×1 conv.
+
+    Shape:
+        input ``(B, in_channels, H, W)`` → output ``(B, out_channels, H_out, W_out)``.
+    """
+
+    conv_type = nn.Conv2d
+    kind = "conv2d"
+    dense_type = nn.Conv2d
 
     @classmethod
     def from_conv_factors(
@@ -211,148 +298,17 @@ class LowRankConv2d(nn.Module):
                 layer.second.bias.copy_(bias)
         return layer
 
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d, a: Tensor, b: Tensor) -> LowRankConv2d:
-        """Replace ``conv`` by per-group factors ``A`` ``(G, D, r)``, ``B`` ``(G, r, K)``.
 
-        Keeps the conv's bias; the factors are cast to its dtype and device (see
-        :meth:`from_conv_factors` for the layout).
-        """
-        return _from_conv(cls, conv, a, b)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.second(self.first(x))
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"rank={self.rank}, stride={self.stride}, padding={self.padding}, "
-            f"dilation={self.dilation}, groups={self.groups}"
-        )
-
-    # -- save spec (balf.save / balf.load) ---------------------------------------------------
-
-    kind: ClassVar[str] = "conv2d"
-    dense_type: ClassVar[type[nn.Module]] = nn.Conv2d
-
-    @staticmethod
-    def dense_spec(dense: nn.Conv2d) -> dict[str, Any]:
-        """The dense layer's hyper-parameters, JSON-serialisable."""
-        return {
-            "in_channels": dense.in_channels,
-            "out_channels": dense.out_channels,
-            "kernel_size": _plain(dense.kernel_size),
-            "stride": _plain(dense.stride),
-            "padding": _plain(dense.padding),
-            "dilation": _plain(dense.dilation),
-            "groups": dense.groups,
-            "bias": dense.bias is not None,
-        }
-
-    def spec(self) -> dict[str, Any]:
-        """``{"kind", "rank", "dense": hyper-parameters of the replaced nn.Conv2d}``."""
-        return {
-            "kind": self.kind,
-            "rank": self.rank,
-            "dense": {
-                "in_channels": self.in_channels,
-                "out_channels": self.out_channels,
-                "kernel_size": _plain(self.kernel_size),
-                "stride": _plain(self.stride),
-                "padding": _plain(self.padding),
-                "dilation": _plain(self.dilation),
-                "groups": self.groups,
-                "bias": self.second.bias is not None,
-            },
-        }
-
-    @classmethod
-    def from_spec(
-        cls,
-        spec: dict[str, Any],
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> LowRankConv2d:
-        """An uninitialised layer of the shape :meth:`spec` describes (weights loaded after)."""
-        d = spec["dense"]
-        return cls(
-            d["in_channels"],
-            d["out_channels"],
-            tuple(d["kernel_size"]),
-            spec["rank"],
-            stride=tuple(d["stride"]),
-            padding=d["padding"] if isinstance(d["padding"], str) else tuple(d["padding"]),
-            dilation=tuple(d["dilation"]),
-            groups=d["groups"],
-            bias=d["bias"],
-            device=device,
-            dtype=dtype,
-        )
-
-
-class LowRankConv1d(nn.Module):
+class LowRankConv1d(_LowRankConvNd):
     """The ``nn.Conv1d`` counterpart of :class:`LowRankConv2d`.
-
-    A ``groups``-grouped conv (original kernel size, stride, padding, dilation) to
-    ``groups·rank`` channels, then a grouped 1-wide conv to ``out_channels`` with the bias.
 
     Shape:
         input ``(B, in_channels, L)`` → output ``(B, out_channels, L_out)``.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int],
-        rank: int,
-        stride: int | tuple[int] = 1,
-        padding: int | tuple[int] | str = 0,
-        dilation: int | tuple[int] = 1,
-        groups: int = 1,
-        bias: bool = True,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.rank = rank
-        self.groups = groups
-        kw = {"device": device, "dtype": dtype}
-        self.first = nn.Conv1d(
-            in_channels, groups * rank, kernel_size, stride, padding, dilation, groups, False, **kw
-        )
-        self.second = nn.Conv1d(groups * rank, out_channels, 1, groups=groups, bias=bias, **kw)
-        self.kernel_size = self.first.kernel_size
-        self.stride = self.first.stride
-        self.padding = self.first.padding
-        self.dilation = self.first.dilation
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv1d, a: Tensor, b: Tensor) -> LowRankConv1d:
-        """Replace ``conv`` by per-group factors ``A`` ``(G, C_in/G·k, r)``, ``B`` ``(G, r, K)``.
-
-        Keeps the conv's bias; the factors are cast to its dtype and device.
-        """
-        return _from_conv(cls, conv, a, b)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.second(self.first(x))
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"rank={self.rank}, stride={self.stride}, padding={self.padding}, "
-            f"dilation={self.dilation}, groups={self.groups}"
-        )
-
-    # -- save spec (balf.save / balf.load): the conv hyper-parameters, as for LowRankConv2d
-    kind: ClassVar[str] = "conv1d"
-    dense_type: ClassVar[type[nn.Module]] = nn.Conv1d
-    dense_spec = staticmethod(LowRankConv2d.dense_spec)
-    spec = LowRankConv2d.spec
-    from_spec = classmethod(LowRankConv2d.from_spec.__func__)
+    conv_type = nn.Conv1d
+    kind = "conv1d"
+    dense_type = nn.Conv1d
 
 
 def _from_conv(cls: type, conv: nn.Module, a: Tensor, b: Tensor) -> nn.Module:
