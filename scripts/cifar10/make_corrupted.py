@@ -21,17 +21,17 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from balf.data import CIFAR10_CLASSES, CIFAR10_JPEG_SOURCE, CORRUPTIONS, cifar10, random_indices
-from balf.data.corruptions import PACKAGE, make_corrupted, sha256_of
+from balf.data import CIFAR10_CLASSES, CIFAR10_JPEG_SOURCE, cifar10
+from balf.data.corruptions import corrupt_test_set
 from balf.data.image_folder import load_image_folder
 from balf.errors import BALFError
-from balf.experiments.cli import parse_with_yaml
+from balf.experiments.cli import parse_with_yaml, run_script
+from balf.experiments.options import add_corruption_arguments
 
 FORMATS = {"cifar10-jpeg": "balf-cifar10-jpeg-c-v1", "cifar10": "balf-cifar10-c-v1"}
 
@@ -56,21 +56,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--dataset", choices=sorted(FORMATS), default="cifar10-jpeg")
     parser.add_argument("--data-root", default="datasets/cifar10-jpeg", help="dataset folder")
-    parser.add_argument("--out", default="datasets/cifar10-jpeg-c", help="output folder")
-    parser.add_argument(
-        "--subset", type=int, default=None, help="corrupt a seeded subset of this many test images"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the subset and corruptions")
-    parser.add_argument(
-        "--corruptions",
-        nargs="+",
-        default=list(CORRUPTIONS),
-        choices=list(CORRUPTIONS),
-        metavar="NAME",
-        help="corruptions to write (default: all 15)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="rebuild a mismatching folder")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_corruption_arguments(parser, out="datasets/cifar10-jpeg-c")
     return parse_with_yaml(parser, argv, "cifar10-jpeg_make_corrupted.yaml")
 
 
@@ -78,33 +64,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     images, labels = load_test_images(args.dataset, args.data_root)
-    if args.subset is not None:
-        indices = np.asarray(random_indices(len(images), args.subset, args.seed))
-        images, labels = images[indices], labels[indices]
     settings = {
         "format": FORMATS[args.dataset],
         "source": f"{args.dataset} test",
-        "images": len(images),
-        "subset": args.subset,
-        "seed": args.seed,
-        "clean_sha256": sha256_of(images, labels.astype(np.int64)),
-        "package": f"{PACKAGE}=={version(PACKAGE)}",
         "padding": "none (32x32 RGB)",
     }
-    logging.getLogger("make_corrupted").info(
-        "corrupting %d %s test images into %s", len(images), args.dataset, args.out
-    )
-    return make_corrupted(
+    return corrupt_test_set(
         Path(args.out),
         images,
         labels,
-        args.corruptions,
-        args.seed,
-        settings,
+        corruptions=args.corruptions,
+        seed=args.seed,
+        subset=args.subset,
+        settings=settings,
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -43,16 +43,13 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from balf.data import CORRUPTIONS, random_indices
-from balf.data.corruptions import PACKAGE, PAD, corrupt_images, make_corrupted, sha256_of
+from balf.data.corruptions import PAD, corrupt_images, corrupt_test_set, make_corrupted
 from balf.data.fashion_mnist import find_fashion_mnist, load_fashion_mnist
 from balf.experiments.cli import parse_with_yaml, run_script
+from balf.experiments.options import add_corruption_arguments
 
 __all__ = ["corrupt_images", "main", "make_corrupted"]
 
@@ -71,24 +68,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="folder with the Fashion-MNIST IDX .gz files (default: the standard search order)",
     )
-    parser.add_argument("--out", default="datasets/fashion-mnist-c", help="output folder")
-    parser.add_argument(
-        "--subset",
-        type=int,
-        default=None,
-        help="corrupt a seeded subset of this many test images (default: all)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the subset and corruptions")
-    parser.add_argument(
-        "--corruptions",
-        nargs="+",
-        default=list(CORRUPTIONS),
-        choices=list(CORRUPTIONS),
-        metavar="NAME",
-        help="corruptions to write (default: all 15)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="rebuild a mismatching folder")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_corruption_arguments(parser, out="datasets/fashion-mnist-c")
     return parse_with_yaml(parser, argv, "fashion-mnist_make_corrupted.yaml")
 
 
@@ -97,28 +77,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     source = find_fashion_mnist(args.data_root)
     images, labels = (t.numpy() for t in load_fashion_mnist("test", source))
-    if args.subset is not None:
-        indices = np.asarray(random_indices(len(images), args.subset, args.seed))
-        images, labels = images[indices], labels[indices]
     settings = {
         "format": FORMAT,
         "source": "fashion-mnist test",
-        "images": len(images),
-        "subset": args.subset,
-        "seed": args.seed,
-        "clean_sha256": sha256_of(images, labels.astype(np.int64)),
-        "package": f"{PACKAGE}=={version(PACKAGE)}",
         "padding": f"reflect {PAD}px to 32x32, crop back",
         "channel": "0 of the corrupted RGB image",
     }
-    logger.info("corrupting %d test images from %s into %s", len(images), source, args.out)
-    return make_corrupted(
+    return corrupt_test_set(
         Path(args.out),
         images,
         labels,
-        args.corruptions,
-        args.seed,
-        settings,
+        corruptions=args.corruptions,
+        seed=args.seed,
+        subset=args.subset,
+        settings=settings,
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )

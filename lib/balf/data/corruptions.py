@@ -31,6 +31,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from balf._io import atomic_json_dump, atomic_write_bytes
 from balf.data.cifar import CORRUPTIONS, SEVERITIES
 from balf.errors import BALFError
 
-__all__ = ["PACKAGE", "corrupt_images", "make_corrupted", "sha256_of"]
+__all__ = ["PACKAGE", "corrupt_images", "corrupt_test_set", "make_corrupted", "sha256_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -198,3 +199,39 @@ def make_corrupted(
         logger.info("%s: %s in %.1f s", path, array.shape, total)
     atomic_json_dump(manifest, out / MANIFEST)
     return manifest
+
+
+def corrupt_test_set(
+    out: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    corruptions: Sequence[str],
+    seed: int,
+    subset: int | None,
+    settings: dict[str, Any],
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """:func:`make_corrupted` on a whole test set or a seeded ``subset`` of it.
+
+    ``settings`` names the source (format, source, padding, ...); the image count, subset, seed,
+    digest of the clean images and the corruption package's version are added here.
+    """
+    from .common import random_indices
+
+    if subset is not None:
+        indices = np.asarray(random_indices(len(images), subset, seed))
+        images, labels = images[indices], labels[indices]
+    settings = {
+        **settings,
+        "images": len(images),
+        "subset": subset,
+        "seed": seed,
+        "clean_sha256": sha256_of(images, labels.astype(np.int64)),
+        "package": f"{PACKAGE}=={version(PACKAGE)}",
+    }
+    logger.info("corrupting %d images (%s) into %s", len(images), settings.get("source"), out)
+    return make_corrupted(
+        out, images, labels, corruptions, seed, settings, overwrite=overwrite, progress=progress
+    )

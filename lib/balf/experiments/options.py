@@ -23,6 +23,7 @@ from ..errors import BALFError, DatasetNotFoundError, WeightsNotFoundError
 
 __all__ = [
     "add_common_arguments",
+    "add_corruption_arguments",
     "configure_process",
     "find_config",
     "parse_with_yaml",
@@ -217,3 +218,27 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="compute at most this many new points per sweep, then stop",
     )
+
+
+def add_corruption_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """Options of the scripts that build a corrupted test set (CIFAR-10-C layout) into ``out``."""
+    from ..data import CORRUPTIONS
+
+    parser.add_argument("--out", default=out, help="output folder")
+    parser.add_argument(
+        "--subset",
+        type=int,
+        default=None,
+        help="corrupt a seeded subset of this many test images (default: all)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subset and corruptions")
+    parser.add_argument(
+        "--corruptions",
+        nargs="+",
+        default=list(CORRUPTIONS),
+        choices=list(CORRUPTIONS),
+        metavar="NAME",
+        help="corruptions to write (default: all 15)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="rebuild a mismatching folder")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
