@@ -3,17 +3,15 @@
 Run `python scripts/cifar10/n_iters_sweep.py --help` for the options. ``--dataset cifar10-jpeg``
 selects CIFAR-10 (JPEG release) instead of the original release; defaults come from
 `configs/<dataset>_n_iters_sweep.yaml`.
+The same as `python -m balf.experiments n-iters --dataset cifar10 ...`.
 """
 
 from __future__ import annotations
 
-from balf.experiments.cli import n_iters_sweep_main, pop_dataset, run_script
+from balf.experiments.main import experiment_script
+from balf.experiments.options import run_script
 
-
-def main(argv: list[str] | None = None) -> None:
-    dataset, argv = pop_dataset(argv, ("cifar10", "cifar10-jpeg"), "cifar10")
-    n_iters_sweep_main(argv, dataset)
-
+main = experiment_script("n-iters", ("cifar10", "cifar10-jpeg"))
 
 if __name__ == "__main__":
     run_script(main)

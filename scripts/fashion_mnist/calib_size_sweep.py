@@ -2,16 +2,15 @@
 
 Run `python scripts/fashion_mnist/calib_size_sweep.py --help` for the options; defaults come from
 `configs/fashion-mnist_calib_size_sweep.yaml`.
+The same as `python -m balf.experiments calib-size --dataset fashion-mnist ...`.
 """
 
 from __future__ import annotations
 
-from balf.experiments.cli import calib_size_sweep_main, run_script
+from balf.experiments.main import experiment_script
+from balf.experiments.options import run_script
 
-
-def main(argv: list[str] | None = None) -> None:
-    calib_size_sweep_main(argv, "fashion-mnist")
-
+main = experiment_script("calib-size", ("fashion-mnist",))
 
 if __name__ == "__main__":
     run_script(main)

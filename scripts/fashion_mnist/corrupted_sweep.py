@@ -2,16 +2,15 @@
 
 Run `python scripts/fashion_mnist/corrupted_sweep.py --help` for the options; defaults come from
 `configs/fashion-mnist_corrupted_sweep.yaml`.
+The same as `python -m balf.experiments corrupted --dataset fashion-mnist ...`.
 """
 
 from __future__ import annotations
 
-from balf.experiments.cli import corrupted_sweep_main, run_script
+from balf.experiments.main import experiment_script
+from balf.experiments.options import run_script
 
-
-def main(argv: list[str] | None = None) -> None:
-    corrupted_sweep_main(argv, "fashion-mnist")
-
+main = experiment_script("corrupted", ("fashion-mnist",))
 
 if __name__ == "__main__":
     run_script(main)

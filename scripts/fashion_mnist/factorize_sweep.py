@@ -2,16 +2,15 @@
 
 Run `python scripts/fashion_mnist/factorize_sweep.py --help` for the options; defaults come from
 `configs/fashion-mnist_factorize_sweep.yaml`.
+The same as `python -m balf.experiments factorize --dataset fashion-mnist ...`.
 """
 
 from __future__ import annotations
 
-from balf.experiments.cli import factorize_sweep_main, run_script
+from balf.experiments.main import experiment_script
+from balf.experiments.options import run_script
 
-
-def main(argv: list[str] | None = None) -> None:
-    factorize_sweep_main(argv, "fashion-mnist")
-
+main = experiment_script("factorize", ("fashion-mnist",))
 
 if __name__ == "__main__":
     run_script(main)

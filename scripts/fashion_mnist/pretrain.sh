@@ -7,14 +7,14 @@ set -euo pipefail
 # Passive OpenMP waiting: on a shared, busy 2-core machine spinning threads made epochs 3-10x slower.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 cd "$(dirname "$0")/../.."
-python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('balf') is None)" \
+"${PYTHON:-python3}" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('balf') is None)" \
   || pip install --no-deps -e .
 
 # ResNet-20: 30 epochs; ResNet-56: 20 epochs (3x the cost per epoch; the committed run did its
 # first 4 epochs under a 30-epoch schedule and was then shortened to 20, see its command.txt).
 for spec in resnet20:30 resnet56:20; do
   arch="${spec%%:*}"
-  python scripts/cifar10/pretrain_resnet.py --arch "$arch" --dataset fashion-mnist \
+  "${PYTHON:-python3}" scripts/cifar10/pretrain_resnet.py --arch "$arch" --dataset fashion-mnist \
     --epochs "${spec##*:}" --schedule cosine --lr 0.1 --momentum 0.9 --nesterov --weight-decay 5e-4 \
     --batch-size 128 --threads 2 --seed 0 \
     --out-dir "results/fashion-mnist/checkpoints/$arch" "$@"

@@ -1,0 +1,9 @@
+"""``python -m balf.experiments EXPERIMENT --dataset NAME [options]`` (see :mod:`.main`)."""
+
+import sys
+
+from .main import main
+from .options import run_script
+
+sys.argv[0] = "balf.experiments"  # argparse's prog and run_script's error prefix
+run_script(main)

@@ -1,0 +1,119 @@
+"""``python -m balf.experiments EXPERIMENT --dataset NAME``: the one entry point behind the scripts.
+
+- It runs the same sweep as the per-dataset script (same ``results.json`` points).
+- Every sweep script is this entry point with its experiment and datasets fixed.
+- Usage errors (no experiment, no or unknown dataset) end with exit status 2 and a message.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _fixtures import load_script, write_fashion_mnist
+
+from balf.data import fashion_mnist
+from balf.errors import BALFError
+from balf.experiments.main import EXPERIMENTS, main
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT_OF = {
+    "factorize": "factorize_sweep",
+    "calib-size": "calib_size_sweep",
+    "n-iters": "n_iters_sweep",
+    "corrupted": "corrupted_sweep",
+}
+
+
+def _args(root: Path, out: Path) -> list[str]:
+    return [
+        *("--random-weights", "--data-root", str(root), "--calib-size", "8", "--eval-size", "6"),
+        *("--batch-size", "8", "--workers", "0", "--no-progress", "--no-cache"),
+        *("--out-root", str(out), "--modes", "flops_auto", "uniform", "--knobs", "0.5", "0.8"),
+    ]
+
+
+def _points(out: Path, mode: str) -> list[dict]:
+    points = json.loads((out / "fashion-mnist/resnet20" / mode / "results.json").read_text())
+    timing = {"timings", "eval_seconds"}  # wall-clock measurements differ between runs
+    return [{k: v for k, v in p.items() if k not in timing} for p in points["points"]]
+
+
+def test_entry_point_runs_the_scripts_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    root = write_fashion_mnist(tmp_path / "data")
+    monkeypatch.delenv(fashion_mnist.ENV_VAR, raising=False)
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "no-system-copy")
+    monkeypatch.setattr(fashion_mnist, "LOCAL_DIR", tmp_path / "no-local-copy")
+    main(["factorize", "--dataset", "fashion-mnist", *_args(root, tmp_path / "entry")])
+    load_script("fashion_mnist/factorize_sweep.py").main(_args(root, tmp_path / "script"))
+    for mode in ("flops_auto", "uniform"):
+        ours, theirs = _points(tmp_path / "entry", mode), _points(tmp_path / "script", mode)
+        assert len(ours) == 3  # the uncompressed point and two knobs
+        assert ours == theirs
+
+
+@pytest.mark.parametrize(
+    "folder, datasets",
+    [
+        ("cifar10", ("cifar10", "cifar10-jpeg")),
+        ("fashion_mnist", ("fashion-mnist",)),
+        ("imagenet", ("imagenet",)),
+    ],
+)
+def test_every_sweep_script_is_the_entry_point(folder, datasets, monkeypatch):
+    """Each script forwards to its experiment with its own dataset choices (first: default)."""
+    seen = []
+    for experiment, stem in SCRIPT_OF.items():
+        path = REPO / "scripts" / folder / f"{stem}.py"
+        if not path.exists():
+            continue
+        monkeypatch.setitem(EXPERIMENTS, experiment, lambda argv, ds: seen.append((ds, argv)))
+        script = load_script(f"{folder}/{stem}.py")
+        script.main(["--seed", "3"])
+        assert seen.pop() == (datasets[0], ["--seed", "3"])
+        for dataset in datasets:
+            script.main(["--dataset", dataset, "--seed", "3"])
+            assert seen.pop() == (dataset, ["--seed", "3"])
+        with pytest.raises(BALFError, match="--dataset must be one of"):
+            script.main(["--dataset", "mnist"])
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "balf.experiments", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+
+
+def test_usage_without_an_experiment_lists_experiments_and_datasets():
+    proc = _run()
+    assert proc.returncode == 2
+    for name in (*EXPERIMENTS, "cifar10-jpeg", "fashion-mnist"):
+        assert name in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["factorize"], "--dataset is required"),
+        (["factorize", "--dataset", "mnist"], "--dataset must be one of"),
+        (["compress", "--dataset", "cifar10"], "invalid choice: 'compress'"),
+    ],
+)
+def test_usage_errors_exit_2_with_a_message(args, message):
+    proc = _run(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_experiment_help_shows_the_datasets_yaml_defaults():
+    proc = _run("n-iters", "--dataset", "fashion-mnist", "--help")
+    assert proc.returncode == 0
+    assert "--n-iters-values" in proc.stdout

@@ -1,0 +1,297 @@
+"""The ``.sh`` wrappers call the right scripts with the right arguments.
+
+Each wrapper runs with ``PYTHON`` pointing at a recorder that writes the argument list of every
+call to a log instead of running Python. Checked for every wrapper that calls Python directly:
+the scripts it runs (existing files under ``scripts/``), the models and modes it loops over
+(registered ones, in the documented order), the environment switches (``MODELS``, ``FOLDING``)
+and that the caller's extra arguments reach every call unchanged. The ``.py`` scripts themselves
+run end to end in ``test_sweep_scripts.py``, ``test_benchmark_scripts.py`` and friends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import balf.experiments  # noqa: F401  (registers the Model Folding modes)
+from balf.models import list_models
+from balf.modes import registered_modes
+
+REPO = Path(__file__).resolve().parents[1]
+EXTRA = ["--seed", "7", "--note=a b"]  # one value with a space: quoting must survive
+
+SIX = ["flops_auto", "params_auto", "energy", "energy_act_aware", "uniform", "uniform_act_aware"]
+FOLD = ["--modes", "folding_ar", "folding_r"]
+JPEG_RECIPE = "--schedule cosine --lr 0.1 --momentum 0.9 --nesterov --weight-decay 5e-4 "
+JPEG_RECIPE += "--batch-size 128 --seed 0"
+FMNIST_RECIPE = "--schedule cosine --lr 0.1 --momentum 0.9 --nesterov --weight-decay 5e-4 "
+FMNIST_RECIPE += "--batch-size 128 --threads 2 --seed 0"
+IMAGENET = [
+    "resnet18",
+    "resnet50",
+    "mobilenet_v2",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "vit_b_16",
+    "deit_b_16",
+]
+
+# wrapper -> (environment, wrapper arguments before EXTRA, expected calls without EXTRA)
+CASES: dict[str, tuple[dict[str, str], list[str], list[list[str]]]] = {
+    "cifar10/factorize_sweep.sh": (
+        {},
+        [],
+        [
+            ["scripts/cifar10/factorize_sweep.py", "--model", "resnet20"],
+            ["scripts/cifar10/factorize_sweep.py", "--model", "resnet20", *FOLD],
+            ["scripts/cifar10/factorize_sweep.py", "--model", "resnet56"],
+            ["scripts/cifar10/factorize_sweep.py", "--model", "resnet56", *FOLD],
+        ],
+    ),
+    "cifar10/factorize_sweep.sh MODELS": (
+        {"MODELS": "resnet20a resnet56a", "FOLDING": "0"},
+        ["--dataset", "cifar10-jpeg"],
+        [
+            [
+                "scripts/cifar10/factorize_sweep.py",
+                "--model",
+                "resnet20a",
+                "--dataset",
+                "cifar10-jpeg",
+            ],
+            [
+                "scripts/cifar10/factorize_sweep.py",
+                "--model",
+                "resnet56a",
+                "--dataset",
+                "cifar10-jpeg",
+            ],
+        ],
+    ),
+    "cifar10/calib_size_sweep.sh": (
+        {},
+        [],
+        [
+            ["scripts/cifar10/calib_size_sweep.py", "--model", "resnet20"],
+            ["scripts/cifar10/calib_size_sweep.py", "--model", "resnet56"],
+        ],
+    ),
+    "cifar10/n_iters_sweep.sh": (
+        {},
+        [],
+        [["scripts/cifar10/n_iters_sweep.py", "--model", "resnet20"]],
+    ),
+    "cifar10/corrupted_sweep.sh": (
+        {},
+        [],
+        [["scripts/cifar10/corrupted_sweep.py", "--model", "resnet20"]],
+    ),
+    "cifar10/make_corrupted.sh": ({}, [], [["scripts/cifar10/make_corrupted.py"]]),
+    "cifar10/pretrain_resnet.sh": (
+        {},
+        [],
+        [
+            ["scripts/cifar10/pretrain_resnet.py", "--arch", "resnet20", "--dataset", "cifar10"],
+            ["scripts/cifar10/pretrain_resnet.py", "--arch", "resnet56", "--dataset", "cifar10"],
+        ],
+    ),
+    "cifar10/pretrain_resnet.sh JPEG": (
+        {},
+        ["--dataset", "cifar10-jpeg"],
+        [
+            ["scripts/cifar10/pretrain_resnet.py", "--arch", arch, "--dataset", "cifar10-jpeg"]
+            + ["--epochs", epochs, *JPEG_RECIPE.split()]
+            for arch, epochs in (("resnet20", "30"), ("resnet56", "20"))
+        ],
+    ),
+    "fashion_mnist/factorize_sweep.sh": (
+        {"MODELS": "resnet20"},
+        [],
+        [
+            ["scripts/fashion_mnist/factorize_sweep.py", "--model", "resnet20"],
+            ["scripts/fashion_mnist/factorize_sweep.py", "--model", "resnet20", *FOLD],
+        ],
+    ),
+    "fashion_mnist/calib_size_sweep.sh": (
+        {},
+        [],
+        [
+            ["scripts/fashion_mnist/calib_size_sweep.py", "--model", "resnet20"],
+            ["scripts/fashion_mnist/calib_size_sweep.py", "--model", "resnet56"],
+        ],
+    ),
+    "fashion_mnist/n_iters_sweep.sh": (
+        {},
+        [],
+        [["scripts/fashion_mnist/n_iters_sweep.py", "--model", "resnet20"]],
+    ),
+    "fashion_mnist/corrupted_sweep.sh": (
+        {},
+        [],
+        [["scripts/fashion_mnist/corrupted_sweep.py", "--model", "resnet20"]],
+    ),
+    "fashion_mnist/make_corrupted.sh": ({}, [], [["scripts/fashion_mnist/make_corrupted.py"]]),
+    "fashion_mnist/pretrain.sh": (
+        {},
+        [],
+        [
+            ["scripts/cifar10/pretrain_resnet.py", "--arch", arch, "--dataset", "fashion-mnist"]
+            + ["--epochs", epochs, *FMNIST_RECIPE.split()]
+            + ["--out-dir", f"results/fashion-mnist/checkpoints/{arch}"]
+            for arch, epochs in (("resnet20", "30"), ("resnet56", "20"))
+        ],
+    ),
+    "imagenet/factorize_sweep.sh": (
+        {},
+        [],
+        [["scripts/imagenet/factorize_sweep.py", "--model", m] for m in IMAGENET],
+    ),
+    "imagenet/calib_size_sweep.sh": (
+        {},
+        [],
+        [
+            ["scripts/imagenet/calib_size_sweep.py", "--model", "resnet18"],
+            ["scripts/imagenet/calib_size_sweep.py", "--model", "resnet50"],
+        ],
+    ),
+    "imagenet/run_resnext.sh": (
+        {},
+        [],
+        [
+            ["scripts/imagenet/factorize_sweep.py", "--model", "resnext50_32x4d", "--modes", *SIX],
+            ["scripts/imagenet/factorize_sweep.py", "--model", "resnext101_32x8d", "--modes", *SIX],
+            # the render step takes no extra arguments (see the EXPECT_NO_EXTRA set)
+            ["scripts/render_results.py", "--datasets", "imagenet", "--models"]
+            + ["resnext50_32x4d", "resnext101_32x8d"],
+        ],
+    ),
+    "imagenet/extract_val.sh": (
+        {},
+        [],
+        [["scripts/imagenet/extract_val.py", "--config", "configs/imagenet_data.yaml"]],
+    ),
+    "imagenet/extract_calib.sh": (
+        {},
+        [],
+        [["scripts/imagenet/extract_calib.py", "--config", "configs/imagenet_data.yaml"]],
+    ),
+    "imagenet/measure_speed.sh": ({}, [], [["scripts/imagenet/measure_speed.py"]]),
+    "imagenet/measure_compression_time.sh": (
+        {},
+        [],
+        [["scripts/imagenet/measure_compression_time.py", "--resume"]],
+    ),
+    "compare_svd_vs_actaware.sh": (
+        {},
+        [],
+        [
+            ["scripts/compare_svd_vs_actaware.py", "--source", "synthetic"],
+            ["scripts/compare_svd_vs_actaware.py", "--source", "checkpoint"]
+            + ["--dataset", "fashion-mnist", "--model", "resnet20", "--groups", "4"],
+        ],
+    ),
+}
+#: calls that do not forward the caller's arguments, by wrapper and call index
+EXPECT_NO_EXTRA = {("imagenet/run_resnext.sh", 2)}
+
+
+def run_wrapper(wrapper: str, env: dict[str, str], args: list[str], tmp_path: Path):
+    """Run ``scripts/<wrapper>`` with a recording ``PYTHON``; return (process, script calls).
+
+    ``python -c`` calls (inline checks such as "is balf installed?") are left out of the calls.
+    """
+    log = tmp_path / "calls.jsonl"
+    recorder = tmp_path / "python"
+    recorder.write_text(
+        "#!/usr/bin/env bash\n"
+        'printf \'%s\\0\' "$@" > "$BALF_CALL"; '
+        "python3 -c 'import json, os, sys; "
+        'args = open(os.environ["BALF_CALL"]).read().split("\\0")[:-1]; '
+        'open(os.environ["BALF_LOG"], "a").write(json.dumps(args) + "\\n")\'\n'
+    )
+    recorder.chmod(0o755)
+    full_env = {
+        **os.environ,
+        **env,
+        "PYTHON": str(recorder),
+        "BALF_LOG": str(log),
+        "BALF_CALL": str(tmp_path / "call.bin"),
+    }
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / wrapper), *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return proc, [call for call in calls if call[:1] != ["-c"]]  # inline checks, not scripts
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_wrapper_calls(case: str, tmp_path: Path):
+    env, args, expected = CASES[case]
+    wrapper = case.split()[0]
+    proc, calls = run_wrapper(wrapper, env, [*args, *EXTRA], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    wanted = [
+        call if (wrapper, i) in EXPECT_NO_EXTRA else [*call, *EXTRA]
+        for i, call in enumerate(expected)
+    ]
+    assert calls == wanted
+    for call in calls:
+        assert (REPO / call[0]).is_file(), call[0]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_wrapper_models_and_modes_are_registered(case: str):
+    models, modes = set(list_models()), set(registered_modes())
+    for call in CASES[case][2]:
+        for flag, known in (("--model", models), ("--arch", models)):
+            if flag in call:
+                assert call[call.index(flag) + 1] in known
+        if "--modes" in call:
+            start = call.index("--modes") + 1
+            assert set(call[start:]) <= modes
+
+
+def test_every_python_calling_wrapper_is_covered():
+    """A new wrapper that calls Python gets a row in CASES (or this test fails)."""
+    covered = {case.split()[0] for case in CASES}
+    calling = {
+        str(p.relative_to(REPO / "scripts"))
+        for p in (REPO / "scripts").rglob("*.sh")
+        if "${PYTHON" in p.read_text() or '"$PY"' in p.read_text()
+    }
+    # these call Python to install, find data or chain other wrappers: run in other tests
+    others = {"install.sh", "test.sh", "quickstart.sh", "fashion_mnist/get_data.sh"}
+    others |= {"fashion_mnist/run_all.sh", "render_results.sh"}
+    assert calling - others <= covered, sorted(calling - others - covered)
+
+
+def test_pretrain_wrapper_rejects_an_unknown_dataset(tmp_path: Path):
+    proc, calls = run_wrapper("cifar10/pretrain_resnet.sh", {}, ["--dataset", "mnist"], tmp_path)
+    assert proc.returncode == 2
+    assert "unknown dataset 'mnist'" in proc.stderr
+    assert calls == []
+
+
+def test_a_failing_step_stops_the_wrapper(tmp_path: Path):
+    """``set -e``: when one call fails, no later call runs and the wrapper fails."""
+    failing = tmp_path / "python"
+    failing.write_text('#!/usr/bin/env bash\necho "$*" >> "$BALF_LOG"; exit 3\n')
+    failing.chmod(0o755)
+    log = tmp_path / "calls.txt"
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts/cifar10/factorize_sweep.sh")],
+        env={**os.environ, "PYTHON": str(failing), "BALF_LOG": str(log)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3
+    assert len(log.read_text().splitlines()) == 1
