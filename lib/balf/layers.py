@@ -21,7 +21,54 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-class LowRankLinear(nn.Module):
+class _LowRankBase(nn.Module):
+    """Two standard layers in sequence, ``first`` then ``second`` (which holds the bias).
+
+    Subclasses declare the save-spec ``kind``, the ``dense_type`` they replace and
+    :meth:`_hyper_parameters` of a dense or low-rank layer; :meth:`spec`/:meth:`from_spec` follow.
+    """
+
+    kind: ClassVar[str]
+    dense_type: ClassVar[type[nn.Module]]
+    rank: int
+    first: nn.Module
+    second: nn.Module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.second(self.first(x))
+
+    @staticmethod
+    def _hyper_parameters(layer: nn.Module, bias: bool) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def _from_hyper_parameters(cls, d: dict[str, Any], rank: int, **kw: Any) -> _LowRankBase:
+        raise NotImplementedError
+
+    # -- save spec (balf.save / balf.load) ---------------------------------------------------
+
+    @classmethod
+    def dense_spec(cls, dense: nn.Module) -> dict[str, Any]:
+        """The dense layer's hyper-parameters, JSON-serialisable."""
+        return cls._hyper_parameters(dense, dense.bias is not None)
+
+    def spec(self) -> dict[str, Any]:
+        """``{"kind", "rank", "dense": hyper-parameters of the replaced dense layer}``."""
+        dense = self._hyper_parameters(self, self.second.bias is not None)
+        return {"kind": self.kind, "rank": self.rank, "dense": dense}
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: dict[str, Any],
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> _LowRankBase:
+        """An uninitialised layer of the shape :meth:`spec` describes (weights loaded after)."""
+        return cls._from_hyper_parameters(spec["dense"], spec["rank"], device=device, dtype=dtype)
+
+
+class LowRankLinear(_LowRankBase):
     """``x → Linear(in, r, bias=False) → Linear(r, out, bias)``.
 
     Attributes:
@@ -80,53 +127,22 @@ class LowRankLinear(nn.Module):
         bias = linear.bias.detach() if linear.bias is not None else None
         return cls.from_factors(a, b, bias).to(device=w.device, dtype=w.dtype)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.second(self.first(x))
-
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
-
-    # -- save spec (balf.save / balf.load) ---------------------------------------------------
 
     kind: ClassVar[str] = "linear"
     dense_type: ClassVar[type[nn.Module]] = nn.Linear
 
     @staticmethod
-    def dense_spec(dense: nn.Linear) -> dict[str, Any]:
-        """The dense layer's hyper-parameters, JSON-serialisable."""
-        return {
-            "in_features": dense.in_features,
-            "out_features": dense.out_features,
-            "bias": dense.bias is not None,
-        }
-
-    def spec(self) -> dict[str, Any]:
-        """``{"kind", "rank", "dense": hyper-parameters of the replaced nn.Linear}``."""
-        return {
-            "kind": self.kind,
-            "rank": self.rank,
-            "dense": {
-                "in_features": self.in_features,
-                "out_features": self.out_features,
-                "bias": self.second.bias is not None,
-            },
-        }
+    def _hyper_parameters(layer: nn.Module, bias: bool) -> dict[str, Any]:
+        return {"in_features": layer.in_features, "out_features": layer.out_features, "bias": bias}
 
     @classmethod
-    def from_spec(
-        cls,
-        spec: dict[str, Any],
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> LowRankLinear:
-        """An uninitialised layer of the shape :meth:`spec` describes (weights loaded after)."""
-        d = spec["dense"]
-        return cls(
-            d["in_features"], d["out_features"], spec["rank"], d["bias"], device=device, dtype=dtype
-        )
+    def _from_hyper_parameters(cls, d: dict[str, Any], rank: int, **kw: Any) -> LowRankLinear:
+        return cls(d["in_features"], d["out_features"], rank, d["bias"], **kw)
 
 
-class _LowRankConvNd(nn.Module):
+class _LowRankConvNd(_LowRankBase):
     """A ``groups``-grouped conv to ``groups·rank`` channels, then a grouped 1-wide conv.
 
     The first conv keeps the original kernel size, stride, padding and dilation; the second
@@ -135,8 +151,6 @@ class _LowRankConvNd(nn.Module):
     """
 
     conv_type: ClassVar[type[nn.Module]]
-    kind: ClassVar[str]
-    dense_type: ClassVar[type[nn.Module]]
 
     def __init__(
         self,
@@ -184,9 +198,6 @@ class _LowRankConvNd(nn.Module):
         """
         return _from_conv(cls, conv, a, b)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.second(self.first(x))
-
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -194,60 +205,33 @@ class _LowRankConvNd(nn.Module):
             f"dilation={self.dilation}, groups={self.groups}"
         )
 
-    # -- save spec (balf.save / balf.load) ---------------------------------------------------
-
     @staticmethod
-    def dense_spec(dense: nn.Module) -> dict[str, Any]:
-        """The dense conv's hyper-parameters, JSON-serialisable."""
+    def _hyper_parameters(layer: nn.Module, bias: bool) -> dict[str, Any]:
         return {
-            "in_channels": dense.in_channels,
-            "out_channels": dense.out_channels,
-            "kernel_size": _plain(dense.kernel_size),
-            "stride": _plain(dense.stride),
-            "padding": _plain(dense.padding),
-            "dilation": _plain(dense.dilation),
-            "groups": dense.groups,
-            "bias": dense.bias is not None,
-        }
-
-    def spec(self) -> dict[str, Any]:
-        """``{"kind", "rank", "dense": hyper-parameters of the replaced conv}``."""
-        return {
-            "kind": self.kind,
-            "rank": self.rank,
-            "dense": {
-                "in_channels": self.in_channels,
-                "out_channels": self.out_channels,
-                "kernel_size": _plain(self.kernel_size),
-                "stride": _plain(self.stride),
-                "padding": _plain(self.padding),
-                "dilation": _plain(self.dilation),
-                "groups": self.groups,
-                "bias": self.second.bias is not None,
-            },
+            "in_channels": layer.in_channels,
+            "out_channels": layer.out_channels,
+            "kernel_size": _plain(layer.kernel_size),
+            "stride": _plain(layer.stride),
+            "padding": _plain(layer.padding),
+            "dilation": _plain(layer.dilation),
+            "groups": layer.groups,
+            "bias": bias,
         }
 
     @classmethod
-    def from_spec(
-        cls,
-        spec: dict[str, Any],
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> _LowRankConvNd:
-        """An uninitialised layer of the shape :meth:`spec` describes (weights loaded after)."""
-        d = spec["dense"]
+    def _from_hyper_parameters(cls, d: dict[str, Any], rank: int, **kw: Any) -> _LowRankConvNd:
+        padding = d["padding"] if isinstance(d["padding"], str) else tuple(d["padding"])
         return cls(
             d["in_channels"],
             d["out_channels"],
             tuple(d["kernel_size"]),
-            spec["rank"],
+            rank,
             stride=tuple(d["stride"]),
-            padding=d["padding"] if isinstance(d["padding"], str) else tuple(d["padding"]),
+            padding=padding,
             dilation=tuple(d["dilation"]),
             groups=d["groups"],
             bias=d["bias"],
-            device=device,
-            dtype=dtype,
+            **kw,
         )
 
 
@@ -274,29 +258,8 @@ class LowRankConv2d(_LowRankConvNd):
             b: ``(G, r, K)`` with ``K = C_out/G``.
             bias: ``(C_out,)`` or ``None``.
         """
-        g, _, r = a.shape
         ref = bias if bias is not None else a
-        layer = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            r,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
-            groups=g,
-            bias=bias is not None,
-            device="meta",
-            dtype=ref.dtype,
-        ).to_empty(device=ref.device)
-        kh, kw = conv.kernel_size
-        with torch.no_grad():
-            first = a.transpose(1, 2).reshape(g * r, conv.in_channels // g, kh, kw)
-            layer.first.weight.copy_(first)
-            layer.second.weight.copy_(b.transpose(1, 2).reshape(conv.out_channels, r, 1, 1))
-            if bias is not None:
-                layer.second.bias.copy_(bias)
-        return layer
+        return _build_conv(cls, conv, a, b, bias, ref.dtype, ref.device)
 
 
 class LowRankConv1d(_LowRankConvNd):
@@ -314,11 +277,30 @@ class LowRankConv1d(_LowRankConvNd):
 def _from_conv(cls: type, conv: nn.Module, a: Tensor, b: Tensor) -> nn.Module:
     """A low-rank conv of class ``cls`` from a dense ``conv`` and ``(G, D, r)``/``(G, r, K)``.
 
-    ``D`` is ordered ``(c, *kernel)`` as the flattened filters; works for any spatial rank.
+    ``D`` is ordered ``(c, *kernel)`` as the flattened filters; works for any spatial rank. The
+    factors are cast to the conv's dtype and device; its bias is kept.
     """
     w = conv.weight
-    g, _, r = a.shape
     a, b = a.to(device=w.device, dtype=w.dtype), b.to(device=w.device, dtype=w.dtype)
+    bias = conv.bias.detach() if conv.bias is not None else None
+    return _build_conv(cls, conv, a, b, bias, w.dtype, w.device)
+
+
+def _build_conv(
+    cls: type,
+    conv: nn.Module,
+    a: Tensor,
+    b: Tensor,
+    bias: Tensor | None,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> nn.Module:
+    """``cls`` with ``conv``'s hyper-parameters, ``groups = G`` and weights from the factors.
+
+    ``a``: ``(G, D, r)``, ``b``: ``(G, r, K)``, ``bias``: ``(C_out,)`` or ``None``; built on the
+    meta device (no random initialisation), then materialised on ``device`` in ``dtype``.
+    """
+    g, _, r = a.shape
     layer = cls(
         conv.in_channels,
         conv.out_channels,
@@ -328,15 +310,15 @@ def _from_conv(cls: type, conv: nn.Module, a: Tensor, b: Tensor) -> nn.Module:
         padding=conv.padding,
         dilation=conv.dilation,
         groups=g,
-        bias=conv.bias is not None,
+        bias=bias is not None,
         device="meta",
-        dtype=w.dtype,
-    ).to_empty(device=w.device)
+        dtype=dtype,
+    ).to_empty(device=device)
     ones = (1,) * len(conv.kernel_size)
     with torch.no_grad():
         first = a.transpose(1, 2).reshape(g * r, conv.in_channels // g, *conv.kernel_size)
         layer.first.weight.copy_(first)
         layer.second.weight.copy_(b.transpose(1, 2).reshape(conv.out_channels, r, *ones))
-        if conv.bias is not None:
-            layer.second.bias.copy_(conv.bias)
+        if bias is not None:
+            layer.second.bias.copy_(bias)
     return layer

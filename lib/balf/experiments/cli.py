@@ -15,6 +15,7 @@ from typing import Any
 from ..api import Compressor
 from ..cache import Cache
 from ..data import make_loader
+from ..data.registry import dataset_info
 from ..distributed import shard
 from ..errors import BALFError
 from ..modes import registered_modes
@@ -63,7 +64,7 @@ class ExperimentContext:
         self.calib_size = calib_size or args.calib_size
         # every local input is checked before anything is downloaded: the checkpoint, then
         # the data (Fashion-MNIST may be downloaded), then the weights (ImageNet: downloaded)
-        if dataset != "imagenet" and not args.random_weights:
+        if not dataset_info(dataset).public_weights and not args.random_weights:
             require_checkpoint(dataset, args.model, args.checkpoint)
         self.data = experiment_data(
             dataset, args.data_root, args.model, self.calib_size, args.seed, args.eval_size
@@ -249,6 +250,29 @@ def corrupted_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     if not args.corrupted_root:
         raise BALFError("--corrupted-root is required (folder in the CIFAR-10-C layout)")
     ctx = ExperimentContext(args, dataset)
+    robustness = _robustness_evaluation(ctx, args, dataset)
+    for mode in args.modes:
+        ctx.sweep(
+            mode,
+            args.ratios,
+            _run_dir(args, dataset, "corruption", mode),
+            evaluate_fn=robustness,
+            evaluation={
+                "corrupted_root": str(args.corrupted_root),
+                "corruptions": list(args.corruptions),
+                "severities": list(args.severities),
+            },
+        )
+
+
+def _robustness_evaluation(
+    ctx: ExperimentContext, args: argparse.Namespace, dataset: str
+) -> Callable[[Any], dict[str, Any]]:
+    """``model -> point fields``: clean accuracy/loss plus accuracy on every corrupted set.
+
+    ``corrupted`` maps corruption -> severity (as a string) -> accuracy; ``corrupted_accuracy`` is
+    their mean over all (corruption, severity) pairs.
+    """
     loaders = {
         (c, s): make_loader(
             shard(
@@ -279,15 +303,4 @@ def corrupted_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
             "eval_samples": clean.samples,
         }
 
-    for mode in args.modes:
-        ctx.sweep(
-            mode,
-            args.ratios,
-            _run_dir(args, dataset, "corruption", mode),
-            evaluate_fn=robustness,
-            evaluation={
-                "corrupted_root": str(args.corrupted_root),
-                "corruptions": list(args.corruptions),
-                "severities": list(args.severities),
-            },
-        )
+    return robustness
