@@ -19,19 +19,16 @@ Resumable and atomic (see :func:`balf.data.corruptions.make_corrupted`). Default
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from balf.data import CIFAR10_CLASSES, CIFAR10_JPEG_SOURCE, cifar10
-from balf.data.corruptions import corrupt_test_set
 from balf.data.image_folder import load_image_folder
 from balf.errors import BALFError
 from balf.experiments.cli import parse_with_yaml, run_script
-from balf.experiments.options import add_corruption_arguments
+from balf.experiments.options import add_corruption_arguments, corrupt_with_arguments
 
 FORMATS = {"cifar10-jpeg": "balf-cifar10-jpeg-c-v1", "cifar10": "balf-cifar10-c-v1"}
 
@@ -62,24 +59,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     images, labels = load_test_images(args.dataset, args.data_root)
     settings = {
         "format": FORMATS[args.dataset],
         "source": f"{args.dataset} test",
         "padding": "none (32x32 RGB)",
     }
-    return corrupt_test_set(
-        Path(args.out),
-        images,
-        labels,
-        corruptions=args.corruptions,
-        seed=args.seed,
-        subset=args.subset,
-        settings=settings,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
+    return corrupt_with_arguments(args, images, labels, settings)
 
 
 if __name__ == "__main__":

@@ -43,13 +43,12 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from balf.data.corruptions import PAD, corrupt_images, corrupt_test_set, make_corrupted
+from balf.data.corruptions import PAD, corrupt_images, make_corrupted
 from balf.data.fashion_mnist import find_fashion_mnist, load_fashion_mnist
 from balf.experiments.cli import parse_with_yaml, run_script
-from balf.experiments.options import add_corruption_arguments
+from balf.experiments.options import add_corruption_arguments, corrupt_with_arguments
 
 __all__ = ["corrupt_images", "main", "make_corrupted"]
 
@@ -74,7 +73,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     source = find_fashion_mnist(args.data_root)
     images, labels = (t.numpy() for t in load_fashion_mnist("test", source))
     settings = {
@@ -83,17 +81,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "padding": f"reflect {PAD}px to 32x32, crop back",
         "channel": "0 of the corrupted RGB image",
     }
-    return corrupt_test_set(
-        Path(args.out),
-        images,
-        labels,
-        corruptions=args.corruptions,
-        seed=args.seed,
-        subset=args.subset,
-        settings=settings,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
+    return corrupt_with_arguments(args, images, labels, settings)
 
 
 if __name__ == "__main__":

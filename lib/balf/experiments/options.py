@@ -242,3 +242,27 @@ def add_corruption_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="rebuild a mismatching folder")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def corrupt_with_arguments(
+    args: argparse.Namespace, images: Any, labels: Any, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """Run ``corrupt_test_set`` with the options of :func:`add_corruption_arguments`.
+
+    ``images``: uint8 ``(N, H, W)`` or ``(N, H, W, 3)``; ``labels``: ``(N,)``; ``settings``: what
+    the script records about its source (format, padding, ...). Logs at INFO level.
+    """
+    from ..data.corruptions import corrupt_test_set
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return corrupt_test_set(
+        Path(args.out),
+        images,
+        labels,
+        corruptions=args.corruptions,
+        seed=args.seed,
+        subset=args.subset,
+        settings=settings,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
