@@ -196,3 +196,24 @@ def load_script(relative_path: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def use_only_fixture_fashion_mnist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Make Fashion-MNIST lookups find only the fixture files (no system or local copy)."""
+    from balf.data import fashion_mnist
+
+    monkeypatch.delenv(fashion_mnist.ENV_VAR, raising=False)
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "no-system-copy")
+    monkeypatch.setattr(fashion_mnist, "LOCAL_DIR", tmp_path / "no-local-copy")
+
+
+def tiny_sweep_args(data_root: Path, tmp_path: Path, calib_size: int = 8) -> list[str]:
+    """Options of a sweep script for a seconds-long run on fixture data with random weights.
+
+    8 calibration and 6 evaluation images, batches of 8, results and caches below ``tmp_path``.
+    """
+    return [
+        *("--random-weights", "--data-root", str(data_root)),
+        *("--calib-size", str(calib_size), "--eval-size", "6", "--batch-size", "8"),
+        *("--no-progress", "--out-root", str(tmp_path / "results"), "--cache-root", str(tmp_path)),
+    ]

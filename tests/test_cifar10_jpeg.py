@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _fixtures import REPO, load_script
+from _fixtures import REPO, load_script, tiny_sweep_args
 from PIL import Image
 
 from balf.data import CIFAR10_CLASSES, CIFAR10C, ImageFolderTensors, load_image_folder
@@ -199,24 +199,7 @@ def test_the_published_checkpoints_load_strictly(name):
 
 
 def _common(root: Path, tmp_path: Path) -> list[str]:
-    return [
-        "--dataset",
-        "cifar10-jpeg",
-        "--random-weights",
-        "--data-root",
-        str(root),
-        "--calib-size",
-        "8",
-        "--eval-size",
-        "6",
-        "--batch-size",
-        "8",
-        "--no-progress",
-        "--out-root",
-        str(tmp_path / "results"),
-        "--cache-root",
-        str(tmp_path),
-    ]
+    return ["--dataset", "cifar10-jpeg", *tiny_sweep_args(root, tmp_path)]
 
 
 def test_sweeps_write_under_their_own_dataset_name(jpeg_root, tmp_path):

@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from _fixtures import load_script, write_fashion_mnist
+from _fixtures import load_script, use_only_fixture_fashion_mnist, write_fashion_mnist
 
-from balf.data import fashion_mnist
 from balf.errors import BALFError
 from balf.experiments.main import EXPERIMENTS, main
 
@@ -44,9 +43,7 @@ def _points(out: Path, mode: str) -> list[dict]:
 
 def test_entry_point_runs_the_scripts_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     root = write_fashion_mnist(tmp_path / "data")
-    monkeypatch.delenv(fashion_mnist.ENV_VAR, raising=False)
-    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "no-system-copy")
-    monkeypatch.setattr(fashion_mnist, "LOCAL_DIR", tmp_path / "no-local-copy")
+    use_only_fixture_fashion_mnist(monkeypatch, tmp_path)
     main(["factorize", "--dataset", "fashion-mnist", *_args(root, tmp_path / "entry")])
     load_script("fashion_mnist/factorize_sweep.py").main(_args(root, tmp_path / "script"))
     for mode in ("flops_auto", "uniform"):

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _fixtures import load_script, write_fashion_mnist
+from _fixtures import load_script, use_only_fixture_fashion_mnist, write_fashion_mnist
 
-from balf.data import fashion_mnist
 from balf.errors import DatasetNotFoundError, WeightsNotFoundError
 from balf.experiments import cli
 
@@ -48,9 +47,7 @@ def test_quickstart_writes_its_run_outside_the_tracked_results():
 @pytest.fixture
 def quickstart_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     root = write_fashion_mnist(tmp_path / "data")
-    monkeypatch.delenv(fashion_mnist.ENV_VAR, raising=False)
-    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "no-system-copy")
-    monkeypatch.setattr(fashion_mnist, "LOCAL_DIR", tmp_path / "no-local-copy")
+    use_only_fixture_fashion_mnist(monkeypatch, tmp_path)
     script = load_script("fashion_mnist/quickstart.py")
     argv = [
         "--random-weights",

@@ -16,12 +16,16 @@ from importlib import resources
 import numpy as np
 import pytest
 import torch
-from _fixtures import load_script, write_fashion_mnist
+from _fixtures import (
+    load_script,
+    tiny_sweep_args,
+    use_only_fixture_fashion_mnist,
+    write_fashion_mnist,
+)
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 import balf
-from balf.data import fashion_mnist
 from balf.experiments.sweep import SWEEP_VALUES, SweepConfig, default_knobs
 from balf.folding import (
     FOLDING_MODES,
@@ -382,27 +386,12 @@ def test_sweep_config_and_default_knobs_know_the_folding_modes():
 
 def test_factorize_sweep_script_runs_folding_modes(tmp_path, monkeypatch):
     root = write_fashion_mnist(tmp_path / "data")
-    monkeypatch.delenv(fashion_mnist.ENV_VAR, raising=False)
-    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "no-system-copy")
-    monkeypatch.setattr(fashion_mnist, "LOCAL_DIR", tmp_path / "no-local-copy")
+    use_only_fixture_fashion_mnist(monkeypatch, tmp_path)
     script = load_script("fashion_mnist/factorize_sweep.py")
     modes = ["folding_ar", "folding_r"]
     script.main(
         [
-            "--random-weights",
-            "--data-root",
-            str(root),
-            "--calib-size",
-            "8",
-            "--eval-size",
-            "6",
-            "--batch-size",
-            "8",
-            "--no-progress",
-            "--out-root",
-            str(tmp_path / "results"),
-            "--cache-root",
-            str(tmp_path),
+            *tiny_sweep_args(root, tmp_path),
             "--modes",
             *modes,
             "--knobs",

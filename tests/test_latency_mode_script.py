@@ -12,9 +12,8 @@ import math
 
 import pytest
 import torch
-from _fixtures import REPO, load_script, write_fashion_mnist
+from _fixtures import REPO, load_script, use_only_fixture_fashion_mnist, write_fashion_mnist
 
-from balf.data import fashion_mnist
 from balf.experiments.latency_budget import accuracy_table, ratio_table, summary_table
 
 ROW_KEYS = {"model", "batch_size", "mode", "requested", "measured_ratio", "predicted_ratio"}
@@ -78,9 +77,7 @@ def test_latency_mode_synthetic(tmp_path, one_thread):
 
 def test_latency_mode_trained_fashion_mnist(tmp_path, one_thread, monkeypatch):
     root = write_fashion_mnist(tmp_path / "data")
-    monkeypatch.delenv(fashion_mnist.ENV_VAR, raising=False)
-    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "no-system-copy")
-    monkeypatch.setattr(fashion_mnist, "LOCAL_DIR", tmp_path / "no-local-copy")
+    use_only_fixture_fashion_mnist(monkeypatch, tmp_path)
     monkeypatch.chdir(REPO)  # the trained checkpoint's default path is relative to the repo
     script = load_script("imagenet/measure_speed.py")
     argv = [*_tiny(tmp_path), "--models", "fashion-mnist:resnet20", "--data-root", str(root)]

@@ -11,19 +11,17 @@ import json
 from pathlib import Path
 
 import torch
-from _fixtures import load_script, write_fashion_mnist
+from _fixtures import load_script, use_only_fixture_fashion_mnist, write_fashion_mnist
 
 import balf
-from balf.data import fashion_mnist, make_loader
+from balf.data import make_loader
 from balf.experiments.datasets import experiment_data, experiment_model
 from balf.experiments.evaluation import evaluate
 
 
 def test_save_model_saves_the_chosen_points(tmp_path, monkeypatch):
     root = write_fashion_mnist(tmp_path / "data")
-    monkeypatch.delenv(fashion_mnist.ENV_VAR, raising=False)
-    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "no-system-copy")
-    monkeypatch.setattr(fashion_mnist, "LOCAL_DIR", tmp_path / "no-local-copy")
+    use_only_fixture_fashion_mnist(monkeypatch, tmp_path)
     script = load_script("fashion_mnist/factorize_sweep.py")
     argv = [
         "--random-weights",

@@ -18,6 +18,7 @@ import torch
 from _fixtures import (
     accept_cifar10_checksums,
     load_script,
+    use_only_fixture_fashion_mnist,
     write_cifar10,
     write_cifar10c,
     write_fashion_mnist,
@@ -26,7 +27,6 @@ from _fixtures import (
 )
 
 from balf import Compressor
-from balf.data import fashion_mnist
 from balf.errors import BALFError, DatasetNotFoundError
 
 SMALL_DATASETS = {"cifar10": "cifar10", "fashion-mnist": "fashion_mnist"}  # name -> scripts/ folder
@@ -69,9 +69,7 @@ def small_data(request, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tupl
         write_fashion_mnist(root)
         write_fashion_mnist_c(root / "corrupted", CORRUPTIONS)
         # never fall back to a system-wide copy: the fixture files must be the ones read
-        monkeypatch.delenv(fashion_mnist.ENV_VAR, raising=False)
-        monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "no-system-copy")
-        monkeypatch.setattr(fashion_mnist, "LOCAL_DIR", tmp_path / "no-local-copy")
+        use_only_fixture_fashion_mnist(monkeypatch, tmp_path)
     return dataset, root
 
 

@@ -19,6 +19,7 @@ import pytest
 
 import balf.experiments  # noqa: F401  (registers the Model Folding modes)
 from balf.models import list_models
+from balf.models.imagenet import IMAGENET_MODELS
 from balf.modes import registered_modes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,15 +31,7 @@ JPEG_RECIPE = "--schedule cosine --lr 0.1 --momentum 0.9 --nesterov --weight-dec
 JPEG_RECIPE += "--batch-size 128 --seed 0"
 FMNIST_RECIPE = "--schedule cosine --lr 0.1 --momentum 0.9 --nesterov --weight-decay 5e-4 "
 FMNIST_RECIPE += "--batch-size 128 --threads 2 --seed 0"
-IMAGENET = [
-    "resnet18",
-    "resnet50",
-    "mobilenet_v2",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-    "vit_b_16",
-    "deit_b_16",
-]
+IMAGENET = list(IMAGENET_MODELS)  # the paper's seven models, in the wrapper's order
 
 # wrapper -> (environment, wrapper arguments before EXTRA, expected calls without EXTRA)
 CASES: dict[str, tuple[dict[str, str], list[str], list[list[str]]]] = {
