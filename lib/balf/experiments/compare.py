@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import BALFError
+from .points import ResultPoint, read_points
+
 __all__ = ["Comparison", "compare_runs"]
 
 QUANTITIES = ("accuracy", "loss", "flops_ratio", "params_ratio")
@@ -60,11 +63,6 @@ def _load(path: Path) -> dict | None:
         return None
 
 
-def _knob(point: dict) -> str:
-    knob = point.get("knob")
-    return knob if isinstance(knob, str) else f"{float(knob):.10g}"
-
-
 def _agreeing_decimals(a: float, b: float) -> int:
     """The largest ``n`` ≤ ``_MAX_DECIMALS`` with ``|a − b| ≤ 0.5·10⁻ⁿ``."""
     d = abs(a - b)
@@ -85,36 +83,43 @@ def compare_runs(
     """
     out = Comparison(reference=Path(reference), required=decimals)
     for mode in modes:
-        ours = _load(Path(run) / mode / "results.json")
-        theirs = _load(Path(reference) / mode / "results.json")
+        paths = (Path(run) / mode / "results.json", Path(reference) / mode / "results.json")
+        ours, theirs = (_load(p) for p in paths)
         if ours is None or theirs is None:
             which = "this run" if ours is None else "the reference"
             out.differences.append(f"{mode}: no readable results.json in {which}")
             continue
-        mine = {_knob(p): p for p in ours.get("points", [])}
-        ref = {_knob(p): p for p in theirs.get("points", [])}
+        try:
+            mine = {p.key: p for p in read_points(ours, paths[0])}
+            ref = {p.key: p for p in read_points(theirs, paths[1])}
+        except BALFError as exc:
+            out.differences.append(f"{mode}: {exc}")
+            continue
         for knob in sorted(set(mine) ^ set(ref)):
             where = "the reference" if knob in mine else "this run"
             out.differences.append(f"{mode} {knob}: point missing from {where}")
         for knob in [k for k in mine if k in ref]:
-            a, b = mine[knob], ref[knob]
             out.points += 1
-            for q in QUANTITIES:
-                x, y = a.get(q), b.get(q)
-                if x is None and y is None:
-                    continue
-                if not isinstance(x, (int, float)) or not isinstance(y, (int, float)):
-                    out.differences.append(f"{mode} {knob}: {q} {x!r} vs {y!r}")
-                    continue
-                n = _agreeing_decimals(x, y)
-                out.decimals = min(out.decimals, n)
-                if n < decimals:
-                    out.differences.append(f"{mode} {knob}: {q} {x:.6g} vs {y:.6g}")
-            if a.get("ranks", {}) != b.get("ranks", {}):
-                changed = sorted(
-                    n
-                    for n in set(a.get("ranks", {})) | set(b.get("ranks", {}))
-                    if a.get("ranks", {}).get(n) != b.get("ranks", {}).get(n)
-                )
-                out.differences.append(f"{mode} {knob}: ranks differ at {', '.join(changed)}")
+            _compare_points(out, f"{mode} {knob}", mine[knob], ref[knob], decimals)
     return out
+
+
+def _compare_points(
+    out: Comparison, name: str, a: ResultPoint, b: ResultPoint, decimals: int
+) -> None:
+    """Add the differences of two points of the same knob to ``out``."""
+    for q in QUANTITIES:
+        x, y = getattr(a, q), getattr(b, q)
+        if x is None and y is None:
+            continue
+        if not isinstance(x, (int, float)) or not isinstance(y, (int, float)):
+            out.differences.append(f"{name}: {q} {x!r} vs {y!r}")
+            continue
+        n = _agreeing_decimals(x, y)
+        out.decimals = min(out.decimals, n)
+        if n < decimals:
+            out.differences.append(f"{name}: {q} {x:.6g} vs {y:.6g}")
+    ranks_a, ranks_b = a.ranks or {}, b.ranks or {}
+    if ranks_a != ranks_b:
+        changed = sorted(n for n in set(ranks_a) | set(ranks_b) if ranks_a.get(n) != ranks_b.get(n))
+        out.differences.append(f"{name}: ranks differ at {', '.join(changed)}")

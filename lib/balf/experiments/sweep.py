@@ -3,8 +3,10 @@
 ``<out_dir>/results.json`` holds ``{"config": …, "environment": …, "points": [...]}``; each point
 has ``knob`` (the mode's value, or ``"original"``), ``accuracy`` (0–1), ``loss``,
 ``flops_ratio`` and ``params_ratio`` (whole model, measured), the per-layer ``ranks`` and more
-(Model Folding modes: empty ``ranks`` and the ``kept_channels`` of every channel group).
-The file is rewritten atomically after every point, and a rerun skips the points already there.
+(Model Folding modes: empty ``ranks`` and the ``kept_channels`` of every channel group): a
+:class:`~balf.experiments.points.ResultPoint` as JSON. The file
+(:mod:`~balf.experiments.sweep_file`) is rewritten atomically after every point, and a rerun
+skips the points already there.
 The run directory also keeps ``config.json`` (resolved), ``environment.json`` and ``command.txt``.
 """
 
@@ -16,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ from ..modes import MethodConfig, mode_spec
 from ..serialization import save as balf_save
 from .environment import command_line, environment_info
 from .evaluation import EvalResult, evaluate
+from .points import ResultPoint, SkippedPoint, knob_key
+from .sweep_file import add_point, add_skipped, done_keys, load_results, resume
 
 __all__ = ["SWEEP_VALUES", "SweepConfig", "default_knobs", "load_results", "run_sweep"]
 
@@ -111,19 +115,6 @@ def default_knobs(mode: str, model: str, path: str | Path | None = None) -> list
     return list(values)
 
 
-def load_results(path: Path) -> dict[str, Any]:
-    """Read a ``results.json``."""
-    return json.loads(Path(path).read_text())
-
-
-def _knob_key(knob: Any) -> str:
-    return "original" if knob == "original" else f"{float(knob):.10g}"
-
-
-def _measure(model: nn.Module, example: Tensor) -> tuple[int, int]:
-    return count_flops(model, example), count_params(model)
-
-
 def run_sweep(
     config: SweepConfig,
     model: nn.Module,
@@ -167,86 +158,103 @@ def run_sweep(
         save_knobs: only these knob values (default: all).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.json"
-    env = environment_info(device)
-    results = _resume(results_path, config, env)
-    if is_main_process():
-        atomic_json_dump(asdict(config), out_dir / "config.json")
-        atomic_json_dump(env, out_dir / "environment.json")
-        atomic_write_text(command_line(argv) + "\n", out_dir / "command.txt")
-
+    results = _start(config, out_dir, device, argv)
     model = model.to(device).eval()
-    example_input = example_input.to(device)
-    done = {_knob_key(p["knob"]) for p in results["points"]}
-    done |= {_knob_key(s["knob"]) for s in results.get("skipped", [])}
-
-    def metrics(m: nn.Module) -> dict[str, Any]:
-        if evaluate_fn is not None:
-            return evaluate_fn(m)
-        r: EvalResult = evaluate(m, evaluation, device, progress=progress)
-        return {"accuracy": r.accuracy, "loss": r.loss, "eval_samples": r.samples}
-
-    base_flops, base_params = _measure(model, example_input)
-    results["original"] = {"flops": base_flops, "params": base_params}
-    if "original" not in done and original is not None:
-        _add_point(results, dict(original), results_path)
-    elif "original" not in done:
-        start = time.perf_counter()
-        point = {
-            "knob": "original",
-            **metrics(model),
-            "flops_ratio": 1.0,
-            "params_ratio": 1.0,
-            "flops": base_flops,
-            "params": base_params,
-            "ranks": {},
-            "eval_seconds": time.perf_counter() - start,
-        }
-        _add_point(results, point, results_path)
-
+    done = done_keys(results, results_path)
+    maker = _PointMaker(evaluation, evaluate_fn, example_input.to(device), device, progress)
+    maker.set_original(model)
+    results["original"] = {"flops": maker.flops0, "params": maker.params0}
+    if "original" not in done:
+        reused = None if original is None else ResultPoint.from_dict(original)
+        add_point(results, reused or maker.original(model), results_path)
     if compressor is None and issubclass(mode_spec(config.mode).config_class, CompressionConfig):
         compressor = Compressor(model, calibration, cache=cache, progress=progress)
-    todo = [k for k in config.knobs if _knob_key(k) not in done]
-    new = 0
-    for knob in tqdm(
-        todo, desc=f"{config.model} {config.mode}", unit="point", disable=not progress
-    ):
+    todo = [k for k in config.knobs if knob_key(k) not in done]
+    new, desc = 0, f"{config.model} {config.mode}"
+    for knob in tqdm(todo, desc=desc, unit="point", disable=not progress):
         if stop_after is not None and new >= stop_after:
             break
         try:
             small, fields = _compress_point(config, knob, model, compressor, calibration)
         except BudgetError as exc:
             log.warning("%s %g skipped: %s", config.mode, knob, exc)
-            results.setdefault("skipped", []).append({"knob": knob, "reason": str(exc)})
-            if is_main_process():
-                atomic_json_dump(results, results_path)
+            add_skipped(results, SkippedPoint(knob, str(exc)), results_path)
             continue
-        start = time.perf_counter()
-        measured = metrics(small)
-        eval_seconds = time.perf_counter() - start
-        flops, params = _measure(small, example_input)
         report = fields.pop("report", None)
-        point = {
-            "knob": knob,
-            **measured,
-            "flops_ratio": flops / base_flops,
-            "params_ratio": params / base_params,
-            "flops": flops,
-            "params": params,
-            **fields,
-            "eval_seconds": eval_seconds,
-        }
+        point = maker.compressed(knob, small, fields)
         if _wants_save(config, knob, save_dir, save_knobs):
-            path = Path(save_dir) / f"{_knob_key(knob)}.safetensors"
-            if is_main_process():
-                meta = {"report": json.dumps(report.to_dict())} if report is not None else None
-                balf_save(small, path, metadata=meta)
-            point["saved_model"] = str(path)
-        _add_point(results, point, results_path)
+            point = _save(small, report, Path(save_dir) / f"{knob_key(knob)}.safetensors", point)
+        add_point(results, point, results_path)
         new += 1
         del small
     return results
+
+
+def _start(
+    config: SweepConfig, out_dir: Path, device: torch.device | str, argv: Sequence[str] | None
+) -> dict[str, Any]:
+    """Create ``out_dir``, resume its results, write config, environment and command line."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = environment_info(device)
+    results = resume(out_dir / "results.json", config, env)
+    if is_main_process():
+        atomic_json_dump(asdict(config), out_dir / "config.json")
+        atomic_json_dump(env, out_dir / "environment.json")
+        atomic_write_text(command_line(argv) + "\n", out_dir / "command.txt")
+    return results
+
+
+@dataclass
+class _PointMaker:
+    """Evaluates a model and measures its cost into a :class:`ResultPoint`."""
+
+    evaluation: Iterable
+    evaluate_fn: Callable[[nn.Module], dict[str, Any]] | None
+    example: Tensor
+    device: torch.device | str
+    progress: bool
+    flops0: int = 0
+    params0: int = 0
+
+    def set_original(self, model: nn.Module) -> None:
+        """Measure the uncompressed model's whole-model FLOPs and parameters."""
+        self.flops0, self.params0 = count_flops(model, self.example), count_params(model)
+
+    def metrics(self, model: nn.Module) -> dict[str, Any]:
+        """``accuracy``, ``loss`` and the rest of the evaluation of ``model``."""
+        if self.evaluate_fn is not None:
+            return self.evaluate_fn(model)
+        r: EvalResult = evaluate(model, self.evaluation, self.device, progress=self.progress)
+        return {"accuracy": r.accuracy, "loss": r.loss, "eval_samples": r.samples}
+
+    def original(self, model: nn.Module) -> ResultPoint:
+        """The point of the uncompressed model."""
+        start = time.perf_counter()
+        point = {"knob": "original", **self.metrics(model), "flops_ratio": 1.0,
+                 "params_ratio": 1.0, "flops": self.flops0, "params": self.params0,
+                 "ranks": {}}  # fmt: skip
+        return ResultPoint.from_dict({**point, "eval_seconds": time.perf_counter() - start})
+
+    def compressed(self, knob: float, small: nn.Module, fields: dict[str, Any]) -> ResultPoint:
+        """The point of ``small`` at ``knob``, with the method's ``fields`` (ranks, timings…)."""
+        start = time.perf_counter()
+        measured = self.metrics(small)
+        eval_seconds = time.perf_counter() - start
+        flops, params = count_flops(small, self.example), count_params(small)
+        point = {"knob": knob, **measured, "flops_ratio": flops / self.flops0,
+                 "params_ratio": params / self.params0, "flops": flops, "params": params,
+                 **fields}  # fmt: skip
+        return ResultPoint.from_dict({**point, "eval_seconds": eval_seconds})
+
+
+def _save(small: nn.Module, report: Any, path: Path, point: ResultPoint) -> ResultPoint:
+    """Save ``small`` (its report in the header) with :func:`balf.save`; ``point`` with
+    ``saved_model``."""
+    if is_main_process():
+        meta = {"report": json.dumps(report.to_dict())} if report is not None else None
+        balf_save(small, path, metadata=meta)
+    return replace(point, saved_model=str(path))
 
 
 def _wants_save(
@@ -311,59 +319,3 @@ def _(method: FoldingConfig, model, compressor, calibration, seed):
         "ranks": {},
         "timings": {"fold": time.perf_counter() - start},
     }
-
-
-def _resume(path: Path, config: SweepConfig, env: dict[str, Any]) -> dict[str, Any]:
-    """Existing results for the same sweep identity, or a fresh results dict."""
-    fresh = {"config": asdict(config), "environment": env, "points": []}
-    if not path.exists():
-        return fresh
-    try:
-        old = load_results(path)
-    except json.JSONDecodeError as exc:
-        raise BALFError(f"{path} is not valid JSON ({exc}); move it away to restart") from exc
-    old_identity = _identity_of(old, path)
-    if old_identity != config.identity():
-        raise BALFError(
-            f"{path} holds a different sweep ({old_identity}) than requested "
-            f"({config.identity()}); use another output folder or delete it"
-        )
-    log.info("resuming %s: %d points done", path, len(old["points"]))
-    old["config"] = asdict(config)
-    old["environment"] = env
-    return old
-
-
-def _identity_of(old: Any, path: Path) -> dict[str, Any]:
-    """The sweep identity of loaded results; a clear error when they are not a results file."""
-    fix = "move it away to restart the sweep"
-
-    def bad(what: str) -> BALFError:
-        return BALFError(f"{path} is not a balf results file ({what}); {fix}")
-
-    if not isinstance(old, dict):
-        raise bad(f"a JSON {type(old).__name__}, not an object")
-    for key, kind in (("config", dict), ("points", list)):
-        if not isinstance(old.get(key), kind):
-            raise bad(f"'{key}' is missing or not a JSON {'object' if kind is dict else 'array'}")
-    for field_name in ("points", "skipped"):
-        entries = old.get(field_name, [])
-        if not isinstance(entries, list) or not all(
-            isinstance(p, dict) and "knob" in p for p in entries
-        ):
-            raise bad(f"every entry of '{field_name}' must be an object with a 'knob'")
-    try:
-        return SweepConfig(**{"weights": "", "evaluation": {}, **old["config"]}).identity()
-    except (TypeError, ValueError) as exc:
-        raise bad(f"its 'config' is not a sweep config: {exc}") from exc
-
-
-def _add_point(results: dict[str, Any], point: dict[str, Any], path: Path) -> None:
-    point = {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in point.items()
-    }
-    results["points"].append(point)
-    order = {_knob_key(k): i for i, k in enumerate(["original", *results["config"]["knobs"]])}
-    results["points"].sort(key=lambda p: order.get(_knob_key(p["knob"]), len(order)))
-    if is_main_process():
-        atomic_json_dump(results, path)

@@ -1,18 +1,14 @@
-"""Results tables: read stored sweep results, tabulate them, write LaTeX and Markdown.
+"""Results tables: tabulate stored sweep results (matched reductions, corruption, calibration
+size, compression time).
 
 Everything here works from the ``results.json`` files the sweep runner writes
-(:mod:`balf.experiments.sweep`) and from the compression-time benchmark JSON; nothing is
-recomputed. Tables are :class:`pandas.DataFrame` objects of numbers (``NaN`` where there is no
-value) until :func:`write_table` formats them:
+(:mod:`balf.experiments.sweep`, loaded by :mod:`balf.experiments.loaders`) and from the
+compression-time benchmark JSON; nothing is recomputed. Points are read as
+:class:`~balf.experiments.points.ResultPoint`. Tables are :class:`pandas.DataFrame` objects of
+numbers (``NaN`` where there is no value) until :func:`write_table`
+(:mod:`balf.experiments.table_format`) formats them as LaTeX and Markdown.
 
-- LaTeX through ``DataFrame.to_latex`` (booktabs rules ``\\toprule``/``\\midrule``/
-  ``\\bottomrule``). Since pandas 2 ``to_latex`` renders through ``Styler``, which needs
-  ``jinja2``; jinja2 is not a direct dependency of balf but a dependency of torch, so it is
-  always installed with it.
-- Markdown through the small :func:`to_markdown` below (``DataFrame.to_markdown`` needs
-  ``tabulate``, which balf does not depend on).
-
-**Matched-reduction rule** (:func:`best_point_within`): for a mode and a target keep-ratio ``t``
+**Matched-reduction rule** (:func:`best_within`): for a mode and a target keep-ratio ``t``
 of a quantity (FLOPs or parameters, whole model, measured), the compared point is the one with
 the **highest accuracy among the mode's compressed points whose measured ratio is ≤ t**
 (``t + tol`` with ``tol = 1e-9`` against float noise); ties go to the smaller ratio. The
@@ -23,23 +19,23 @@ original accuracy stored in the same results file; positive numbers are losses.
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-from .._io import atomic_write_text
 from ..errors import BALFError
 from ..modes import registered_modes
+from .loaders import SPECIAL_DIRS, load_benchmark_rows, load_mode_results, load_numbered_runs
+from .points import ResultPoint, compressed_of, finite, original_of, read_points
+from .table_format import to_latex, to_markdown, write_table
 
 __all__ = [
     "DEFAULT_TARGETS",
     "SPECIAL_DIRS",
     "best_point_within",
+    "best_within",
     "calibration_size_table",
     "compressed_points",
     "compression_time_table",
@@ -55,13 +51,8 @@ __all__ = [
     "write_table",
 ]
 
-log = logging.getLogger(__name__)
-
 DEFAULT_TARGETS: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 """Keep-ratios of the matched-reduction tables."""
-
-SPECIAL_DIRS = frozenset({"calib-size", "n-iters", "corruption", "figures", "tables"})
-"""Folders of a model directory that are not a mode's sweep."""
 
 _PHASES = ("statistics", "decomposition", "allocation", "replacement")
 _OPTIONAL_COLUMNS = {
@@ -79,125 +70,27 @@ def mode_label(mode: str) -> str:
     return spec.display.label if spec is not None else mode
 
 
-def _mode_sort_key(mode: str) -> tuple[int, str]:
-    order = list(registered_modes())
-    return (order.index(mode) if mode in order else len(order), mode)
-
-
-def _read_json(path: Path) -> Any | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        log.warning("skipping %s: %s", path, exc)
-        return None
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_mode_results(
-    model_dir: str | Path, modes: Iterable[str] | None = None
-) -> dict[str, dict[str, Any]]:
-    """The ``<model_dir>/<mode>/results.json`` files, keyed by mode, in display order.
-
-    Args:
-        model_dir: ``results/<dataset>/<model>`` (or ``.../corruption``).
-        modes: keep only these modes (default: every folder holding a ``results.json``,
-            except :data:`SPECIAL_DIRS`).
-    """
-    model_dir = Path(model_dir)
-    wanted = None if modes is None else set(modes)
-    found: dict[str, dict[str, Any]] = {}
-    if not model_dir.is_dir():
-        return found
-    for sub in model_dir.iterdir():
-        path = sub / "results.json"
-        if sub.name in SPECIAL_DIRS or not path.is_file():
-            continue
-        if wanted is not None and sub.name not in wanted:
-            continue
-        results = _read_json(path)
-        if isinstance(results, dict) and results.get("points"):
-            found[sub.name] = results
-    return {m: found[m] for m in sorted(found, key=_mode_sort_key)}
-
-
-def load_numbered_runs(parent: str | Path, prefix: str) -> dict[int, dict[str, Any]]:
-    """``<parent>/<prefix><N>/results.json`` keyed by ``N``, ascending.
-
-    Example: ``load_numbered_runs(model_dir / "calib-size", "calib")`` → ``{256: …, 512: …}``.
-    """
-    parent = Path(parent)
-    runs: dict[int, dict[str, Any]] = {}
-    if not parent.is_dir():
-        return runs
-    for sub in parent.iterdir():
-        suffix = sub.name[len(prefix) :] if sub.name.startswith(prefix) else ""
-        path = sub / "results.json"
-        if not suffix.isdigit() or not path.is_file():
-            continue
-        results = _read_json(path)
-        if isinstance(results, dict) and results.get("points"):
-            runs[int(suffix)] = results
-    return dict(sorted(runs.items()))
-
-
-def load_benchmark_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of the compression-time benchmark JSON, whatever its top-level shape.
-
-    Accepted: a list of rows; a mapping with a ``rows``/``results``/``models`` list; or a
-    mapping ``{model: row}``. Each row is a mapping with at least ``model``; others are skipped.
-    """
-    data = _read_json(Path(path))
-    if isinstance(data, dict):
-        for key in ("rows", "results", "models"):
-            if isinstance(data.get(key), list):
-                data = data[key]
-                break
-        else:
-            data = [{"model": name, **row} for name, row in data.items() if isinstance(row, dict)]
-    if not isinstance(data, list):
-        return []
-    rows = [r for r in data if isinstance(r, dict) and r.get("model") is not None]
-    if len(rows) < len(data):
-        log.warning("%s: %d rows without a model name skipped", path, len(data) - len(rows))
-    return rows
-
-
 # --------------------------------------------------------------------------- points
 
 
 def original_point(results: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The uncompressed model's point (knob ``"original"``) of a results dict, if any."""
-    for p in results.get("points", []):
-        if p.get("knob") == "original" and _num(p.get("accuracy")) is not None:
-            return p
-    return None
+    """The uncompressed model's point (knob ``"original"``) of a results dict, as stored."""
+    base = original_of(read_points(results))
+    return None if base is None else base.to_dict()
 
 
 def compressed_points(results: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The compressed points (knob ≠ ``"original"``) that have an accuracy, in stored order."""
-    return [
-        p
-        for p in results.get("points", [])
-        if p.get("knob") != "original" and _num(p.get("accuracy")) is not None
-    ]
+    """The compressed points (knob ≠ ``"original"``) that have an accuracy, as stored."""
+    return [p.to_dict() for p in compressed_of(read_points(results))]
 
 
-def _num(value: Any) -> float | None:
-    """``value`` as a finite float, else ``None``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def best_point_within(
-    points: Sequence[Mapping[str, Any]], quantity: str, target: float, tol: float = 1e-9
-) -> Mapping[str, Any] | None:
+def best_within(
+    points: Sequence[ResultPoint], quantity: str, target: float, tol: float = 1e-9
+) -> ResultPoint | None:
     """The most accurate point whose ``<quantity>_ratio`` is ≤ ``target`` (module rule).
 
     Args:
-        points: compressed points (``accuracy`` and ``flops_ratio``/``params_ratio``).
+        points: compressed points.
         quantity: ``"flops"`` or ``"params"``.
         target: keep-ratio (e.g. 0.6 = at most 60% of the original FLOPs).
         tol: slack against float noise in the measured ratios.
@@ -206,17 +99,25 @@ def best_point_within(
         The point, or ``None`` when no point is at or below ``target``. Ties in accuracy go to
         the smaller ratio.
     """
-    key = f"{quantity}_ratio"
     eligible = [
         p
         for p in points
-        if _num(p.get(key)) is not None
-        and _num(p.get("accuracy")) is not None
-        and p[key] <= target + tol
+        if p.ratio(quantity) is not None
+        and finite(p.accuracy) is not None
+        and p.ratio(quantity) <= target + tol
     ]
     if not eligible:
         return None
-    return max(eligible, key=lambda p: (p["accuracy"], -p[key]))
+    return max(eligible, key=lambda p: (p.accuracy, -p.ratio(quantity)))
+
+
+def best_point_within(
+    points: Sequence[Mapping[str, Any]], quantity: str, target: float, tol: float = 1e-9
+) -> Mapping[str, Any] | None:
+    """:func:`best_within` of stored points (JSON objects); the chosen object itself."""
+    typed = [ResultPoint.from_dict(p) for p in points]
+    best = best_within(typed, quantity, target, tol)
+    return next((p for p, t in zip(points, typed, strict=True) if t is best), None)
 
 
 # --------------------------------------------------------------------------- tables
@@ -232,7 +133,7 @@ def matched_reduction_table(
     Returns:
         One row per mode (display names), one column per target (``"0.9"``, …); values are
         ``100 · (original − best accuracy with ratio ≤ target)``, ``NaN`` where no point
-        qualifies or the mode has no original point. See :func:`best_point_within`.
+        qualifies or the mode has no original point. See :func:`best_within`.
 
     Example:
         >>> sweeps = load_mode_results("results/cifar10/resnet20")  # doctest: +SKIP
@@ -243,15 +144,34 @@ def matched_reduction_table(
         raise BALFError(f"quantity must be 'flops' or 'params', not {quantity!r}")
     rows = {}
     for mode, results in results_by_mode.items():
-        base = original_point(results)
-        points = compressed_points(results)
+        stored = read_points(results)
+        base, points = original_of(stored), compressed_of(stored)
         row = []
         for t in targets:
-            best = best_point_within(points, quantity, t)
+            best = best_within(points, quantity, t)
             ok = base is not None and best is not None
-            row.append(100.0 * (base["accuracy"] - best["accuracy"]) if ok else math.nan)
+            row.append(100.0 * (base.accuracy - best.accuracy) if ok else math.nan)
         rows[mode_label(mode)] = row
     return _frame(rows, [f"{t:g}" for t in targets], "Mode")
+
+
+def _corruption_column(point: ResultPoint, corruptions: list[str]) -> dict[str, float]:
+    """Accuracy (%) of one point: clean, per corruption (mean over severities), overall mean.
+
+    Appends corruptions not yet in ``corruptions`` to it (first-seen order).
+    """
+    column = {"clean": 100.0 * point.accuracy}
+    values = []
+    for corruption, severities in (point.corrupted or {}).items():
+        accs = [a for a in map(finite, (severities or {}).values()) if a is not None]
+        if corruption not in corruptions:
+            corruptions.append(corruption)
+        if accs:
+            column[corruption] = 100.0 * sum(accs) / len(accs)
+            values += accs
+    if values:
+        column["mean"] = 100.0 * sum(values) / len(values)
+    return column
 
 
 def corruption_table(results_by_mode: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
@@ -269,23 +189,12 @@ def corruption_table(results_by_mode: Mapping[str, Mapping[str, Any]]) -> pd.Dat
     columns: dict[str, dict[str, float]] = {}
     corruptions: list[str] = []
     for mode, results in results_by_mode.items():
-        base = original_point(results)
+        stored = read_points(results)
+        base = original_of(stored)
         entries = [] if base is None or "original" in columns else [("original", base)]
-        entries += [(f"{mode_label(mode)} {p['knob']:g}", p) for p in compressed_points(results)]
+        entries += [(f"{mode_label(mode)} {p.knob:g}", p) for p in compressed_of(stored)]
         for name, point in entries:
-            per = point.get("corrupted") or {}
-            col = {"clean": 100.0 * point["accuracy"]}
-            values = []
-            for corruption, severities in per.items():
-                accs = [a for a in map(_num, (severities or {}).values()) if a is not None]
-                if corruption not in corruptions:
-                    corruptions.append(corruption)
-                if accs:
-                    col[corruption] = 100.0 * sum(accs) / len(accs)
-                    values += accs
-            if values:
-                col["mean"] = 100.0 * sum(values) / len(values)
-            columns[name] = col
+            columns[name] = _corruption_column(point, corruptions)
     index = ["clean", *corruptions, "mean"]
     rows = {i: [col.get(i, math.nan) for col in columns.values()] for i in index}
     return _frame(rows, list(columns), "Corruption")
@@ -300,19 +209,16 @@ def calibration_size_table(runs: Mapping[int, Mapping[str, Any]]) -> pd.DataFram
     Returns:
         Columns ``original`` then one per knob (``"0.4"``, …); ``NaN`` where a run lacks a point.
     """
+    stored = {size: read_points(results) for size, results in runs.items()}
     knobs: list[float] = []
-    rows: dict[str, list[float]] = {}
-    for results in runs.values():
-        for p in compressed_points(results):
-            if p["knob"] not in knobs:
-                knobs.append(p["knob"])
+    for points in stored.values():
+        knobs += [k for k in dict.fromkeys(p.knob for p in compressed_of(points)) if k not in knobs]
     knobs.sort()
-    for size, results in runs.items():
-        base = original_point(results)
-        by_knob = {p["knob"]: p["accuracy"] for p in compressed_points(results)}
-        values = [base["accuracy"] if base else math.nan] + [
-            by_knob.get(k, math.nan) for k in knobs
-        ]
+    rows: dict[str, list[float]] = {}
+    for size, points in stored.items():
+        base = original_of(points)
+        by_knob = {p.knob: p.accuracy for p in compressed_of(points)}
+        values = [base.accuracy if base else math.nan] + [by_knob.get(k, math.nan) for k in knobs]
         rows[str(size)] = [100.0 * v for v in values]
     return _frame(rows, ["original", *(f"{k:g}" for k in knobs)], "Calibration images")
 
@@ -330,90 +236,19 @@ def compression_time_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         {k for r in rows if isinstance(r.get("phases"), dict) for k in r["phases"]} - set(_PHASES)
     )
     phases = [*_PHASES, *extra_phases]
-    optional = [k for k in _OPTIONAL_COLUMNS if any(_num(r.get(k)) is not None for r in rows)]
+    optional = [k for k in _OPTIONAL_COLUMNS if any(finite(r.get(k)) is not None for r in rows)]
     columns = [f"{p.capitalize()} (s)" for p in phases] + ["Total (s)"]
     columns += [_OPTIONAL_COLUMNS[k] for k in optional]
     table = {}
     for r in rows:
         ph = r.get("phases") if isinstance(r.get("phases"), dict) else {}
-        values = [_num(ph.get(p)) for p in phases] + [_num(r.get("total"))]
-        values += [_num(r.get(k)) for k in optional]
+        values = [finite(ph.get(p)) for p in phases] + [finite(r.get("total"))]
+        values += [finite(r.get(k)) for k in optional]
         table[str(r["model"])] = [math.nan if v is None else v for v in values]
     return _frame(table, columns, "Model")
 
 
 def _frame(rows: Mapping[str, Sequence[float]], columns: Sequence[str], name: str) -> pd.DataFrame:
+    """Rows ``{index: values}`` as a float frame with ``columns``, the column axis named."""
     df = pd.DataFrame.from_dict(dict(rows), orient="index", columns=list(columns), dtype=float)
     return df.rename_axis(index=None, columns=name)
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def _formatted(df: pd.DataFrame, digits: int, missing: str) -> pd.DataFrame:
-    """``df`` with numbers as strings of ``digits`` decimals and ``missing`` for NaN."""
-    return df.apply(
-        lambda col: col.map(lambda v: missing if _num(v) is None else f"{v:.{digits}f}")
-    )
-
-
-_LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "\\": r"\textbackslash{}",
-    "≤": r"$\leq$",
-    "–": "--",
-}
-
-
-def _latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
-
-
-def to_latex(
-    df: pd.DataFrame, caption: str | None = None, label: str | None = None, digits: int = 2
-) -> str:
-    """A booktabs LaTeX table (``tabular`` in a ``table`` when ``caption``/``label`` are given).
-
-    Numbers get ``digits`` decimals, ``NaN`` becomes ``--`` (an en dash in LaTeX), cells and
-    headers are escaped.
-    """
-    text = _formatted(df, digits, "--")
-    return text.to_latex(
-        escape=True,
-        column_format="l" + "r" * len(df.columns),
-        caption=_latex_escape(caption) if caption else None,
-        label=label,
-        position="htbp" if caption or label else None,
-    )
-
-
-def to_markdown(df: pd.DataFrame, digits: int = 2) -> str:
-    """A GitHub-flavoured Markdown pipe table (numbers right-aligned, ``NaN`` as "–")."""
-    text = _formatted(df, digits, "–")
-
-    def cells(values: Iterable[Any]) -> str:
-        return "| " + " | ".join(str(v).replace("|", r"\|") for v in values) + " |"
-
-    lines = [
-        cells([df.columns.name or "", *text.columns]),
-        "|" + "---|" + "--:|" * len(text.columns),
-    ]
-    lines += [cells(row) for row in text.itertuples(index=True)]
-    return "\n".join(lines) + "\n"
-
-
-def write_table(
-    df: pd.DataFrame,
-    stem: str | Path,
-    caption: str | None = None,
-    label: str | None = None,
-    digits: int = 2,
-) -> list[Path]:
-    """Write ``<stem>.tex`` and ``<stem>.md`` atomically; return both paths."""
-    stem = Path(stem)
-    tex, md = stem.with_name(stem.name + ".tex"), stem.with_name(stem.name + ".md")
-    atomic_write_text(to_latex(df, caption, label, digits), tex)
-    heading = f"{caption}\n\n" if caption else ""
-    atomic_write_text(heading + to_markdown(df, digits), md)
-    return [tex, md]
