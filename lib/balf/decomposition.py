@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from .errors import StatisticsError
 from .representation import geometry_of, weight_matrices
-from .statistics import LayerStatistics
+from .layer_statistics import LayerStatistics
 
 __all__ = ["LayerDecomposition", "decompose_layer"]
 
