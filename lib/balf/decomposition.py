@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from .errors import StatisticsError
-from .representation import geometry_of, weight_matrices
 from .layer_statistics import LayerStatistics
+from .representation import geometry_of, weight_matrices
 
 __all__ = ["LayerDecomposition", "decompose_layer"]
 

@@ -9,18 +9,20 @@ needs), saved and loaded as a plain ``weights_only`` state dict and summed over 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ._io import atomic_torch_save
 from ._version import __version__
 from .errors import StatisticsError
+from .hashing import tensor_digest
 from .modes import Side
 
-__all__ = ["LayerStatistics", "Statistics"]
+__all__ = ["LayerStatistics", "Statistics", "check_statistics"]
 
 _FORMAT = 1
 
@@ -175,3 +177,24 @@ class Statistics:
             st.rows = int(round(values[1 + i]))
             st.calls = int(round(values[1 + n + i]))
         return self
+
+
+def check_statistics(stats: Statistics, targets: Mapping[str, nn.Module]) -> None:
+    """Check that ``stats`` fit the layers ``targets`` (by module name).
+
+    Raises:
+        StatisticsError: a layer has no entry, its weight changed since the statistics were
+            collected, or a Gram matrix holds NaN/Inf.
+    """
+    for name, module in targets.items():
+        if name not in stats.layers:
+            raise StatisticsError(
+                f"the statistics have no entry for layer {name!r} (they cover "
+                f"{len(stats.layers)} layers); collect them with the same `layers`"
+            )
+        if stats.layers[name].weight_digest != tensor_digest(module.weight):
+            raise StatisticsError(
+                f"the statistics of layer {name!r} were collected with different weights; "
+                "recollect them for this model"
+            )
+    stats.check_finite()
