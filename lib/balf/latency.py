@@ -177,7 +177,7 @@ def measure_latency(
     """
     from ._version import __version__
     from .export import fold_batchnorm
-    from .serialization import _class_for_dense
+    from .layer_kinds import class_for_dense
 
     if batch_size < 1 or rank_multiple < 1 or points < 1:
         raise BALFError("batch_size, rank_multiple and points must be positive integers")
@@ -207,7 +207,7 @@ def measure_latency(
     fresh = 0
     bar = tqdm(layers.items(), desc="latency", unit="layer", disable=not progress)
     for name, dense in bar:
-        cls = _class_for_dense(dense, name)
+        cls = class_for_dense(dense)
         if cls is None:
             raise BALFError(f"layer {name!r}: no low-rank kind for {type(dense).__name__}")
         grid = _grid(geometry_of(dense), rank_multiple, points)
