@@ -7,7 +7,7 @@ non-increasing in λ, so bisection finds the smallest feasible λ.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +50,42 @@ def _pad(curves: Sequence[np.ndarray], fill: float) -> np.ndarray:
     return out
 
 
+def _check_inputs(
+    energies: Sequence[np.ndarray], costs: Sequence[np.ndarray], ratio: float, n_iters: int
+) -> None:
+    """Raise :class:`BALFError` on an invalid ratio, ``n_iters`` or mismatched curves."""
+    if not 0 < ratio <= 1:
+        raise BALFError(f"ratio must be in (0, 1], got {ratio}")
+    if n_iters < 0:
+        raise BALFError(f"n_iters must be >= 0, got {n_iters}")
+    if len(energies) != len(costs) or not energies:
+        raise BALFError("energies and costs must be non-empty and of equal length")
+    for e, c in zip(energies, costs, strict=True):
+        if len(e) != len(c) or len(e) == 0:
+            raise BALFError("each layer needs as many energies as costs (one per rank)")
+
+
+def _smallest_feasible(feasible: Callable[[float], bool], n_iters: int) -> float:
+    """A multiplier λ > 0 with ``feasible(λ)``, bisected ``n_iters`` times towards the smallest.
+
+    ``feasible`` is monotone (false below some λ*, true above); the upper end starts at 1 and
+    doubles until feasible (at most ``_MAX_DOUBLINGS`` times), the lower end at 0.
+    """
+    hi = 1.0
+    for _ in range(_MAX_DOUBLINGS):
+        if feasible(hi):
+            break
+        hi *= 2.0
+    lo = 0.0
+    for _ in range(n_iters):
+        mid = 0.5 * (lo + hi)
+        if feasible(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def allocate(
     energies: Sequence[np.ndarray],
     costs: Sequence[np.ndarray],
@@ -71,16 +107,7 @@ def allocate(
         BALFError: invalid ratio, ``n_iters`` or mismatched inputs.
         BudgetError: the budget is below the cost of rank 1 everywhere (names the smallest ratio).
     """
-    if not 0 < ratio <= 1:
-        raise BALFError(f"ratio must be in (0, 1], got {ratio}")
-    if n_iters < 0:
-        raise BALFError(f"n_iters must be >= 0, got {n_iters}")
-    if len(energies) != len(costs) or not energies:
-        raise BALFError("energies and costs must be non-empty and of equal length")
-    for e, c in zip(energies, costs, strict=True):
-        if len(e) != len(c) or len(e) == 0:
-            raise BALFError("each layer needs as many energies as costs (one per rank)")
-
+    _check_inputs(energies, costs, ratio, n_iters)
     cost_matrix = _pad(costs, 0.0)  # padded ranks have energy -inf: never selected
     energy_matrix = _pad(energies, -np.inf)
     full = np.array([len(c) for c in costs])
@@ -119,16 +146,5 @@ def allocate(
     idx = select(0.0)
     if cost_of(idx) <= budget:
         return result(idx, 0.0, 0)
-    hi = 1.0
-    for _ in range(_MAX_DOUBLINGS):
-        if cost_of(select(hi)) <= budget:
-            break
-        hi *= 2.0
-    lo = 0.0
-    for _ in range(n_iters):
-        mid = 0.5 * (lo + hi)
-        if cost_of(select(mid)) <= budget:
-            hi = mid
-        else:
-            lo = mid
+    hi = _smallest_feasible(lambda lam: cost_of(select(lam)) <= budget, n_iters)
     return result(select(hi), hi, n_iters)

@@ -8,7 +8,6 @@ replacement of each layer by its low-rank version where that is strictly cheaper
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -18,18 +17,21 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .cache import Cache, PeekedIterable, load_or_collect_statistics, load_or_decompose
+from .cache import Cache, load_or_collect_statistics, load_or_decompose
 from .config import CompressionConfig, LayerCandidate
 from .costs import LayerCost
 from .decomposition import LayerDecomposition
-from .errors import BALFError, StatisticsError
+from .errors import BALFError
+from .example_input import first_example, measure_rows
+from .factorize import factorize_layer
 from .flops import count_flops, count_params
-from .hashing import tensor_digest
-from .latency import LatencyCost, LatencyTable, measure_latency
+from .latency import LatencyTable, measure_latency, with_latency_costs
+from .layer_statistics import check_statistics
 from .modes import Side
-from .report import LayerReport, Report
-from .representation import adapter_of, geometry_of, rows_of_call, weight_matrices
-from .statistics import Statistics, as_call, batch_size_of, first_samples
+from .report import Report
+from .report_building import fill_totals, layer_report
+from .representation import geometry_of
+from .statistics import Statistics
 from .targets import module_aliases, resolve_layers
 
 __all__ = ["Compressor", "compress", "factorize_layer"]
@@ -174,36 +176,11 @@ class Compressor:
         ranks, allocation = config.select_ranks(candidates)
         self._timings["allocation"] = time.perf_counter() - start
 
-        start = time.perf_counter()
         replaced = {c.name for c, r in zip(candidates, ranks, strict=True) if c.cost.is_cheaper(r)}
-        if inplace:
-            out, self._consumed = self.model, True
-        else:
-            # copy everything but the layers about to be replaced (they would be thrown away);
-            # every name of an aliased layer is replaced, so no original module is left in `out`
-            memo = {id(self.targets[name]): self.targets[name] for name in replaced}
-            out = copy.deepcopy(self.model, memo)
-        self._timings["copy"] = time.perf_counter() - start
-        start = time.perf_counter()
-        report = Report(config=config.to_dict(), mode=config.mode, skipped=dict(self.skipped))
-        decompositions = self.decompositions(config.activation_aware)
-        aa_energies = self._activation_energies(config.activation_aware)
-        for cand, rank in zip(candidates, ranks, strict=True):
-            module = self.targets[cand.name]
-            factorized = cand.name in replaced
-            if factorized:
-                small = factorize_layer(module, decompositions[cand.name], rank)
-                if cand.name == "":  # the model is a single layer: return its replacement
-                    out = small
-                else:
-                    for alias in self.aliases[cand.name]:  # a shared module stays shared
-                        out.set_submodule(alias, small)
-            report.layers[cand.name] = _layer_report(
-                cand, rank, factorized, decompositions[cand.name], aa_energies, config
-            )
-        self._timings["replacement"] = time.perf_counter() - start
-
-        self._fill_totals(report, candidates, ranks, allocation, config)
+        out = self._copy_model(replaced, inplace)
+        out, report = self._replace_layers(out, candidates, ranks, replaced, config)
+        has_flops = self._rows_per_sample() is not None
+        fill_totals(report, candidates, ranks, allocation, config, has_flops)
         start = time.perf_counter()
         report.model_params_before, report.model_flops_before = baseline
         report.model_params_after = count_params(out)
@@ -240,11 +217,48 @@ class Compressor:
     def _with_latency(
         self, candidates: list[LayerCandidate], rank_multiple: int
     ) -> list[LayerCandidate]:
-        table = self.latency_table(rank_multiple)
-        return [
-            dataclasses.replace(c, cost=LatencyCost(c.cost, table.layers[c.name], table.fixed))
-            for c in candidates
-        ]
+        return with_latency_costs(candidates, self.latency_table(rank_multiple))
+
+    def _copy_model(self, replaced: set[str], inplace: bool) -> nn.Module:
+        """The model to install the factorized layers in: a copy, or the model if ``inplace``."""
+        start = time.perf_counter()
+        if inplace:
+            out, self._consumed = self.model, True
+        else:
+            # copy everything but the layers about to be replaced (they would be thrown away);
+            # every name of an aliased layer is replaced, so no original module is left in `out`
+            memo = {id(self.targets[name]): self.targets[name] for name in replaced}
+            out = copy.deepcopy(self.model, memo)
+        self._timings["copy"] = time.perf_counter() - start
+        return out
+
+    def _replace_layers(
+        self,
+        out: nn.Module,
+        candidates: list[LayerCandidate],
+        ranks: list[int],
+        replaced: set[str],
+        config: CompressionConfig,
+    ) -> tuple[nn.Module, Report]:
+        """Install the factorized layers in ``out`` and report every layer's outcome."""
+        start = time.perf_counter()
+        report = Report(config=config.to_dict(), mode=config.mode, skipped=dict(self.skipped))
+        decompositions = self.decompositions(config.activation_aware)
+        aa_energies = self._activation_energies(config.activation_aware)
+        for cand, rank in zip(candidates, ranks, strict=True):
+            factorized = cand.name in replaced
+            if factorized:
+                small = factorize_layer(self.targets[cand.name], decompositions[cand.name], rank)
+                if cand.name == "":  # the model is a single layer: return its replacement
+                    out = small
+                else:
+                    for alias in self.aliases[cand.name]:  # a shared module stays shared
+                        out.set_submodule(alias, small)
+            report.layers[cand.name] = layer_report(
+                cand, rank, factorized, decompositions[cand.name], aa_energies, config
+            )
+        self._timings["replacement"] = time.perf_counter() - start
+        return out, report
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -281,44 +295,9 @@ class Compressor:
         if self._data is None:
             return None
         if self._rows is None:
-            self._example = self._first_example()
-            self._rows = self._measure_rows(*self._example)
+            self._example, self._data = first_example(self._data, self.forward)
+            self._rows = measure_rows(self.model, self.targets, *self._example, self.forward)
         return self._rows
-
-    def _first_example(self) -> tuple[Any, dict]:
-        """The first sample of the calibration data, keeping the data usable afterwards."""
-        data = self._data
-        if isinstance(data, Tensor):
-            batch = data[:1]
-        else:
-            it = iter(data)
-            batch = next(it, None)
-            if it is data and batch is not None:  # a one-shot iterator: give the batch back
-                self._data = PeekedIterable(batch, it, None)
-        if batch is None:
-            raise BALFError("the calibration data is empty: pass at least one non-empty batch")
-        if self.forward is not None:
-            return first_samples(batch, batch_size_of(batch)), {}
-        args, kwargs = as_call(batch)
-        n = batch_size_of((args, kwargs))
-        args, kwargs = first_samples(args, n), first_samples(kwargs, n)
-        return (args[0] if len(args) == 1 and not kwargs else args), kwargs
-
-    def _measure_rows(self, example: Any, kwargs: dict) -> dict[str, float]:
-        rows = dict.fromkeys(self.targets, 0)
-
-        def hook(name):
-            return lambda module, _, output: rows.__setitem__(
-                name, rows[name] + rows_of_call(module, output)
-            )
-
-        handles = [m.register_forward_hook(hook(n)) for n, m in self.targets.items()]
-        try:
-            count_flops(self.model, example, kwargs, forward=self.forward)
-        finally:
-            for h in handles:
-                h.remove()
-        return {n: float(r) for n, r in rows.items()}
 
     def _activation_energies(self, activation_aware: bool) -> dict[str, np.ndarray] | None:
         if activation_aware:
@@ -326,37 +305,8 @@ class Compressor:
             return {n: d.energies().cpu().numpy() for n, d in decs.items()}
         return None
 
-    def _fill_totals(self, report, candidates, ranks, allocation, config) -> None:
-        before = sum(c.cost.dense("params") for c in candidates)
-        after = sum(c.cost.realised(r, "params") for c, r in zip(candidates, ranks, strict=True))
-        report.layer_params_ratio = after / before
-        if self._rows_per_sample() is not None:
-            fb = sum(c.cost.dense("flops") for c in candidates)
-            fa = sum(c.cost.realised(r, "flops") for c, r in zip(candidates, ranks, strict=True))
-            report.layer_flops_ratio = fa / fb if fb > 0 else 1.0
-        if allocation is not None:
-            report.metric = config.metric
-            report.budget = allocation.budget
-            report.achieved = allocation.cost
-            report.allocator = {
-                "lambda": allocation.lam,
-                "iterations": allocation.iterations,
-                "total": allocation.total,
-            }
-
     def _check_statistics(self, stats: Statistics) -> None:
-        for name, module in self.targets.items():
-            if name not in stats.layers:
-                raise StatisticsError(
-                    f"the statistics have no entry for layer {name!r} (they cover "
-                    f"{len(stats.layers)} layers); collect them with the same `layers`"
-                )
-            if stats.layers[name].weight_digest != tensor_digest(module.weight):
-                raise StatisticsError(
-                    f"the statistics of layer {name!r} were collected with different weights; "
-                    "recollect them for this model"
-                )
-        stats.check_finite()
+        check_statistics(stats, self.targets)
 
     def _load_or_collect(self) -> Statistics:
         return load_or_collect_statistics(
@@ -380,61 +330,6 @@ class Compressor:
         return load_or_decompose(
             self.cache, self.targets, stats, device=device, progress=self.progress
         )
-
-
-def factorize_layer(module: nn.Module, decomposition: LayerDecomposition, rank: int) -> nn.Module:
-    """The rank-``rank`` factorized replacement of a supported layer, in its dtype and device.
-
-    Unlike :func:`compress`, this always factorizes, even where the low-rank layer is not cheaper
-    (useful to study errors at every rank).
-
-    Args:
-        module: the dense layer.
-        decomposition: its :func:`balf.decompose_layer` result (activation-aware or plain SVD).
-        rank: 1 ≤ rank ≤ ``decomposition.max_rank``.
-
-    Returns:
-        What the layer's adapter builds: a :class:`LowRankLinear`, :class:`LowRankConv2d` or
-        :class:`LowRankConv1d` for the built-in kinds.
-
-    Example:
-        >>> stats = balf.collect_statistics(layer, x)
-        >>> small = balf.factorize_layer(layer, balf.decompose_layer(layer, stats.layers[""]), 8)
-    """
-    w = weight_matrices(module)
-    a, b = decomposition.factors(w, rank)
-    return adapter_of(module).build(module, a, b)
-
-
-def _layer_report(
-    cand: LayerCandidate,
-    rank: int,
-    factorized: bool,
-    dec: LayerDecomposition,
-    aa_energies: dict[str, np.ndarray] | None,
-    config: CompressionConfig,
-) -> LayerReport:
-    geo = cand.cost.geometry
-    kept_rank = rank if factorized else geo.max_rank
-    energy = None
-    if aa_energies is not None:
-        energy = float(aa_energies[cand.name][kept_rank - 1])
-    weight_energy = None if config.activation_aware else float(cand.energies[kept_rank - 1])
-    has_rows = cand.cost.rows_per_sample is not None
-    return LayerReport(
-        kind=geo.kind,
-        rank=kept_rank,
-        max_rank=geo.max_rank,
-        factorized=factorized,
-        energy_kept=energy,
-        weight_energy_kept=weight_energy,
-        params_before=geo.dense_params,
-        params_after=int(cand.cost.realised(rank, "params")),
-        macs_before=cand.cost.dense("flops") if has_rows else None,
-        macs_after=cand.cost.realised(rank, "flops") if has_rows else None,
-        route=dec.route if factorized else None,
-        note=None if factorized else "kept dense: low-rank is not cheaper at this rank",
-    )
 
 
 def compress(

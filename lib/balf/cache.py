@@ -22,7 +22,6 @@ killed write are removed by the next run that uses the cache folder.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ import re
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +42,13 @@ from ._version import __version__
 from .decomposition import LayerDecomposition, decompose_layer
 from .distributed import is_main_process, rank_and_world
 from .errors import StatisticsError
-from .hashing import code_digest, model_fingerprint, object_digest, update_with_tensor
+from .fingerprints import PeekedIterable, data_fingerprint, statistics_digest
+from .hashing import model_fingerprint, object_digest
 from .statistics import Statistics, collect_statistics
 
 __all__ = [
     "Cache",
+    "PeekedIterable",
     "data_fingerprint",
     "load_or_collect_statistics",
     "load_or_decompose",
@@ -182,75 +183,6 @@ def _alive(pid: int) -> bool:
     except (PermissionError, OverflowError):
         return pid <= 2**22
     return True
-
-
-# -- content fingerprints -------------------------------------------------------------------------
-
-
-class PeekedIterable:
-    """An iterable whose first batch was already read: yields it, then the rest, once."""
-
-    def __init__(self, first: Any, rest: Iterator, length: int | None) -> None:
-        self._items = itertools.chain([first], rest)
-        self._length = length
-
-    def __iter__(self) -> Iterator:
-        return self._items
-
-    def __len__(self) -> int:
-        if self._length is None:
-            raise TypeError("length unknown")
-        return self._length
-
-
-def _length(obj: Any) -> int | None:
-    try:
-        return len(obj)
-    except TypeError:
-        return None
-
-
-def data_fingerprint(
-    data: Iterable | Tensor,
-    batch_size: int = 64,
-    max_batches: int | None = None,
-    forward: Callable | None = None,
-) -> tuple[str, Iterable | Tensor]:
-    """A digest identifying calibration data, and the data to use afterwards.
-
-    Tensor data is digested whole. For an iterable only the first batch is read (the returned
-    iterable yields it again, then the rest): the digest covers every tensor of that batch, the
-    iterable's length and its ``dataset``'s length when defined, ``max_batches`` and the source
-    of ``forward``.
-    """
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"max_batches={max_batches} forward=".encode())
-    h.update((code_digest(forward) if forward is not None else "none").encode())
-    if isinstance(data, Tensor):
-        h.update(f" tensor batch_size={batch_size} ".encode())
-        update_with_tensor(h, data)
-        return h.hexdigest(), data
-    length = _length(data)
-    dataset_length = _length(getattr(data, "dataset", None))
-    h.update(f" iterable length={length} dataset={dataset_length} ".encode())
-    it = iter(data)
-    first = next(it, None)
-    if first is None:
-        return h.hexdigest(), []
-    h.update(object_digest(first).encode())
-    return h.hexdigest(), PeekedIterable(first, it, length)
-
-
-def statistics_digest(stats: Statistics, names: Iterable[str]) -> str:
-    """Digest of what decompositions read from ``stats`` for the layers ``names``."""
-    return object_digest(
-        {
-            "num_samples": stats.num_samples,
-            "layers": [
-                (n, stats.layers[n].side, stats.layers[n].gram, stats.layers[n].rows) for n in names
-            ],
-        }
-    )
 
 
 # -- the cached phases ----------------------------------------------------------------------------

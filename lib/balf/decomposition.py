@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from .errors import StatisticsError
+from .layer_statistics import LayerStatistics
 from .representation import geometry_of, weight_matrices
-from .statistics import LayerStatistics
 
 __all__ = ["LayerDecomposition", "decompose_layer"]
 

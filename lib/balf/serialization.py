@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from ._io import atomic_write_bytes
 from .errors import BALFError
-from .layers import LowRankConv1d, LowRankConv2d, LowRankLinear
+from .layer_kinds import _KINDS, class_for_dense, kind_class, layer_kinds, register_layer_kind
 
 __all__ = [
     "FORMAT_VERSION",
@@ -57,51 +57,9 @@ FORMAT_VERSION = 1
 _READABLE_VERSIONS = (1,)
 _METADATA_KEY = "balf"
 
-_KINDS: dict[str, type[nn.Module]] = {}
-
 
 class SaveFormatError(BALFError):
     """A saved file does not match the model or this library (names the layer and the fix)."""
-
-
-def register_layer_kind(cls: type[nn.Module]) -> type[nn.Module]:
-    """Make a low-rank layer class savable and loadable (usable as a class decorator).
-
-    The class must define ``kind`` (unique name), ``dense_type``, ``dense_spec(dense)``,
-    ``spec()`` and the classmethod ``from_spec(spec, device=None, dtype=None)``.
-
-    Raises:
-        BALFError: a member is missing, or ``kind`` is taken by another class.
-    """
-    missing = [
-        m for m in ("kind", "dense_type", "dense_spec", "spec", "from_spec") if not hasattr(cls, m)
-    ]
-    if missing:
-        raise BALFError(f"{cls.__name__} cannot be registered: it lacks {', '.join(missing)}")
-    other = _KINDS.get(cls.kind)
-    if other is not None and other is not cls:
-        raise BALFError(
-            f"layer kind {cls.kind!r} is already registered by {other.__name__}; pick another name"
-        )
-    _KINDS[cls.kind] = cls
-    return cls
-
-
-def layer_kinds() -> dict[str, type[nn.Module]]:
-    """The registered low-rank layer classes by kind name."""
-    return dict(_KINDS)
-
-
-register_layer_kind(LowRankLinear)
-register_layer_kind(LowRankConv2d)
-register_layer_kind(LowRankConv1d)
-
-
-def _kind_class(module: nn.Module) -> type[nn.Module] | None:
-    for cls in type(module).__mro__:
-        if cls in _KINDS.values():
-            return cls
-    return None
 
 
 # -- the spec -----------------------------------------------------------------------------------
@@ -128,7 +86,7 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
     """
     spec = _empty_spec()
     for name, module in model.named_modules():
-        if _kind_class(module) is not None:
+        if kind_class(module) is not None:
             spec["layers"].append({"name": name, **module.spec()})
     return spec
 
@@ -149,7 +107,7 @@ def spec_from_report(report, model: nn.Module) -> dict[str, Any]:
         if not layer.factorized:
             continue
         dense = modules.get(name)
-        cls = _class_for_dense(dense, name) if dense is not None else None
+        cls = class_for_dense(dense) if dense is not None else None
         if cls is None:
             raise SaveFormatError(
                 f"layer {name!r} of the report is not a supported layer of this model; pass "
@@ -159,16 +117,6 @@ def spec_from_report(report, model: nn.Module) -> dict[str, Any]:
             {"name": name, "kind": cls.kind, "rank": layer.rank, "dense": cls.dense_spec(dense)}
         )
     return spec
-
-
-def _class_for_dense(dense: nn.Module, name: str) -> type[nn.Module] | None:
-    for cls in _KINDS.values():
-        if type(dense) is cls.dense_type:
-            return cls
-    for cls in _KINDS.values():
-        if isinstance(dense, cls.dense_type):
-            return cls
-    return None
 
 
 def _check_header(spec: Any, source: str) -> None:
