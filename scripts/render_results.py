@@ -3,7 +3,8 @@
 Walks ``<results-root>/<dataset>/<model>/`` (and ``<results-root>/quickstart/``) and writes the
 figures and tables of whatever is there (see :mod:`balf.experiments.render`): accuracy vs
 FLOPs/params plots and matched-ratio tables from the mode sweeps, calibration-size, allocator-
-iterations and corruption figures/tables, and ``benchmarks/compression_time.{tex,md}``.
+iterations and corruption figures/tables, ``benchmarks/compression_time.{tex,md}``, and the
+single-layer (``svd_vs_actaware/``), speed and latency (``benchmarks/``) figures and tables.
 With ``--readme README.md`` the README's quoted tables (``<!-- table: path -->`` blocks) are then
 rewritten from the rendered Markdown tables. Defaults come from ``configs/render_results.yaml``.
 

@@ -9,7 +9,9 @@
 - ``figures/n_iters.*`` from ``n-iters/iters<N>/``;
 - ``figures/corruption.*`` and ``tables/corruption.{tex,md}`` from ``corruption/<mode>/``;
 
-and ``<root>/benchmarks/compression_time.{tex,md}`` from ``benchmarks/compression_time.json``.
+and ``<root>/benchmarks/compression_time.{tex,md}`` from ``benchmarks/compression_time.json``;
+the single-layer, speed and latency studies' figures and tables beside their JSON
+(:func:`balf.experiments.render_studies.render_studies`).
 ``<root>/quickstart/`` is a results tree of its own (the quickstart's output). Missing inputs
 are skipped with a log line; rerunning rewrites byte-identical files. Nothing is recomputed.
 """
@@ -32,6 +34,7 @@ from balf.experiments.plots import (
     plot_corruption,
     plot_n_iters,
 )
+from balf.experiments.render_studies import render_studies
 from balf.experiments.tables import (
     DEFAULT_TARGETS,
     calibration_size_table,
@@ -222,7 +225,8 @@ def render_all(
     """Render everything under ``root`` (and under ``root/quickstart``); return the written files.
 
     ``root`` holds ``<dataset>/<model>/`` folders; ``benchmarks/`` is rendered by
-    :func:`render_benchmark`; folders named in :data:`NESTED_ROOTS` are results roots of their own.
+    :func:`render_benchmark` and, with ``svd_vs_actaware/``, by :func:`render_studies`; folders
+    named in :data:`NESTED_ROOTS` are results roots of their own.
     """
     root = Path(root)
     if not root.is_dir():
@@ -245,5 +249,6 @@ def render_all(
             log.info("%s: %d files", model_dir, len(files))
             written += files
     written += render_benchmark(root)
+    written += render_studies(root)
     log.info("wrote %d files under %s", len(written), root)
     return written
