@@ -63,3 +63,14 @@ def atomic_write_text(text: str, path: Path) -> None:
 def atomic_json_dump(obj: Any, path: Path, indent: int = 2) -> None:
     """Write ``obj`` as JSON to ``path`` atomically."""
     atomic_write_text(json.dumps(obj, indent=indent) + "\n", path)
+
+
+def read_json_or_none(path: str | os.PathLike) -> Any | None:
+    """The JSON content of ``path``, or ``None`` if it is missing or not valid JSON."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None

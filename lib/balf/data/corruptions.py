@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -41,6 +40,8 @@ from tqdm import tqdm
 from balf._io import atomic_json_dump, atomic_write_bytes
 from balf.data.cifar import CORRUPTIONS, SEVERITIES
 from balf.errors import BALFError
+
+from .._io import read_json_or_none
 
 __all__ = ["PACKAGE", "corrupt_images", "corrupt_test_set", "make_corrupted", "sha256_of"]
 
@@ -120,19 +121,9 @@ def sha256_of(*arrays: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _read_manifest(out: Path) -> dict[str, Any] | None:
-    path = out / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-
-
 def _start(out: Path, settings: dict[str, Any], overwrite: bool) -> dict[str, Any]:
     """The manifest to continue from: the existing one if its settings match, else a new one."""
-    manifest = _read_manifest(out)
+    manifest = read_json_or_none(out / MANIFEST)
     fresh = {"settings": settings, "corruptions": {}}
     if manifest is not None and manifest.get("settings") == settings:
         return manifest

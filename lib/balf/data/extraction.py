@@ -23,6 +23,8 @@ import yaml
 
 from balf.errors import BALFError
 
+from .._io import read_json_or_none
+
 __all__ = [
     "MANIFEST_NAME",
     "check_existing_output",
@@ -39,13 +41,7 @@ MANIFEST_NAME = ".balf-extract.json"
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     """Settings recorded by a completed extraction into ``folder``, or None if there are none."""
-    path = folder / MANIFEST_NAME
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
+    return read_json_or_none(folder / MANIFEST_NAME)
 
 
 def write_manifest(folder: Path, settings: dict[str, Any]) -> None:
