@@ -83,7 +83,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "balf.experiments", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=900,  # generous: a loaded CI machine imports torch slowly
         cwd=REPO,
     )
 

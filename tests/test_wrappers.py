@@ -219,7 +219,7 @@ def run_wrapper(wrapper: str, env: dict[str, str], args: list[str], tmp_path: Pa
         env=full_env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,
     )
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return proc, [call for call in calls if call[:1] != ["-c"]]  # inline checks, not scripts
@@ -284,7 +284,7 @@ def test_a_failing_step_stops_the_wrapper(tmp_path: Path):
         env={**os.environ, "PYTHON": str(failing), "BALF_LOG": str(log)},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,
     )
     assert proc.returncode == 3
     assert len(log.read_text().splitlines()) == 1
