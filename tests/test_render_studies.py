@@ -11,8 +11,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 from balf.experiments.render import render_all
 from balf.experiments.render_studies import render_studies
 
@@ -81,8 +79,8 @@ def _committed_inputs(dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.skipif(not (RESULTS / "svd_vs_actaware").is_dir(), reason="no committed results")
 def test_committed_studies_regenerate_byte_for_byte(tmp_path: Path):
+    assert (RESULTS / "svd_vs_actaware").is_dir(), "the committed study results are missing"
     root = _committed_inputs(tmp_path / "results")
     written = render_studies(root)
     suffixes = {p.suffix for p in written}
