@@ -66,6 +66,9 @@ class _DefaultsHelpFormatter(argparse.HelpFormatter):
 def run_script(main: Callable[[], Any]) -> None:
     """Run a script's ``main()`` and exit with its code.
 
+    An ``int`` returned by ``main()`` is the exit status; any other return value (a results dict,
+    ``None``) means success, exit status 0.
+
     A missing input (dataset, checkpoint, weights) or an invalid value ends the script with the
     library's message alone on stderr and exit status 2, like an argparse error, not a traceback.
     """
@@ -75,7 +78,7 @@ def run_script(main: Callable[[], Any]) -> None:
         prog = Path(sys.argv[0]).name or "balf"
         print(f"{prog}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    raise SystemExit(code or 0)
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 def pop_dataset(
