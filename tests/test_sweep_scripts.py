@@ -86,6 +86,8 @@ def check_run_dir(run_dir: Path, mode: str, knobs: list[float], **config) -> dic
     assert results["config"]["knobs"] == knobs
     for key, value in config.items():
         assert results["config"][key] == value, key
+    if "dataset" in config:  # the recorded command reruns this sweep, dataset included
+        assert f"--dataset {config['dataset']}" in (run_dir / "command.txt").read_text()
 
     points = results["points"]
     assert [p["knob"] for p in points] == ["original", *knobs]  # original first, each knob once

@@ -32,6 +32,7 @@ from .options import (
     find_config,
     parse_with_yaml,
     pop_dataset,
+    recorded_argv,
     run_script,
 )
 from .sweep import SweepConfig, default_knobs, run_sweep
@@ -128,7 +129,7 @@ class ExperimentContext:
             stop_after=a.stop_after,
             original=self._originals.get(evaluate_fn),
             compressor=self.compressor,
-            argv=getattr(a, "argv", None),
+            argv=recorded_argv(getattr(a, "argv", None), self.dataset),
             save_dir=self._save_dir(out_dir),
             save_knobs=getattr(a, "save_knobs", None),
         )

@@ -28,6 +28,7 @@ __all__ = [
     "find_config",
     "parse_with_yaml",
     "pop_dataset",
+    "recorded_argv",
     "run_script",
 ]
 
@@ -79,6 +80,18 @@ def run_script(main: Callable[[], Any]) -> None:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def recorded_argv(argv: Sequence[str] | None, dataset: str) -> list[str]:
+    """``argv`` (default ``sys.argv[1:]``) with ``--dataset`` put back, for ``command.txt``.
+
+    :func:`pop_dataset` takes ``--dataset`` out before the options are parsed; the recorded
+    command must still name it, or rerunning it would sweep the script's default dataset.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--dataset" or a.startswith("--dataset=") for a in args):
+        return args
+    return ["--dataset", dataset, *args]
 
 
 def pop_dataset(
