@@ -23,7 +23,7 @@ from .cli import (
     factorize_sweep_main,
     n_iters_sweep_main,
 )
-from .options import pop_dataset
+from .options import is_dataset_option, pop_dataset
 
 __all__ = ["EXPERIMENTS", "experiment_script", "main"]
 
@@ -79,9 +79,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     experiment = parser.parse_args(argv[:1]).experiment
     rest = argv[1:]
-    if not any(a == "--dataset" or a.startswith("--dataset=") for a in rest) and not (
-        {"-h", "--help"} & set(rest)
-    ):
+    if not any(is_dataset_option(a) for a in rest) and not ({"-h", "--help"} & set(rest)):
         parser.error(f"{experiment}: --dataset is required ({', '.join(registered_datasets())})")
     datasets = registered_datasets()
     run_experiment(experiment, rest, datasets, datasets[0])

@@ -26,6 +26,7 @@ __all__ = [
     "add_corruption_arguments",
     "configure_process",
     "find_config",
+    "is_dataset_option",
     "parse_with_yaml",
     "pop_dataset",
     "recorded_argv",
@@ -82,6 +83,11 @@ def run_script(main: Callable[[], Any]) -> None:
     raise SystemExit(code if isinstance(code, int) else 0)
 
 
+def is_dataset_option(arg: str) -> bool:
+    """Whether a command-line word is ``--dataset`` or ``--dataset=NAME``."""
+    return arg == "--dataset" or arg.startswith("--dataset=")
+
+
 def recorded_argv(argv: Sequence[str] | None, dataset: str) -> list[str]:
     """``argv`` (default ``sys.argv[1:]``) with ``--dataset`` put back, for ``command.txt``.
 
@@ -89,7 +95,7 @@ def recorded_argv(argv: Sequence[str] | None, dataset: str) -> list[str]:
     command must still name it, or rerunning it would sweep the script's default dataset.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    if any(a == "--dataset" or a.startswith("--dataset=") for a in args):
+    if any(is_dataset_option(a) for a in args):
         return args
     return ["--dataset", dataset, *args]
 
@@ -111,7 +117,7 @@ def pop_dataset(
     rest = list(sys.argv[1:] if argv is None else argv)
     dataset = default
     for i, arg in enumerate(rest):
-        if arg == "--dataset" or arg.startswith("--dataset="):
+        if is_dataset_option(arg):
             inline = "=" in arg
             dataset = (
                 arg.partition("=")[2] if inline else (rest[i + 1] if i + 1 < len(rest) else "")
