@@ -7,12 +7,12 @@ Compress a trained network without fine-tuning::
     print(report.model_flops_ratio)
 """
 
-from . import export, latency  # noqa: E402, I001  (submodules as attributes: balf.export, balf.latency)
-from ._version import __version__
-from .adapters import LayerAdapter, register_layer_adapter
-from .api import Compressor, compress, factorize_layer
-from .cache import Cache
-from .config import (
+from balf import export, latency  # noqa: E402, I001  (submodules as attributes: balf.export, balf.latency)
+from balf._version import __version__
+from balf.adapters import LayerAdapter, register_layer_adapter
+from balf.api import Compressor, compress, factorize_layer
+from balf.cache import Cache
+from balf.config import (
     MODES,
     BALFConfig,
     CompressionConfig,
@@ -22,12 +22,12 @@ from .config import (
     config_for_mode,
     config_from_dict,
 )
-from .decomposition import LayerDecomposition, decompose_layer
-from .errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
-from .flops import count_flops, count_params
-from .layers import LowRankConv1d, LowRankConv2d, LowRankLinear
-from .report import LayerReport, Report
-from .serialization import (
+from balf.decomposition import LayerDecomposition, decompose_layer
+from balf.errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
+from balf.flops import count_flops, count_params
+from balf.layers import LowRankConv1d, LowRankConv2d, LowRankLinear
+from balf.report import LayerReport, Report
+from balf.serialization import (
     SaveFormatError,
     apply_spec,
     load,
@@ -37,7 +37,7 @@ from .serialization import (
     save,
     spec_from_report,
 )
-from .statistics import LayerStatistics, Statistics, collect_statistics
+from balf.statistics import LayerStatistics, Statistics, collect_statistics
 
 __all__ = [
     "MODES",

@@ -17,22 +17,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .cache import Cache, load_or_collect_statistics, load_or_decompose
-from .config import CompressionConfig, LayerCandidate
-from .costs import LayerCost
-from .decomposition import LayerDecomposition
-from .errors import BALFError
-from .example_input import first_example, measure_rows
-from .factorize import factorize_layer
-from .flops import count_flops, count_params
-from .latency import LatencyTable, measure_latency, with_latency_costs
-from .layer_statistics import check_statistics
-from .modes import Side
-from .report import Report
-from .report_building import fill_totals, layer_report
-from .representation import geometry_of
-from .statistics import Statistics
-from .targets import module_aliases, resolve_layers
+from balf.cache import Cache, load_or_collect_statistics, load_or_decompose
+from balf.config import CompressionConfig, LayerCandidate
+from balf.costs import LayerCost
+from balf.decomposition import LayerDecomposition
+from balf.errors import BALFError
+from balf.example_input import first_example, measure_rows
+from balf.factorize import factorize_layer
+from balf.flops import count_flops, count_params
+from balf.latency import LatencyTable, measure_latency, with_latency_costs
+from balf.layer_statistics import check_statistics
+from balf.modes import Side
+from balf.report import Report
+from balf.report_building import fill_totals, layer_report
+from balf.representation import geometry_of
+from balf.statistics import Statistics
+from balf.targets import module_aliases, resolve_layers
 
 __all__ = ["Compressor", "compress", "factorize_layer"]
 

@@ -37,14 +37,14 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._io import atomic_torch_save
-from ._version import __version__
-from .decomposition import LayerDecomposition, decompose_layer
-from .distributed import is_main_process, rank_and_world
-from .errors import StatisticsError
-from .fingerprints import PeekedIterable, data_fingerprint, statistics_digest
-from .hashing import model_fingerprint, object_digest
-from .statistics import Statistics, collect_statistics
+from balf._io import atomic_torch_save
+from balf._version import __version__
+from balf.decomposition import LayerDecomposition, decompose_layer
+from balf.distributed import is_main_process, rank_and_world
+from balf.errors import StatisticsError
+from balf.fingerprints import PeekedIterable, data_fingerprint, statistics_digest
+from balf.hashing import model_fingerprint, object_digest
+from balf.statistics import Statistics, collect_statistics
 
 __all__ = [
     "Cache",

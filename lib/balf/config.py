@@ -27,10 +27,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .allocation import Allocation, allocate
-from .costs import LayerCost
-from .errors import BALFError, BudgetError
-from .modes import (
+from balf.allocation import Allocation, allocate
+from balf.costs import LayerCost
+from balf.errors import BALFError, BudgetError
+from balf.modes import (
     METRICS,
     MethodConfig,
     Metric,
@@ -39,7 +39,7 @@ from .modes import (
     register_modes,
     registered_modes,
 )
-from .rank_rules import energy_threshold_rank, rank_ratio_rank, uniform_rank
+from balf.rank_rules import energy_threshold_rank, rank_ratio_rank, uniform_rank
 
 ALLOCATOR_METRICS = (*METRICS, "latency")
 """What the budget of :class:`BALFConfig` can count (latency: measured, see balf.latency)."""
@@ -148,7 +148,7 @@ class BALFConfig(CompressionConfig):
     def select_ranks(self, candidates):
         ratio = self.ratio
         if self.metric == "latency":
-            from .latency import LatencyCost, layer_keep_ratio
+            from balf.latency import LatencyCost, layer_keep_ratio
 
             if not all(isinstance(c.cost, LatencyCost) for c in candidates):
                 raise BALFError(

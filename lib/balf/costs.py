@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BALFError
-from .geometry import LayerGeometry
-from .modes import METRICS, Metric
+from balf.errors import BALFError
+from balf.geometry import LayerGeometry
+from balf.modes import METRICS, Metric
 
 __all__ = ["METRICS", "LayerCost", "Metric"]
 

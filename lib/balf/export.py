@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ._io import atomic_write_bytes
-from .errors import BALFError
+from balf._io import atomic_write_bytes
+from balf.errors import BALFError
 
 __all__ = ["conv_bn_pairs", "export_onnx", "fold_batchnorm"]
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from torch import Tensor
 
-from .hashing import code_digest, object_digest, update_with_tensor
-from .layer_statistics import Statistics
+from balf.hashing import code_digest, object_digest, update_with_tensor
+from balf.layer_statistics import Statistics
 
 __all__ = ["PeekedIterable", "data_fingerprint", "statistics_digest"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .modes import Side
+from balf.modes import Side
 
 __all__ = ["LayerGeometry"]
 

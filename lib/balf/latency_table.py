@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .costs import LayerCost
-from .errors import BALFError, BudgetError
-from .representation import LayerGeometry
+from balf.costs import LayerCost
+from balf.errors import BALFError, BudgetError
+from balf.representation import LayerGeometry
 
 if TYPE_CHECKING:
-    from .config import LayerCandidate
+    from balf.config import LayerCandidate
 
 __all__ = [
     "LatencyCost",

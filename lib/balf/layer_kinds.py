@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .errors import BALFError
-from .layers import LowRankConv1d, LowRankConv2d, LowRankLinear
+from balf.errors import BALFError
+from balf.layers import LowRankConv1d, LowRankConv2d, LowRankLinear
 
 __all__ = ["class_for_dense", "kind_class", "layer_kinds", "register_layer_kind"]
 

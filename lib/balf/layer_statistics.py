@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ._io import atomic_torch_save
-from ._version import __version__
-from .errors import StatisticsError
-from .hashing import tensor_digest
-from .modes import Side
+from balf._io import atomic_torch_save
+from balf._version import __version__
+from balf.errors import StatisticsError
+from balf.hashing import tensor_digest
+from balf.modes import Side
 
 __all__ = ["LayerStatistics", "Statistics", "check_statistics"]
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar, get_args
 
-from .errors import BALFError
+from balf.errors import BALFError
 
 __all__ = [
     "METRICS",

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .geometry import LayerGeometry
+from balf.geometry import LayerGeometry
 
 __all__ = ["energy_threshold_rank", "rank_ratio_rank", "uniform_rank"]
 

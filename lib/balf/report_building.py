@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .allocation import Allocation
-from .config import CompressionConfig, LayerCandidate
-from .decomposition import LayerDecomposition
-from .report import LayerReport, Report
+from balf.allocation import Allocation
+from balf.config import CompressionConfig, LayerCandidate
+from balf.decomposition import LayerDecomposition
+from balf.report import LayerReport, Report
 
 __all__ = ["fill_totals", "layer_report"]
 

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from .adapters import LayerAdapter, adapter_for, registered_types
-from .geometry import LayerGeometry
+from balf.adapters import LayerAdapter, adapter_for, registered_types
+from balf.geometry import LayerGeometry
 
 __all__ = [
     "LayerGeometry",

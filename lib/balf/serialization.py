@@ -32,9 +32,9 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from ._io import atomic_write_bytes
-from .errors import BALFError
-from .layer_kinds import _KINDS, class_for_dense, kind_class, layer_kinds, register_layer_kind
+from balf._io import atomic_write_bytes
+from balf.errors import BALFError
+from balf.layer_kinds import _KINDS, class_for_dense, kind_class, layer_kinds, register_layer_kind
 
 __all__ = [
     "FORMAT_VERSION",
@@ -66,7 +66,7 @@ class SaveFormatError(BALFError):
 
 
 def _empty_spec() -> dict[str, Any]:
-    from ._version import __version__
+    from balf._version import __version__
 
     return {
         "format": FORMAT,
@@ -124,7 +124,7 @@ def _check_header(spec: Any, source: str) -> None:
         raise SaveFormatError(f"{source} is not a balf save (no {FORMAT!r} spec); use balf.save")
     version = spec.get("format_version")
     if version not in _READABLE_VERSIONS:
-        from ._version import __version__
+        from balf._version import __version__
 
         raise SaveFormatError(
             f"{source} was written by balf {spec.get('library_version')} in save format "

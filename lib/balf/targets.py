@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
-from .adapters import adapter_for
-from .errors import BALFError
-from .representation import unsupported_reason
+from balf.adapters import adapter_for
+from balf.errors import BALFError
+from balf.representation import unsupported_reason
 
 __all__ = ["module_aliases", "resolve_layers", "tied_reason"]
 

@@ -5,9 +5,9 @@ Built in: ``nn.Linear`` (:mod:`.linear`), ``nn.Conv2d`` (:mod:`.conv2d`), ``nn.C
 :func:`register_layer_adapter` (see the README's "Extending balf").
 """
 
-from . import conv1d, conv2d, linear  # noqa: F401  (built-in adapters register themselves)
-from ._conv import Conv2dView, ConvAdapter
-from .base import LayerAdapter, adapter_for, register_layer_adapter, registered_types
+from balf.adapters import conv1d, conv2d, linear  # noqa: F401  (built-in adapters register themselves)
+from balf.adapters._conv import Conv2dView, ConvAdapter
+from balf.adapters.base import LayerAdapter, adapter_for, register_layer_adapter, registered_types
 
 __all__ = [
     "Conv2dView",

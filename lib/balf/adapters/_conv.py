@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..geometry import LayerGeometry
-from ._grams import channel_gram
-from .base import LayerAdapter
+from balf.adapters._grams import channel_gram
+from balf.adapters.base import LayerAdapter
+from balf.geometry import LayerGeometry
 
 __all__ = ["ConvAdapter", "Conv2dView"]
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from ..geometry import LayerGeometry
+from balf.geometry import LayerGeometry
 
 __all__ = ["LayerAdapter", "adapter_for", "register_layer_adapter", "registered_types"]
 

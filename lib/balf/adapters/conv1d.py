@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..layers import LowRankConv1d
-from ._conv import Conv2dView, ConvAdapter
-from .base import register_layer_adapter
+from balf.adapters._conv import Conv2dView, ConvAdapter
+from balf.adapters.base import register_layer_adapter
+from balf.layers import LowRankConv1d
 
 __all__ = ["Conv1dAdapter"]
 

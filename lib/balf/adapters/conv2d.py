@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..layers import LowRankConv2d
-from ._conv import Conv2dView, ConvAdapter
-from .base import register_layer_adapter
+from balf.adapters._conv import Conv2dView, ConvAdapter
+from balf.adapters.base import register_layer_adapter
+from balf.layers import LowRankConv2d
 
 __all__ = ["Conv2dAdapter"]
 

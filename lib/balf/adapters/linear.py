@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from ..geometry import LayerGeometry
-from ..layers import LowRankLinear
-from ._grams import gram_2d
-from .base import LayerAdapter, register_layer_adapter
+from balf.adapters._grams import gram_2d
+from balf.adapters.base import LayerAdapter, register_layer_adapter
+from balf.geometry import LayerGeometry
+from balf.layers import LowRankLinear
 
 __all__ = ["LinearAdapter"]
 

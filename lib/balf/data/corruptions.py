@@ -37,11 +37,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from balf._io import atomic_json_dump, atomic_write_bytes
+from balf._io import atomic_json_dump, atomic_write_bytes, read_json_or_none
 from balf.data.cifar import CORRUPTIONS, SEVERITIES
 from balf.errors import BALFError
-
-from .._io import read_json_or_none
 
 __all__ = ["PACKAGE", "corrupt_images", "corrupt_test_set", "make_corrupted", "sha256_of"]
 
@@ -209,7 +207,7 @@ def corrupt_test_set(
     ``settings`` names the source (format, source, padding, ...); the image count, subset, seed,
     digest of the clean images and the corruption package's version are added here.
     """
-    from .common import random_indices
+    from balf.data.common import random_indices
 
     if subset is not None:
         indices = np.asarray(random_indices(len(images), subset, seed))

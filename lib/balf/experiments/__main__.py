@@ -2,8 +2,8 @@
 
 import sys
 
-from .main import main
-from .options import run_script
+from balf.experiments.main import main
+from balf.experiments.options import run_script
 
 sys.argv[0] = "balf.experiments"  # argparse's prog and run_script's error prefix
 run_script(main)

@@ -12,21 +12,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..api import Compressor
-from ..cache import Cache
-from ..data import make_loader
-from ..data.registry import dataset_info
-from ..distributed import shard
-from ..errors import BALFError
-from ..modes import registered_modes
-from .datasets import (
+from balf.api import Compressor
+from balf.cache import Cache
+from balf.data import make_loader
+from balf.data.registry import dataset_info
+from balf.distributed import shard
+from balf.errors import BALFError
+from balf.experiments.datasets import (
     corrupted_evaluation,
     experiment_data,
     experiment_model,
     require_checkpoint,
 )
-from .evaluation import evaluate
-from .options import (
+from balf.experiments.evaluation import evaluate
+from balf.experiments.options import (
     add_common_arguments,
     configure_process,
     find_config,
@@ -35,7 +34,8 @@ from .options import (
     recorded_argv,
     run_script,
 )
-from .sweep import SweepConfig, default_knobs, run_sweep
+from balf.experiments.sweep import SweepConfig, default_knobs, run_sweep
+from balf.modes import registered_modes
 
 __all__ = [
     "ExperimentContext",
@@ -230,7 +230,7 @@ def n_iters_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
 
 def corrupted_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     """Robustness: accuracy on every corruption and severity of the compressed models."""
-    from ..data import CORRUPTIONS, SEVERITIES
+    from balf.data import CORRUPTIONS, SEVERITIES
 
     parser = argparse.ArgumentParser(
         description=f"Corruption robustness of compressed models on {dataset} (CIFAR-10-C layout)."

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BALFError
-from .points import ResultPoint, read_points
+from balf.errors import BALFError
+from balf.experiments.points import ResultPoint, read_points
 
 __all__ = ["Comparison", "compare_runs"]
 

@@ -20,16 +20,16 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data import calibration_subset, evaluation_subset
-from ..data.registry import DatasetInfo, dataset_info, registered_datasets
-from ..errors import BALFError, WeightsNotFoundError
-from ..models import (
+from balf.data import calibration_subset, evaluation_subset
+from balf.data.registry import DatasetInfo, dataset_info, registered_datasets
+from balf.errors import BALFError, WeightsNotFoundError
+from balf.experiments.labels import DATASET_LABELS, dataset_label
+from balf.models import (
     THIRD_PARTY_CHECKPOINTS,
     create_model,
     load_checkpoint,
     load_third_party_checkpoint,
 )
-from .labels import DATASET_LABELS, dataset_label
 
 __all__ = [
     "DATASETS",
@@ -150,7 +150,7 @@ def benchmark_model(name: str, synthetic: bool, image_size: int = 224) -> nn.Mod
     """
     import timm
 
-    from ..models import IMAGENET_MODELS, disable_fused_attention
+    from balf.models import IMAGENET_MODELS, disable_fused_attention
 
     entry = IMAGENET_MODELS.get(name)
     arch = name.removeprefix("timm:") if name.startswith("timm:") else None

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .._version import __version__
+from balf._version import __version__
 
 __all__ = ["command_line", "environment_info", "git_commit"]
 

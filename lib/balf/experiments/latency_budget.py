@@ -24,10 +24,10 @@ The experiment lives in four modules, re-exported here: :mod:`~balf.experiments.
 
 from __future__ import annotations
 
-from .latency_measure import LatencySubject, interleaved_latencies, predicted_ratio
-from .latency_plots import plot_latency
-from .latency_report import TOLERANCE, accuracy_table, ratio_table, summary_table
-from .latency_sweep import run_latency_budgets
+from balf.experiments.latency_measure import LatencySubject, interleaved_latencies, predicted_ratio
+from balf.experiments.latency_plots import plot_latency
+from balf.experiments.latency_report import TOLERANCE, accuracy_table, ratio_table, summary_table
+from balf.experiments.latency_sweep import run_latency_budgets
 
 __all__ = [
     "TOLERANCE",

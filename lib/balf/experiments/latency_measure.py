@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..latency import LatencyTable
-from ..report import Report
+from balf.latency import LatencyTable
+from balf.report import Report
 
 __all__ = ["LatencySubject", "interleaved_latencies", "predicted_ratio"]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from .latency_report import done_rows
-from .plot_style import save_figure
+from balf.experiments.latency_report import done_rows
+from balf.experiments.plot_style import save_figure
 
 __all__ = ["plot_latency"]
 

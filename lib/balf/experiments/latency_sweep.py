@@ -15,14 +15,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..api import Compressor
-from ..config import BALFConfig
-from ..errors import BudgetError
-from ..export import fold_batchnorm
-from ..flops import count_flops, count_params
-from ..latency import LatencyTable
-from ..report import Report
-from .latency_measure import LatencySubject, interleaved_latencies, predicted_ratio
+from balf.api import Compressor
+from balf.config import BALFConfig
+from balf.errors import BudgetError
+from balf.experiments.latency_measure import LatencySubject, interleaved_latencies, predicted_ratio
+from balf.export import fold_batchnorm
+from balf.flops import count_flops, count_params
+from balf.latency import LatencyTable
+from balf.report import Report
 
 __all__ = ["run_latency_budgets"]
 

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..modes import registered_modes
-from .points import read_points
+from balf.experiments.points import read_points
+from balf.modes import registered_modes
 
 __all__ = ["SPECIAL_DIRS", "load_benchmark_rows", "load_mode_results", "load_numbered_runs"]
 

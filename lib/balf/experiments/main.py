@@ -16,14 +16,14 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from ..data.registry import registered_datasets
-from .cli import (
+from balf.data.registry import registered_datasets
+from balf.experiments.cli import (
     calib_size_sweep_main,
     corrupted_sweep_main,
     factorize_sweep_main,
     n_iters_sweep_main,
 )
-from .options import is_dataset_option, pop_dataset
+from balf.experiments.options import is_dataset_option, pop_dataset
 
 __all__ = ["EXPERIMENTS", "experiment_script", "main"]
 

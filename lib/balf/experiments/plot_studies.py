@@ -14,10 +14,10 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
 
-from ..errors import BALFError
-from .plot_style import columns, mode_style, ratio_styles, save_figure, shade
-from .points import ResultPoint, compressed_of, original_of, read_points
-from .tables import corruption_table
+from balf.errors import BALFError
+from balf.experiments.plot_style import columns, mode_style, ratio_styles, save_figure, shade
+from balf.experiments.points import ResultPoint, compressed_of, original_of, read_points
+from balf.experiments.tables import corruption_table
 
 __all__ = ["plot_calibration_size", "plot_corruption", "plot_n_iters"]
 

@@ -22,8 +22,8 @@ import matplotlib.colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .._io import _umask
-from ..modes import ModeDisplay, registered_modes
+from balf._io import _umask
+from balf.modes import ModeDisplay, registered_modes
 
 __all__ = ["ModeStyle", "mode_style", "save_figure"]
 

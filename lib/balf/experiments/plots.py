@@ -26,11 +26,17 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..errors import BALFError
-from .labels import dataset_label, other_works_source
-from .plot_studies import plot_calibration_size, plot_corruption, plot_n_iters
-from .plot_style import WORK_COLORS, WORK_MARKERS, ModeStyle, mode_style, save_figure
-from .points import ResultPoint, compressed_of, original_of, read_points
+from balf.errors import BALFError
+from balf.experiments.labels import dataset_label, other_works_source
+from balf.experiments.plot_studies import plot_calibration_size, plot_corruption, plot_n_iters
+from balf.experiments.plot_style import (
+    WORK_COLORS,
+    WORK_MARKERS,
+    ModeStyle,
+    mode_style,
+    save_figure,
+)
+from balf.experiments.points import ResultPoint, compressed_of, original_of, read_points
 
 __all__ = [
     "ModeStyle",

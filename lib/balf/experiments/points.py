@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import BALFError
+from balf.errors import BALFError
 
 __all__ = [
     "ORIGINAL",

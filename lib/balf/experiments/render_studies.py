@@ -21,8 +21,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .benchmarks.speed_plot import plot_speedup, write_latency_outputs
-from .single_layer.plot import plot_curves
+from balf.experiments.benchmarks.speed_plot import plot_speedup, write_latency_outputs
+from balf.experiments.single_layer.plot import plot_curves
 
 __all__ = ["render_studies"]
 

@@ -27,20 +27,20 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._io import atomic_json_dump, atomic_write_text
-from ..api import Compressor
-from ..config import CompressionConfig
-from ..distributed import is_main_process
-from ..errors import BALFError, BudgetError
-from ..flops import count_flops, count_params
-from ..folding import FoldingConfig, kept_channels
-from ..models import THIRD_PARTY_CHECKPOINTS
-from ..modes import MethodConfig, mode_spec
-from ..serialization import save as balf_save
-from .environment import command_line, environment_info
-from .evaluation import EvalResult, evaluate
-from .points import ResultPoint, SkippedPoint, knob_key
-from .sweep_file import add_point, add_skipped, done_keys, load_results, resume
+from balf._io import atomic_json_dump, atomic_write_text
+from balf.api import Compressor
+from balf.config import CompressionConfig
+from balf.distributed import is_main_process
+from balf.errors import BALFError, BudgetError
+from balf.experiments.environment import command_line, environment_info
+from balf.experiments.evaluation import EvalResult, evaluate
+from balf.experiments.points import ResultPoint, SkippedPoint, knob_key
+from balf.experiments.sweep_file import add_point, add_skipped, done_keys, load_results, resume
+from balf.flops import count_flops, count_params
+from balf.folding import FoldingConfig, kept_channels
+from balf.models import THIRD_PARTY_CHECKPOINTS
+from balf.modes import MethodConfig, mode_spec
+from balf.serialization import save as balf_save
 
 __all__ = ["SWEEP_VALUES", "SweepConfig", "default_knobs", "load_results", "run_sweep"]
 

@@ -15,10 +15,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_json_dump
-from ..distributed import is_main_process
-from ..errors import BALFError
-from .points import ResultPoint, SkippedPoint, knob_key
+from balf._io import atomic_json_dump
+from balf.distributed import is_main_process
+from balf.errors import BALFError
+from balf.experiments.points import ResultPoint, SkippedPoint, knob_key
 
 __all__ = ["add_point", "add_skipped", "done_keys", "load_results", "resume"]
 

@@ -25,11 +25,16 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import BALFError
-from ..modes import registered_modes
-from .loaders import SPECIAL_DIRS, load_benchmark_rows, load_mode_results, load_numbered_runs
-from .points import ResultPoint, compressed_of, finite, original_of, read_points
-from .table_format import to_latex, to_markdown, write_table
+from balf.errors import BALFError
+from balf.experiments.loaders import (
+    SPECIAL_DIRS,
+    load_benchmark_rows,
+    load_mode_results,
+    load_numbered_runs,
+)
+from balf.experiments.points import ResultPoint, compressed_of, finite, original_of, read_points
+from balf.experiments.table_format import to_latex, to_markdown, write_table
+from balf.modes import registered_modes
 
 __all__ = [
     "DEFAULT_TARGETS",

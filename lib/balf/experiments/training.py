@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.registry import DatasetInfo
+from balf.data.registry import DatasetInfo
 
 __all__ = ["augment", "evaluate_tensors", "lr_factor", "normalise", "train_one_epoch"]
 

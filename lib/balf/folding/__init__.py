@@ -10,12 +10,12 @@ Example:
     >>> small = fold_model(model, keep=0.7, repair="ar")  # ~49% of the parameters
 """
 
-from .config import FOLDING_MODES, FoldingConfig
-from .features import channel_features, cluster_count
-from .fold import REPAIRS, fold_model, fold_with_labels, kept_channels
-from .groups import SUPPORTED_MODELS, ChannelGroup, Producer, channel_groups
-from .kmeans import KMeansResult, hartigan_kmeans, inertia
-from .repair import ar_scale
+from balf.folding.config import FOLDING_MODES, FoldingConfig
+from balf.folding.features import channel_features, cluster_count
+from balf.folding.fold import REPAIRS, fold_model, fold_with_labels, kept_channels
+from balf.folding.groups import SUPPORTED_MODELS, ChannelGroup, Producer, channel_groups
+from balf.folding.kmeans import KMeansResult, hartigan_kmeans, inertia
+from balf.folding.repair import ar_scale
 
 __all__ = [
     "FOLDING_MODES",

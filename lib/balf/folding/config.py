@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..errors import BALFError
-from ..modes import MethodConfig, Mode, ModeDisplay, register_modes
-from .fold import REPAIRS, fold_model
+from balf.errors import BALFError
+from balf.folding.fold import REPAIRS, fold_model
+from balf.modes import MethodConfig, Mode, ModeDisplay, register_modes
 
 __all__ = ["FOLDING_MODES", "FoldingConfig"]
 

@@ -12,8 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..errors import BALFError
-from .groups import ChannelGroup
+from balf.errors import BALFError
+from balf.folding.groups import ChannelGroup
 
 __all__ = ["channel_features", "cluster_count"]
 

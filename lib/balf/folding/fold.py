@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import BALFError
-from .features import channel_features, cluster_count
-from .groups import channel_groups
-from .kmeans import hartigan_kmeans
-from .merge import merge_channels_
-from .repair import (
+from balf.errors import BALFError
+from balf.folding.features import channel_features, cluster_count
+from balf.folding.groups import channel_groups
+from balf.folding.kmeans import hartigan_kmeans
+from balf.folding.merge import merge_channels_
+from balf.folding.repair import (
     ar_gamma_scales,
     fold_batchnorm_normalisation_,
     recompute_batchnorm_statistics_,

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
-from ..errors import BALFError
-from ..models.cifar_resnet import BasicBlock as CifarBasicBlock
-from ..models.cifar_resnet import CifarResNet
+from balf.errors import BALFError
+from balf.models.cifar_resnet import BasicBlock as CifarBasicBlock
+from balf.models.cifar_resnet import CifarResNet
 
 __all__ = ["SUPPORTED_MODELS", "ChannelGroup", "Producer", "channel_groups"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import BALFError
+from balf.errors import BALFError
 
 __all__ = ["KMeansResult", "balanced_partition", "hartigan_kmeans", "inertia"]
 

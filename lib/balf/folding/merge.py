@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
-from ..errors import BALFError
-from .groups import ChannelGroup
+from balf.errors import BALFError
+from balf.folding.groups import ChannelGroup
 
 __all__ = ["assignment_matrix", "merge_channels_", "mean_matrix"]
 

@@ -21,9 +21,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..distributed import rank_and_world
-from ..errors import BALFError
-from .groups import ChannelGroup
+from balf.distributed import rank_and_world
+from balf.errors import BALFError
+from balf.folding.groups import ChannelGroup
 
 __all__ = [
     "ar_gamma_scales",

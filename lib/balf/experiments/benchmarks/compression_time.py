@@ -25,15 +25,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...api import Compressor
-from ...config import MODES
-from ...data import make_loader
-from ...errors import BALFError
-from ...report import Report
-from ..datasets import benchmark_model, experiment_data
-from ..environment import environment_info
-from .memory import GIB, peak_rss_bytes, reset_peak_rss
-from .timing import forward_pass, sync, warmup
+from balf.api import Compressor
+from balf.config import MODES
+from balf.data import make_loader
+from balf.errors import BALFError
+from balf.experiments.benchmarks.memory import GIB, peak_rss_bytes, reset_peak_rss
+from balf.experiments.benchmarks.timing import forward_pass, sync, warmup
+from balf.experiments.datasets import benchmark_model, experiment_data
+from balf.experiments.environment import environment_info
+from balf.report import Report
 
 __all__ = ["PHASES", "calib_size_for", "calibration_data", "measure_model", "settings"]
 

@@ -27,14 +27,14 @@ from typing import Any
 
 import torch
 
-from ... import _version
-from ..._io import atomic_json_dump
-from ...config import MODES
-from ...errors import BALFError
-from ...models import IMAGENET_MODELS
-from ..environment import command_line, environment_info
-from ..options import parse_with_yaml
-from .compression_time import PHASES, measure_model, settings
+from balf import _version
+from balf._io import atomic_json_dump
+from balf.config import MODES
+from balf.errors import BALFError
+from balf.experiments.benchmarks.compression_time import PHASES, measure_model, settings
+from balf.experiments.environment import command_line, environment_info
+from balf.experiments.options import parse_with_yaml
+from balf.models import IMAGENET_MODELS
 
 __all__ = ["build_parser", "main", "markdown_table"]
 

@@ -22,14 +22,14 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from ...api import Compressor
-from ...cache import Cache
-from ...config import config_for_mode
-from ...data import make_loader
-from ...export import fold_batchnorm
-from ...flops import count_flops, count_params
-from ..datasets import benchmark_model, experiment_data
-from .timing import latencies
+from balf.api import Compressor
+from balf.cache import Cache
+from balf.config import config_for_mode
+from balf.data import make_loader
+from balf.experiments.benchmarks.timing import latencies
+from balf.experiments.datasets import benchmark_model, experiment_data
+from balf.export import fold_batchnorm
+from balf.flops import count_flops, count_params
 
 __all__ = ["calibration", "measure_model"]
 

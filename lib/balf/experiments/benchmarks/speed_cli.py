@@ -20,15 +20,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..._io import atomic_json_dump
-from ...data import make_loader
-from .. import latency_budget
-from ..datasets import benchmark_model, experiment_data, experiment_model
-from ..environment import command_line, environment_info
-from ..evaluation import evaluate
-from ..options import parse_with_yaml
-from .speed import calibration, measure_model
-from .speed_plot import plot_speedup, summary_table, write_latency_outputs
+from balf._io import atomic_json_dump
+from balf.data import make_loader
+from balf.experiments import latency_budget
+from balf.experiments.benchmarks.speed import calibration, measure_model
+from balf.experiments.benchmarks.speed_plot import (
+    plot_speedup,
+    summary_table,
+    write_latency_outputs,
+)
+from balf.experiments.datasets import benchmark_model, experiment_data, experiment_model
+from balf.experiments.environment import command_line, environment_info
+from balf.experiments.evaluation import evaluate
+from balf.experiments.options import parse_with_yaml
 
 __all__ = ["build_parser", "latency_subject", "main", "run_latency_mode"]
 

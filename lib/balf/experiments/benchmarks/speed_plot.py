@@ -16,9 +16,9 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..._io import atomic_write_text
-from .. import latency_budget
-from ..plots import save_figure
+from balf._io import atomic_write_text
+from balf.experiments import latency_budget
+from balf.experiments.plots import save_figure
 
 __all__ = ["latency_tables", "plot_speedup", "summary_table", "write_latency_outputs"]
 

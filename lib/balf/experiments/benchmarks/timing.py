@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from ...statistics import iter_batches
+from balf.statistics import iter_batches
 
 __all__ = ["forward_pass", "latencies", "sync", "warmup"]
 

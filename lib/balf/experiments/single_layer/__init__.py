@@ -4,7 +4,7 @@
 :mod:`.plot` draws the figure from the stored JSON and :mod:`.cli` is the script's ``main``.
 """
 
-from .cases import (
+from balf.experiments.single_layer.cases import (
     CASE_SOURCES,
     LayerCase,
     block_diagonal_conv,
@@ -14,8 +14,13 @@ from .cases import (
     synthetic_maps,
     synthetic_vectors,
 )
-from .curves import curves_table, dense_outputs, layer_curves, output_error
-from .plot import plot_curves
+from balf.experiments.single_layer.curves import (
+    curves_table,
+    dense_outputs,
+    layer_curves,
+    output_error,
+)
+from balf.experiments.single_layer.plot import plot_curves
 
 __all__ = [
     "CASE_SOURCES",

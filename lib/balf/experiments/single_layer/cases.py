@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...data import make_loader
-from ..datasets import experiment_data, experiment_model
+from balf.data import make_loader
+from balf.experiments.datasets import experiment_data, experiment_model
 
 __all__ = [
     "CASE_SOURCES",

@@ -25,12 +25,12 @@ from typing import Any
 
 import torch
 
-from ..._io import atomic_json_dump
-from ..environment import command_line, environment_info
-from ..options import parse_with_yaml
-from .cases import CASE_SOURCES
-from .curves import curves_table, layer_curves
-from .plot import plot_curves
+from balf._io import atomic_json_dump
+from balf.experiments.environment import command_line, environment_info
+from balf.experiments.options import parse_with_yaml
+from balf.experiments.single_layer.cases import CASE_SOURCES
+from balf.experiments.single_layer.curves import curves_table, layer_curves
+from balf.experiments.single_layer.plot import plot_curves
 
 __all__ = ["build_parser", "main", "measure"]
 

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...api import factorize_layer
-from ...decomposition import decompose_layer
-from ...rank_rules import rank_ratio_rank
-from ...representation import geometry_of
-from ...statistics import collect_statistics
-from .cases import LayerCase
+from balf.api import factorize_layer
+from balf.decomposition import decompose_layer
+from balf.experiments.single_layer.cases import LayerCase
+from balf.rank_rules import rank_ratio_rank
+from balf.representation import geometry_of
+from balf.statistics import collect_statistics
 
 __all__ = ["curves_table", "dense_outputs", "layer_curves", "output_error"]
 
