@@ -23,7 +23,7 @@ Sources of layers:
   (``--conv-channels``) and a 3×3 grouped Conv2d (``--grouped-channels``, ``--groups``).
 - ``--source checkpoint``: layers of a trained model (default ResNet-20 on Fashion-MNIST) fed
   with their real input activations, captured by forward pre-hooks on real images
-  (``balf.experiments.datasets.experiment_data``: calibration = seeded training subset,
+  (``balf_paper.experiments.datasets.experiment_data``: calibration = seeded training subset,
   held-out = test subset): the classifier ``fc`` (``--linear-layer``), a 3×3 conv
   (``--conv-layer``), and — CIFAR ResNets have no grouped conv — a grouped 3×3 conv with
   ``--groups`` groups whose filters are the block-diagonal part of the trained conv
@@ -37,7 +37,7 @@ Outputs in ``--out-dir`` (default ``results/svd_vs_actaware``): ``svd_vs_actawar
 "act_aware": {"calibration", "heldout"}}]}]}``) and ``.pdf``/``.png``, a figure with three panels
 rendered from the JSON (``--plot-only`` re-renders it).
 
-The work is done by :mod:`balf.experiments.single_layer` (cases, curves, figure, ``main``).
+The work is done by :mod:`balf_paper.experiments.single_layer` (cases, curves, figure, ``main``).
 
 Example:
     python scripts/compare_svd_vs_actaware.py --source synthetic
@@ -45,8 +45,8 @@ Example:
 
 from __future__ import annotations
 
-from balf.experiments.options import run_script
-from balf.experiments.single_layer.cli import build_parser, main
+from balf_paper.experiments.options import run_script
+from balf_paper.experiments.single_layer.cli import build_parser, main
 
 __all__ = ["build_parser", "main"]
 

@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 "$PY" scripts/render_results.py --config configs/render_results.yaml "$@"
-"$PY" -c "from balf.experiments.readme import sync_readme; print('README tables updated:', sync_readme('README.md') or 'none')"
+"$PY" -c "from balf_paper.experiments.readme import sync_readme; print('README tables updated:', sync_readme('README.md') or 'none')"

@@ -32,7 +32,7 @@ from PIL import Image
 from test_data_cifar import _md5, _write_batch
 from torchvision import datasets
 
-from balf.data.fashion_mnist import FASHION_MNIST_FILES, write_idx
+from balf_paper.data.fashion_mnist import FASHION_MNIST_FILES, write_idx
 
 __all__ = [
     "REPO",
@@ -68,7 +68,7 @@ def write_cifar10(
         test_images: images in ``test_batch``.
 
     Returns:
-        ``root`` (what ``balf.data.cifar10`` and ``--data-root`` take).
+        ``root`` (what ``balf_paper.data.cifar10`` and ``--data-root`` take).
     """
     folder = Path(root) / _CIFAR_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,7 @@ def write_corrupted(
     stacked, random pixels).
 
     Returns:
-        ``root`` (what ``balf.data.CIFAR10C`` and ``--corrupted-root`` take).
+        ``root`` (what ``balf_paper.data.CIFAR10C`` and ``--corrupted-root`` take).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ def write_fashion_mnist(root: Path, train: int = 40, test: int = 10, seed: int =
     """The four Fashion-MNIST IDX ``.gz`` files with ``train`` / ``test`` random 28×28 images.
 
     Returns:
-        ``root`` (what ``balf.data.FashionMNIST`` and ``--data-root`` take).
+        ``root`` (what ``balf_paper.data.FashionMNIST`` and ``--data-root`` take).
     """
     rng = np.random.default_rng(seed)
     for split, n in (("train", train), ("test", test)):
@@ -200,7 +200,7 @@ def load_script(relative_path: str) -> ModuleType:
 
 def use_only_fixture_fashion_mnist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Make Fashion-MNIST lookups find only the fixture files (no system or local copy)."""
-    from balf.data import fashion_mnist
+    from balf_paper.data import fashion_mnist
 
     monkeypatch.delenv(fashion_mnist.ENV_VAR, raising=False)
     monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "no-system-copy")

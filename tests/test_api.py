@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import balf
-from balf.models import create_model
+from balf_paper.models import create_model
 
 
 def _small_cnn():

@@ -16,13 +16,13 @@ import torch
 from _fixtures import REPO, load_script, tiny_sweep_args
 from PIL import Image
 
-from balf.data import CIFAR10_CLASSES, CIFAR10C, ImageFolderTensors, load_image_folder
 from balf.errors import BALFError, DatasetNotFoundError
-from balf.experiments import plots
-from balf.experiments.datasets import experiment_data, experiment_model
-from balf.experiments.labels import dataset_label, other_works_source
-from balf.experiments.render import render_model
-from balf.models import (
+from balf_paper.data import CIFAR10_CLASSES, CIFAR10C, ImageFolderTensors, load_image_folder
+from balf_paper.experiments import plots
+from balf_paper.experiments.datasets import experiment_data, experiment_model
+from balf_paper.experiments.labels import dataset_label, other_works_source
+from balf_paper.experiments.render import render_model
+from balf_paper.models import (
     THIRD_PARTY_CHECKPOINTS,
     create_model,
     load_third_party_checkpoint,

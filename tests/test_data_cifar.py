@@ -12,8 +12,8 @@ import torch
 from torchvision import datasets
 from torchvision import transforms as T
 
-from balf.data import CIFAR10_MEAN, CIFAR10_STD, CIFAR10C, CORRUPTIONS, cifar10
 from balf.errors import BALFError, DatasetNotFoundError
+from balf_paper.data import CIFAR10_MEAN, CIFAR10_STD, CIFAR10C, CORRUPTIONS, cifar10
 
 TRAIN_PER_BATCH = 4  # 5 batches -> 20 training images
 TEST_IMAGES = 6

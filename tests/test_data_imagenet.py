@@ -10,14 +10,14 @@ from PIL import Image
 from torch.utils.data import TensorDataset
 from torchvision import transforms as T
 
-from balf.data import (
+from balf.errors import BALFError, DatasetNotFoundError
+from balf_paper.data import (
     calibration_subset,
     evaluation_subset,
     imagenet_folder,
     make_loader,
     random_indices,
 )
-from balf.errors import BALFError, DatasetNotFoundError
 
 WNIDS = ["n01440764", "n01443537", "n02119789"]
 PER_CLASS = 4

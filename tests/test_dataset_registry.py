@@ -12,10 +12,15 @@ from PIL import Image
 from torch.utils.data import TensorDataset
 
 import balf
-from balf.data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
-from balf.data.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
-from balf.data.registry import DatasetInfo, dataset_info, register_dataset, registered_datasets
-from balf.experiments.datasets import corrupted_evaluation, experiment_data, experiment_model
+from balf_paper.data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
+from balf_paper.data.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from balf_paper.data.registry import (
+    DatasetInfo,
+    dataset_info,
+    register_dataset,
+    registered_datasets,
+)
+from balf_paper.experiments.datasets import corrupted_evaluation, experiment_data, experiment_model
 
 
 def test_builtin_datasets_and_their_constants():
@@ -76,6 +81,6 @@ def test_a_registered_dataset_is_an_experiment_dataset(tmp_path):
         with pytest.raises(balf.BALFError, match="no corrupted test sets for dataset 'toy'"):
             corrupted_evaluation("toy", tmp_path, "fog", 1)
     finally:
-        from balf.data import registry
+        from balf_paper.data import registry
 
         registry._REGISTRY.pop("toy")

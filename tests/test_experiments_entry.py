@@ -1,4 +1,4 @@
-"""``python -m balf.experiments EXPERIMENT --dataset NAME``: the one entry point behind the scripts.
+"""``python -m balf_paper.experiments EXPERIMENT --dataset NAME``: the one entry point behind the scripts.
 
 - It runs the same sweep as the per-dataset script (same ``results.json`` points).
 - Every sweep script is this entry point with its experiment and datasets fixed.
@@ -16,7 +16,7 @@ import pytest
 from _fixtures import load_script, use_only_fixture_fashion_mnist, write_fashion_mnist
 
 from balf.errors import BALFError
-from balf.experiments.main import EXPERIMENTS, main
+from balf_paper.experiments.main import EXPERIMENTS, main
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT_OF = {
@@ -80,7 +80,7 @@ def test_every_sweep_script_is_the_entry_point(folder, datasets, monkeypatch):
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "balf.experiments", *args],
+        [sys.executable, "-m", "balf_paper.experiments", *args],
         capture_output=True,
         text=True,
         timeout=900,  # generous: a loaded CI machine imports torch slowly

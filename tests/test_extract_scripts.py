@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from balf.data import imagenet_folder
-from balf.data.imagenet_archives import MANIFEST_NAME, parse_meta_mat
+from balf_paper.data import imagenet_folder
+from balf_paper.data.imagenet_archives import MANIFEST_NAME, parse_meta_mat
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts" / "imagenet"

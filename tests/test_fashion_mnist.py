@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from balf.data import fashion_mnist as fm
 from balf.errors import DatasetNotFoundError
+from balf_paper.data import fashion_mnist as fm
 
 SIZES = {"train": 12, "test": 5}
 

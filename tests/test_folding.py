@@ -1,4 +1,4 @@
-"""Model Folding (``balf.folding``): groups, Hartigan k-means, merging, repairs, sweep mode.
+"""Model Folding (``balf_paper.folding``): groups, Hartigan k-means, merging, repairs, sweep mode.
 
 Models are tiny (one block per stage, 8x8 inputs) or ResNet-20 without a forward pass where
 only shapes and counts are checked; BN statistics and affine parameters are randomised so that
@@ -26,8 +26,8 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 import balf
-from balf.experiments.sweep import SWEEP_VALUES, SweepConfig, default_knobs
-from balf.folding import (
+from balf_paper.experiments.sweep import SWEEP_VALUES, SweepConfig, default_knobs
+from balf_paper.folding import (
     FOLDING_MODES,
     ar_scale,
     channel_groups,
@@ -37,8 +37,8 @@ from balf.folding import (
     hartigan_kmeans,
     inertia,
 )
-from balf.folding.kmeans import balanced_partition
-from balf.models import CifarResNet, cifar_resnet, resnet20
+from balf_paper.folding.kmeans import balanced_partition
+from balf_paper.models import CifarResNet, cifar_resnet, resnet20
 
 # --------------------------------------------------------------------------- helpers
 
@@ -375,7 +375,7 @@ def test_hartigan_edge_cases():
 
 
 def test_sweep_config_and_default_knobs_know_the_folding_modes():
-    table = resources.files("balf.experiments").joinpath(SWEEP_VALUES).read_text()
+    table = resources.files("balf_paper.experiments").joinpath(SWEEP_VALUES).read_text()
     values = json.loads(table)
     for mode in FOLDING_MODES:
         SweepConfig("fashion-mnist", "resnet20", mode, [0.5], 8)

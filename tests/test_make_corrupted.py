@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from _fixtures import load_script, write_fashion_mnist
 
-from balf.data import CIFAR10C, random_indices
-from balf.data.fashion_mnist import read_idx
 from balf.errors import BALFError
-from balf.experiments.datasets import corrupted_evaluation
-from balf.models import eval_transform
+from balf_paper.data import CIFAR10C, random_indices
+from balf_paper.data.fashion_mnist import read_idx
+from balf_paper.experiments.datasets import corrupted_evaluation
+from balf_paper.models import eval_transform
 
 pytest.importorskip("imagecorruptions")
 
@@ -116,9 +116,9 @@ def test_rerun_skips_finished_corruptions(script, source, tmp_path, monkeypatch)
         computed.append(corruption)
         return corrupt_images(images, corruption, *args, **kwargs)
 
-    import balf.data.corruptions
+    import balf_paper.data.corruptions
 
-    monkeypatch.setattr(balf.data.corruptions, "corrupt_images", counting)
+    monkeypatch.setattr(balf_paper.data.corruptions, "corrupt_images", counting)
     manifest = _run(script, source, out, corruptions=["gaussian_noise", "impulse_noise"])
     assert computed == ["impulse_noise"] * 5  # one call per severity, none for the finished one
     assert (out / "gaussian_noise.npy").read_bytes() == first

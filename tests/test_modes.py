@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 
 import balf
-from balf.experiments.plots import mode_style
-from balf.experiments.sweep import default_knobs
-from balf.experiments.tables import mode_label
-from balf.folding import FOLDING_MODES, FoldingConfig
 from balf.modes import METRICS, SIDES, MethodConfig, mode_spec, registered_modes
+from balf_paper.experiments.plots import mode_style
+from balf_paper.experiments.sweep import default_knobs
+from balf_paper.experiments.tables import mode_label
+from balf_paper.folding import FOLDING_MODES, FoldingConfig
 
 ALL_MODES = list(registered_modes())
 

@@ -25,9 +25,9 @@ import json, sys
 from pathlib import Path
 import torch
 import balf
-from balf.experiments.render import render_model
-from balf.experiments.sweep import SweepConfig, default_knobs, run_sweep
-from balf.models import create_model
+from balf_paper.experiments.render import render_model
+from balf_paper.experiments.sweep import SweepConfig, default_knobs, run_sweep
+from balf_paper.models import create_model
 
 torch.manual_seed(0)
 model = create_model("resnet20", pretrained=False).eval()

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from balf.data.fashion_mnist import FASHION_MNIST_FILES, write_idx
 from balf.errors import DatasetNotFoundError
-from balf.experiments import training
-from balf.models import create_model, load_checkpoint
+from balf_paper.data.fashion_mnist import FASHION_MNIST_FILES, write_idx
+from balf_paper.experiments import training
+from balf_paper.models import create_model, load_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "cifar10" / "pretrain_resnet.py"
 

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 import balf
-from balf.experiments.plots import mode_style
-from balf.experiments.sweep import default_knobs
-from balf.experiments.tables import mode_label
 from balf.modes import mode_spec, registered_modes
+from balf_paper.experiments.plots import mode_style
+from balf_paper.experiments.sweep import default_knobs
+from balf_paper.experiments.tables import mode_label
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

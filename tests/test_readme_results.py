@@ -2,7 +2,7 @@
 
 - ``scripts/fashion_mnist/quickstart.py`` runs end to end on fixture Fashion-MNIST (random
   weights) and writes JSON, figures and tables; ``--resume`` reuses every point.
-- :mod:`balf.experiments.readme` rewrites stale ``<!-- table: path -->`` blocks and names a
+- :mod:`balf_paper.experiments.readme` rewrites stale ``<!-- table: path -->`` blocks and names a
   missing file.
 - The committed README quotes every committed table exactly, and re-rendering the committed
   ``results.json`` files reproduces the committed tables byte for byte.
@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from _fixtures import load_script, write_fashion_mnist
 
-from balf.data import fashion_mnist
 from balf.errors import BALFError
-from balf.experiments.readme import find_blocks, stale_blocks, sync_readme, table_lines
-from balf.experiments.render import render_all
+from balf_paper.data import fashion_mnist
+from balf_paper.experiments.readme import find_blocks, stale_blocks, sync_readme, table_lines
+from balf_paper.experiments.render import render_all
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART_MODES = ("flops_auto", "energy", "energy_act_aware", "uniform")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from balf.errors import BALFError
-from balf.experiments import plots, tables
+from balf_paper.experiments import plots, tables
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "render_results.py"
 OTHER_WORKS = Path(__file__).resolve().parents[1] / "data" / "other_works.csv"

@@ -11,8 +11,8 @@ import json
 import shutil
 from pathlib import Path
 
-from balf.experiments.render import render_all
-from balf.experiments.render_studies import render_studies
+from balf_paper.experiments.render import render_all
+from balf_paper.experiments.render_studies import render_studies
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUILDERS = """
 import torch, timm, torchvision
 from torch import nn
-from balf.models import create_model
+from balf_paper.models import create_model
 
 class Tree(nn.Module):
     def __init__(self):

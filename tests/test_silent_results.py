@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 import balf
-from balf.experiments.sweep import SweepConfig, run_sweep
+from balf_paper.experiments.sweep import SweepConfig, run_sweep
 
 
 def _cnn(act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
@@ -349,7 +349,7 @@ def test_malformed_results_json_is_a_clear_error(tmp_path, content):
 
 
 def test_figures_are_written_with_the_usual_permissions(tmp_path):
-    from balf.experiments.plots import save_figure
+    from balf_paper.experiments.plots import save_figure
 
     pytest.importorskip("matplotlib")
     import matplotlib

@@ -264,7 +264,7 @@ def test_rerun_with_another_identity_is_refused(small_data, tmp_path, change):
 
 @pytest.mark.parametrize("small_data", ["cifar10"], indirect=True)
 def test_other_weights_into_the_same_folder_are_refused(small_data, tmp_path):
-    from balf.models import create_model, save_checkpoint
+    from balf_paper.models import create_model, save_checkpoint
 
     _, root = small_data
     script = load_script("cifar10/factorize_sweep.py")

@@ -72,7 +72,7 @@ class Mode:
         fixed: keyword arguments the mode fixes, e.g. ``{"activation_aware": False}``.
         display: label, colour and marker.
         sweep_values: key of the mode's default knobs in the sweep-values table
-            (:func:`balf.experiments.sweep.default_knobs`); ``None``: no defaults (sweeps must
+            (:func:`balf_paper.experiments.sweep.default_knobs`); ``None``: no defaults (sweeps must
             be given knobs).
         config_class: set by :func:`register_modes`.
     """
@@ -121,7 +121,7 @@ def registered_modes() -> dict[str, Mode]:
     """Every registered mode by name, in registration (display) order.
 
     The compression modes are registered by ``import balf``; Model Folding's by
-    :mod:`balf.folding` (imported by :mod:`balf.experiments`).
+    :mod:`balf_paper.folding` (imported by :mod:`balf_paper.experiments`).
     """
     return dict(_REGISTRY)
 

@@ -3,13 +3,13 @@
 Run `python scripts/cifar10/corrupted_sweep.py --help` for the options. ``--dataset cifar10-jpeg``
 selects CIFAR-10 (JPEG release) instead of the original release; defaults come from
 `configs/<dataset>_corrupted_sweep.yaml`.
-The same as `python -m balf.experiments corrupted --dataset cifar10 ...`.
+The same as `python -m balf_paper.experiments corrupted --dataset cifar10 ...`.
 """
 
 from __future__ import annotations
 
-from balf.experiments.main import experiment_script
-from balf.experiments.options import run_script
+from balf_paper.experiments.main import experiment_script
+from balf_paper.experiments.options import run_script
 
 main = experiment_script("corrupted", ("cifar10", "cifar10-jpeg"))
 

@@ -1,10 +1,10 @@
 """CIFAR-10-C of the JPEG release: the 15 corruptions at 5 severities on its test split.
 
-Same code as Fashion-MNIST-C (:mod:`balf.data.corruptions`, ``imagecorruptions-imaug``): each RGB
+Same code as Fashion-MNIST-C (:mod:`balf_paper.data.corruptions`, ``imagecorruptions-imaug``): each RGB
 32×32 test image is corrupted as it is (no padding is needed at 32×32), reproducibly seeded per
 (corruption, severity). Written in the CIFAR-10-C layout (``labels.npy`` and one
 ``<corruption>.npy`` of shape ``(5·N, 32, 32, 3)`` uint8 per corruption, plus ``manifest.json``),
-read by ``balf.data.CIFAR10C``. The package's severity constants are ImageNet-C's, harsher at
+read by ``balf_paper.data.CIFAR10C``. The package's severity constants are ImageNet-C's, harsher at
 32×32 than those of the published CIFAR-10-C; results on this set are labelled
 "CIFAR-10-C (JPEG release, made here)" and are not comparable with published CIFAR-10-C numbers.
 
@@ -12,7 +12,7 @@ Users with the original CIFAR-10 download the published CIFAR-10-C instead
 (https://zenodo.org/record/2535967); ``--dataset cifar10`` builds one from the original test
 pickles the same way, for comparison.
 
-Resumable and atomic (see :func:`balf.data.corruptions.make_corrupted`). Defaults come from
+Resumable and atomic (see :func:`balf_paper.data.corruptions.make_corrupted`). Defaults come from
 ``configs/cifar10-jpeg_make_corrupted.yaml``.
 """
 
@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from balf.data import CIFAR10_CLASSES, CIFAR10_JPEG_SOURCE, cifar10
-from balf.data.image_folder import load_image_folder
 from balf.errors import BALFError
-from balf.experiments.cli import parse_with_yaml, run_script
-from balf.experiments.options import add_corruption_arguments, corrupt_with_arguments
+from balf_paper.data import CIFAR10_CLASSES, CIFAR10_JPEG_SOURCE, cifar10
+from balf_paper.data.image_folder import load_image_folder
+from balf_paper.experiments.cli import parse_with_yaml, run_script
+from balf_paper.experiments.options import add_corruption_arguments, corrupt_with_arguments
 
 FORMATS = {"cifar10-jpeg": "balf-cifar10-jpeg-c-v1", "cifar10": "balf-cifar10-c-v1"}
 

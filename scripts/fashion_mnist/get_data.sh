@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON="${PYTHON:-python3}"
-found() { "$PYTHON" -c "from balf.data.fashion_mnist import find_fashion_mnist as f; f(download=False)" 2>/dev/null; }
+found() { "$PYTHON" -c "from balf_paper.data.fashion_mnist import find_fashion_mnist as f; f(download=False)" 2>/dev/null; }
 found && exit 0
 if command -v apt-get >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
@@ -15,4 +15,4 @@ if command -v apt-get >/dev/null 2>&1; then
     found && exit 0
 fi
 echo "[data] trying torchvision's download into datasets/"
-"$PYTHON" -c "from balf.data.fashion_mnist import find_fashion_mnist as f; print(f(download=True))"
+"$PYTHON" -c "from balf_paper.data.fashion_mnist import find_fashion_mnist as f; print(f(download=True))"

@@ -1,6 +1,6 @@
 """Fashion-MNIST-C: the 15 CIFAR-10-C corruptions at 5 severities on the Fashion-MNIST test set.
 
-Output, in the CIFAR-10-C layout read by ``balf.data.CIFAR10C``:
+Output, in the CIFAR-10-C layout read by ``balf_paper.data.CIFAR10C``:
 
     <out>/labels.npy          (5·N,) int64: the N test labels, repeated for severities 1..5
     <out>/<corruption>.npy    (5·N, 28, 28) uint8: the N images at severity 1, then 2, ... 5
@@ -24,7 +24,7 @@ would divide the noise standard deviation by √3).
 Reproducible: ``np.random`` (which the package draws from) is seeded per (corruption, severity)
 from ``(--seed, corruption index, severity)``; glass blur and impulse noise take an explicit
 per-image seed drawn from the same seed sequence. ``--subset N`` corrupts a fixed seeded subset of
-N test images (``balf.data.random_indices``, sorted); the default is the full test set.
+N test images (``balf_paper.data.random_indices``, sorted); the default is the full test set.
 
 Timing, measured on 2 CPU cores shared with a training job (one process, niced): one
 (corruption, severity) on the 10000 test images takes 0.7 s (pixelate) to 77 s (frost, which
@@ -45,10 +45,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from balf.data.corruptions import PAD, corrupt_images, make_corrupted
-from balf.data.fashion_mnist import find_fashion_mnist, load_fashion_mnist
-from balf.experiments.cli import parse_with_yaml, run_script
-from balf.experiments.options import add_corruption_arguments, corrupt_with_arguments
+from balf_paper.data.corruptions import PAD, corrupt_images, make_corrupted
+from balf_paper.data.fashion_mnist import find_fashion_mnist, load_fashion_mnist
+from balf_paper.experiments.cli import parse_with_yaml, run_script
+from balf_paper.experiments.options import add_corruption_arguments, corrupt_with_arguments
 
 __all__ = ["corrupt_images", "main", "make_corrupted"]
 

@@ -2,13 +2,13 @@
 
 Run `python scripts/fashion_mnist/n_iters_sweep.py --help` for the options; defaults come from
 `configs/fashion-mnist_n_iters_sweep.yaml`.
-The same as `python -m balf.experiments n-iters --dataset fashion-mnist ...`.
+The same as `python -m balf_paper.experiments n-iters --dataset fashion-mnist ...`.
 """
 
 from __future__ import annotations
 
-from balf.experiments.main import experiment_script
-from balf.experiments.options import run_script
+from balf_paper.experiments.main import experiment_script
+from balf_paper.experiments.options import run_script
 
 main = experiment_script("n-iters", ("fashion-mnist",))
 

@@ -15,16 +15,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from balf.experiments.cli import (
+from balf_paper.experiments.cli import (
     ExperimentContext,
     add_common_arguments,
     configure_process,
     parse_with_yaml,
     run_script,
 )
-from balf.experiments.compare import compare_runs
-from balf.experiments.render import render_model
-from balf.experiments.tables import matched_reduction_table, to_markdown
+from balf_paper.experiments.compare import compare_runs
+from balf_paper.experiments.render import render_model
+from balf_paper.experiments.tables import matched_reduction_table, to_markdown
 
 DATASET = "fashion-mnist"
 

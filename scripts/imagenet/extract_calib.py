@@ -21,7 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from balf.data.imagenet_archives import (
+from balf.errors import BALFError, DatasetNotFoundError
+from balf_paper.data.imagenet_archives import (
     check_existing_output,
     index_train_archive,
     parse_section_args,
@@ -29,7 +30,6 @@ from balf.data.imagenet_archives import (
     staged_directory,
     write_manifest,
 )
-from balf.errors import BALFError, DatasetNotFoundError
 
 logger = logging.getLogger("extract_calib")
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from balf.data.imagenet_archives import (
+from balf.errors import BALFError, DatasetNotFoundError
+from balf_paper.data.imagenet_archives import (
     check_existing_output,
     parse_section_args,
     read_devkit,
@@ -29,7 +30,6 @@ from balf.data.imagenet_archives import (
     val_image_number,
     write_manifest,
 )
-from balf.errors import BALFError, DatasetNotFoundError
 
 logger = logging.getLogger("extract_val")
 

@@ -31,8 +31,8 @@ after every model: ``{"benchmark", "command", "environment", "config", "rows": [
 per model (fields listed in :func:`measure_model`). ``--resume`` keeps rows measured with the
 same settings and skips those models. A Markdown table is printed at the end.
 
-The work is done by :mod:`balf.experiments.benchmarks.compression_time` (measurement) and
-:mod:`balf.experiments.benchmarks.compression_time_cli` (options, subprocesses, ``main``).
+The work is done by :mod:`balf_paper.experiments.benchmarks.compression_time` (measurement) and
+:mod:`balf_paper.experiments.benchmarks.compression_time_cli` (options, subprocesses, ``main``).
 
 Example:
     python scripts/imagenet/measure_compression_time.py --synthetic --models resnet18 resnet50
@@ -40,9 +40,13 @@ Example:
 
 from __future__ import annotations
 
-from balf.experiments.benchmarks.compression_time import measure_model, settings
-from balf.experiments.benchmarks.compression_time_cli import build_parser, main, markdown_table
-from balf.experiments.options import run_script
+from balf_paper.experiments.benchmarks.compression_time import measure_model, settings
+from balf_paper.experiments.benchmarks.compression_time_cli import (
+    build_parser,
+    main,
+    markdown_table,
+)
+from balf_paper.experiments.options import run_script
 
 __all__ = ["build_parser", "main", "markdown_table", "measure_model", "settings"]
 

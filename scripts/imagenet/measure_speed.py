@@ -28,7 +28,7 @@ Inference benchmarks fold BatchNorm into the preceding convolution in both the o
 compressed models (``torch.nn.utils.fusion.fuse_conv_bn_eval``; ``--no-fold-bn`` to time them
 unfolded, as the committed ``speed_cpu.json`` was).
 
-Latency mode (``--mode latency_auto``, see :mod:`balf.experiments.latency_budget`): per model
+Latency mode (``--mode latency_auto``, see :mod:`balf_paper.experiments.latency_budget`): per model
 and batch size the chosen layers' latencies are measured (``--rank-multiple``,
 ``--latency-points``, ``--min-run-time``, cached in ``--latency-cache``), the model is
 compressed with a latency budget and with a FLOPs budget at every ``--ratios`` value, and every
@@ -38,9 +38,9 @@ take the trained Fashion-MNIST checkpoints and calibration images and add the te
 (``--eval-size`` for a subset), compared at matched measured latency in
 ``latency_accuracy_<device>.md``.
 
-The work is done by :mod:`balf.experiments.benchmarks.speed` (measurement),
-:mod:`balf.experiments.benchmarks.speed_plot` (plots, tables) and
-:mod:`balf.experiments.benchmarks.speed_cli` (options, ``main``).
+The work is done by :mod:`balf_paper.experiments.benchmarks.speed` (measurement),
+:mod:`balf_paper.experiments.benchmarks.speed_plot` (plots, tables) and
+:mod:`balf_paper.experiments.benchmarks.speed_cli` (options, ``main``).
 
 Example:
     python scripts/imagenet/measure_speed.py --synthetic --calib-size 32 --batch-sizes 1 8
@@ -50,10 +50,10 @@ Example:
 
 from __future__ import annotations
 
-from balf.experiments.benchmarks.speed import measure_model
-from balf.experiments.benchmarks.speed_cli import build_parser, main, run_latency_mode
-from balf.experiments.benchmarks.speed_plot import plot_speedup
-from balf.experiments.options import run_script
+from balf_paper.experiments.benchmarks.speed import measure_model
+from balf_paper.experiments.benchmarks.speed_cli import build_parser, main, run_latency_mode
+from balf_paper.experiments.benchmarks.speed_plot import plot_speedup
+from balf_paper.experiments.options import run_script
 
 __all__ = ["build_parser", "main", "measure_model", "plot_speedup", "run_latency_mode"]
 

@@ -1,0 +1,9 @@
+"""``python -m balf_paper.experiments EXPERIMENT --dataset NAME [options]`` (see :mod:`.main`)."""
+
+import sys
+
+from balf_paper.experiments.main import main
+from balf_paper.experiments.options import run_script
+
+sys.argv[0] = "balf_paper.experiments"  # argparse's prog and run_script's error prefix
+run_script(main)

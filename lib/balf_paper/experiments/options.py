@@ -1,0 +1,293 @@
+"""Command-line options shared by the experiment scripts: YAML defaults and process settings.
+
+Every script is argparse with ``--help``; defaults come from a YAML file in ``configs/``
+(``--config``) and any option overrides them. A config named without a folder is looked up in
+``./configs/`` and in the ``configs/`` folder of the checkout holding the running script
+(see :func:`find_config`); the library itself ships no experiment defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from balf.distributed import init_from_environment
+from balf.errors import BALFError, DatasetNotFoundError, WeightsNotFoundError
+from balf_paper import package_file
+
+__all__ = [
+    "add_common_arguments",
+    "add_corruption_arguments",
+    "configure_process",
+    "find_config",
+    "is_dataset_option",
+    "parse_with_yaml",
+    "pop_dataset",
+    "recorded_argv",
+    "run_script",
+]
+
+log = logging.getLogger(__name__)
+
+
+def find_config(name: str | Path) -> Path | None:
+    """The YAML file ``name``: as given, else ``configs/<name>`` in the working directory or
+    beside the running script (in it or up to three folders above), else the copy shipped with
+    the package (``balf_paper/configs/``); ``None`` if absent."""
+    path = Path(name)
+    if path.is_file() or path.is_absolute():
+        return path if path.is_file() else None
+    folders = [Path.cwd()]
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is not None and script.is_file():
+        folders += list(script.resolve().parents)[:4]
+    for folder in folders:
+        candidate = folder / "configs" / path.name
+        if candidate.is_file():
+            return candidate
+    shipped = package_file("configs") / path.name
+    return shipped if shipped.is_file() else None
+
+
+class _DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Shows every option's default (after the YAML's are applied) unless its help names one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if isinstance(action, argparse._StoreTrueAction) and action.default is False:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def run_script(main: Callable[[], Any]) -> None:
+    """Run a script's ``main()`` and exit with its code.
+
+    An ``int`` returned by ``main()`` is the exit status; any other return value (a results dict,
+    ``None``) means success, exit status 0.
+
+    A missing input (dataset, checkpoint, weights) or an invalid value ends the script with the
+    library's message alone on stderr and exit status 2, like an argparse error, not a traceback.
+    """
+    try:
+        code = main()
+    except (BALFError, DatasetNotFoundError, WeightsNotFoundError) as exc:
+        prog = Path(sys.argv[0]).name or "balf"
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def is_dataset_option(arg: str) -> bool:
+    """Whether a command-line word is ``--dataset`` or ``--dataset=NAME``."""
+    return arg == "--dataset" or arg.startswith("--dataset=")
+
+
+def recorded_argv(argv: Sequence[str] | None, dataset: str) -> list[str]:
+    """``argv`` (default ``sys.argv[1:]``) with ``--dataset`` put back, for ``command.txt``.
+
+    :func:`pop_dataset` takes ``--dataset`` out before the options are parsed; the recorded
+    command must still name it, or rerunning it would sweep the script's default dataset.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(is_dataset_option(a) for a in args):
+        return args
+    return ["--dataset", dataset, *args]
+
+
+def pop_dataset(
+    argv: Sequence[str] | None, choices: Sequence[str], default: str
+) -> tuple[str, list[str]]:
+    """Take ``--dataset NAME`` (or ``--dataset=NAME``) out of ``argv``.
+
+    Lets one script serve several variants of a dataset (``cifar10`` and its JPEG release
+    ``cifar10-jpeg``), each with its own ``configs/<dataset>_*.yaml`` defaults.
+
+    Returns:
+        ``(dataset, remaining argv)``.
+
+    Raises:
+        BALFError: for a value outside ``choices`` or a missing value.
+    """
+    rest = list(sys.argv[1:] if argv is None else argv)
+    dataset = default
+    for i, arg in enumerate(rest):
+        if is_dataset_option(arg):
+            inline = "=" in arg
+            dataset = (
+                arg.partition("=")[2] if inline else (rest[i + 1] if i + 1 < len(rest) else "")
+            )
+            del rest[i : i + (1 if inline else 2)]
+            break
+    if dataset not in choices:
+        raise BALFError(f"--dataset must be one of {', '.join(choices)}, got {dataset!r}")
+    return dataset, rest
+
+
+def parse_with_yaml(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, default_config: str | None
+) -> argparse.Namespace:
+    """Parse ``argv`` with defaults taken from ``--config`` (a YAML mapping of option names).
+
+    YAML keys use the options' names with ``-`` or ``_``; unknown keys are an error.
+    """
+    parser.add_argument(
+        "--config",
+        default=default_config,
+        help="YAML file with defaults for these options (default: %(default)s)",
+    )
+    # --config is read first on its own, so that --help shows the YAML's defaults
+    pre_parser = argparse.ArgumentParser(add_help=False)
+    pre_parser.add_argument("--config", default=default_config)
+    pre, _ = pre_parser.parse_known_args(argv)
+    if pre.config:
+        path = find_config(pre.config)
+        if path is None and pre.config != default_config:
+            raise BALFError(f"config file {pre.config} not found (nor in a configs/ folder)")
+        if path is None:
+            log.warning("%s not found; using the built-in defaults", default_config)
+        else:
+            parser.set_defaults(**_yaml_defaults(path, {a.dest for a in parser._actions}))
+            parser.epilog = (parser.epilog + "\n" if parser.epilog else "") + (
+                f"Defaults shown are those of {path} (command-line options override them)."
+            )
+    parser.formatter_class = _DefaultsHelpFormatter
+    args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else None  # recorded in each run's command.txt
+    return args
+
+
+def _yaml_defaults(path: Path, known: set[str]) -> dict[str, Any]:
+    values = yaml.safe_load(path.read_text()) or {}
+    defaults = {}
+    for key, value in values.items():
+        dest = key.replace("-", "_")
+        if dest not in known:
+            raise BALFError(f"{path}: unknown option {key!r}")
+        defaults[dest] = value
+    return defaults
+
+
+def configure_process(args: argparse.Namespace) -> None:
+    """Process-wide settings of an experiment entry point (never done by library classes):
+    INFO logging, ``--threads`` CPU threads, and the torchrun process group (``args.device``
+    becomes this process's device)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.device = init_from_environment(args.device)  # torchrun: one process per device
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every sweep script shares."""
+    g = parser.add_argument_group("common")
+    g.add_argument("--model", default="resnet20", help="model name (default: %(default)s)")
+    g.add_argument("--data-root", default="datasets", help="dataset folder")
+    g.add_argument(
+        "--checkpoint",
+        default=None,
+        help="weights of a CIFAR/Fashion-MNIST model (default: results/<dataset>/"
+        "checkpoints/<model>/model.pt)",
+    )
+    g.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="use untrained weights (fixtures and benchmarks only)",
+    )
+    g.add_argument("--calib-size", type=int, default=1024, help="calibration images")
+    g.add_argument("--seed", type=int, default=0, help="seed of calibration/evaluation subsets")
+    g.add_argument(
+        "--eval-size",
+        type=int,
+        default=None,
+        help="evaluate on a seeded subset of this size (default: full set)",
+    )
+    g.add_argument("--batch-size", type=int, default=128, help="calibration/evaluation batch")
+    g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    g.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device"
+    )
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--out-root", default="results", help="results folder")
+    g.add_argument(
+        "--cache-root", default=".", help="folder of activation-cache/ and factorization-cache/"
+    )
+    g.add_argument("--no-cache", action="store_true", help="do not cache statistics")
+    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    g.add_argument(
+        "--save-model",
+        default=None,
+        metavar="DIR",
+        help="save each newly computed compressed point with balf.save to DIR/<run folder>/"
+        "<knob>.safetensors (BALF and baseline modes; reload with balf.load)",
+    )
+    g.add_argument(
+        "--save-knobs",
+        nargs="+",
+        type=float,
+        default=None,
+        metavar="K",
+        help="with --save-model: save only these knob values (default: every point)",
+    )
+    g.add_argument(
+        "--stop-after",
+        type=int,
+        default=None,
+        help="compute at most this many new points per sweep, then stop",
+    )
+
+
+def add_corruption_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """Options of the scripts that build a corrupted test set (CIFAR-10-C layout) into ``out``."""
+    from balf_paper.data import CORRUPTIONS
+
+    parser.add_argument("--out", default=out, help="output folder")
+    parser.add_argument(
+        "--subset",
+        type=int,
+        default=None,
+        help="corrupt a seeded subset of this many test images (default: all)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subset and corruptions")
+    parser.add_argument(
+        "--corruptions",
+        nargs="+",
+        default=list(CORRUPTIONS),
+        choices=list(CORRUPTIONS),
+        metavar="NAME",
+        help="corruptions to write (default: all 15)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="rebuild a mismatching folder")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def corrupt_with_arguments(
+    args: argparse.Namespace, images: Any, labels: Any, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """Run ``corrupt_test_set`` with the options of :func:`add_corruption_arguments`.
+
+    ``images``: uint8 ``(N, H, W)`` or ``(N, H, W, 3)``; ``labels``: ``(N,)``; ``settings``: what
+    the script records about its source (format, padding, ...). Logs at INFO level.
+    """
+    from balf_paper.data.corruptions import corrupt_test_set
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return corrupt_test_set(
+        Path(args.out),
+        images,
+        labels,
+        corruptions=args.corruptions,
+        seed=args.seed,
+        subset=args.subset,
+        settings=settings,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )

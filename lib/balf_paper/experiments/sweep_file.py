@@ -1,0 +1,110 @@
+"""The ``results.json`` of a sweep run: read, resume (same sweep identity only), add points.
+
+``{"config": …, "environment": …, "points": [...], "original": {...}, "skipped": [...]}``;
+points are :class:`~balf_paper.experiments.points.ResultPoint` objects as JSON, kept in knob order
+(``"original"`` first, then the config's knobs). The file is rewritten atomically on every
+change (by the main process only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from balf._io import atomic_json_dump
+from balf.distributed import is_main_process
+from balf.errors import BALFError
+from balf_paper.experiments.points import ResultPoint, SkippedPoint, knob_key
+
+__all__ = ["add_point", "add_skipped", "done_keys", "load_results", "resume"]
+
+log = logging.getLogger(__name__)
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """Read a ``results.json``."""
+    return json.loads(Path(path).read_text())
+
+
+def resume(path: Path, config: Any, env: dict[str, Any]) -> dict[str, Any]:
+    """Existing results for the same sweep identity, or a fresh results dict.
+
+    Args:
+        config: the :class:`~balf_paper.experiments.sweep.SweepConfig` of the run.
+    """
+    fresh = {"config": asdict(config), "environment": env, "points": []}
+    if not path.exists():
+        return fresh
+    try:
+        old = load_results(path)
+    except json.JSONDecodeError as exc:
+        raise BALFError(f"{path} is not valid JSON ({exc}); move it away to restart") from exc
+    old_identity = _identity_of(old, path, type(config))
+    if old_identity != config.identity():
+        raise BALFError(
+            f"{path} holds a different sweep ({old_identity}) than requested "
+            f"({config.identity()}); use another output folder or delete it"
+        )
+    log.info("resuming %s: %d points done", path, len(old["points"]))
+    old["config"] = asdict(config)
+    old["environment"] = env
+    return old
+
+
+def _identity_of(old: Any, path: Path, config_class: type) -> dict[str, Any]:
+    """The sweep identity of loaded results; a clear error when they are not a results file."""
+    fix = "move it away to restart the sweep"
+
+    def bad(what: str) -> BALFError:
+        return BALFError(f"{path} is not a balf results file ({what}); {fix}")
+
+    if not isinstance(old, dict):
+        raise bad(f"a JSON {type(old).__name__}, not an object")
+    for key, kind in (("config", dict), ("points", list)):
+        if not isinstance(old.get(key), kind):
+            raise bad(f"'{key}' is missing or not a JSON {'object' if kind is dict else 'array'}")
+    for field_name in ("points", "skipped"):
+        entries = old.get(field_name, [])
+        if not isinstance(entries, list) or not all(
+            isinstance(p, dict) and "knob" in p for p in entries
+        ):
+            raise bad(f"every entry of '{field_name}' must be an object with a 'knob'")
+    try:
+        return config_class(**{"weights": "", "evaluation": {}, **old["config"]}).identity()
+    except (TypeError, ValueError) as exc:
+        raise bad(f"its 'config' is not a sweep config: {exc}") from exc
+
+
+def done_keys(results: dict[str, Any], path: Path) -> set[str]:
+    """:func:`~balf_paper.experiments.points.knob_key` of every point and skipped knob stored."""
+    done = {ResultPoint.from_dict(p, path).key for p in results["points"]}
+    return done | {
+        knob_key(SkippedPoint.from_dict(s, path).knob) for s in results.get("skipped", [])
+    }
+
+
+def add_point(results: dict[str, Any], point: ResultPoint, path: Path) -> None:
+    """Add ``point`` (non-finite numbers stored as ``null``) in knob order; rewrite ``path``."""
+    stored = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in point.to_dict().items()
+    }
+    results["points"].append(stored)
+    order = {knob_key(k): i for i, k in enumerate(["original", *results["config"]["knobs"]])}
+    results["points"].sort(key=lambda p: order.get(knob_key(p["knob"]), len(order)))
+    _write(results, path)
+
+
+def add_skipped(results: dict[str, Any], skipped: SkippedPoint, path: Path) -> None:
+    """Record a knob whose budget cannot be met; rewrite ``path``."""
+    results.setdefault("skipped", []).append(skipped.to_dict())
+    _write(results, path)
+
+
+def _write(results: dict[str, Any], path: Path) -> None:
+    if is_main_process():
+        atomic_json_dump(results, path)

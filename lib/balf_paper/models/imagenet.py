@@ -1,0 +1,246 @@
+"""Registry of the ImageNet-1k models of the paper, each with its evaluation preprocessing.
+
+CNNs come from torchvision (``IMAGENET1K_V1`` weights), ViT/DeiT from timm with fused attention
+turned off so that ``FlopCounterMode`` sees (and counts) the attention matmuls. Pretrained
+weights are read from the usual caches; where they cannot be fetched (no network) a
+:class:`~balf.errors.WeightsNotFoundError` says which file to place where.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+import torchvision
+from timm.layers import Attention
+from torch import nn
+from torchvision import transforms as T
+
+from balf.errors import BALFError, WeightsNotFoundError
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_MODELS",
+    "IMAGENET_STD",
+    "ImageNetModel",
+    "Preprocessing",
+    "build_imagenet_model",
+    "disable_fused_attention",
+    "eval_preprocessing",
+    "timm_weights_path",
+    "torchvision_weights_path",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+HALF: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Evaluation preprocessing: resize the short side, centre crop, normalise.
+
+    Attributes:
+        resize: short-side size after resizing (e.g. 256).
+        crop: side of the square centre crop (e.g. 224).
+        interpolation: ``"bilinear"`` or ``"bicubic"``.
+        mean: per-channel mean of the normalisation (RGB).
+        std: per-channel standard deviation of the normalisation (RGB).
+    """
+
+    resize: int
+    crop: int
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def transform(self) -> T.Compose:
+        """PIL image -> normalised float tensor of shape ``(3, crop, crop)``."""
+        mode = T.InterpolationMode(self.interpolation)
+        return T.Compose(
+            [
+                T.Resize(self.resize, interpolation=mode),
+                T.CenterCrop(self.crop),
+                T.ToTensor(),
+                T.Normalize(self.mean, self.std),
+            ]
+        )
+
+
+CNN_PREPROCESSING = Preprocessing(256, 224, "bilinear", IMAGENET_MEAN, IMAGENET_STD)
+
+
+@dataclass(frozen=True)
+class ImageNetModel:
+    """One registry entry.
+
+    Attributes:
+        name: registry name (``create_model`` argument).
+        library: ``"torchvision"`` or ``"timm"``.
+        arch: the library's model name (torchvision builder / timm architecture).
+        weights: torchvision weights enum member name (``"IMAGENET1K_V1"``) or timm pretrained
+            tag (e.g. ``"augreg2_in21k_ft_in1k"``).
+        preprocessing: evaluation preprocessing of the pretrained checkpoint.
+    """
+
+    name: str
+    library: str
+    arch: str
+    weights: str
+    preprocessing: Preprocessing
+
+
+IMAGENET_MODELS: dict[str, ImageNetModel] = {
+    entry.name: entry
+    for entry in (
+        ImageNetModel("resnet18", "torchvision", "resnet18", "IMAGENET1K_V1", CNN_PREPROCESSING),
+        ImageNetModel("resnet50", "torchvision", "resnet50", "IMAGENET1K_V1", CNN_PREPROCESSING),
+        ImageNetModel(
+            "mobilenet_v2", "torchvision", "mobilenet_v2", "IMAGENET1K_V1", CNN_PREPROCESSING
+        ),
+        ImageNetModel(
+            "resnext50_32x4d", "torchvision", "resnext50_32x4d", "IMAGENET1K_V1", CNN_PREPROCESSING
+        ),
+        ImageNetModel(
+            "resnext101_32x8d",
+            "torchvision",
+            "resnext101_32x8d",
+            "IMAGENET1K_V1",
+            CNN_PREPROCESSING,
+        ),
+        ImageNetModel(
+            "vit_b_16",
+            "timm",
+            "vit_base_patch16_224",
+            "augreg2_in21k_ft_in1k",
+            Preprocessing(248, 224, "bicubic", HALF, HALF),
+        ),
+        ImageNetModel(
+            "deit_b_16",
+            "timm",
+            "deit_base_patch16_224",
+            "fb_in1k",
+            Preprocessing(248, 224, "bicubic", IMAGENET_MEAN, IMAGENET_STD),
+        ),
+    )
+}
+
+
+def _hub_checkpoints_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def torchvision_weights_path(entry: ImageNetModel) -> Path:
+    """Path where torchvision looks for (and caches) the entry's pretrained weights file."""
+    weights = torchvision.models.get_model_weights(entry.arch)[entry.weights]
+    return _hub_checkpoints_dir() / Path(weights.url).name
+
+
+def timm_weights_path(entry: ImageNetModel) -> Path:
+    """Local weights file ``<arch>.<tag>.safetensors`` that is loaded when present."""
+    return _hub_checkpoints_dir() / f"{entry.arch}.{entry.weights}.safetensors"
+
+
+def disable_fused_attention(model: nn.Module) -> int:
+    """Turn off fused (SDPA) attention in every timm ``Attention`` block of ``model``.
+
+    The explicit ``q @ k^T`` / ``attn @ v`` path is then used, whose FLOPs are counted by
+    ``torch.utils.flop_counter.FlopCounterMode``.
+
+    Returns:
+        The number of attention blocks changed.
+    """
+    count = 0
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.fused_attn = False
+            count += 1
+    return count
+
+
+def _build_torchvision(entry: ImageNetModel, pretrained: bool, num_classes: int) -> nn.Module:
+    model = torchvision.models.get_model(entry.arch, weights=None, num_classes=num_classes)
+    if not pretrained:
+        return model
+    weights = torchvision.models.get_model_weights(entry.arch)[entry.weights]
+    target = torchvision_weights_path(entry)
+    try:
+        state_dict = torch.hub.load_state_dict_from_url(
+            weights.url, progress=False, check_hash=True, weights_only=True
+        )
+    except (OSError, RuntimeError) as exc:
+        raise WeightsNotFoundError(
+            f"Could not fetch the pretrained weights of {entry.name} "
+            f"(torchvision {entry.arch}, {entry.weights}) from {weights.url}: {exc}.\n"
+            f"Place the file '{target.name}' at {target} "
+            "(the directory is torch.hub.get_dir()/checkpoints; set TORCH_HOME to move it)."
+        ) from exc
+    model.load_state_dict(state_dict)
+    return model
+
+
+def _build_timm(
+    entry: ImageNetModel, pretrained: bool, num_classes: int, in_channels: int
+) -> nn.Module:
+    name = f"{entry.arch}.{entry.weights}"
+    kwargs: dict = {"num_classes": num_classes, "in_chans": in_channels}
+    local_file = timm_weights_path(entry)
+    if pretrained and local_file.is_file():
+        logger.info("Loading %s weights from %s", entry.name, local_file)
+        kwargs["pretrained_cfg_overlay"] = {"file": str(local_file)}
+    try:
+        model = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - hub/network errors come in many types
+        if not pretrained:
+            raise
+        raise WeightsNotFoundError(
+            f"Could not fetch the pretrained weights of {entry.name} (timm '{name}', "
+            f"Hugging Face repo timm/{name}): {exc}.\n"
+            f"Download 'model.safetensors' of timm/{name} elsewhere and place it at "
+            f"{local_file}; it is then loaded automatically (equivalent to "
+            f"timm.create_model('{name}', pretrained=True, "
+            f"pretrained_cfg_overlay=dict(file='{local_file}')))."
+        ) from exc
+    disable_fused_attention(model)
+    return model
+
+
+def build_imagenet_model(
+    name: str,
+    *,
+    pretrained: bool = True,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+) -> nn.Module:
+    """Build a registry model; see :func:`balf_paper.models.create_model` for the arguments.
+
+    Returns:
+        The model in train mode; input ``(B, 3, 224, 224)`` -> logits ``(B, num_classes)``.
+    """
+    if name not in IMAGENET_MODELS:
+        raise BALFError(f"Unknown ImageNet model {name!r}; known: {sorted(IMAGENET_MODELS)}")
+    entry = IMAGENET_MODELS[name]
+    classes = 1000 if num_classes is None else num_classes
+    channels = 3 if in_channels is None else in_channels
+    if pretrained and (classes != 1000 or channels != 3):
+        raise BALFError(
+            f"Pretrained {name} has 1000 classes and 3 input channels; "
+            f"got num_classes={classes}, in_channels={channels} (use pretrained=False)"
+        )
+    if entry.library == "torchvision":
+        if channels != 3:
+            raise BALFError(f"{name} (torchvision) supports only in_channels=3, got {channels}")
+        return _build_torchvision(entry, pretrained, classes)
+    return _build_timm(entry, pretrained, classes, channels)
+
+
+def eval_preprocessing(name: str) -> Preprocessing:
+    """Evaluation :class:`Preprocessing` of an ImageNet registry model."""
+    if name not in IMAGENET_MODELS:
+        raise BALFError(f"Unknown ImageNet model {name!r}; known: {sorted(IMAGENET_MODELS)}")
+    return IMAGENET_MODELS[name].preprocessing
