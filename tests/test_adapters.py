@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 import balf
-from balf.adapters import LayerAdapter, adapter_for
-from balf.adapters.conv1d import Conv1dAdapter
-from balf.adapters.conv2d import Conv2dAdapter
-from balf.adapters.linear import LinearAdapter
+from balf.layers import LayerKind, kind_for
+from balf.layers.conv1d import Conv1dKind
+from balf.layers.conv2d import Conv2dKind
+from balf.layers.linear import LinearKind
 
 
 class TinyAttention(nn.Module):
@@ -31,30 +31,44 @@ class TinyAttention(nn.Module):
 @pytest.mark.parametrize(
     ("module", "adapter"),
     [
-        (nn.Linear(3, 2), LinearAdapter),
-        (nn.MultiheadAttention(4, 1).out_proj, LinearAdapter),  # a Linear subclass
-        (nn.Conv2d(3, 2, 1), Conv2dAdapter),
-        (nn.Conv1d(3, 2, 1), Conv1dAdapter),
+        (nn.Linear(3, 2), LinearKind),
+        (nn.MultiheadAttention(4, 1).out_proj, LinearKind),  # a Linear subclass
+        (nn.Conv2d(3, 2, 1), Conv2dKind),
+        (nn.Conv1d(3, 2, 1), Conv1dKind),
     ],
     ids=["linear", "linear-subclass", "conv2d", "conv1d"],
 )
-def test_adapter_is_found_by_module_type(module, adapter):
-    assert type(adapter_for(module)) is adapter
+def test_kind_is_found_by_module_type(module, adapter):
+    assert type(kind_for(module)) is adapter
 
 
 @pytest.mark.parametrize(
     "module", [nn.ReLU(), nn.Conv3d(2, 2, 1), nn.ConvTranspose2d(2, 2, 3)], ids=lambda m: str(m)
 )
 def test_modules_without_adapter_have_none(module):
-    assert adapter_for(module) is None
+    assert kind_for(module) is None
 
 
-def test_register_layer_adapter_rejects_what_is_not_an_adapter():
-    with pytest.raises(TypeError, match="LayerAdapter instance"):
-        balf.register_layer_adapter(nn.Conv3d, LinearAdapter)  # the class, not an instance
+def test_register_layer_kind_rejects_what_is_not_a_kind():
+    with pytest.raises(TypeError, match="LayerKind instance"):
+        balf.register_layer_kind(nn.Linear(2, 2))
+    bad = LinearKind()
+    bad.dense_type = int
     with pytest.raises(TypeError, match="nn.Module subclass"):
-        balf.register_layer_adapter(int, LinearAdapter())
-    assert issubclass(LinearAdapter, LayerAdapter)
+        balf.register_layer_kind(bad)
+    assert issubclass(LinearKind, LayerKind)
+
+
+def test_the_names_of_balf_0_1_warn_and_still_work():
+    with pytest.warns(DeprecationWarning, match="LayerKind"):
+        assert balf.LayerAdapter is LayerKind
+    with pytest.warns(DeprecationWarning, match="balf.layers.dispatch"):
+        from balf.representation import geometry_of  # noqa: F401
+    with pytest.warns(DeprecationWarning, match="balf_paper.experiments"):
+        import balf.experiments.sweep as old
+    import balf_paper.experiments.sweep as new
+
+    assert old is new
 
 
 def test_unsupported_candidates_are_listed_in_skipped_with_the_reason():

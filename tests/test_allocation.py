@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from balf.allocation import allocate
 from balf.errors import BALFError, BudgetError
+from balf.ranks.allocation import allocate
 
 
 def _problem(seed: int, n_layers: int = 4, max_rank: int = 6):

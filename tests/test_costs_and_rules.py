@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 import balf
-from balf.costs import LayerCost
-from balf.rank_rules import energy_threshold_rank, rank_ratio_rank, uniform_rank
-from balf.representation import LayerGeometry, geometry_of
+from balf.layers.dispatch import geometry_of
+from balf.layers.geometry import LayerGeometry
+from balf.ranks.costs import LayerCost
+from balf.ranks.rules import energy_threshold_rank, rank_ratio_rank, uniform_rank
 
 LAYERS = [
     ("linear", lambda: nn.Linear(24, 10), (5, 24)),

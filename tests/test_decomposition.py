@@ -8,7 +8,7 @@ from torch import nn
 
 import balf
 from balf import factorize_layer
-from balf.representation import geometry_of, output_rows
+from balf.layers.dispatch import geometry_of, output_rows
 
 F64 = torch.float64
 
@@ -165,7 +165,7 @@ SVD_CASES = CASES[:6] + [c for c in CASES if c[0].startswith("conv1d")]
 def test_plain_svd_error_equals_weight_tail(case, make_layer, make_x):
     layer = make_layer()
     dec = balf.decompose_layer(layer)
-    w = balf.representation.weight_matrices(layer).to(F64)
+    w = balf.layers.dispatch.weight_matrices(layer).to(F64)
     for r in (1, dec.max_rank // 2 or 1):
         a, b = dec.factors(w, r)
         err = float((w - a @ b).square().sum())

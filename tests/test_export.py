@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 import balf
-from balf.export import conv_bn_pairs, export_onnx, fold_batchnorm
+from balf.io.export import conv_bn_pairs, export_onnx, fold_batchnorm
 from balf_paper.models import create_model
 
 SHAPES = {"resnet20": (3, 32, 32), "resnet18": (3, 64, 64), "vit_tiny": (3, 32, 32)}

@@ -6,7 +6,7 @@ No assertion depends on timing: the allocator is checked on fake, deterministic 
 - ``rank_multiple`` is respected, for latency and FLOPs budgets alike.
 - A layer whose factorized form is never faster than its dense form stays dense.
 - An unreachable latency budget is a :class:`balf.BudgetError` naming the smallest ratio.
-- :func:`balf.latency.measure_latency` runs on a tiny model, fills the table for every layer,
+- :func:`balf.ranks.latency.measure_latency` runs on a tiny model, fills the table for every layer,
   and reuses its disk cache.
 """
 
@@ -21,7 +21,7 @@ from torch import nn
 
 import balf
 from balf import latency as lat
-from balf.latency import LatencyTable, LayerLatency
+from balf.ranks.latency import LatencyTable, LayerLatency
 
 NAMES = ("0", "2", "4")
 
@@ -136,7 +136,7 @@ def test_curve_is_monotone_interpolated_and_capped_by_dense():
     assert np.allclose(
         latency.lowrank_at(np.array([1, 2, 3, 4, 6, 8, 9])), [0.3, 0.3, 0.3, 0.3, 0.6, 0.9, 0.9]
     )
-    geo_cost = balf.costs.LayerCost(balf.representation.LayerGeometry("linear", 1, 16, 16), 1.0)
+    geo_cost = balf.ranks.costs.LayerCost(balf.layers.dispatch.LayerGeometry("linear", 1, 16, 16), 1.0)
     curve = lat.LatencyCost(geo_cost, latency).curve("latency")
     assert curve.shape == (16,) and np.all(np.diff(curve) >= 0) and curve.max() == 1.0
     assert np.all(curve[7:] == 1.0)  # r >= 8 has as many weights as dense (16·16 = 8·32)
@@ -166,7 +166,7 @@ def test_measure_latency_fills_and_reuses_its_cache(tmp_path, monkeypatch):
     def no_measuring(*args, **kwargs):
         raise AssertionError("measured again despite the cache")
 
-    monkeypatch.setattr(lat, "_measure_layer", no_measuring)
+    monkeypatch.setattr(lat.measure, "_measure_layer", no_measuring)
     again = lat.measure_latency(
         model,
         torch.randn(1, 32),

@@ -14,7 +14,7 @@ import itertools
 import numpy as np
 import pytest
 
-from balf.allocation import allocate
+from balf.ranks.allocation import allocate
 
 # per-layer integer costs (r = 1..R_l); their total at full rank is 16, a power of two
 COSTS = [np.array([1.0, 2, 3, 4]), np.array([2.0, 4, 6, 8]), np.array([1.0, 2, 3, 4])]

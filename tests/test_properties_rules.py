@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 import balf
-from balf.rank_rules import energy_threshold_rank, rank_ratio_rank, uniform_rank
-from balf.representation import LayerGeometry
+from balf.layers.geometry import LayerGeometry
+from balf.ranks.rules import energy_threshold_rank, rank_ratio_rank, uniform_rank
 
 GEOMETRIES = [
     LayerGeometry("linear", 1, 10, 20),

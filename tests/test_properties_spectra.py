@@ -16,7 +16,7 @@ from torch import nn
 
 import balf
 from balf import factorize_layer
-from balf.representation import geometry_of, weight_matrices
+from balf.layers.dispatch import geometry_of, weight_matrices
 
 F64 = torch.float64
 

@@ -7,7 +7,7 @@
 - A spec that does not fit the model (missing layer, other shape, unknown format version or
   kind) is a :class:`balf.SaveFormatError` naming the layer.
 - ``report`` ↔ spec: :func:`balf.spec_from_report` equals the spec of the compressed model.
-- A new layer kind hooks in with one :func:`balf.register_layer_kind`.
+- A low-rank class registered the balf 0.1 way (``register_layer_kind(cls)``) still works.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import balf
-from balf.serialization import _KINDS
+from balf.layers.kind import _BY_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -149,7 +149,7 @@ def test_file_is_plain_safetensors_with_json_spec(saved, name):
         keys = set(f.keys())
     _, small, _ = reports[name]
     assert keys == set(small.state_dict()) - set(spec["aliases"])
-    assert spec["format_version"] == balf.serialization.FORMAT_VERSION
+    assert spec["format_version"] == balf.io.serialization.FORMAT_VERSION
     assert spec["library_version"] == balf.__version__
     assert spec == balf.read_spec(path)
     for entry in spec["layers"]:
@@ -270,8 +270,9 @@ class _LowRankTwice(nn.Module):
         return self.a(x)
 
 
-def test_new_kind_hooks_in_by_one_registration(tmp_path):
-    balf.register_layer_kind(_LowRankTwice)
+def test_a_low_rank_class_registered_the_0_1_way_still_saves_and_reloads(tmp_path):
+    with pytest.warns(DeprecationWarning, match="register a LayerKind"):
+        balf.register_layer_kind(_LowRankTwice)
     try:
         model = nn.Sequential(nn.Linear(4, 4), _LowRankTwice(4, 2))
         nn.init.uniform_(model[1].a.weight)
@@ -281,9 +282,10 @@ def test_new_kind_hooks_in_by_one_registration(tmp_path):
         x = torch.randn(3, 4)
         assert torch.equal(loaded(x), model(x))
         with pytest.raises(balf.BALFError, match="already registered"):
-            balf.register_layer_kind(type("Other", (_LowRankTwice,), {}))
+            with pytest.warns(DeprecationWarning):
+                balf.register_layer_kind(type("Other", (_LowRankTwice,), {}))
     finally:
-        _KINDS.pop("toy_prelu", None)
+        _BY_NAME.pop("toy_prelu", None)
 
 
 def test_unknown_kind_is_named(tmp_path):

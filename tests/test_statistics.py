@@ -8,9 +8,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import balf
-import balf.representation as representation
-from balf.adapters import _conv, _grams
-from balf.representation import input_rows, output_rows
+import balf.layers.dispatch as representation
+from balf.layers import _conv, _grams
+from balf.layers.dispatch import input_rows, output_rows
 
 F64 = torch.float64
 
@@ -177,7 +177,7 @@ GRAM_LAYERS = [
 def test_fast_grams_equal_row_matrix_products(
     case, make, shape, channels_last, chunked, monkeypatch
 ):
-    from balf.representation import input_gram, output_gram
+    from balf.layers.dispatch import input_gram, output_gram
 
     if chunked:
         monkeypatch.setattr(_grams, "_GRAM_CHUNK_ELEMENTS", 1)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import balf_paper.experiments  # noqa: F401  (registers the Model Folding modes)
-from balf.modes import registered_modes
+from balf.ranks.modes import registered_modes
 from balf_paper.models import list_models
 from balf_paper.models.imagenet import IMAGENET_MODELS
 

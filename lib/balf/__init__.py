@@ -5,14 +5,41 @@ Compress a trained network without fine-tuning::
     import balf
     small, report = balf.compress(model, calib_loader, balf.BALFConfig(ratio=0.5))
     print(report.model_flops_ratio)
+
+The package, by concept: :mod:`balf.layers` (layer kinds, low-rank modules), :mod:`balf.calibration`
+(statistics), :mod:`balf.decomposition`, :mod:`balf.ranks` (rank rules, allocator, budget
+metrics), :mod:`balf.io` (save/load, export, caches), :mod:`balf.compressor` and
+:mod:`balf.report`. The paper's reproduction is the separate package ``balf_paper``.
 """
 
-from balf import export, latency  # noqa: E402, I001  (submodules as attributes: balf.export, balf.latency)
+from balf import _deprecated
 from balf._version import __version__
-from balf.adapters import LayerAdapter, register_layer_adapter
-from balf.api import Compressor, compress, factorize_layer
-from balf.cache import Cache
-from balf.config import (
+from balf.calibration import LayerStatistics, Statistics, collect_statistics
+from balf.compressor import Compressor, compress
+from balf.decomposition import LayerDecomposition, decompose_layer
+from balf.errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
+from balf.flops import count_flops, count_params
+from balf.io import export
+from balf.io.cache import Cache
+from balf.io.serialization import (
+    SaveFormatError,
+    apply_spec,
+    load,
+    model_spec,
+    read_spec,
+    save,
+    spec_from_report,
+)
+from balf.layers import (
+    LayerKind,
+    LowRankConv1d,
+    LowRankConv2d,
+    LowRankLinear,
+    register_layer_kind,
+)
+from balf.layers.factorize import factorize_layer
+from balf.ranks import latency
+from balf.ranks.configs import (
     MODES,
     BALFConfig,
     CompressionConfig,
@@ -22,40 +49,31 @@ from balf.config import (
     config_for_mode,
     config_from_dict,
 )
-from balf.decomposition import LayerDecomposition, decompose_layer
-from balf.errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
-from balf.flops import count_flops, count_params
-from balf.layers import LowRankConv1d, LowRankConv2d, LowRankLinear
+from balf.ranks.costs import BudgetMetric, register_metric
+from balf.ranks.modes import Mode, register_modes
 from balf.report import LayerReport, Report
-from balf.serialization import (
-    SaveFormatError,
-    apply_spec,
-    load,
-    model_spec,
-    read_spec,
-    register_layer_kind,
-    save,
-    spec_from_report,
-)
-from balf.statistics import LayerStatistics, Statistics, collect_statistics
+
+_deprecated.install()
 
 __all__ = [
     "MODES",
     "BALFConfig",
     "BALFError",
     "BudgetError",
+    "BudgetMetric",
     "Cache",
     "CompressionConfig",
     "Compressor",
     "DatasetNotFoundError",
     "EnergyConfig",
-    "LayerAdapter",
     "LayerDecomposition",
+    "LayerKind",
     "LayerReport",
     "LayerStatistics",
     "LowRankConv1d",
     "LowRankConv2d",
     "LowRankLinear",
+    "Mode",
     "RankRatioConfig",
     "Report",
     "SaveFormatError",
@@ -78,7 +96,30 @@ __all__ = [
     "model_spec",
     "read_spec",
     "register_layer_kind",
+    "register_metric",
+    "register_modes",
     "save",
     "spec_from_report",
-    "register_layer_adapter",
 ]
+
+_DEPRECATED_NAMES = {
+    "LayerAdapter": ("balf.layers.kind", "LayerKind"),
+    "register_layer_adapter": ("balf.layers.kind", "register_layer_adapter"),
+}
+
+
+def __getattr__(name: str):
+    """Names of balf 0.1 that were renamed, with a ``DeprecationWarning``."""
+    if name in _DEPRECATED_NAMES:
+        import importlib
+        import warnings
+
+        module, new = _DEPRECATED_NAMES[name]
+        warnings.warn(
+            f"balf.{name} is deprecated (balf 0.2): use balf.LayerKind and "
+            "balf.register_layer_kind",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(module), new)
+    raise AttributeError(f"module 'balf' has no attribute {name!r}")

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from balf.calibration.statistics import LayerStatistics
 from balf.errors import StatisticsError
-from balf.layer_statistics import LayerStatistics
-from balf.representation import geometry_of, weight_matrices
+from balf.layers.dispatch import geometry_of, weight_matrices
 
 __all__ = ["LayerDecomposition", "decompose_layer"]
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from balf._mode import eval_mode
+from balf._eval_mode import eval_mode
 
 __all__ = ["count_flops", "count_params"]
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from balf._io import atomic_write_text
+from balf.io.atomic import atomic_write_text
 from balf.errors import DatasetNotFoundError
 from balf_paper.data.registry import dataset_info, registered_datasets
 from balf_paper.experiments import environment, training

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from balf._io import atomic_json_dump, atomic_write_bytes, read_json_or_none
 from balf.errors import BALFError
+from balf.io.atomic import atomic_json_dump, atomic_write_bytes, read_json_or_none
 from balf_paper.data.cifar import CORRUPTIONS, SEVERITIES
 
 __all__ = ["PACKAGE", "corrupt_images", "corrupt_test_set", "make_corrupted", "sha256_of"]

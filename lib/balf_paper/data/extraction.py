@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from balf._io import read_json_or_none
 from balf.errors import BALFError
+from balf.io.atomic import read_json_or_none
 
 __all__ = [
     "MANIFEST_NAME",

@@ -12,11 +12,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from balf.api import Compressor
-from balf.cache import Cache
-from balf.distributed import shard
+from balf.calibration.distributed import shard
+from balf.compressor import Compressor
 from balf.errors import BALFError
-from balf.modes import registered_modes
+from balf.io.cache import Cache
+from balf.ranks.modes import registered_modes
 from balf_paper.data import make_loader
 from balf_paper.data.registry import dataset_info
 from balf_paper.experiments.datasets import (

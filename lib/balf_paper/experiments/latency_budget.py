@@ -1,10 +1,10 @@
 """Latency budgets measured end to end (the latency mode of ``scripts/imagenet/measure_speed.py``).
 
 For each model and batch size: the chosen layers' latency table is measured at that batch size
-(:func:`balf.latency.measure_latency`), the model is compressed with a latency budget
+(:func:`balf.ranks.latency.measure_latency`), the model is compressed with a latency budget
 (``latency_auto``) and, for comparison, with a FLOPs budget (``flops_auto``) at every requested
 keep-ratio, and the original and every compressed model are timed end to end with BatchNorm
-folded into the convolutions (:func:`balf.export.fold_batchnorm`, both sides alike). Each row
+folded into the convolutions (:func:`balf.io.export.fold_batchnorm`, both sides alike). Each row
 records the requested ratio, the ratio the latency table predicts and the measured one; for
 models with an evaluation set (the trained Fashion-MNIST ResNets) also the accuracy, so the two
 budgets can be compared at matched *measured* latency.

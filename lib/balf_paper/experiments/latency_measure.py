@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from balf.latency import LatencyTable
+from balf.ranks.latency import LatencyTable
 from balf.report import Report
 
 __all__ = ["LatencySubject", "interleaved_latencies", "predicted_ratio"]

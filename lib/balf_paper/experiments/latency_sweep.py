@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from balf.api import Compressor
-from balf.config import BALFConfig
+from balf.compressor import Compressor
 from balf.errors import BudgetError
-from balf.export import fold_batchnorm
 from balf.flops import count_flops, count_params
-from balf.latency import LatencyTable
+from balf.io.export import fold_batchnorm
+from balf.ranks.configs import BALFConfig
+from balf.ranks.latency import LatencyTable
 from balf.report import Report
 from balf_paper.experiments.latency_measure import (
     LatencySubject,

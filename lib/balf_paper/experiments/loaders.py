@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from balf.modes import registered_modes
+from balf_paper.experiments.modes import mode_order
 from balf_paper.experiments.points import read_points
 
 __all__ = ["SPECIAL_DIRS", "load_benchmark_rows", "load_mode_results", "load_numbered_runs"]
@@ -27,7 +27,7 @@ SPECIAL_DIRS = frozenset({"calib-size", "n-iters", "corruption", "figures", "tab
 
 
 def _mode_sort_key(mode: str) -> tuple[int, str]:
-    order = list(registered_modes())
+    order = mode_order()
     return (order.index(mode) if mode in order else len(order), mode)
 
 

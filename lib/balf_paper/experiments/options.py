@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import yaml
 
-from balf.distributed import init_from_environment
+from balf.calibration.distributed import init_from_environment
 from balf.errors import BALFError, DatasetNotFoundError, WeightsNotFoundError
 from balf_paper import package_file
 

@@ -6,7 +6,7 @@ temporary file in the target folder and an ``os.replace``. PDFs carry no creatio
 rerunning on the same results rewrites identical files.
 
 Modes keep the same colour and marker in every figure (:func:`mode_style`, declared with each
-config class: :class:`balf.modes.ModeDisplay`).
+config class: :class:`balf_paper.experiments.modes.ModeDisplay`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import matplotlib.colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from balf._io import _umask
-from balf.modes import ModeDisplay, registered_modes
+from balf.io.atomic import _umask
+from balf_paper.experiments.modes import ModeDisplay, display_of
 
 __all__ = ["ModeStyle", "mode_style", "save_figure"]
 
@@ -37,9 +37,9 @@ _RATIO_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 def mode_style(mode: str) -> ModeStyle:
     """The style of ``mode``; unknown modes get a grey dotted look with a stable marker."""
-    spec = registered_modes().get(mode)
-    if spec is not None:
-        return spec.display
+    display = display_of(mode)
+    if display is not None:
+        return display
     marker = WORK_MARKERS[sum(map(ord, mode)) % len(WORK_MARKERS)]
     return ModeStyle(mode, "#525252", marker)
 

@@ -8,7 +8,7 @@ draws accuracy against cost; the side studies (calibration size, allocator itera
 corruptions) are in :mod:`balf_paper.experiments.plot_studies` and re-exported here.
 
 Modes keep the same colour and marker in every figure (:func:`mode_style`, declared with each
-config class: :class:`balf.modes.ModeDisplay`); BALF's two modes are drawn thicker and on
+:class:`balf_paper.experiments.modes.ModeDisplay`); BALF's two modes are drawn thicker and on
 top. Other works' published points (:func:`load_other_works`) are overlaid on the
 accuracy-vs-ratio plots at ``ratio = 1 + delta_quantity_pct/100`` and ``accuracy = our
 original accuracy + delta_top1_pp`` — only on the plot of the quantity they report, and only

@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from balf._io import atomic_write_text
 from balf.errors import BALFError
+from balf.io.atomic import atomic_write_text
 
 __all__ = ["TableBlock", "find_blocks", "stale_blocks", "sync_readme", "table_lines"]
 

@@ -27,16 +27,17 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from balf._io import atomic_json_dump, atomic_write_text
-from balf.api import Compressor
-from balf.config import CompressionConfig
-from balf.distributed import is_main_process
+from balf.calibration.distributed import is_main_process
+from balf.compressor import Compressor
 from balf.errors import BALFError, BudgetError
 from balf.flops import count_flops, count_params
-from balf.modes import MethodConfig, mode_spec
-from balf.serialization import save as balf_save
+from balf.io.atomic import atomic_json_dump, atomic_write_text
+from balf.io.serialization import save as balf_save
+from balf.ranks.configs import CompressionConfig
+from balf.ranks.modes import MethodConfig, mode_spec
 from balf_paper.experiments.environment import command_line, environment_info
 from balf_paper.experiments.evaluation import EvalResult, evaluate
+from balf_paper.experiments.modes import sweep_values_of
 from balf_paper.experiments.points import ResultPoint, SkippedPoint, knob_key
 from balf_paper.experiments.sweep_file import (
     add_point,
@@ -62,7 +63,7 @@ class SweepConfig:
 
     Attributes:
         dataset, model, mode: what is compressed and how (a registered mode,
-            :func:`balf.modes.registered_modes`).
+            :func:`balf.ranks.modes.registered_modes`).
         knobs: the mode's values (keep-ratios, energy thresholds, or Model Folding's ``keep``).
         calib_size: calibration images; seed: their draw (and of evaluation subsets).
         n_iters: allocator iterations (allocator modes).
@@ -100,11 +101,12 @@ class SweepConfig:
 def default_knobs(mode: str, model: str, path: str | Path | None = None) -> list[float]:
     """The paper's sweep values for ``mode`` and ``model``.
 
-    The mode's :attr:`~balf.modes.Mode.sweep_values` names its entry in the table (``path``, or
+    The mode's sweep-values key (:func:`balf_paper.experiments.modes.sweep_values_of`) names its entry in the table (``path``, or
     by default the package's :data:`SWEEP_VALUES`): a list, or a table of lists by model name.
     A third-party option-A ResNet (``resnet20a``) takes the values of the same-depth paper model.
     """
-    key = mode_spec(mode).sweep_values
+    mode_spec(mode)  # BALFError naming the known modes
+    key = sweep_values_of(mode)
     if key is None:
         raise BALFError(f"mode {mode!r} has no default knobs; pass knobs explicitly")
     if path is None:

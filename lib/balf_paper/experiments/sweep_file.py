@@ -15,9 +15,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from balf._io import atomic_json_dump
-from balf.distributed import is_main_process
+from balf.calibration.distributed import is_main_process
 from balf.errors import BALFError
+from balf.io.atomic import atomic_json_dump
 from balf_paper.experiments.points import ResultPoint, SkippedPoint, knob_key
 
 __all__ = ["add_point", "add_skipped", "done_keys", "load_results", "resume"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from balf._io import atomic_write_text
+from balf.io.atomic import atomic_write_text
 from balf_paper.experiments.points import finite
 
 __all__ = ["to_latex", "to_markdown", "write_table"]

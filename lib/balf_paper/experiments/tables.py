@@ -26,13 +26,13 @@ from typing import Any
 import pandas as pd
 
 from balf.errors import BALFError
-from balf.modes import registered_modes
 from balf_paper.experiments.loaders import (
     SPECIAL_DIRS,
     load_benchmark_rows,
     load_mode_results,
     load_numbered_runs,
 )
+from balf_paper.experiments.modes import display_of
 from balf_paper.experiments.points import (
     ResultPoint,
     compressed_of,
@@ -77,8 +77,8 @@ _OPTIONAL_COLUMNS = {
 
 def mode_label(mode: str) -> str:
     """Display name of ``mode`` (declared with its config class; the name itself when unknown)."""
-    spec = registered_modes().get(mode)
-    return spec.display.label if spec is not None else mode
+    display = display_of(mode)
+    return display.label if display is not None else mode
 
 
 # --------------------------------------------------------------------------- points

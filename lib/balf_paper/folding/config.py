@@ -8,20 +8,16 @@ from dataclasses import dataclass
 from torch import nn
 
 from balf.errors import BALFError
-from balf.modes import MethodConfig, Mode, ModeDisplay, register_modes
+from balf.ranks.modes import MethodConfig, Mode, register_modes
 from balf_paper.folding.fold import REPAIRS, fold_model
 
 __all__ = ["FOLDING_MODES", "FoldingConfig"]
 
 
-def _folding(name: str, repair: str, label: str, color: str, marker: str) -> Mode:
-    return Mode(name, {"repair": repair}, ModeDisplay(label, color, marker), "folding_keep")
-
-
 @register_modes(
-    _folding("folding_ar", "ar", "Model Folding (AR, data-free)", "#8c564b", "D"),
-    _folding("folding_r", "r", "Model Folding (R, BN re-estimated)", "#ff7f0e", "d"),
-    _folding("folding_none", "none", "Model Folding (no repair)", "#c49c94", "X"),
+    Mode("folding_ar", {"repair": "ar"}),
+    Mode("folding_r", {"repair": "r"}),
+    Mode("folding_none", {"repair": "none"}),
 )
 @dataclass(frozen=True)
 class FoldingConfig(MethodConfig):

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from balf.distributed import rank_and_world
+from balf.calibration.distributed import rank_and_world
 from balf.errors import BALFError
 from balf_paper.folding.groups import ChannelGroup
 

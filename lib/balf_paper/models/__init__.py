@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
-from balf._io import atomic_torch_save
 from balf.errors import BALFError
+from balf.io.atomic import atomic_torch_save
 from balf_paper.models.cifar_resnet import BasicBlock, CifarResNet, resnet20, resnet56
 from balf_paper.models.cifar_resnet_a import (
     THIRD_PARTY_CHECKPOINTS,

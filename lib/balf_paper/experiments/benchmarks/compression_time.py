@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from balf.api import Compressor
-from balf.config import MODES
+from balf.compressor import Compressor
 from balf.errors import BALFError
+from balf.ranks.configs import MODES
 from balf.report import Report
 from balf_paper.data import make_loader
 from balf_paper.experiments.benchmarks.memory import GIB, peak_rss_bytes, reset_peak_rss

@@ -28,9 +28,9 @@ from typing import Any
 import torch
 
 from balf import _version
-from balf._io import atomic_json_dump
-from balf.config import MODES
 from balf.errors import BALFError
+from balf.io.atomic import atomic_json_dump
+from balf.ranks.configs import MODES
 from balf_paper.experiments.benchmarks.compression_time import PHASES, measure_model, settings
 from balf_paper.experiments.environment import command_line, environment_info
 from balf_paper.experiments.options import parse_with_yaml

@@ -22,11 +22,11 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from balf.api import Compressor
-from balf.cache import Cache
-from balf.config import config_for_mode
-from balf.export import fold_batchnorm
+from balf.compressor import Compressor
 from balf.flops import count_flops, count_params
+from balf.io.cache import Cache
+from balf.io.export import fold_batchnorm
+from balf.ranks.configs import config_for_mode
 from balf_paper.data import make_loader
 from balf_paper.experiments.benchmarks.timing import latencies
 from balf_paper.experiments.datasets import benchmark_model, experiment_data

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from balf._io import atomic_json_dump
+from balf.io.atomic import atomic_json_dump
 from balf_paper.data import make_loader
 from balf_paper.experiments import latency_budget
 from balf_paper.experiments.benchmarks.speed import calibration, measure_model

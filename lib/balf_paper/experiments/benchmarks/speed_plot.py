@@ -16,7 +16,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from balf._io import atomic_write_text
+from balf.io.atomic import atomic_write_text
 from balf_paper.experiments import latency_budget
 from balf_paper.experiments.plots import save_figure
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from balf._io import atomic_json_dump
+from balf.io.atomic import atomic_json_dump
 from balf_paper.experiments.environment import command_line, environment_info
 from balf_paper.experiments.options import parse_with_yaml
 from balf_paper.experiments.single_layer.cases import CASE_SOURCES

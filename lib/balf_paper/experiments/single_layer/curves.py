@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from balf.api import factorize_layer
+from balf.calibration.collect import collect_statistics
+from balf.compressor import factorize_layer
 from balf.decomposition import decompose_layer
-from balf.rank_rules import rank_ratio_rank
-from balf.representation import geometry_of
-from balf.statistics import collect_statistics
+from balf.layers.dispatch import geometry_of
+from balf.ranks.rules import rank_ratio_rank
 from balf_paper.experiments.single_layer.cases import LayerCase
 
 __all__ = ["curves_table", "dense_outputs", "layer_curves", "output_error"]

@@ -1,0 +1,349 @@
+"""The entry points: :func:`compress` for one call, :class:`Compressor` to reuse work across many.
+
+A compression runs four phases: calibration statistics (one forward pass), per-layer
+decompositions (once per layer, reused for every rank), rank selection by the config's rule, and
+replacement of each layer by its low-rank version where that is strictly cheaper.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from balf.calibration.collect import Statistics
+from balf.calibration.example_input import first_example, measure_rows
+from balf.calibration.statistics import check_statistics
+from balf.decomposition import LayerDecomposition
+from balf.errors import BALFError
+from balf.flops import count_flops, count_params
+from balf.io.cache import Cache, load_or_collect_statistics, load_or_decompose
+from balf.layers.dispatch import geometry_of
+from balf.layers.factorize import factorize_layer
+from balf.layers.geometry import Side
+from balf.layers.selection import module_aliases, resolve_layers
+from balf.ranks.configs import CompressionConfig
+from balf.ranks.costs import LayerCandidate, LayerCost
+from balf.ranks.latency.measure import measure_latency
+from balf.ranks.latency.table import LatencyTable
+from balf.report import Report
+from balf.report.build import fill_totals, layer_report
+
+__all__ = ["Compressor", "compress"]
+
+log = logging.getLogger(__name__)
+
+
+class Compressor:
+    """Compress one model at many settings, computing statistics and decompositions once.
+
+    Args:
+        model: the trained network (not modified unless ``compress(..., inplace=True)``).
+        data_or_statistics: calibration batches (see :func:`balf.collect_statistics`), a
+            :class:`Statistics` collected on this model, or ``None`` for data-free modes.
+        layers: module names to compress (default: every supported layer). Layers whose
+            weight is shared with another module (tied weights) are kept dense and listed in
+            ``Report.skipped``; a module registered under several names is factorized once and
+            stays shared.
+        cache: optional :class:`Cache` for statistics and decompositions.
+        side: force ``"input"``/``"output"`` statistics (default: the cheaper side per layer).
+        batch_size: batch size when the data is a tensor of samples.
+        progress: show tqdm bars (``False`` for quiet runs, e.g. in scripts and tests).
+        forward: ``forward(model, batch)`` for batches of another structure (see
+            :func:`balf.collect_statistics`).
+        max_batches: use at most this many calibration batches (needed for an endless iterable).
+        latency: for ``metric="latency"`` configs, a measured :class:`balf.ranks.latency.LatencyTable`
+            of these layers, or the keyword arguments of :func:`balf.ranks.latency.measure_latency`
+            (``batch_size``, ``cache_dir``, ...) to measure one on first use (default: batch 1,
+            no disk cache).
+
+    Example:
+        >>> compressor = balf.Compressor(model, calib_loader)
+        >>> for ratio in (0.3, 0.5, 0.7):
+        ...     small, report = compressor.compress(balf.BALFConfig(ratio))
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data_or_statistics: Iterable | Tensor | Statistics | None = None,
+        layers: Iterable[str] | None = None,
+        *,
+        cache: Cache | None = None,
+        side: Side | None = None,
+        batch_size: int = 64,
+        progress: bool = True,
+        forward: Callable[[nn.Module, Any], Any] | None = None,
+        max_batches: int | None = None,
+        latency: LatencyTable | dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.latency = latency
+        self.targets, self.skipped = resolve_layers(model, layers)
+        if not self.targets:
+            reasons = "; ".join(f"{n}: {r}" for n, r in self.skipped.items())
+            raise BALFError(
+                "the model has no supported layer (e.g. Conv2d, Linear) to compress"
+                + (f" (skipped: {reasons})" if reasons else "")
+            )
+        aliases = module_aliases(model)
+        self.aliases = {n: aliases.get(n, [n]) for n in self.targets}
+        self.cache = cache
+        self.side = side
+        self.batch_size = batch_size
+        self.progress = progress
+        self.forward = forward
+        self.max_batches = max_batches
+        self._example: tuple[Any, dict] | None = None
+        self._consumed = False
+        self._data = None
+        self._statistics: Statistics | None = None
+        if isinstance(data_or_statistics, Statistics):
+            self._statistics = data_or_statistics
+            self._check_statistics(data_or_statistics)
+        else:
+            self._data = data_or_statistics
+        self._decompositions: dict[bool, dict[str, LayerDecomposition]] = {}
+        self._timings: dict[str, float] = {}
+        self._rows: dict[str, float] | None = None
+
+    # -- phases ------------------------------------------------------------------------------
+
+    @property
+    def has_data(self) -> bool:
+        """Whether activation-aware modes can run (data or statistics were given)."""
+        return self._statistics is not None or self._data is not None
+
+    @property
+    def statistics(self) -> Statistics:
+        """Calibration statistics, collected (or loaded from the cache) on first use."""
+        if self._statistics is None:
+            if self._data is None:
+                raise BALFError(
+                    "this config is activation-aware and needs calibration data: pass data or "
+                    "Statistics, or use a data-free config (activation_aware=False)"
+                )
+            start = time.perf_counter()
+            self._statistics = self._load_or_collect()
+            self._timings["statistics"] = time.perf_counter() - start
+        return self._statistics
+
+    def decompositions(self, activation_aware: bool) -> dict[str, LayerDecomposition]:
+        """Per-layer decompositions (activation-aware or plain SVD), computed once."""
+        if activation_aware not in self._decompositions:
+            stats = self.statistics if activation_aware else None
+            start = time.perf_counter()
+            self._decompositions[activation_aware] = self._load_or_decompose(stats)
+            self._timings["decomposition"] = time.perf_counter() - start
+        return self._decompositions[activation_aware]
+
+    def candidates(self, activation_aware: bool) -> list[LayerCandidate]:
+        """What the rank rules see: cost model and energy curve of every chosen layer."""
+        decompositions = self.decompositions(activation_aware)
+        rows_per_sample = self._rows_per_sample()
+        out = []
+        for name, module in self.targets.items():
+            rows = rows_per_sample[name] if rows_per_sample is not None else None
+            energies = decompositions[name].energies().cpu().numpy()
+            out.append(LayerCandidate(name, LayerCost(geometry_of(module), rows), energies))
+        return out
+
+    def compress(
+        self, config: CompressionConfig, inplace: bool = False
+    ) -> tuple[nn.Module, Report]:
+        """Factorize the chosen layers with ``config``'s rank rule.
+
+        Returns:
+            ``(model, report)``: a compressed copy (the input model itself if ``inplace``).
+        """
+        if not isinstance(config, CompressionConfig):
+            raise BALFError(f"config must be a balf config (e.g. BALFConfig), got {config!r}")
+        if self._consumed:
+            raise BALFError("this Compressor's model was compressed in place; make a new one")
+        self._timings = {}
+        candidates = self.candidates(config.activation_aware)
+        candidates = config.prepare(candidates, self)
+        start = time.perf_counter()
+        baseline = self._baseline_counts()
+        self._timings["measurement"] = time.perf_counter() - start
+        start = time.perf_counter()
+        ranks, allocation = config.select_ranks(candidates)
+        self._timings["allocation"] = time.perf_counter() - start
+
+        replaced = {c.name for c, r in zip(candidates, ranks, strict=True) if c.cost.is_cheaper(r)}
+        out = self._copy_model(replaced, inplace)
+        out, report = self._replace_layers(out, candidates, ranks, replaced, config)
+        has_flops = self._rows_per_sample() is not None
+        fill_totals(report, candidates, ranks, allocation, config, has_flops)
+        start = time.perf_counter()
+        report.model_params_before, report.model_flops_before = baseline
+        report.model_params_after = count_params(out)
+        if report.model_flops_before is not None:
+            report.model_flops_after = self._count_flops(out)
+        self._timings["measurement"] += time.perf_counter() - start
+        report.timings = dict(self._timings)
+        log.info(report.summary())
+        return out, report
+
+    def latency_table(self, rank_multiple: int = 1) -> LatencyTable:
+        """The measured latencies of the chosen layers (measured on first use, then kept).
+
+        Args:
+            rank_multiple: measure ranks that are multiples of this (unless the ``latency``
+                options of the constructor say otherwise).
+        """
+        if not isinstance(self.latency, LatencyTable):
+            options = dict(self.latency or {})
+            options.setdefault("progress", self.progress)
+            options.setdefault("rank_multiple", rank_multiple)
+            example = self.statistics.example_input
+            start = time.perf_counter()
+            self.latency = measure_latency(self.model, example, self.targets, **options)
+            self._timings["latency"] = time.perf_counter() - start
+        missing = [n for n in self.targets if n not in self.latency.layers]
+        if missing:
+            raise BALFError(
+                f"the latency table has no entry for layers {missing[:5]}; measure it with "
+                "balf.ranks.latency.measure_latency on the same layers"
+            )
+        return self.latency
+
+    def _copy_model(self, replaced: set[str], inplace: bool) -> nn.Module:
+        """The model to install the factorized layers in: a copy, or the model if ``inplace``."""
+        start = time.perf_counter()
+        if inplace:
+            out, self._consumed = self.model, True
+        else:
+            # copy everything but the layers about to be replaced (they would be thrown away);
+            # every name of an aliased layer is replaced, so no original module is left in `out`
+            memo = {id(self.targets[name]): self.targets[name] for name in replaced}
+            out = copy.deepcopy(self.model, memo)
+        self._timings["copy"] = time.perf_counter() - start
+        return out
+
+    def _replace_layers(
+        self,
+        out: nn.Module,
+        candidates: list[LayerCandidate],
+        ranks: list[int],
+        replaced: set[str],
+        config: CompressionConfig,
+    ) -> tuple[nn.Module, Report]:
+        """Install the factorized layers in ``out`` and report every layer's outcome."""
+        start = time.perf_counter()
+        report = Report(config=config.to_dict(), mode=config.mode, skipped=dict(self.skipped))
+        decompositions = self.decompositions(config.activation_aware)
+        aa_energies = self._activation_energies(config.activation_aware)
+        for cand, rank in zip(candidates, ranks, strict=True):
+            factorized = cand.name in replaced
+            if factorized:
+                small = factorize_layer(self.targets[cand.name], decompositions[cand.name], rank)
+                if cand.name == "":  # the model is a single layer: return its replacement
+                    out = small
+                else:
+                    for alias in self.aliases[cand.name]:  # a shared module stays shared
+                        out.set_submodule(alias, small)
+            report.layers[cand.name] = layer_report(
+                cand, rank, factorized, decompositions[cand.name], aa_energies, config
+            )
+        self._timings["replacement"] = time.perf_counter() - start
+        return out, report
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _baseline_counts(self) -> tuple[int, int | None]:
+        """Parameters and FLOPs of the uncompressed model (FLOPs need an example input)."""
+        self._rows_per_sample()  # finds an example input when there is data
+        key = "flops" if self._example_call() is not None else "params"
+        if getattr(self, "_baseline_key", None) != key:
+            flops = self._count_flops(self.model) if key == "flops" else None
+            self._baseline = (count_params(self.model), flops)
+            self._baseline_key = key
+        return self._baseline
+
+    def _example_call(self) -> tuple[Any, dict] | None:
+        """``(example_input, example_kwargs)`` for FLOP counts: from the statistics or the data."""
+        stats = self._statistics
+        if stats is not None and stats.example_input is not None:
+            return stats.example_input, stats.example_kwargs
+        return self._example
+
+    def _count_flops(self, model: nn.Module) -> int:
+        example, kwargs = self._example_call()
+        return count_flops(model, example, kwargs, forward=self.forward)
+
+    def _rows_per_sample(self) -> dict[str, float] | None:
+        """Output vectors per sample of every chosen layer (the FLOP model), when known.
+
+        From the statistics when they are loaded; otherwise, when there is data, from one
+        forward pass on its first sample, so that data-free modes report FLOPs exactly as
+        they do after an activation-aware mode collected the statistics.
+        """
+        if self._statistics is not None:
+            return {n: self._statistics.rows_per_sample(n) for n in self.targets}
+        if self._data is None:
+            return None
+        if self._rows is None:
+            self._example, self._data = first_example(self._data, self.forward)
+            self._rows = measure_rows(self.model, self.targets, *self._example, self.forward)
+        return self._rows
+
+    def _activation_energies(self, activation_aware: bool) -> dict[str, np.ndarray] | None:
+        if activation_aware:
+            decs = self._decompositions[True]
+            return {n: d.energies().cpu().numpy() for n, d in decs.items()}
+        return None
+
+    def _check_statistics(self, stats: Statistics) -> None:
+        check_statistics(stats, self.targets)
+
+    def _load_or_collect(self) -> Statistics:
+        return load_or_collect_statistics(
+            self.cache,
+            self.model,
+            self.targets,
+            self._data,
+            check=self._check_statistics,
+            side=self.side,
+            batch_size=self.batch_size,
+            progress=self.progress,
+            forward=self.forward,
+            max_batches=self.max_batches,
+        )
+
+    def _load_or_decompose(self, stats: Statistics | None) -> dict[str, LayerDecomposition]:
+        try:
+            device = next(self.model.parameters()).device
+        except StopIteration:
+            device = torch.device("cpu")
+        return load_or_decompose(
+            self.cache, self.targets, stats, device=device, progress=self.progress
+        )
+
+
+def compress(
+    model: nn.Module,
+    data_or_statistics: Iterable | Tensor | Statistics | None,
+    config: CompressionConfig,
+    layers: Iterable[str] | None = None,
+    inplace: bool = False,
+    **kwargs: Any,
+) -> tuple[nn.Module, Report]:
+    """Compress ``model`` once; see :class:`Compressor` for the arguments.
+
+    Returns:
+        ``(compressed model, report)``. The input model is unchanged unless ``inplace=True``.
+
+    Example:
+        >>> small, report = balf.compress(model, calib_loader, balf.BALFConfig(0.5))
+        >>> report.model_flops_ratio
+        0.49...
+    """
+    compressor = Compressor(model, data_or_statistics, layers, **kwargs)
+    return compressor.compress(config, inplace=inplace)

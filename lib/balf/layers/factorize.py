@@ -1,0 +1,34 @@
+"""Factorizing one layer: its rank-r low-rank replacement from a decomposition."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from balf.decomposition import LayerDecomposition
+from balf.layers.dispatch import kind_of, weight_matrices
+
+__all__ = ["factorize_layer"]
+
+
+def factorize_layer(module: nn.Module, decomposition: LayerDecomposition, rank: int) -> nn.Module:
+    """The rank-``rank`` factorized replacement of a supported layer, in its dtype and device.
+
+    Unlike :func:`compress`, this always factorizes, even where the low-rank layer is not cheaper
+    (useful to study errors at every rank).
+
+    Args:
+        module: the dense layer.
+        decomposition: its :func:`balf.decompose_layer` result (activation-aware or plain SVD).
+        rank: 1 ≤ rank ≤ ``decomposition.max_rank``.
+
+    Returns:
+        What the layer's kind builds: a :class:`LowRankLinear`, :class:`LowRankConv2d` or
+        :class:`LowRankConv1d` for the built-in kinds.
+
+    Example:
+        >>> stats = balf.collect_statistics(layer, x)
+        >>> small = balf.factorize_layer(layer, balf.decompose_layer(layer, stats.layers[""]), 8)
+    """
+    w = weight_matrices(module)
+    a, b = decomposition.factors(w, rank)
+    return kind_of(module).replace(module, a, b)
