@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the requirements and balf (editable) into the current Python, only if something is missing.
+# Install the requirements, the method (balf) and the paper's reproduction (balf_paper, the
+# [paper] extra) editable into the current Python, only if something is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -8,15 +9,17 @@ import importlib, sys
 from importlib.metadata import version
 for mod in ("torch", "torchvision", "timm", "numpy", "matplotlib", "pandas", "tqdm", "yaml",
             "pytest", "ruff", "imagecorruptions", "safetensors", "onnx", "onnxruntime",
-            "onnxscript", "balf"):
+            "onnxscript", "balf", "balf_paper"):
     importlib.import_module(mod)
 assert version("torch").split("+")[0] == "2.14.1", version("torch")
-import balf, pathlib
-assert pathlib.Path(balf.__file__).resolve().is_relative_to(pathlib.Path("lib").resolve())
+import balf, balf_paper, pathlib
+for package in (balf, balf_paper):
+    assert pathlib.Path(package.__file__).resolve().is_relative_to(pathlib.Path("lib").resolve())
 PY
 then
     echo "[install] installing requirements.txt (torch 2.14.1, torchvision, timm, numpy, matplotlib,"
-    echo "[install] pandas, tqdm, pyyaml, safetensors, imagecorruptions, pytest, ruff) and balf (editable)."
+    echo "[install] pandas, tqdm, pyyaml, safetensors, imagecorruptions, pytest, ruff) and balf with"
+    echo "[install] its [paper] extra (packages balf and balf_paper, editable)."
     echo "[install] Takes about 2 minutes on a fast connection; the default torch wheel on Linux is"
     echo "[install] the CUDA build (several GB). CPU-only machine: rerun with"
     echo "[install]   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu bash scripts/install.sh"
@@ -27,7 +30,7 @@ then
             "$(grep '^torch==' requirements.txt)" "$(grep '^torchvision==' requirements.txt)"
     fi
     "$PYTHON" -m pip install --progress-bar on -r requirements.txt
-    "$PYTHON" -m pip install -q --no-deps -e .
+    "$PYTHON" -m pip install -q -e ".[paper]"  # requirements.txt already holds the extra's packages
     # the [export] extra of pyproject.toml (ONNX export tests); keep the two lists equal
     echo "[install] ONNX export checks: onnx, onnxruntime, onnxscript"
     "$PYTHON" -m pip install -q onnx onnxruntime onnxscript

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from balf.calibration.collect import Statistics
+from balf.calibration.statistics import Statistics
 from balf.calibration.example_input import first_example, measure_rows
 from balf.calibration.statistics import check_statistics
 from balf.decomposition import LayerDecomposition

@@ -40,17 +40,7 @@ from balf.layers.dispatch import geometry_of, input_gram, output_gram, rows_of_c
 from balf.layers.geometry import SIDES, Side
 from balf.layers.selection import resolve_layers
 
-__all__ = [
-    "LayerStatistics",
-    "Statistics",
-    "as_call",
-    "batch_size_of",
-    "collect_statistics",
-    "first_samples",
-    "is_args_kwargs",
-    "iter_batches",
-    "iter_calls",
-]
+__all__ = ["collect_statistics"]
 
 log = logging.getLogger(__name__)
 

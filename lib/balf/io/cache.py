@@ -48,11 +48,8 @@ from balf.io.hashing import model_fingerprint, object_digest
 
 __all__ = [
     "Cache",
-    "PeekedIterable",
-    "data_fingerprint",
     "load_or_collect_statistics",
     "load_or_decompose",
-    "statistics_digest",
 ]
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from balf.calibration.collect import iter_batches
+from balf.calibration.batches import iter_batches
 
 __all__ = ["forward_pass", "latencies", "sync", "warmup"]
 
@@ -26,7 +26,7 @@ def forward_pass(
 
     Args:
         data: images ``(N, 3, S, S)`` (split into ``batch_size`` batches) or an iterable of
-            batches (as ``balf.calibration.collect.iter_batches`` accepts).
+            batches (as ``balf.calibration.batches.iter_batches`` accepts).
     """
     sync(device)
     start = time.perf_counter()

@@ -116,7 +116,7 @@ def test_install_script_installs_the_export_extra():
     tomllib = pytest.importorskip("tomllib")
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     extra = tomllib.loads((repo / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
     ]["export"]

@@ -16,7 +16,7 @@ from balf_paper.data.fashion_mnist import FASHION_MNIST_FILES, write_idx
 from balf_paper.experiments import training
 from balf_paper.models import create_model, load_checkpoint
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "cifar10" / "pretrain_resnet.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "cifar10" / "pretrain_resnet.py"
 
 
 def _load_script():

@@ -14,7 +14,7 @@ from pathlib import Path
 from balf_paper.experiments.render import render_all
 from balf_paper.experiments.render_studies import render_studies
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "results"
 STUDY_FOLDERS = ("svd_vs_actaware", "benchmarks")
 

@@ -81,3 +81,13 @@ def test_metric_and_side_literals():
     assert SIDES == ("input", "output")
     with pytest.raises(balf.BALFError, match="metric must be one of"):
         balf.BALFConfig(0.5, metric="macs")
+
+
+def test_the_paper_modules_old_paths_warn_and_give_the_new_modules():
+    import importlib
+
+    with pytest.warns(DeprecationWarning, match="balf_paper.experiments"):
+        old = importlib.import_module("balf.experiments.sweep")
+    import balf_paper.experiments.sweep as new
+
+    assert old is new

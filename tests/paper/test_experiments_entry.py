@@ -18,7 +18,7 @@ from _fixtures import load_script, use_only_fixture_fashion_mnist, write_fashion
 from balf.errors import BALFError
 from balf_paper.experiments.main import EXPERIMENTS, main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT_OF = {
     "factorize": "factorize_sweep",
     "calib-size": "calib_size_sweep",

@@ -27,7 +27,7 @@ from PIL import Image
 from balf_paper.data import imagenet_folder
 from balf_paper.data.imagenet_archives import MANIFEST_NAME, parse_meta_mat
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts" / "imagenet"
 
 # (ILSVRC id, WordNet id, num_children): three leaf classes and one inner synset of the hierarchy.

@@ -18,7 +18,7 @@ from _fixtures import load_script, use_only_fixture_fashion_mnist, write_fashion
 from balf.errors import DatasetNotFoundError, WeightsNotFoundError
 from balf_paper.experiments import cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODES = ("flops_auto", "energy", "energy_act_aware", "uniform")
 
 

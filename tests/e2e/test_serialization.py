@@ -26,7 +26,7 @@ from torch import nn
 import balf
 from balf.layers.kind import _BY_NAME
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Architectures by name, built the same way here and in the subprocess.
 BUILDERS = """

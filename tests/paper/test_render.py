@@ -13,8 +13,8 @@ import pytest
 from balf.errors import BALFError
 from balf_paper.experiments import plots, tables
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "render_results.py"
-OTHER_WORKS = Path(__file__).resolve().parents[1] / "data" / "other_works.csv"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "render_results.py"
+OTHER_WORKS = Path(__file__).resolve().parents[2] / "data" / "other_works.csv"
 CORRUPTIONS = ("gaussian_noise", "fog", "jpeg_compression")
 
 

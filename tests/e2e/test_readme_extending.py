@@ -26,7 +26,7 @@ from balf_paper.experiments.plots import mode_style
 from balf_paper.experiments.sweep import default_knobs
 from balf_paper.experiments.tables import mode_label
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _section_code(title: str) -> str:

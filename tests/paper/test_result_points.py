@@ -11,7 +11,7 @@ from balf.errors import BALFError
 from balf_paper.experiments.points import ResultPoint, SkippedPoint, read_points
 from balf_paper.experiments.tables import best_point_within, best_within
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMMITTED = sorted((REPO / "results").rglob("results.json"))
 
 

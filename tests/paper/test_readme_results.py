@@ -22,7 +22,7 @@ from balf_paper.data import fashion_mnist
 from balf_paper.experiments.readme import find_blocks, stale_blocks, sync_readme, table_lines
 from balf_paper.experiments.render import render_all
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QUICKSTART_MODES = ("flops_auto", "energy", "energy_act_aware", "uniform")
 
 

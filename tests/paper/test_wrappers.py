@@ -22,7 +22,7 @@ from balf.ranks.modes import registered_modes
 from balf_paper.models import list_models
 from balf_paper.models.imagenet import IMAGENET_MODELS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXTRA = ["--seed", "7", "--note=a b"]  # one value with a space: quoting must survive
 
 SIX = ["flops_auto", "params_auto", "energy", "energy_act_aware", "uniform", "uniform_act_aware"]

@@ -1,0 +1,199 @@
+"""The house rules of the two packages, checked on the source: no import circles in either
+package, the method never imports the paper's package, ``import balf`` is quiet and light, and
+each public name has one home (plus the ``balf`` top level)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+LIB = Path(__file__).resolve().parents[2] / "lib"
+PACKAGES = ("balf", "balf_paper")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(LIB).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {
+        _module_name(p): p
+        for package in PACKAGES
+        for p in sorted((LIB / package).rglob("*.py"))
+        if "__pycache__" not in p.parts
+    }
+
+
+def _module_level_imports(path: Path) -> list[tuple[str, list[str]]]:
+    """``(module, names)`` of the imports run when the module is imported: the top level and
+    its ``try``/``if`` blocks, not function bodies nor ``if TYPE_CHECKING:``."""
+    found: list[tuple[str, list[str]]] = []
+
+    def visit(nodes):
+        for node in nodes:
+            if isinstance(node, ast.Import):
+                found.extend((a.name, []) for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.append((node.module, [a.name for a in node.names]))
+            elif isinstance(node, ast.If):
+                test = ast.unparse(node.test)
+                if "TYPE_CHECKING" not in test:
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    visit(handler.body)
+
+    visit(ast.parse(path.read_text()).body)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for target, names in _module_level_imports(path):
+            if target not in modules:
+                continue
+            subs = [f"{target}.{n}" for n in names if f"{target}.{n}" in modules]
+            graph[name].update(subs or [target])
+            if len(subs) < len(names):
+                graph[name].add(target)
+            graph[name].discard(name)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def strong(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    sys.setrecursionlimit(10_000)
+    for v in graph:
+        if v not in index:
+            strong(v)
+    return out
+
+
+def test_the_import_graph_has_no_circles():
+    assert _cycles(_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_method_never_imports_the_paper_package():
+    offenders = []
+    for name, path in _modules().items():
+        if not name.startswith("balf.") and name != "balf":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module]
+            offenders += [f"{name}: {t}" for t in targets if t.split(".")[0] == "balf_paper"]
+    assert offenders == []
+
+
+PAPER_DEPENDENCIES = ("balf_paper", "matplotlib", "pandas", "timm", "torchvision", "yaml")
+
+
+def test_import_balf_is_quiet_and_loads_no_paper_dependency():
+    code = (
+        "import sys, balf\n"
+        "import torch\n"
+        "from torch import nn\n"
+        "m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))\n"
+        "balf.compress(m, torch.randn(32, 8), balf.BALFConfig(0.5), progress=False)\n"
+        f"print(sorted(p for p in {PAPER_DEPENDENCIES!r} if p in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+        env={"PYTHONPATH": str(LIB), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    quiet = subprocess.run(
+        [sys.executable, "-c", "import balf"], capture_output=True, text=True, timeout=600,
+        env={"PYTHONPATH": str(LIB), "PATH": "/usr/bin:/bin"},
+    )
+    assert (quiet.stdout, quiet.stderr) == ("", "")
+
+
+def test_every_name_of_a_core_module_has_one_home():
+    """A module's ``__all__`` lists only what it defines (the packages' ``__init__`` gather)."""
+    shims = []
+    for name, path in _modules().items():
+        if not name.startswith("balf.") or path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        defined = {
+            n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)
+        } | {
+            t.id
+            for n in tree.body
+            if isinstance(n, ast.Assign | ast.AnnAssign)
+            for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+            if isinstance(t, ast.Name)
+        }
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+            ):
+                exported = {ast.literal_eval(e) for e in node.value.elts}
+                shims += [f"{name}.{e}" for e in sorted(exported - defined)]
+    assert shims == []
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [("balf.statistics", "balf.calibration.collect"), ("balf.config", "balf.ranks.configs")],
+)
+def test_old_module_paths_warn_and_give_the_new_module(old, new):
+    code = (
+        "import importlib, warnings\n"
+        "warnings.simplefilter('error')\n"
+        "import balf\n"
+        "try:\n"
+        f"    importlib.import_module({old!r})\n"
+        "except DeprecationWarning as w:\n"
+        "    print(w)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+        env={"PYTHONPATH": str(LIB), "PATH": "/usr/bin:/bin"},
+    )
+    assert f"{old} moved to {new}" in done.stdout, done.stderr
