@@ -17,9 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from balf.calibration.statistics import Statistics
 from balf.calibration.example_input import first_example, measure_rows
-from balf.calibration.statistics import check_statistics
+from balf.calibration.statistics import Statistics, check_statistics
 from balf.decomposition import LayerDecomposition
 from balf.errors import BALFError
 from balf.flops import count_flops, count_params
@@ -58,7 +57,8 @@ class Compressor:
         forward: ``forward(model, batch)`` for batches of another structure (see
             :func:`balf.collect_statistics`).
         max_batches: use at most this many calibration batches (needed for an endless iterable).
-        latency: for ``metric="latency"`` configs, a measured :class:`balf.ranks.latency.LatencyTable`
+        latency: for ``metric="latency"`` configs, a measured
+            :class:`balf.ranks.latency.LatencyTable`
             of these layers, or the keyword arguments of :func:`balf.ranks.latency.measure_latency`
             (``batch_size``, ``cache_dir``, ...) to measure one on first use (default: batch 1,
             no disk cache).

@@ -1,6 +1,7 @@
 """CIFAR-10-C of the JPEG release: the 15 corruptions at 5 severities on its test split.
 
-Same code as Fashion-MNIST-C (:mod:`balf_paper.data.corruptions`, ``imagecorruptions-imaug``): each RGB
+Same code as Fashion-MNIST-C (:mod:`balf_paper.data.corruptions`, ``imagecorruptions-imaug``):
+each RGB
 32×32 test image is corrupted as it is (no padding is needed at 32×32), reproducibly seeded per
 (corruption, severity). Written in the CIFAR-10-C layout (``labels.npy`` and one
 ``<corruption>.npy`` of shape ``(5·N, 32, 32, 3)`` uint8 per corruption, plus ``manifest.json``),

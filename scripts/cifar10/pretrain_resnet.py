@@ -2,7 +2,8 @@
 
 Defaults (configs/pretrain_resnet.yaml) are the paper's CIFAR-10 recipe: 200 epochs, SGD lr 0.1,
 momentum 0.9, weight decay 1e-4, batch 128, lr x0.1 at epochs 100 and 150, random crop (pad 4)
-+ horizontal flip, per-channel normalisation. The datasets come from ``balf_paper.data.registry`` and
++ horizontal flip, per-channel normalisation. The datasets come from
+``balf_paper.data.registry`` and
 the training loop from ``balf_paper.experiments.training`` (augmentation on in-memory uint8 tensors,
 a batch at a time); this script is the command line, run directory and resuming around them.
 
@@ -12,7 +13,8 @@ The run directory (``--out-dir``) holds:
   - ``train_log.jsonl``  one line per epoch (epoch, lr, train/test loss and accuracy, seconds);
   - ``command.txt``      command lines of every run, git commit, torch version;
   - ``config.yaml``      the resolved configuration;
-  - ``model.pt``         final weights + metadata, loadable with ``balf_paper.models.load_checkpoint``.
+  - ``model.pt``         final weights + metadata
+                         (``balf_paper.models.load_checkpoint`` loads them).
 
 Example:
     python scripts/cifar10/pretrain_resnet.py --arch resnet20 --dataset fashion-mnist \\
@@ -33,8 +35,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from balf.io.atomic import atomic_write_text
 from balf.errors import DatasetNotFoundError
+from balf.io.atomic import atomic_write_text
 from balf_paper.data.registry import dataset_info, registered_datasets
 from balf_paper.experiments import environment, training
 from balf_paper.experiments.options import run_script
@@ -48,7 +50,7 @@ DEFAULT_CONFIG = REPO_ROOT / "configs" / "pretrain_resnet.yaml"
 
 
 def trainable_datasets() -> list[str]:
-    """Registered datasets that can be loaded as uint8 tensors (see ``balf_paper.data.registry``)."""
+    """Registered datasets loadable as uint8 tensors (see ``balf_paper.data.registry``)."""
     return [name for name in registered_datasets() if dataset_info(name).tensors is not None]
 
 

@@ -136,7 +136,8 @@ def test_curve_is_monotone_interpolated_and_capped_by_dense():
     assert np.allclose(
         latency.lowrank_at(np.array([1, 2, 3, 4, 6, 8, 9])), [0.3, 0.3, 0.3, 0.3, 0.6, 0.9, 0.9]
     )
-    geo_cost = balf.ranks.costs.LayerCost(balf.layers.dispatch.LayerGeometry("linear", 1, 16, 16), 1.0)
+    geometry = balf.layers.geometry.LayerGeometry("linear", 1, 16, 16)
+    geo_cost = balf.ranks.costs.LayerCost(geometry, 1.0)
     curve = lat.LatencyCost(geo_cost, latency).curve("latency")
     assert curve.shape == (16,) and np.all(np.diff(curve) >= 0) and curve.max() == 1.0
     assert np.all(curve[7:] == 1.0)  # r >= 8 has as many weights as dense (16·16 = 8·32)

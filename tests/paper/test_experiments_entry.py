@@ -1,4 +1,5 @@
-"""``python -m balf_paper.experiments EXPERIMENT --dataset NAME``: the one entry point behind the scripts.
+"""``python -m balf_paper.experiments EXPERIMENT --dataset NAME``: the one entry point behind
+the scripts.
 
 - It runs the same sweep as the per-dataset script (same ``results.json`` points).
 - Every sweep script is this entry point with its experiment and datasets fixed.

@@ -43,7 +43,7 @@ from balf.calibration.distributed import is_main_process, rank_and_world
 from balf.decomposition import LayerDecomposition, decompose_layer
 from balf.errors import StatisticsError
 from balf.io.atomic import atomic_torch_save
-from balf.io.fingerprints import PeekedIterable, data_fingerprint, statistics_digest
+from balf.io.fingerprints import data_fingerprint, statistics_digest
 from balf.io.hashing import model_fingerprint, object_digest
 
 __all__ = [

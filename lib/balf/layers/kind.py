@@ -221,7 +221,7 @@ def registered_types() -> tuple[type[nn.Module], ...]:
 
 
 def register_layer_adapter(module_type: type[nn.Module], adapter: LayerKind) -> LayerKind:
-    """Deprecated: set ``dense_type`` on a :class:`LayerKind` and call :func:`register_layer_kind`."""
+    """Deprecated: give a :class:`LayerKind` its ``dense_type``; :func:`register_layer_kind`."""
     warnings.warn(
         "balf.register_layer_adapter(type, adapter) is deprecated; give the LayerKind subclass "
         "name, dense_type and lowrank_type and call balf.register_layer_kind(kind)",

@@ -47,10 +47,12 @@ __all__ = [
 ]
 
 DATASETS = registered_datasets()
-"""The built-in datasets' names (every registered one: :func:`balf_paper.data.registered_datasets`)."""
+"""The built-in datasets' names (every registered one:
+:func:`balf_paper.data.registered_datasets`)."""
 
 #: Where the third-party option-A checkpoints are looked up when no --checkpoint is given (on
-#: the project's machines; elsewhere download them, see balf_paper.models.load_third_party_checkpoint).
+#: the project's machines; elsewhere download them, see
+#: balf_paper.models.load_third_party_checkpoint).
 THIRD_PARTY_DIR = Path("../shared/models/cifar10-resnets-akamaster")
 THIRD_PARTY_SOURCE = (
     "The files resnet20-12fca82f.th ... resnet56-4bfd9763.th are published in the GitHub "

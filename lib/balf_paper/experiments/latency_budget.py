@@ -16,7 +16,8 @@ interleaved rounds), ``median_ratio`` (median of the per-round ratios), ``latenc
 ``flops_ratio``, ``params_ratio``, ``factorized_layers``, ``ranks``, ``accuracy`` (or ``None``),
 ``rank_multiple``.
 
-The experiment lives in four modules, re-exported here: :mod:`~balf_paper.experiments.latency_measure`
+The experiment lives in four modules, re-exported here:
+:mod:`~balf_paper.experiments.latency_measure`
 (the subject, interleaved timing, predicted ratios), :mod:`~balf_paper.experiments.latency_sweep`
 (:func:`run_latency_budgets`), :mod:`~balf_paper.experiments.latency_report` (Markdown tables) and
 :mod:`~balf_paper.experiments.latency_plots` (the figure).

@@ -1,4 +1,5 @@
-"""One entry point for the paper's sweeps: ``python -m balf_paper.experiments EXPERIMENT --dataset NAME``.
+"""One entry point for the paper's sweeps:
+``python -m balf_paper.experiments EXPERIMENT --dataset NAME``.
 
 ``EXPERIMENT`` is one of :data:`EXPERIMENTS` (``factorize``, ``calib-size``, ``n-iters``,
 ``corrupted``); ``--dataset`` one of the registered datasets (:mod:`balf_paper.data.registry`).

@@ -1,6 +1,7 @@
 """One point of a sweep: the type the sweep runner writes and tables, plots and comparisons read.
 
-A ``results.json`` (:mod:`balf_paper.experiments.sweep`) holds a list ``points``, one JSON object per
+A ``results.json`` (:mod:`balf_paper.experiments.sweep`) holds a list ``points``, one JSON object
+per
 evaluated model (the uncompressed one has knob ``"original"``), and, for knob values whose
 budget could not be met, a list ``skipped``. :class:`ResultPoint` and :class:`SkippedPoint` are
 those objects as frozen dataclasses; ``from_dict``/``to_dict`` round-trip the stored JSON

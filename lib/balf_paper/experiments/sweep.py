@@ -101,7 +101,8 @@ class SweepConfig:
 def default_knobs(mode: str, model: str, path: str | Path | None = None) -> list[float]:
     """The paper's sweep values for ``mode`` and ``model``.
 
-    The mode's sweep-values key (:func:`balf_paper.experiments.modes.sweep_values_of`) names its entry in the table (``path``, or
+    The mode's sweep-values key (:func:`balf_paper.experiments.modes.sweep_values_of`) names
+    its entry in the table (``path``, or
     by default the package's :data:`SWEEP_VALUES`): a list, or a table of lists by model name.
     A third-party option-A ResNet (``resnet20a``) takes the values of the same-depth paper model.
     """
