@@ -29,28 +29,25 @@ def _modules() -> dict[str, Path]:
     }
 
 
-def _module_level_imports(path: Path) -> list[tuple[str, list[str]]]:
-    """``(module, names)`` of the imports run when the module is imported: the top level and
-    its ``try``/``if`` blocks, not function bodies nor ``if TYPE_CHECKING:``."""
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """``(module, names)`` of every import in the module, at the top level or deferred inside
+    a function (a deferred import hides a circle, it does not remove it); only imports for
+    type checkers (``if TYPE_CHECKING:``) are left out."""
     found: list[tuple[str, list[str]]] = []
 
-    def visit(nodes):
-        for node in nodes:
-            if isinstance(node, ast.Import):
-                found.extend((a.name, []) for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                found.append((node.module, [a.name for a in node.names]))
-            elif isinstance(node, ast.If):
-                test = ast.unparse(node.test)
-                if "TYPE_CHECKING" not in test:
-                    visit(node.body)
-                visit(node.orelse)
-            elif isinstance(node, ast.Try):
-                visit(node.body)
-                for handler in node.handlers:
-                    visit(handler.body)
+    def visit(node):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.extend((a.name, []) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module, [a.name for a in node.names]))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
 
-    visit(ast.parse(path.read_text()).body)
+    visit(ast.parse(path.read_text()))
     return found
 
 
@@ -58,7 +55,7 @@ def _graph() -> dict[str, set[str]]:
     modules = _modules()
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
-        for target, names in _module_level_imports(path):
+        for target, names in _imports(path):
             if target not in modules:
                 continue
             subs = [f"{target}.{n}" for n in names if f"{target}.{n}" in modules]

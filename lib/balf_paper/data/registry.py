@@ -31,24 +31,22 @@ from balf_paper.data.cifar import (
     CIFAR10_STD,
     CIFAR10C,
     cifar10,
-    cifar10_transform,
 )
-from balf_paper.data.common import eval_transform
 from balf_paper.data.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from balf_paper.data.image_folder import ImageFolderTensors, load_image_folder
 from balf_paper.data.imagenet import IMAGENET_NUM_CLASSES, imagenet_folder
-from balf_paper.models.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from balf_paper.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 __all__ = ["DatasetInfo", "dataset_info", "register_dataset", "registered_datasets"]
 
 Root = str | os.PathLike
-#: ``(root, model name) -> (train, test)`` with evaluation preprocessing.
-SplitsLoader = Callable[[Root, str], tuple[Dataset, Dataset]]
+#: ``(root, preprocessing) -> (train, test)`` with the model's evaluation preprocessing.
+SplitsLoader = Callable[[Root, Preprocessing], tuple[Dataset, Dataset]]
 #: ``root or None -> {"train": (images, labels), "test": ...}``, uint8 ``(N, C, H, W)``, int64.
 TensorLoader = Callable[[Root | None], dict[str, tuple[Tensor, Tensor]]]
-#: ``(root, corruption, severity, indices or None, model name) -> test set`` in the CIFAR-10-C
-#: layout (the model name selects its input normalisation).
-CorruptedLoader = Callable[[Root, str, int, Sequence[int] | None, str], Dataset]
+#: ``(root, corruption, severity, indices or None, preprocessing) -> test set`` in the
+#: CIFAR-10-C layout.
+CorruptedLoader = Callable[[Root, str, int, Sequence[int] | None, Preprocessing], Dataset]
 
 
 @dataclass(frozen=True)
@@ -59,9 +57,10 @@ class DatasetInfo:
         name: the ``--dataset`` name, e.g. ``"cifar10"``.
         channels, num_classes: what the model's first and last layers see.
         image_size: side of the (square) training images (the model input for small datasets).
-        mean, std: per-channel normalisation of ``[0, 1]`` images.
-        splits: the train and test splits with evaluation preprocessing (calibration images
-            come from the train split, without augmentation).
+        mean, std: per-channel normalisation of ``[0, 1]`` images (:attr:`preprocessing`,
+            unless a model declares its own).
+        splits: the train and test splits with a model's evaluation preprocessing
+            (calibration images come from the train split, without augmentation).
         tensors: the splits as uint8 tensors for training (``None``: not trainable here).
         corrupted: one (corruption, severity) test set (``None``: no corrupted sets).
         crop_padding: zero padding of the training random crop.
@@ -79,6 +78,11 @@ class DatasetInfo:
     corrupted: CorruptedLoader | None = None
     crop_padding: int = 0
     public_weights: bool = False
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The dataset's own normalisation (what the repository's models are trained with)."""
+        return Preprocessing(self.mean, self.std)
 
 
 _REGISTRY: dict[str, DatasetInfo] = {}
@@ -105,17 +109,8 @@ def registered_datasets() -> tuple[str, ...]:
 # --------------------------------------------------------------------------- CIFAR-10
 
 
-def _cifar10_eval_transform(model_name: str):
-    """PIL -> normalised tensor with the model's normalisation (third-party models: their own)."""
-    from balf_paper.models import THIRD_PARTY_CHECKPOINTS, normalisation_of
-
-    if model_name in THIRD_PARTY_CHECKPOINTS:
-        return eval_transform(*normalisation_of(model_name, "cifar10"))
-    return cifar10_transform(train=False)
-
-
-def _cifar10_splits(root: Root, model_name: str) -> tuple[Dataset, Dataset]:
-    tf = _cifar10_eval_transform(model_name)
+def _cifar10_splits(root: Root, preprocessing: Preprocessing) -> tuple[Dataset, Dataset]:
+    tf = preprocessing.transform()
     return cifar10(root, train=True, transform=tf), cifar10(root, train=False, transform=tf)
 
 
@@ -130,14 +125,13 @@ def _cifar10_tensors(root: Root | None) -> dict[str, tuple[Tensor, Tensor]]:
     return out
 
 
-def _cifar10_corrupted(root, corruption, severity, indices, model_name="resnet20") -> Dataset:
-    tf = _cifar10_eval_transform(model_name)
-    return CIFAR10C(root, corruption, severity, tf, indices)
+def _cifar10_corrupted(root, corruption, severity, indices, preprocessing) -> Dataset:
+    return CIFAR10C(root, corruption, severity, preprocessing.transform(), indices)
 
 
-def _cifar10_jpeg_corrupted(root, corruption, severity, indices, model_name="resnet20"):
+def _cifar10_jpeg_corrupted(root, corruption, severity, indices, preprocessing):
     try:
-        return _cifar10_corrupted(root, corruption, severity, indices, model_name)
+        return _cifar10_corrupted(root, corruption, severity, indices, preprocessing)
     except DatasetNotFoundError as exc:
         raise DatasetNotFoundError(
             f"{exc} For CIFAR-10 (JPEG release) the corrupted sets are made here: "
@@ -154,12 +148,10 @@ def _jpeg_root(root: Root | None) -> Path:
     return nested if nested.is_dir() else Path(root)
 
 
-def _cifar10_jpeg_splits(root: Root, model_name: str) -> tuple[Dataset, Dataset]:
+def _cifar10_jpeg_splits(root: Root, preprocessing: Preprocessing) -> tuple[Dataset, Dataset]:
     """Train split decoded on access (calibration reads a small subset), test split preloaded;
-    the model's normalisation (third-party option-A models: the ImageNet mean/std)."""
-    from balf_paper.models import normalisation_of
-
-    mean, std = normalisation_of(model_name, "cifar10-jpeg")
+    normalised as the model declares (third-party option-A models: the ImageNet mean/std)."""
+    mean, std = preprocessing.mean, preprocessing.std
     folder = _jpeg_root(root)
     return tuple(
         ImageFolderTensors(
@@ -204,7 +196,7 @@ def _fashion_mnist_root(root: Root | None) -> Path | None:
     return folder
 
 
-def _fashion_mnist_splits(root: Root, model_name: str) -> tuple[Dataset, Dataset]:
+def _fashion_mnist_splits(root: Root, preprocessing: Preprocessing) -> tuple[Dataset, Dataset]:
     from balf_paper.data.fashion_mnist import FashionMNIST
 
     folder = _fashion_mnist_root(root)
@@ -221,10 +213,9 @@ def _fashion_mnist_tensors(root: Root | None) -> dict[str, tuple[Tensor, Tensor]
     return out
 
 
-def _fashion_mnist_corrupted(root, corruption, severity, indices, model_name="") -> Dataset:
-    tf = eval_transform((FASHION_MNIST_MEAN,), (FASHION_MNIST_STD,))
+def _fashion_mnist_corrupted(root, corruption, severity, indices, preprocessing) -> Dataset:
     try:
-        return CIFAR10C(root, corruption, severity, tf, indices)
+        return CIFAR10C(root, corruption, severity, preprocessing.transform(), indices)
     except DatasetNotFoundError as exc:
         paths = (Path(root) / f"{corruption}.npy", Path(root) / "labels.npy")
         missing = [p for p in paths if not p.is_file()]
@@ -238,10 +229,8 @@ def _fashion_mnist_corrupted(root, corruption, severity, indices, model_name="")
 # --------------------------------------------------------------------------- ImageNet
 
 
-def _imagenet_splits(root: Root, model_name: str) -> tuple[Dataset, Dataset]:
-    from balf_paper.models import eval_transform as model_transform
-
-    tf = model_transform(model_name)
+def _imagenet_splits(root: Root, preprocessing: Preprocessing) -> tuple[Dataset, Dataset]:
+    tf = preprocessing.transform()
     root = Path(root)
     return imagenet_folder(root / "imagenet-calib", tf), imagenet_folder(root / "imagenet-val", tf)
 

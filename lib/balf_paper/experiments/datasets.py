@@ -29,6 +29,7 @@ from balf_paper.models import (
     create_model,
     load_checkpoint,
     load_third_party_checkpoint,
+    preprocessing_of,
 )
 
 __all__ = [
@@ -201,7 +202,7 @@ def experiment_data(
         calib_size: calibration images drawn uniformly at random from the training images.
         eval_size: evaluate on a seeded subset of this size (``None``: the full set).
     """
-    train, test = dataset_info(dataset).splits(root, model_name)
+    train, test = dataset_info(dataset).splits(root, preprocessing_of(model_name, dataset))
     calibration = calibration_subset(train, calib_size, seed)
     evaluation = evaluation_subset(test, eval_size, seed)
     tag = f"{dataset}-{model_name}-calib{calib_size}-seed{seed}"
@@ -225,8 +226,9 @@ def corrupted_evaluation(
     loader = dataset_info(dataset).corrupted
     if loader is None:
         raise BALFError(f"no corrupted test sets for dataset {dataset!r}")
-    full = loader(root, corruption, severity, None, model_name)
+    preprocessing = preprocessing_of(model_name, dataset)
+    full = loader(root, corruption, severity, None, preprocessing)
     if eval_size is None or eval_size >= len(full):
         return full
     indices = evaluation_subset(full, eval_size, seed).indices
-    return loader(root, corruption, severity, indices, model_name)
+    return loader(root, corruption, severity, indices, preprocessing)

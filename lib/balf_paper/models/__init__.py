@@ -20,6 +20,8 @@ from torchvision import transforms as T
 
 from balf.errors import BALFError
 from balf.io.atomic import atomic_torch_save
+from balf_paper.data.preprocessing import Preprocessing
+from balf_paper.data.registry import dataset_info
 from balf_paper.models.cifar_resnet import BasicBlock, CifarResNet, resnet20, resnet56
 from balf_paper.models.cifar_resnet_a import (
     THIRD_PARTY_CHECKPOINTS,
@@ -32,7 +34,6 @@ from balf_paper.models.cifar_resnet_a import (
 from balf_paper.models.imagenet import (
     IMAGENET_MODELS,
     ImageNetModel,
-    Preprocessing,
     build_imagenet_model,
     disable_fused_attention,
     eval_preprocessing,
@@ -54,6 +55,7 @@ __all__ = [
     "load_checkpoint",
     "load_third_party_checkpoint",
     "normalisation_of",
+    "preprocessing_of",
     "resnet20",
     "resnet56",
     "save_checkpoint",
@@ -69,21 +71,29 @@ def list_models() -> list[str]:
     return list(_CIFAR_MODELS) + list(THIRD_PARTY_CHECKPOINTS) + list(IMAGENET_MODELS)
 
 
-def normalisation_of(name: str, dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """``(mean, std)`` a small-image model expects on ``dataset``.
+def preprocessing_of(name: str, dataset: str = "cifar10") -> Preprocessing:
+    """The evaluation preprocessing model ``name`` declares for images of ``dataset``.
 
-    The repository's CIFAR ResNets use the training dataset's statistics; the third-party
-    option-A checkpoints (``resnet20a`` ...) were trained with the ImageNet mean/std.
+    ImageNet models declare their checkpoint's (resize, crop, interpolation, normalisation); the
+    third-party option-A checkpoints (``resnet20a`` ...) were trained with the ImageNet mean/std;
+    the repository's CIFAR ResNets use the training dataset's own normalisation.
 
     Raises:
-        BALFError: for an unknown small-image dataset.
+        BALFError: an unknown model, or an unknown dataset for a small-image model.
     """
+    if name in IMAGENET_MODELS:
+        return eval_preprocessing(name)
     if name in THIRD_PARTY_CHECKPOINTS:
-        return THIRD_PARTY_MEAN, THIRD_PARTY_STD
-    from balf_paper.data.registry import dataset_info  # the registry imports this package
+        return Preprocessing(THIRD_PARTY_MEAN, THIRD_PARTY_STD)
+    if name in _CIFAR_MODELS:
+        return dataset_info(dataset).preprocessing
+    raise BALFError(f"Unknown model {name!r}; choose one of {list_models()}")
 
-    info = dataset_info(dataset)
-    return info.mean, info.std
+
+def normalisation_of(name: str, dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` of :func:`preprocessing_of`."""
+    preprocessing = preprocessing_of(name, dataset)
+    return preprocessing.mean, preprocessing.std
 
 
 def create_model(
@@ -148,7 +158,7 @@ def create_model(
 
 
 def eval_transform(name: str, *, dataset: str = "cifar10") -> T.Compose:
-    """Evaluation preprocessing of a model.
+    """Evaluation preprocessing of a model as a transform (:func:`preprocessing_of`).
 
     Args:
         name: a :func:`list_models` name.
@@ -159,12 +169,7 @@ def eval_transform(name: str, *, dataset: str = "cifar10") -> T.Compose:
         A transform mapping a PIL image to a normalised tensor: ``(3, 224, 224)`` for ImageNet
         models, ``(C, H, W)`` unchanged in size for CIFAR models.
     """
-    if name in IMAGENET_MODELS:
-        return eval_preprocessing(name).transform()
-    if name in _CIFAR_MODELS or name in THIRD_PARTY_CHECKPOINTS:
-        mean, std = normalisation_of(name, dataset)
-        return T.Compose([T.ToTensor(), T.Normalize(mean, std)])
-    raise BALFError(f"Unknown model {name!r}; choose one of {list_models()}")
+    return preprocessing_of(name, dataset).transform()
 
 
 def _plain(value: Any) -> Any:

@@ -17,16 +17,13 @@ import torch
 import torchvision
 from timm.layers import Attention
 from torch import nn
-from torchvision import transforms as T
 
 from balf.errors import BALFError, WeightsNotFoundError
+from balf_paper.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 __all__ = [
-    "IMAGENET_MEAN",
     "IMAGENET_MODELS",
-    "IMAGENET_STD",
     "ImageNetModel",
-    "Preprocessing",
     "build_imagenet_model",
     "disable_fused_attention",
     "eval_preprocessing",
@@ -36,43 +33,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 HALF: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 
-@dataclass(frozen=True)
-class Preprocessing:
-    """Evaluation preprocessing: resize the short side, centre crop, normalise.
-
-    Attributes:
-        resize: short-side size after resizing (e.g. 256).
-        crop: side of the square centre crop (e.g. 224).
-        interpolation: ``"bilinear"`` or ``"bicubic"``.
-        mean: per-channel mean of the normalisation (RGB).
-        std: per-channel standard deviation of the normalisation (RGB).
-    """
-
-    resize: int
-    crop: int
-    interpolation: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def transform(self) -> T.Compose:
-        """PIL image -> normalised float tensor of shape ``(3, crop, crop)``."""
-        mode = T.InterpolationMode(self.interpolation)
-        return T.Compose(
-            [
-                T.Resize(self.resize, interpolation=mode),
-                T.CenterCrop(self.crop),
-                T.ToTensor(),
-                T.Normalize(self.mean, self.std),
-            ]
-        )
-
-
-CNN_PREPROCESSING = Preprocessing(256, 224, "bilinear", IMAGENET_MEAN, IMAGENET_STD)
+CNN_PREPROCESSING = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, 256, 224, "bilinear")
 
 
 @dataclass(frozen=True)
@@ -118,14 +82,14 @@ IMAGENET_MODELS: dict[str, ImageNetModel] = {
             "timm",
             "vit_base_patch16_224",
             "augreg2_in21k_ft_in1k",
-            Preprocessing(248, 224, "bicubic", HALF, HALF),
+            Preprocessing(HALF, HALF, 248, 224, "bicubic"),
         ),
         ImageNetModel(
             "deit_b_16",
             "timm",
             "deit_base_patch16_224",
             "fb_in1k",
-            Preprocessing(248, 224, "bicubic", IMAGENET_MEAN, IMAGENET_STD),
+            Preprocessing(IMAGENET_MEAN, IMAGENET_STD, 248, 224, "bicubic"),
         ),
     )
 }
