@@ -1,7 +1,7 @@
 """The packages stand alone: a wheel installed outside the checkout.
 
-The wheel is built (setuptools' PEP 517 hook) from a copy of ``pyproject.toml``, ``README.md``,
-``lib/``, ``configs/`` and ``data/`` (the checkout is not written to), installed with
+The wheel is built (setuptools' PEP 517 hook) from a copy of ``pyproject.toml``, ``README.md``
+and ``lib/`` (the checkout is not written to), installed with
 ``--no-deps`` into a venv that sees the system's torch (``--system-site-packages``), and driven
 from a temporary working directory without ``PYTHONPATH``:
 
@@ -63,15 +63,10 @@ def _run(*cmd: str | Path, cwd: Path, env: dict[str, str] | None = None) -> str:
 
 
 CORE_ONLY = """
-import importlib.abc, json, sys
-BLOCKED = {"balf_paper", "matplotlib", "pandas", "timm", "torchvision", "yaml"}
-
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{name} is not installed (core-only install)")
-
-sys.meta_path.insert(0, Block())
+import json, sys
+# as if not installed: `import x` raises ImportError, importlib.util.find_spec("x") gives None
+for name in ("balf_paper", "matplotlib", "pandas", "timm", "torchvision", "yaml"):
+    sys.modules[name] = None
 import torch
 from torch import nn
 import balf
@@ -106,8 +101,7 @@ def installed(tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
-    for folder in ("lib", "configs", "data"):
-        shutil.copytree(REPO / folder, src / folder, ignore=ignore, symlinks=True)
+    shutil.copytree(REPO / "lib", src / "lib", ignore=ignore)
     build = "from setuptools import build_meta; build_meta.build_wheel('../dist')"
     _run(sys.executable, "-c", build, cwd=src)  # the PEP 517 hook pip would call
     (wheel,) = (tmp_path / "dist").glob("balf-*.whl")
