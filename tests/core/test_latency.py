@@ -138,7 +138,7 @@ def test_curve_is_monotone_interpolated_and_capped_by_dense():
     )
     geometry = balf.layers.geometry.LayerGeometry("linear", 1, 16, 16)
     geo_cost = balf.ranks.costs.LayerCost(geometry, 1.0)
-    curve = lat.LatencyCost(geo_cost, latency).curve("latency")
+    curve = lat.LatencyCost.of(geo_cost, latency).curve("latency")
     assert curve.shape == (16,) and np.all(np.diff(curve) >= 0) and curve.max() == 1.0
     assert np.all(curve[7:] == 1.0)  # r >= 8 has as many weights as dense (16·16 = 8·32)
 

@@ -17,12 +17,10 @@ from typing import Any
 import numpy as np
 
 from balf.errors import BALFError, BudgetError
-from balf.layers.geometry import LayerGeometry
 from balf.ranks.costs import (
     BudgetMetric,
     LayerCandidate,
     LayerCost,
-    metric_named,
     register_metric,
 )
 
@@ -102,28 +100,22 @@ class LatencyTable:
         return cls(layers, data.get("model"), dict(data.get("key", {})))
 
 
-class LatencyCost:
-    """A layer's cost model with measured latencies (``metric="latency"``), otherwise as
-    :class:`balf.ranks.costs.LayerCost`.
+@dataclass(frozen=True)
+class LatencyCost(LayerCost):
+    """A layer's cost model with its measured latencies (``metric="latency"``).
 
-    Args:
-        base: the layer's FLOPs/params cost model.
-        latency: its measured latencies.
+    Attributes:
+        latency: the layer's measured latencies.
         fixed: seconds of the model outside the chosen layers (see :attr:`LatencyTable.fixed`).
     """
 
-    def __init__(self, base: LayerCost, latency: LayerLatency, fixed: float = 0.0) -> None:
-        self.base = base
-        self.latency = latency
-        self.fixed = fixed
+    latency: LayerLatency | None = None
+    fixed: float = 0.0
 
-    @property
-    def geometry(self) -> LayerGeometry:
-        return self.base.geometry
-
-    @property
-    def rows_per_sample(self) -> float | None:
-        return self.base.rows_per_sample
+    @classmethod
+    def of(cls, cost: LayerCost, latency: LayerLatency, fixed: float = 0.0) -> LatencyCost:
+        """``cost`` with ``latency`` attached."""
+        return cls(cost.geometry, cost.rows_per_sample, latency, fixed)
 
     def _lowrank_seconds(self, ranks: np.ndarray) -> np.ndarray:
         geo = self.geometry
@@ -138,19 +130,6 @@ class LatencyCost:
         seconds = float(self._lowrank_seconds(np.array([rank]))[0])
         return self.geometry.is_cheaper(rank) and seconds < self.latency.dense
 
-    def dense(self, metric: str | BudgetMetric) -> float:
-        return metric_named(metric).dense(self)
-
-    def lowrank(self, rank: int, metric: str | BudgetMetric) -> float:
-        return float(metric_named(metric).lowrank(self, np.array([rank]))[0])
-
-    def curve(self, metric: str | BudgetMetric) -> np.ndarray:
-        return metric_named(metric).curve(self)
-
-    def realised(self, rank: int, metric: str | BudgetMetric) -> float:
-        """Cost of what is installed at ``rank`` (factorized only where smaller and faster)."""
-        return self.lowrank(rank, metric) if self.is_cheaper(rank) else self.dense(metric)
-
 
 class LatencyMetric(BudgetMetric):
     """Seconds per call measured on the target device (``BALFConfig(ratio, metric="latency")``).
@@ -163,8 +142,8 @@ class LatencyMetric(BudgetMetric):
     name = "latency"
 
     @staticmethod
-    def _latency(cost: LayerCost | LatencyCost) -> LatencyCost:
-        if not isinstance(cost, LatencyCost):
+    def _latency(cost: LayerCost) -> LatencyCost:
+        if not isinstance(cost, LatencyCost) or cost.latency is None:
             raise BALFError(
                 'metric="latency" needs measured latencies: compress with a balf.Compressor '
                 "(it measures them, or takes latency=LatencyTable)"
@@ -232,7 +211,7 @@ def with_latency_costs(
 ) -> list[LayerCandidate]:
     """The candidates with their cost models wrapped in :class:`LatencyCost` from ``table``."""
     return [
-        dataclasses.replace(c, cost=LatencyCost(c.cost, table.layers[c.name], table.fixed))
+        dataclasses.replace(c, cost=LatencyCost.of(c.cost, table.layers[c.name], table.fixed))
         for c in candidates
     ]
 
