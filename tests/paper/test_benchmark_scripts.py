@@ -153,3 +153,19 @@ def test_compare_svd_vs_actaware_synthetic(tmp_path, one_thread):
 def test_shell_scripts_parse(script):
     result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_measure_startup_writes_every_command(tmp_path):
+    out = tmp_path / "startup.json"
+    done = subprocess.run(
+        [sys.executable, "scripts/benchmarks/measure_startup.py", "--repeats", "1", "--out", out],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert "measure_startup.py" in result["command"]
+    assert "import balf" in result["rows"] and "cifar10/factorize_sweep.py --help" in result["rows"]
+    for row in result["rows"].values():
+        assert 0 < row["cpu_s"] and 0 < row["wall_s"]
+    assert result["rows"]["import balf"]["prints_to_stderr"] is False

@@ -173,6 +173,7 @@ CASES: dict[str, tuple[dict[str, str], list[str], list[list[str]]]] = {
         [["scripts/imagenet/extract_calib.py", "--config", "configs/imagenet_data.yaml"]],
     ),
     "imagenet/measure_speed.sh": ({}, [], [["scripts/imagenet/measure_speed.py"]]),
+    "benchmarks/measure_startup.sh": ({}, [], [["scripts/benchmarks/measure_startup.py"]]),
     "imagenet/measure_compression_time.sh": (
         {},
         [],
