@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from balf.calibration.statistics import LayerStatistics
 from balf.errors import StatisticsError
-from balf.layers.dispatch import geometry_of, weight_matrices
+from balf.layers.dispatch import dense_weight, geometry_of, weight_matrices
 
 __all__ = ["LayerDecomposition", "decompose_layer"]
 
@@ -169,7 +169,7 @@ def decompose_layer(
         StatisticsError: the statistics' shape does not match the layer.
     """
     geo = geometry_of(module)
-    device = statistics.gram.device if statistics is not None else module.weight.device
+    device = statistics.gram.device if statistics is not None else dense_weight(module).device
     w = weight_matrices(module).to(device=device, dtype=_F64)
     if statistics is None:
         return _plain_svd(w)

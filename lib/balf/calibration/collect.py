@@ -33,7 +33,13 @@ from balf.calibration.batches import (
 from balf.calibration.statistics import LayerStatistics, Statistics
 from balf.errors import BALFError, StatisticsError
 from balf.io.hashing import tensor_digest, update_with_tensor
-from balf.layers.dispatch import geometry_of, input_gram, output_gram, rows_of_call
+from balf.layers.dispatch import (
+    dense_weight,
+    geometry_of,
+    input_gram,
+    output_gram,
+    rows_of_call,
+)
 from balf.layers.geometry import SIDES, Side
 from balf.layers.selection import resolve_layers
 
@@ -61,7 +67,7 @@ class _Accumulator:
     def __init__(self, name: str, module: nn.Module, side: Side) -> None:
         geo = geometry_of(module)
         size = geo.in_dim if side == "input" else geo.out_dim
-        w = module.weight
+        w = dense_weight(module)
         self.module = module
         self.side = side
         self.stats = LayerStatistics(

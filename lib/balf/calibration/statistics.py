@@ -20,6 +20,7 @@ from balf._version import __version__
 from balf.errors import StatisticsError
 from balf.io.atomic import atomic_torch_save
 from balf.io.hashing import tensor_digest
+from balf.layers.dispatch import dense_weight
 from balf.layers.geometry import Side
 
 __all__ = ["LayerStatistics", "Statistics", "check_statistics"]
@@ -192,7 +193,7 @@ def check_statistics(stats: Statistics, targets: Mapping[str, nn.Module]) -> Non
                 f"the statistics have no entry for layer {name!r} (they cover "
                 f"{len(stats.layers)} layers); collect them with the same `layers`"
             )
-        if stats.layers[name].weight_digest != tensor_digest(module.weight):
+        if stats.layers[name].weight_digest != tensor_digest(dense_weight(module)):
             raise StatisticsError(
                 f"the statistics of layer {name!r} were collected with different weights; "
                 "recollect them for this model"
