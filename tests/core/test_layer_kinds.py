@@ -45,7 +45,8 @@ class KernelKind(balf.LayerKind):
         yield x.reshape(1, -1, m.kernel.shape[0])
 
     def build(self, m, a, b):
-        return balf.LowRankLinear.from_factors(a[0].to(m.kernel), b[0].to(m.kernel), m.bias.detach())
+        k = m.kernel
+        return balf.LowRankLinear.from_factors(a[0].to(k), b[0].to(k), m.bias.detach())
 
     def dense_spec(self, m):
         return {"in_features": m.kernel.shape[0], "out_features": m.kernel.shape[1], "bias": True}
