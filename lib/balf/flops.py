@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ._mode import eval_mode
+from .attention_flops import attention_flop_formulas
 
 __all__ = ["count_flops", "count_params"]
 
@@ -33,7 +34,9 @@ def count_flops(
 
     Returns:
         Total FLOPs counted by :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls,
-        convolutions, attention); the model's train/eval mode is restored afterwards.
+        convolutions, attention); fused attention kernels (``F.scaled_dot_product_attention``,
+        ``nn.MultiheadAttention``'s fast path, ...) count as the math they do (see
+        :mod:`balf.attention_flops`). The model's train/eval mode is restored afterwards.
 
     Example:
         >>> balf.count_flops(torchvision.models.resnet18(), torch.randn(1, 3, 224, 224))
@@ -52,7 +55,9 @@ def count_flops(
             return m(*inputs, **kwargs)
     else:
         example_input = _to_device(example_input, device)
-    with eval_mode(model), FlopCounterMode(display=False) as counter:
+    with eval_mode(model), FlopCounterMode(
+        display=False, custom_mapping=attention_flop_formulas()
+    ) as counter:
         forward(model, example_input)
     return int(counter.get_total_flops())
 
