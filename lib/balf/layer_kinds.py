@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from .adapters.optional import register_optional
 from .errors import BALFError
 from .layers import LowRankConv1d, LowRankConv2d, LowRankLinear
 
@@ -43,7 +44,9 @@ def register_layer_kind(cls: type[nn.Module]) -> type[nn.Module]:
 
 
 def layer_kinds() -> dict[str, type[nn.Module]]:
-    """The registered low-rank layer classes by kind name."""
+    """The registered low-rank layer classes by kind name (third-party kinds included once
+    their package is imported, see :mod:`balf.adapters.optional`)."""
+    register_optional()
     return dict(_KINDS)
 
 
@@ -54,6 +57,7 @@ register_layer_kind(LowRankConv1d)
 
 def kind_class(module: nn.Module) -> type[nn.Module] | None:
     """The registered low-rank class ``module`` is an instance of (``None``: not low-rank)."""
+    register_optional()
     for cls in type(module).__mro__:
         if cls in _KINDS.values():
             return cls
@@ -63,6 +67,7 @@ def kind_class(module: nn.Module) -> type[nn.Module] | None:
 def class_for_dense(dense: nn.Module) -> type[nn.Module] | None:
     """The registered low-rank class that replaces ``dense``: exact ``dense_type`` first, then
     a subclass match (``None``: no kind for this type)."""
+    register_optional()
     for cls in _KINDS.values():
         if type(dense) is cls.dense_type:
             return cls

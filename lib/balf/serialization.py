@@ -34,7 +34,8 @@ from torch import Tensor, nn
 
 from ._io import atomic_write_bytes
 from .errors import BALFError
-from .layer_kinds import _KINDS, class_for_dense, kind_class, layer_kinds, register_layer_kind
+from .attention import attention_owner, unpack_attention
+from .layer_kinds import _KINDS, class_for_dense, kind_class, layer_kinds, register_layer_kind  # noqa: F401
 
 __all__ = [
     "FORMAT_VERSION",
@@ -119,6 +120,14 @@ def spec_from_report(report, model: nn.Module) -> dict[str, Any]:
     return spec
 
 
+def _attention_owners(model: nn.Module, spec: Mapping[str, Any]) -> set[str]:
+    """Names of the ``nn.MultiheadAttention`` modules of ``model`` holding a saved layer (they
+    were unpacked in the compressed model, see :mod:`balf.attention`)."""
+    attention = [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
+    owners = {attention_owner(str(e.get("name")), attention) for e in spec.get("layers", [])}
+    return owners - {None}
+
+
 def _check_header(spec: Any, source: str) -> None:
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise SaveFormatError(f"{source} is not a balf save (no {FORMAT!r} spec); use balf.save")
@@ -153,15 +162,17 @@ def apply_spec(
         SaveFormatError: a named layer is missing, of another kind, or of another shape.
     """
     _check_header(spec, "the spec")
+    kinds = layer_kinds()  # third-party kinds registered once their package is imported
+    unpack_attention(model, _attention_owners(model, spec))
     modules = dict(model.named_modules())
     out = model
     for entry in spec["layers"]:
         name, kind = entry.get("name"), entry.get("kind")
-        cls = _KINDS.get(kind)
+        cls = kinds.get(kind)
         if cls is None:
             raise SaveFormatError(
                 f"layer {name!r} has kind {kind!r}, unknown to this balf (known: "
-                f"{sorted(_KINDS)}); register its class with balf.register_layer_kind"
+                f"{sorted(kinds)}); register its class with balf.register_layer_kind"
             )
         dense = modules.get(name)
         if dense is None:

@@ -106,6 +106,9 @@ def register_layer_adapter(module_type: type[nn.Module], adapter: LayerAdapter) 
 
 def adapter_for(module: nn.Module) -> LayerAdapter | None:
     """The adapter registered for the nearest class in ``type(module)``'s MRO, or ``None``."""
+    from .optional import register_optional
+
+    register_optional()
     for cls in type(module).__mro__:
         adapter = _ADAPTERS.get(cls)
         if adapter is not None:
