@@ -26,6 +26,7 @@ from .decomposition import LayerDecomposition, decompose_layer
 from .errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
 from .flops import count_flops, count_params
 from .layers import LowRankConv1d, LowRankConv2d, LowRankLinear
+from .pretrained import load_pretrained, save_pretrained
 from .report import LayerReport, Report
 from .serialization import (
     SaveFormatError,
@@ -75,10 +76,12 @@ __all__ = [
     "factorize_layer",
     "latency",
     "load",
+    "load_pretrained",
     "model_spec",
     "read_spec",
     "register_layer_kind",
     "save",
+    "save_pretrained",
     "spec_from_report",
     "register_layer_adapter",
 ]

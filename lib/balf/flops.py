@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -26,8 +26,9 @@ def count_flops(
 
     Args:
         model: the network.
-        example_input: a batch, e.g. ``(1, 3, 224, 224)``, or a tuple of positional inputs;
-            moved to the model's device.
+        example_input: a batch, e.g. ``(1, 3, 224, 224)``, a tuple of positional inputs, or
+            a mapping of keyword inputs (a dict, a tokenizer's ``BatchEncoding``); moved to
+            the model's device.
         kwargs: keyword inputs of the call.
         forward: ``forward(model, example_input)`` runs the model on a batch of another
             structure (see :func:`balf.collect_statistics`).
@@ -46,6 +47,8 @@ def count_flops(
         device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
+    if forward is None and isinstance(example_input, Mapping) and not kwargs:
+        example_input, kwargs = (), example_input  # keyword inputs (a dict, a BatchEncoding)
     if forward is None:
         inputs = example_input if isinstance(example_input, tuple) else (example_input,)
         inputs = _to_device(inputs, device)
@@ -70,7 +73,7 @@ def count_params(model: nn.Module) -> int:
 def _to_device(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, Tensor):
         return obj.to(device)
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return {k: _to_device(v, device) for k, v in obj.items()}
     if isinstance(obj, (tuple, list)):
         return type(obj)(_to_device(v, device) for v in obj)

@@ -337,8 +337,10 @@ def load(path: str | Path, model: nn.Module, device: torch.device | str | None =
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise SaveFormatError(
-            f"tensors {left[:5]} are not in {path} (non-persistent buffers) and the model is on "
-            "the meta device; pass a model built on a real device instead"
+            f"tensors {left[:5]} are not in {path} (non-persistent buffers, computed when the "
+            "model is built) and the model was built on the meta device; build it with only its "
+            "parameters on the meta device (accelerate.init_empty_weights(include_buffers=False)"
+            "; balf.load_pretrained does so for Hugging Face folders) or on a real device"
         )
     if target.type != "meta":
         model = model.to(target)
