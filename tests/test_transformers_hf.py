@@ -88,9 +88,7 @@ def test_a_batch_encoding_calibrates_without_forward():
 def test_a_batch_encoding_works_with_forward_too():
     _, model = _bert()
     encoding = _tokenizer()(_sentences(6), padding=True, return_tensors="pt")
-    stats = balf.collect_statistics(
-        model, [encoding], forward=lambda m, b: m(**b), progress=False
-    )
+    stats = balf.collect_statistics(model, [encoding], forward=lambda m, b: m(**b), progress=False)
     assert stats.num_samples == 6
 
 

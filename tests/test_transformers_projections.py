@@ -50,8 +50,15 @@ def _mha_case(batch_first: bool, kdim: int | None, masks: str, cross: bool):
 
 @pytest.mark.parametrize(
     ("batch_first", "kdim", "masks", "cross", "need_weights"),
-    list(itertools.product([True, False], [None, 12], ["none", "bool", "float", "padding"],
-                           [False, True], [True, False])),  # fmt: skip
+    list(
+        itertools.product(
+            [True, False],
+            [None, 12],
+            ["none", "bool", "float", "padding"],
+            [False, True],
+            [True, False],
+        )
+    ),  # fmt: skip
     ids=lambda v: str(v),
 )
 def test_unpacked_attention_computes_what_multihead_attention_does(

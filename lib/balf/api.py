@@ -319,8 +319,8 @@ class Compressor:
                     example, kwargs = self._example
                     self._skip(
                         uncalled_reasons(
-                            uncalled, lambda: count_flops(self.model, example, kwargs,
-                                                          forward=self.forward)
+                            uncalled,
+                            lambda: count_flops(self.model, example, kwargs, forward=self.forward),
                         )
                     )
         return {n: self._rows[n] for n in self.targets}

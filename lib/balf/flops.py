@@ -58,9 +58,10 @@ def count_flops(
             return m(*inputs, **kwargs)
     else:
         example_input = _to_device(example_input, device)
-    with eval_mode(model), FlopCounterMode(
-        display=False, custom_mapping=attention_flop_formulas()
-    ) as counter:
+    with (
+        eval_mode(model),
+        FlopCounterMode(display=False, custom_mapping=attention_flop_formulas()) as counter,
+    ):
         forward(model, example_input)
     return int(counter.get_total_flops())
 

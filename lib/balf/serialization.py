@@ -33,9 +33,15 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from ._io import atomic_write_bytes
-from .errors import BALFError
 from .attention import attention_owner, unpack_attention
-from .layer_kinds import _KINDS, class_for_dense, kind_class, layer_kinds, register_layer_kind  # noqa: F401
+from .errors import BALFError
+from .layer_kinds import (  # noqa: F401  (_KINDS: kept importable from here)
+    _KINDS,
+    class_for_dense,
+    kind_class,
+    layer_kinds,
+    register_layer_kind,
+)
 
 __all__ = [
     "FORMAT_VERSION",

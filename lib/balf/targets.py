@@ -10,8 +10,8 @@ a padding mode the adapter cannot express, a kind without adapter (``nn.Conv3d``
 ``nn.MultiheadAttention`` modules are resolved as unpacked (:mod:`balf.attention`): their
 projections are the layers ``<attention>.in_proj`` (or ``q_proj``/``k_proj``/``v_proj``) and
 ``<attention>.out_proj``. ``layers=`` and ``exclude=`` take module names, glob patterns
-(``"encoder.*.mlp.*"``) or name suffixes (``"q_proj"`` matches ``"model.layers.0.self_attn.q_proj"``,
-as peft's ``target_modules``).
+(``"encoder.*.mlp.*"``) or name suffixes (``"q_proj"`` matches
+``"model.layers.0.self_attn.q_proj"``, as peft's ``target_modules``).
 """
 
 from __future__ import annotations
