@@ -298,3 +298,47 @@ def test_conv1d_at_full_rank_is_the_dense_layer_and_exports():
 def test_importing_balf_does_not_import_transformers():
     code = "import sys, balf; assert 'transformers' not in sys.modules, 'imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- nn.TransformerEncoder (its fused fast path reads the dense weights) ------------------------
+
+
+class Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2)  # nested tensors on: padding masks go fused
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, x, mask=None):
+        return self.head(self.enc(x, src_key_padding_mask=mask))
+
+
+@pytest.mark.parametrize("layers", [None, ["*.linear1"]], ids=["all", "linear1-only"])
+def test_transformer_encoder_runs_compressed_saves_and_reloads(tmp_path, layers):
+    torch.manual_seed(0)
+    model = Encoder().eval()
+    x = torch.randn(8, 10, 32)
+    mask = torch.zeros(8, 10, dtype=torch.bool)
+    mask[:, 7:] = True  # left-aligned padding: the encoder's nested-tensor path applies
+    small, report = balf.compress(model, x, balf.BALFConfig(0.6), layers=layers, progress=False)
+    assert any(lr.factorized for lr in report.layers.values())
+    with torch.no_grad():
+        out, out_masked = small(x), small(x, mask)
+    assert out.shape == (8, 10, 3) and torch.isfinite(out).all()
+    assert torch.isfinite(out_masked[:, :7]).all()
+    path = balf.save(small, tmp_path / "enc.safetensors")
+    again = balf.load(path, Encoder())
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), out)
+        torch.testing.assert_close(again(x, mask)[:, :7], out_masked[:, :7])
+
+
+def test_googlenet_aux_heads_are_skipped_in_eval():
+    torch.manual_seed(0)
+    model = torchvision.models.googlenet(aux_logits=True, init_weights=False).eval()
+    stats = balf.collect_statistics(model, torch.randn(2, 3, 64, 64), progress=False)
+    aux = {n for n in stats.extra["skipped"] if n.startswith("aux")}
+    assert aux == {f"aux{i}.{m}" for i in (1, 2) for m in ("conv.conv", "fc1", "fc2")}
+    assert all(stats.extra["skipped"][n] == UNUSED_REASON for n in aux)
+    assert "inception5b.branch1.conv" in stats.layers

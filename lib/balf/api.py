@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .attention import attention_owner, temporarily_unpacked, unpack_attention
+from .attention import prepare_replacement, temporarily_unpacked
 from .cache import Cache, load_or_collect_statistics, load_or_decompose
 from .config import CompressionConfig, LayerCandidate
 from .costs import LayerCost
@@ -94,8 +94,7 @@ class Compressor:
         self.model = model
         self.latency = latency
         self.targets, self.skipped = resolve_layers(model, layers, exclude)
-        with temporarily_unpacked(model) as attention:
-            self._attention = list(attention)  # nn.MultiheadAttention modules seen unpacked
+        with temporarily_unpacked(model):  # attention projections are layers (balf.attention)
             aliases = module_aliases(model)
         if not self.targets:
             reasons = "; ".join(f"{n}: {r}" for n, r in self.skipped.items())
@@ -242,9 +241,8 @@ class Compressor:
             # every name of an aliased layer is replaced, so no original module is left in `out`
             memo = {id(self.targets[name]): self.targets[name] for name in replaced}
             out = copy.deepcopy(self.model, memo)
-        # attention modules with a projection to replace are unpacked for good
-        owners = {attention_owner(a, self._attention) for n in replaced for a in self.aliases[n]}
-        unpack_attention(out, owners - {None})
+        # attention modules with a projection to replace are unpacked for good (balf.attention)
+        prepare_replacement(out, [a for n in replaced for a in self.aliases[n]])
         self._timings["copy"] = time.perf_counter() - start
         return out
 

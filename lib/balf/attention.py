@@ -37,6 +37,8 @@ from torch import Tensor, nn
 __all__ = [
     "UnpackedMultiheadAttention",
     "attention_owner",
+    "attention_to_unpack",
+    "prepare_replacement",
     "temporarily_unpacked",
     "unpack_attention",
     "unpack_reason",
@@ -87,7 +89,15 @@ class UnpackedMultiheadAttention(nn.Module):
         average_attn_weights=True, is_causal=False)`` takes and returns what
         ``nn.MultiheadAttention`` does: ``(L, B, E)`` inputs (``(B, L, E)`` if ``batch_first``,
         ``(L, E)`` unbatched) → ``(output, weights or None)``.
+
+    ``in_proj_weight``/``in_proj_bias`` are ``None`` and ``_qkv_same_embed_dim`` is ``False``:
+    ``nn.TransformerEncoderLayer`` reads them to decide on its fused kernel (which takes the
+    packed tensors), and so takes its regular path, which calls this module.
     """
+
+    in_proj_weight = None
+    in_proj_bias = None
+    _qkv_same_embed_dim = False
 
     def __init__(
         self,
@@ -298,6 +308,44 @@ def temporarily_unpacked(model: nn.Module) -> Iterator[dict[str, nn.Module]]:
     finally:
         for name, mha in originals.items():
             model.set_submodule(name, mha)
+
+
+def attention_to_unpack(model: nn.Module, layer_names: Iterable[str]) -> set[str]:
+    """The ``nn.MultiheadAttention`` modules to unpack when the layers ``layer_names`` of
+    ``model`` are replaced: those holding one of them, and the ``self_attn`` of every
+    ``nn.TransformerEncoderLayer`` holding one (its fused fast path reads the dense weights of
+    ``linear1``/``linear2`` and of the packed attention; an unpacked ``self_attn`` turns it off).
+    """
+    modules = dict(model.named_modules())
+    attention = [n for n, m in modules.items() if n and isinstance(m, nn.MultiheadAttention)]
+    out = set()
+    for name in layer_names:
+        owner = attention_owner(name, attention)
+        if owner is not None:
+            out.add(owner)
+        parts = name.split(".")
+        for i in range(len(parts)):
+            prefix = ".".join(parts[:i])
+            parent = modules.get(prefix)
+            if isinstance(parent, nn.TransformerEncoderLayer):
+                child = f"{prefix}.self_attn" if prefix else "self_attn"
+                if child in attention:
+                    out.add(child)
+    return out
+
+
+def prepare_replacement(model: nn.Module, layer_names: Iterable[str]) -> None:
+    """Make ``model`` ready, in place, for the layers ``layer_names`` to be replaced by modules
+    without a dense ``weight``: unpack the attention modules :func:`attention_to_unpack` names,
+    and turn off the nested-tensor fast path of every ``nn.TransformerEncoder`` holding one of
+    the layers (it reads ``linear1.weight`` of its first layer)."""
+    layer_names = list(layer_names)
+    unpack_attention(model, attention_to_unpack(model, layer_names))
+    for prefix, module in model.named_modules():
+        if isinstance(module, nn.TransformerEncoder) and any(
+            name.startswith(prefix + ".") or not prefix for name in layer_names
+        ):
+            module.use_nested_tensor = False
 
 
 def attention_owner(name: str, attention_names: Iterable[str]) -> str | None:

@@ -33,7 +33,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from ._io import atomic_write_bytes
-from .attention import attention_owner, unpack_attention
+from .attention import prepare_replacement
 from .errors import BALFError
 from .layer_kinds import (  # noqa: F401  (_KINDS: kept importable from here)
     _KINDS,
@@ -126,14 +126,6 @@ def spec_from_report(report, model: nn.Module) -> dict[str, Any]:
     return spec
 
 
-def _attention_owners(model: nn.Module, spec: Mapping[str, Any]) -> set[str]:
-    """Names of the ``nn.MultiheadAttention`` modules of ``model`` holding a saved layer (they
-    were unpacked in the compressed model, see :mod:`balf.attention`)."""
-    attention = [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
-    owners = {attention_owner(str(e.get("name")), attention) for e in spec.get("layers", [])}
-    return owners - {None}
-
-
 def _check_header(spec: Any, source: str) -> None:
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise SaveFormatError(f"{source} is not a balf save (no {FORMAT!r} spec); use balf.save")
@@ -169,7 +161,8 @@ def apply_spec(
     """
     _check_header(spec, "the spec")
     kinds = layer_kinds()  # third-party kinds registered once their package is imported
-    unpack_attention(model, _attention_owners(model, spec))
+    # attention modules holding a saved layer were unpacked (balf.attention)
+    prepare_replacement(model, [str(e.get("name")) for e in spec["layers"]])
     modules = dict(model.named_modules())
     out = model
     for entry in spec["layers"]:
