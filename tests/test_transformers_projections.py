@@ -184,6 +184,31 @@ def test_collect_statistics_lists_every_uncalled_layer():
     assert stats.extra["skipped"] == {"qkv": FUNCTIONAL_REASON, "aux": UNUSED_REASON}
 
 
+def test_skipped_layers_survive_the_statistics_cache(tmp_path):
+    model = FunctionalAndUnused().eval()
+    x = torch.randn(6, 5, 8)
+    reports = [
+        balf.compress(model, x, balf.BALFConfig(0.6), cache=balf.Cache(tmp_path), progress=False)[1]
+        for _ in range(2)  # the second call loads the statistics from the cache
+    ]
+    assert reports[0].skipped == reports[1].skipped == {
+        "qkv": FUNCTIONAL_REASON, "aux": UNUSED_REASON}  # fmt: skip
+    assert reports[0].ranks == reports[1].ranks
+
+
+def test_only_uncalled_layers_is_a_clear_error():
+    model = FunctionalAndUnused().eval()
+    with pytest.raises(balf.StatisticsError, match="none of the 2 chosen layers was called"):
+        balf.collect_statistics(model, torch.randn(4, 5, 8), layers=["qkv", "aux"], progress=False)
+    with pytest.raises(balf.BALFError, match="none of the 2 chosen layers was called"):
+        balf.compress(model, torch.randn(4, 5, 8), balf.BALFConfig(0.5), layers=["qkv", "aux"],
+                      progress=False)  # fmt: skip
+    plain_svd = balf.EnergyConfig(0.9, activation_aware=False)  # no statistics: rows measured
+    with pytest.raises(balf.BALFError, match="no chosen layer is called"):
+        balf.compress(model, torch.randn(4, 5, 8), plain_svd, layers=["qkv", "aux"],
+                      progress=False)  # fmt: skip
+
+
 def test_torchvision_swin_compresses_around_its_functional_qkv():
     torch.manual_seed(0)
     model = torchvision.models.swin_t(num_classes=10).eval()
