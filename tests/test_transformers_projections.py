@@ -367,3 +367,34 @@ def test_googlenet_aux_heads_are_skipped_in_eval():
     assert aux == {f"aux{i}.{m}" for i in (1, 2) for m in ("conv.conv", "fc1", "fc2")}
     assert all(stats.extra["skipped"][n] == UNUSED_REASON for n in aux)
     assert "inception5b.branch1.conv" in stats.layers
+
+
+# -- ONNX ------------------------------------------------------------------------------------------
+
+
+def _conv1d_mlp() -> nn.Module:
+    pytest.importorskip("transformers")
+    from transformers.pytorch_utils import Conv1D
+
+    torch.manual_seed(0)
+    return nn.Sequential(Conv1D(48, 16), nn.GELU(), Conv1D(16, 48)).eval()
+
+
+@pytest.mark.parametrize("family", ["vit-attention", "hf-conv1d"])
+def test_compressed_projections_export_to_onnx(tmp_path, family):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    if family == "vit-attention":
+        model, x = _vit(), torch.randn(8, 3, 32, 32)
+    else:
+        model, x = _conv1d_mlp(), torch.randn(8, 5, 16)
+    small, report = balf.compress(model, x, balf.BALFConfig(0.5), progress=False)
+    assert any(
+        lr.factorized and lr.kind in ("linear", "hf_conv1d") for lr in report.layers.values()
+    )
+    path = balf.export.export_onnx(small, x[:2], tmp_path / "small.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x[:3].numpy()})
+    with torch.no_grad():
+        expected = small(x[:3])
+    torch.testing.assert_close(torch.from_numpy(out), expected, atol=1e-4, rtol=1e-4)
