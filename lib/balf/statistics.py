@@ -260,7 +260,7 @@ def collect_statistics(
 
     Raises:
         BALFError: empty data, unknown layer names, or an invalid ``side``.
-        StatisticsError: NaN/Inf in a layer's statistics.
+        StatisticsError: NaN/Inf in a layer's statistics, or no chosen layer was called.
 
     Warns:
         UserWarning: every floating-point calibration input is zero.
