@@ -135,9 +135,8 @@ def test_save_and_load_on_models_built_from_config(tmp_path, family):
         fresh = cls(config)
     with pytest.raises(balf.SaveFormatError, match="non-persistent buffers"):
         balf.load(path, fresh)
-    from accelerate import init_empty_weights
-
-    with init_empty_weights(include_buffers=False):  # parameters only on the meta device
+    accelerate = pytest.importorskip("accelerate")
+    with accelerate.init_empty_weights(include_buffers=False):  # parameters only on the meta device
         fresh = cls(config)
     again = balf.load(path, fresh)
     with torch.no_grad():
@@ -196,3 +195,14 @@ def test_saving_over_hugging_face_weights_is_refused(tmp_path):
 def test_save_pretrained_needs_a_transformers_model(tmp_path):
     with pytest.raises(balf.BALFError, match="has no transformers config"):
         balf.save_pretrained(torch.nn.Linear(2, 2), tmp_path)
+
+
+def test_load_pretrained_without_accelerate_builds_on_the_cpu(tmp_path, monkeypatch):
+    _, model = _llama()
+    ids = _ids()
+    small, _ = balf.compress(model, [{"input_ids": ids}], balf.BALFConfig(0.5), progress=False)
+    folder = balf.save_pretrained(small, tmp_path / "compressed")
+    monkeypatch.setitem(__import__("sys").modules, "accelerate", None)  # import fails
+    again = balf.load_pretrained(folder)
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids).logits, small(ids).logits)
