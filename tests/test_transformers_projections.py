@@ -398,3 +398,16 @@ def test_compressed_projections_export_to_onnx(tmp_path, family):
     with torch.no_grad():
         expected = small(x[:3])
     torch.testing.assert_close(torch.from_numpy(out), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_latency_tables_cover_attention_projections():
+    model = _vit()
+    compressor = balf.Compressor(model, torch.randn(4, 3, 32, 32), progress=False)
+    attn = "encoder.layers.encoder_layer_0.self_attention"
+    assert {f"{attn}.in_proj", f"{attn}.out_proj"} <= set(compressor.targets)
+    table = balf.latency.measure_latency(
+        model, torch.randn(1, 3, 32, 32), compressor.targets, points=2, min_run_time=0.002,
+        progress=False,
+    )  # fmt: skip
+    assert set(table.layers) == set(compressor.targets)
+    assert type(model.get_submodule(attn)) is nn.MultiheadAttention

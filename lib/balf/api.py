@@ -215,8 +215,7 @@ class Compressor:
             options.setdefault("rank_multiple", rank_multiple)
             example = self.statistics.example_input
             start = time.perf_counter()
-            with temporarily_unpacked(self.model):
-                self.latency = measure_latency(self.model, example, self.targets, **options)
+            self.latency = measure_latency(self.model, example, self.targets, **options)
             self._timings["latency"] = time.perf_counter() - start
         missing = [n for n in self.targets if n not in self.latency.layers]
         if missing:

@@ -176,6 +176,7 @@ def measure_latency(
         The :class:`LatencyTable` (seconds per call at ``batch_size``).
     """
     from ._version import __version__
+    from .attention import temporarily_unpacked
     from .export import fold_batchnorm
     from .layer_kinds import class_for_dense
 
@@ -202,7 +203,8 @@ def measure_latency(
         if cache_path.is_file():
             cached = json.loads(cache_path.read_text()).get("layers", {})
     model = model.eval()
-    shapes = _input_shapes(model, x, layers)
+    with temporarily_unpacked(model):  # attention projections are called (balf.attention)
+        shapes = _input_shapes(model, x, layers)
     out: dict[str, LayerLatency] = {}
     fresh = 0
     bar = tqdm(layers.items(), desc="latency", unit="layer", disable=not progress)
