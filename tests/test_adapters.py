@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 import balf
-from balf.adapters import LayerAdapter, adapter_for
-from balf.adapters.conv1d import Conv1dAdapter
-from balf.adapters.conv2d import Conv2dAdapter
-from balf.adapters.linear import LinearAdapter
+from balf.layers import LayerAdapter, adapter_for
+from balf.layers.conv1d import Conv1dAdapter
+from balf.layers.conv2d import Conv2dAdapter
+from balf.layers.linear import LinearAdapter
 
 
 class TinyAttention(nn.Module):

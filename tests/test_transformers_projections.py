@@ -392,7 +392,7 @@ def test_compressed_projections_export_to_onnx(tmp_path, family):
     assert any(
         lr.factorized and lr.kind in ("linear", "hf_conv1d") for lr in report.layers.values()
     )
-    path = balf.export.export_onnx(small, x[:2], tmp_path / "small.onnx")
+    path = balf.io.export.export_onnx(small, x[:2], tmp_path / "small.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (out,) = session.run(None, {session.get_inputs()[0].name: x[:3].numpy()})
     with torch.no_grad():
@@ -405,7 +405,7 @@ def test_latency_tables_cover_attention_projections():
     compressor = balf.Compressor(model, torch.randn(4, 3, 32, 32), progress=False)
     attn = "encoder.layers.encoder_layer_0.self_attention"
     assert {f"{attn}.in_proj", f"{attn}.out_proj"} <= set(compressor.targets)
-    table = balf.latency.measure_latency(
+    table = balf.ranks.latency.measure_latency(
         model, torch.randn(1, 3, 32, 32), compressor.targets, points=2, min_run_time=0.002,
         progress=False,
     )  # fmt: skip

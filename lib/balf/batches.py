@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import BALFError
+from balf.errors import BALFError
 
 __all__ = [
     "as_call",

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ._mode import eval_mode
-from .attention_flops import attention_flop_formulas
+from balf._eval_mode import eval_mode
+from balf.attention_flops import attention_flop_formulas
 
 __all__ = ["count_flops", "count_params"]
 

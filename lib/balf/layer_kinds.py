@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from .adapters.optional import register_optional
-from .errors import BALFError
-from .layers import LowRankConv1d, LowRankConv2d, LowRankLinear
+from balf.layers.optional import register_optional
+from balf.errors import BALFError
+from balf.layers import LowRankConv1d, LowRankConv2d, LowRankLinear
 
 __all__ = ["class_for_dense", "kind_class", "layer_kinds", "register_layer_kind"]
 
@@ -45,7 +45,7 @@ def register_layer_kind(cls: type[nn.Module]) -> type[nn.Module]:
 
 def layer_kinds() -> dict[str, type[nn.Module]]:
     """The registered low-rank layer classes by kind name (third-party kinds included once
-    their package is imported, see :mod:`balf.adapters.optional`)."""
+    their package is imported, see :mod:`balf.layers.optional`)."""
     register_optional()
     return dict(_KINDS)
 

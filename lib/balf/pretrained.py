@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._io import atomic_write_bytes
-from .errors import BALFError
-from .serialization import SaveFormatError, load, model_spec, save
+from balf.io.atomic import atomic_write_bytes
+from balf.errors import BALFError
+from balf.io.serialization import SaveFormatError, load, model_spec, save
 
 __all__ = ["SPEC_FILE", "WEIGHTS_FILE", "load_pretrained", "save_pretrained"]
 

@@ -32,10 +32,10 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from ._io import atomic_write_bytes
-from .attention import prepare_replacement
-from .errors import BALFError
-from .layer_kinds import (  # noqa: F401  (_KINDS: kept importable from here)
+from balf.io.atomic import atomic_write_bytes
+from balf.attention import prepare_replacement
+from balf.errors import BALFError
+from balf.layers.registry import (  # noqa: F401  (_KINDS: kept importable from here)
     _KINDS,
     class_for_dense,
     kind_class,
@@ -73,7 +73,7 @@ class SaveFormatError(BALFError):
 
 
 def _empty_spec() -> dict[str, Any]:
-    from ._version import __version__
+    from balf._version import __version__
 
     return {
         "format": FORMAT,
@@ -131,7 +131,7 @@ def _check_header(spec: Any, source: str) -> None:
         raise SaveFormatError(f"{source} is not a balf save (no {FORMAT!r} spec); use balf.save")
     version = spec.get("format_version")
     if version not in _READABLE_VERSIONS:
-        from ._version import __version__
+        from balf._version import __version__
 
         raise SaveFormatError(
             f"{source} was written by balf {spec.get('library_version')} in save format "

@@ -23,10 +23,10 @@ from collections.abc import Iterable
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
-from .adapters import adapter_for
-from .attention import temporarily_unpacked, unpack_reason
-from .errors import BALFError
-from .representation import unsupported_reason
+from balf.layers import adapter_for
+from balf.attention import temporarily_unpacked, unpack_reason
+from balf.errors import BALFError
+from balf.layers.dispatch import unsupported_reason
 
 __all__ = ["module_aliases", "resolve_layers", "tied_reason"]
 

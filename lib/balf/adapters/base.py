@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from ..geometry import LayerGeometry
+from balf.layers.geometry import LayerGeometry
 
 __all__ = ["LayerAdapter", "adapter_for", "register_layer_adapter", "registered_types"]
 
@@ -106,7 +106,7 @@ def register_layer_adapter(module_type: type[nn.Module], adapter: LayerAdapter) 
 
 def adapter_for(module: nn.Module) -> LayerAdapter | None:
     """The adapter registered for the nearest class in ``type(module)``'s MRO, or ``None``."""
-    from .optional import register_optional
+    from balf.layers.optional import register_optional
 
     register_optional()
     for cls in type(module).__mro__:

@@ -5,7 +5,7 @@ with ``W`` ``(nx, nf)`` = ``(in, out)``. So ``G = 1``, ``D = nx``, ``K = nf``, `
 replacement is :class:`LowRankHFConv1D`, a :class:`balf.LowRankLinear` (two ``nn.Linear``) that
 saves and loads under the kind ``"hf_conv1d"``.
 
-Imported (and registered) by :func:`balf.adapters.optional.register_optional` once
+Imported (and registered) by :func:`balf.layers.optional.register_optional` once
 ``transformers.pytorch_utils`` is loaded; importing it imports ``transformers``.
 """
 
@@ -18,11 +18,11 @@ import torch
 from torch import Tensor, nn
 from transformers.pytorch_utils import Conv1D
 
-from ..geometry import LayerGeometry
-from ..layer_kinds import register_layer_kind
-from ..layers import LowRankLinear
-from ._grams import gram_2d
-from .base import LayerAdapter, register_layer_adapter
+from balf.layers.geometry import LayerGeometry
+from balf.layers.registry import register_layer_kind
+from balf.layers import LowRankLinear
+from balf.layers._grams import gram_2d
+from balf.layers.kind import LayerAdapter, register_layer_adapter
 
 __all__ = ["HFConv1DAdapter", "LowRankHFConv1D"]
 

@@ -1,7 +1,7 @@
 """Adapters for third-party layer types, registered once their package is in use.
 
 balf's core never imports an optional package. A third-party layer can only be in a model once
-the module defining it has been imported, so the lookups (:func:`balf.adapters.adapter_for`,
+the module defining it has been imported, so the lookups (:func:`balf.layers.adapter_for`,
 the layer-kind registry) call :func:`register_optional` first: it registers the adapter and the
 low-rank kind of every such type whose defining module is already loaded, once.
 
@@ -17,7 +17,7 @@ import sys
 __all__ = ["register_optional"]
 
 # defining module (must already be imported) → balf module that registers its types
-_OPTIONAL = {"transformers.pytorch_utils": "balf.adapters.hf_conv1d"}
+_OPTIONAL = {"transformers.pytorch_utils": "balf.layers.hf_conv1d"}
 _DONE: set[str] = set()
 
 
