@@ -16,11 +16,12 @@ from balf import _deprecated
 from balf._version import __version__
 from balf.calibration import LayerStatistics, Statistics, collect_statistics
 from balf.compressor import Compressor, compress
+from balf.counting.flops import count_flops, count_params
 from balf.decomposition import LayerDecomposition, decompose_layer
 from balf.errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
-from balf.flops import count_flops, count_params
 from balf.io import export
 from balf.io.cache import Cache
+from balf.io.pretrained import load_pretrained, save_pretrained
 from balf.io.serialization import (
     SaveFormatError,
     apply_spec,
@@ -93,12 +94,14 @@ __all__ = [
     "factorize_layer",
     "latency",
     "load",
+    "load_pretrained",
     "model_spec",
     "read_spec",
     "register_layer_kind",
     "register_metric",
     "register_modes",
     "save",
+    "save_pretrained",
     "spec_from_report",
 ]
 

@@ -38,6 +38,7 @@ MOVED_MODULES: dict[str, str] = {
     "balf.experiments": "balf_paper.experiments",
     "balf.export": "balf.io.export",
     "balf.factorize": "balf.layers.factorize",
+    "balf.flops": "balf.counting.flops",
     "balf.fingerprints": "balf.io.fingerprints",
     "balf.folding": "balf_paper.folding",
     "balf.geometry": "balf.layers.geometry",

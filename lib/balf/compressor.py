@@ -19,10 +19,12 @@ from torch import Tensor, nn
 
 from balf.calibration.example_input import first_example, measure_rows
 from balf.calibration.statistics import Statistics, check_statistics
+from balf.calibration.uncalled import uncalled_reasons
+from balf.counting.flops import count_flops, count_params
 from balf.decomposition import LayerDecomposition
 from balf.errors import BALFError
-from balf.flops import count_flops, count_params
 from balf.io.cache import Cache, load_or_collect_statistics, load_or_decompose
+from balf.layers.attention import prepare_replacement, temporarily_unpacked
 from balf.layers.dispatch import geometry_of
 from balf.layers.factorize import factorize_layer
 from balf.layers.geometry import Side
@@ -46,10 +48,14 @@ class Compressor:
         model: the trained network (not modified unless ``compress(..., inplace=True)``).
         data_or_statistics: calibration batches (see :func:`balf.collect_statistics`), a
             :class:`Statistics` collected on this model, or ``None`` for data-free modes.
-        layers: module names to compress (default: every supported layer). Layers whose
-            weight is shared with another module (tied weights) are kept dense and listed in
-            ``Report.skipped``; a module registered under several names is factorized once and
-            stays shared.
+        layers: module names, glob patterns (``"blocks.*.attn.qkv"``) or name suffixes
+            (``"q_proj"``, as peft's ``target_modules``) to compress (default: every supported
+            layer, including the projections of ``nn.MultiheadAttention``, named
+            ``<attention>.in_proj`` and ``<attention>.out_proj``). Layers whose weight is
+            shared with another module (tied weights), and layers the forward pass never
+            calls (unused, or used only through their weight) are kept dense and listed in
+            ``Report.skipped`` with the reason; a module registered under several names is
+            factorized once and stays shared.
         cache: optional :class:`Cache` for statistics and decompositions.
         side: force ``"input"``/``"output"`` statistics (default: the cheaper side per layer).
         batch_size: batch size when the data is a tensor of samples.
@@ -62,6 +68,8 @@ class Compressor:
             of these layers, or the keyword arguments of :func:`balf.ranks.latency.measure_latency`
             (``batch_size``, ``cache_dir``, ...) to measure one on first use (default: batch 1,
             no disk cache).
+        exclude: names, glob patterns or suffixes of layers to keep dense (e.g.
+            ``["lm_head"]``); listed in ``Report.skipped``.
 
     Example:
         >>> compressor = balf.Compressor(model, calib_loader)
@@ -82,17 +90,19 @@ class Compressor:
         forward: Callable[[nn.Module, Any], Any] | None = None,
         max_batches: int | None = None,
         latency: LatencyTable | dict[str, Any] | None = None,
+        exclude: Iterable[str] | None = None,
     ) -> None:
         self.model = model
         self.latency = latency
-        self.targets, self.skipped = resolve_layers(model, layers)
+        self.targets, self.skipped = resolve_layers(model, layers, exclude)
+        with temporarily_unpacked(model):  # attention projections are layers (layers.attention)
+            aliases = module_aliases(model)
         if not self.targets:
             reasons = "; ".join(f"{n}: {r}" for n, r in self.skipped.items())
             raise BALFError(
                 "the model has no supported layer (e.g. Conv2d, Linear) to compress"
                 + (f" (skipped: {reasons})" if reasons else "")
             )
-        aliases = module_aliases(model)
         self.aliases = {n: aliases.get(n, [n]) for n in self.targets}
         self.cache = cache
         self.side = side
@@ -131,6 +141,7 @@ class Compressor:
                 )
             start = time.perf_counter()
             self._statistics = self._load_or_collect()
+            self._skip_uncalled(self._statistics)
             self._timings["statistics"] = time.perf_counter() - start
         return self._statistics
 
@@ -224,6 +235,8 @@ class Compressor:
             # every name of an aliased layer is replaced, so no original module is left in `out`
             memo = {id(self.targets[name]): self.targets[name] for name in replaced}
             out = copy.deepcopy(self.model, memo)
+        # attention modules with a projection to replace are unpacked for good (layers.attention)
+        prepare_replacement(out, [a for n in replaced for a in self.aliases[n]])
         self._timings["copy"] = time.perf_counter() - start
         return out
 
@@ -291,8 +304,18 @@ class Compressor:
             return None
         if self._rows is None:
             self._example, self._data = first_example(self._data, self.forward)
-            self._rows = measure_rows(self.model, self.targets, *self._example, self.forward)
-        return self._rows
+            with temporarily_unpacked(self.model):
+                self._rows = measure_rows(self.model, self.targets, *self._example, self.forward)
+                uncalled = {n: self.targets[n] for n, r in self._rows.items() if r == 0}
+                if uncalled:
+                    example, kwargs = self._example
+                    self._skip(
+                        uncalled_reasons(
+                            uncalled,
+                            lambda: count_flops(self.model, example, kwargs, forward=self.forward),
+                        )
+                    )
+        return {n: self._rows[n] for n in self.targets}
 
     def _activation_energies(self, activation_aware: bool) -> dict[str, np.ndarray] | None:
         if activation_aware:
@@ -301,7 +324,23 @@ class Compressor:
         return None
 
     def _check_statistics(self, stats: Statistics) -> None:
+        self._skip_uncalled(stats)
         check_statistics(stats, self.targets)
+
+    def _skip_uncalled(self, stats: Statistics) -> None:
+        """Skip the layers the statistics list as never called (``extra["skipped"]``)."""
+        skipped = stats.extra.get("skipped", {})
+        self._skip({n: skipped[n] for n in self.targets if n not in stats.layers and n in skipped})
+
+    def _skip(self, reasons: dict[str, str]) -> None:
+        """Leave the layers ``reasons`` names dense, listing them in ``skipped``."""
+        for name, reason in reasons.items():
+            self.targets.pop(name, None)
+            self.aliases.pop(name, None)
+            self.skipped[name] = reason
+        if reasons and not self.targets:
+            listed = "; ".join(f"{n}: {r}" for n, r in list(reasons.items())[:5])
+            raise BALFError(f"no chosen layer is called by the model's forward pass ({listed})")
 
     def _load_or_collect(self) -> Statistics:
         return load_or_collect_statistics(

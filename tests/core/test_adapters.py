@@ -94,17 +94,20 @@ def test_a_model_with_multihead_attention_compresses(config):
     x = torch.randn(8, 5, 6)
     data = x if config.activation_aware else None
     small, report = balf.compress(model, data, config, progress=False)
-    assert "nn.MultiheadAttention" in report.skipped["attn.out_proj"]
-    assert list(report.layers) == ["embed", "head"]
-    assert type(small.attn.out_proj) is type(model.attn.out_proj)
+    # issue 22: the attention's projections are layers too (the attention is unpacked)
+    assert report.skipped == {}
+    assert list(report.layers) == ["embed", "attn.in_proj", "attn.out_proj", "head"]
+    assert type(model.attn) is nn.MultiheadAttention  # the caller's model is untouched
     with torch.no_grad():
         out = small(x)
     assert out.shape == (8, 5, 4) and torch.isfinite(out).all()
 
 
 def test_requesting_an_attention_child_is_a_clear_error():
+    model = TinyAttention()
+    model.attn = nn.MultiheadAttention(16, 2, batch_first=True, add_bias_kv=True)  # not unpacked
     with pytest.raises(balf.BALFError, match="'attn.out_proj' cannot be factorized: inside"):
-        balf.collect_statistics(TinyAttention(), torch.randn(2, 5, 6), layers=["attn.out_proj"])
+        balf.collect_statistics(model, torch.randn(2, 5, 6), layers=["attn.out_proj"])
 
 
 def test_a_conv1d_model_meets_its_budget_and_exports():

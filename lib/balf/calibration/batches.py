@@ -1,8 +1,10 @@
 """Calibration batches: how one batch of any structure becomes a model call.
 
 A batch is a tensor (the input), an ``(args, kwargs)`` pair (a tuple/list and a dict, for models
-with several inputs) or another tuple/list whose first element is the input (``(images,
-labels)``, as a ``DataLoader`` yields). The helpers here split tensor data into batches, turn a
+with several inputs), a mapping of keyword inputs (a dict, a tokenizer's ``BatchEncoding``, what
+``DataCollatorWithPadding`` yields: ``model(**batch)``) or another tuple/list whose first element
+is the input (``(images, labels)``, as a ``DataLoader`` yields). Nested mappings of any type
+count as dicts. The helpers here split tensor data into batches, turn a
 batch into the call's arguments, move nested tensors to a device, count a batch's samples and
 cut it to its first sample (the example input of FLOP counts).
 """
@@ -10,7 +12,7 @@ cut it to its first sample (the example input of FLOP counts).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -52,7 +54,7 @@ def to_device(obj: Any, device: torch.device) -> Any:
     """``obj`` with every tensor in nested tuples, lists and dicts moved to ``device``."""
     if isinstance(obj, Tensor):
         return obj.to(device, non_blocking=True)
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return {k: to_device(v, device) for k, v in obj.items()}
     if isinstance(obj, (tuple, list)):
         return type(obj)(to_device(v, device) for v in obj)
@@ -63,7 +65,7 @@ def tensors_of(obj: Any) -> Iterator[Tensor]:
     """Every tensor in a nested structure of tuples, lists and dicts, in order."""
     if isinstance(obj, Tensor):
         yield obj
-    elif isinstance(obj, dict):
+    elif isinstance(obj, Mapping):
         for v in obj.values():
             yield from tensors_of(v)
     elif isinstance(obj, (tuple, list)):
@@ -85,8 +87,9 @@ def as_call(batch: Any) -> tuple[tuple, dict]:
     """The positional and keyword arguments of the model call for one batch.
 
     A tensor is the input; an ``(args, kwargs)`` pair (a tuple/list and a dict) gives every
-    argument; another tuple/list (``(input, label)``, as a ``DataLoader`` yields) gives its
-    first element as the input.
+    argument; a mapping (a dict, a ``BatchEncoding``) gives the keyword arguments; another
+    tuple/list (``(input, label)``, as a ``DataLoader`` yields) gives its first element as the
+    input.
 
     Raises:
         BALFError: the batch has none of these structures.
@@ -95,13 +98,18 @@ def as_call(batch: Any) -> tuple[tuple, dict]:
         return (batch,), {}
     if is_args_kwargs(batch):
         return tuple(batch[0]), dict(batch[1])
+    if isinstance(batch, Mapping):
+        if not batch:
+            raise BALFError("a calibration batch is an empty mapping")
+        return (), dict(batch)
     if isinstance(batch, (tuple, list)):
         if not batch:
             raise BALFError("a calibration batch is an empty tuple/list")
         if isinstance(batch[0], Tensor):
             return (batch[0],), {}
     raise BALFError(
-        "calibration batches must be tensors, (input, ...) tuples or (args, kwargs) pairs, got "
+        "calibration batches must be tensors, (input, ...) tuples, (args, kwargs) pairs or "
+        "mappings of keyword inputs, got "
         f"{type(batch).__name__}; for other batches pass forward=lambda model, batch: ..."
     )
 
@@ -158,7 +166,7 @@ def first_samples(obj: Any, n: int) -> Any:
     """
     if isinstance(obj, Tensor):
         return obj[:1].detach().cpu().clone() if obj.dim() and obj.shape[0] == n else obj.cpu()
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return {k: first_samples(v, n) for k, v in obj.items()}
     if isinstance(obj, (tuple, list)):
         return type(obj)(first_samples(v, n) for v in obj)

@@ -31,8 +31,10 @@ from balf.calibration.batches import (
     to_device,
 )
 from balf.calibration.statistics import LayerStatistics, Statistics
+from balf.calibration.uncalled import uncalled_reasons
 from balf.errors import BALFError, StatisticsError
 from balf.io.hashing import tensor_digest, update_with_tensor
+from balf.layers.attention import temporarily_unpacked
 from balf.layers.dispatch import (
     dense_weight,
     geometry_of,
@@ -129,6 +131,17 @@ class _CalibrationPass:
             self.model(*args, **kwargs)
         self.num_samples += n
 
+    def rerun_example(self) -> Callable[[], Any] | None:
+        """One forward pass on the recorded example (``None`` when no batch was run)."""
+        if self.example is None:
+            return None
+        example = to_device(self.example, self.device)
+        if self.forward is not None:
+            return lambda: self.forward(self.model, example)
+        args = example if isinstance(example, tuple) else (example,)
+        kwargs = to_device(self.example_kwargs, self.device)
+        return lambda: self.model(*args, **kwargs)
+
     def _record(self, batch: Any) -> None:
         for t in tensors_of(batch):
             update_with_tensor(self.digest, t)
@@ -167,12 +180,34 @@ def _check_collected(stats: Statistics, all_zero: bool) -> None:
             UserWarning,
             stacklevel=3,  # the caller of collect_statistics
         )
-    for name, st in stats.layers.items():
-        if st.calls == 0:
-            raise StatisticsError(
-                f"layer {name!r} was never called during calibration; exclude it via `layers=`"
-            )
+    if not stats.layers:
+        skipped = stats.extra.get("skipped", {})
+        listed = "; ".join(f"{n}: {r}" for n, r in list(skipped.items())[:5])
+        raise StatisticsError(
+            f"none of the {len(skipped)} chosen layers was called during calibration ({listed}"
+            f"{' …' if len(skipped) > 5 else ''})"
+        )
     stats.check_finite()
+
+
+def _drop_uncalled(
+    accumulators: dict[str, _Accumulator], calibration: _CalibrationPass
+) -> dict[str, str]:
+    """Remove the layers whose hook never fired; ``{name: reason}`` (see
+    :mod:`balf.calibration.uncalled`)."""
+    uncalled = {n: acc.module for n, acc in accumulators.items() if acc.stats.calls == 0}
+    for name in uncalled:
+        del accumulators[name]
+    if not uncalled:
+        return {}
+    with eval_mode(calibration.model):
+        reasons = uncalled_reasons(uncalled, calibration.rerun_example())
+    log.warning(
+        "%d layer(s) never called during calibration are skipped: %s",
+        len(reasons),
+        ", ".join(list(reasons)[:10]),
+    )
+    return reasons
 
 
 def collect_statistics(
@@ -186,6 +221,7 @@ def collect_statistics(
     distributed: bool | None = None,
     forward: Callable[[nn.Module, Any], Any] | None = None,
     max_batches: int | None = None,
+    exclude: Iterable[str] | None = None,
 ) -> Statistics:
     """Run the calibration data through ``model`` once and accumulate per-layer Gram matrices.
 
@@ -195,8 +231,9 @@ def collect_statistics(
             ``batch_size``. A batch is a tensor (the input), an ``(args, kwargs)`` pair (a
             tuple/list and a dict: ``model(*args, **kwargs)``, for models with several inputs),
             or another tuple/list whose first element is the input (``(images, labels)``).
-        layers: module names (default: every supported layer, see
-            :func:`balf.register_layer_kind`).
+        layers: module names, glob patterns or name suffixes (default: every supported
+            layer, see :func:`balf.register_layer_kind`; ``nn.MultiheadAttention``
+            projections are ``<attention>.in_proj``/``<attention>.out_proj``).
         side: force ``"input"`` or ``"output"`` statistics for every layer (both give the same
             decomposition); ``None`` picks the cheaper side per layer (input only when D < K).
         progress: show a tqdm bar over batches.
@@ -207,14 +244,17 @@ def collect_statistics(
             (e.g. a dict); tensors in the batch are moved to the model's device first, and
             the leading size of its first tensor counts its samples.
         max_batches: use at most this many batches (needed for an endless iterable).
+        exclude: names, glob patterns or suffixes of layers to leave out.
 
     Returns:
         :class:`Statistics` with one float64 Gram matrix batch per layer; ``extra["data_digest"]``
-        is a digest of every calibration tensor seen.
+        is a digest of every calibration tensor seen. Layers the forward pass never called
+        (unused, or used only through their weight) have no entry; ``extra["skipped"]`` gives
+        each with the reason.
 
     Raises:
         BALFError: empty data, unknown layer names, or an invalid ``side``.
-        StatisticsError: NaN/Inf in a layer's statistics.
+        StatisticsError: NaN/Inf in a layer's statistics, or no chosen layer was called.
 
     Warns:
         UserWarning: every floating-point calibration input is zero.
@@ -225,7 +265,7 @@ def collect_statistics(
     """
     if side is not None and side not in SIDES:
         raise BALFError(f"side must be 'input', 'output' or None, got {side!r}")
-    targets, _ = resolve_layers(model, layers)
+    targets, _ = resolve_layers(model, layers, exclude)
     if not targets:
         raise BALFError(
             "the model has no supported layer (e.g. Conv2d, Linear) to collect statistics for"
@@ -234,20 +274,22 @@ def collect_statistics(
         name: _Accumulator(name, m, side or geometry_of(m).preferred_side())
         for name, m in targets.items()
     }
-    handles = [m.register_forward_hook(accumulators[n]) for n, m in targets.items()]
     calibration = _CalibrationPass(model, forward)
-    try:
-        with eval_mode(model):
-            for batch in _progress_bar(data, batch_size, max_batches, progress):
-                calibration.run(batch)
-    finally:
-        for h in handles:
-            h.remove()
+    with temporarily_unpacked(model):
+        handles = [m.register_forward_hook(accumulators[n]) for n, m in targets.items()]
+        try:
+            with eval_mode(model):
+                for batch in _progress_bar(data, batch_size, max_batches, progress):
+                    calibration.run(batch)
+        finally:
+            for h in handles:
+                h.remove()
+        skipped = _drop_uncalled(accumulators, calibration) if calibration.num_samples else {}
     stats = Statistics(
         layers={name: acc.stats for name, acc in accumulators.items()},
         num_samples=calibration.num_samples,
         example_input=calibration.example,
-        extra={"data_digest": calibration.digest.hexdigest()},
+        extra={"data_digest": calibration.digest.hexdigest(), "skipped": skipped},
         example_kwargs=calibration.example_kwargs,
     )
     if distributed is None:

@@ -13,8 +13,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from balf.calibration.batches import as_call, batch_size_of, first_call_sample, first_samples
+from balf.counting.flops import count_flops
 from balf.errors import BALFError
-from balf.flops import count_flops
 from balf.io.fingerprints import PeekedIterable
 from balf.layers.dispatch import rows_of_call
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
@@ -140,7 +140,7 @@ def _update_with_object(h: hashlib._Hash, obj: Any) -> None:
     if isinstance(obj, Tensor):
         h.update(b"T")
         update_with_tensor(h, obj)
-    elif isinstance(obj, dict):
+    elif isinstance(obj, Mapping):  # dicts, BatchEncoding, ...
         h.update(f"D{len(obj)}".encode())
         for key in sorted(obj, key=repr):
             h.update(repr(key).encode())

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from balf.errors import BALFError
 from balf.io.atomic import atomic_write_bytes
+from balf.layers.attention import prepare_replacement
 from balf.layers.kind import kind_for, kind_named, kind_of_lowrank, layer_kinds
 
 __all__ = [
@@ -151,6 +152,8 @@ def apply_spec(
         SaveFormatError: a named layer is missing, of another kind, or of another shape.
     """
     _check_header(spec, "the spec")
+    # attention modules holding a saved layer were unpacked (balf.layers.attention)
+    prepare_replacement(model, [str(e.get("name")) for e in spec["layers"]])
     modules = dict(model.named_modules())
     out = model
     for entry in spec["layers"]:
@@ -325,8 +328,10 @@ def load(path: str | Path, model: nn.Module, device: torch.device | str | None =
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise SaveFormatError(
-            f"tensors {left[:5]} are not in {path} (non-persistent buffers) and the model is on "
-            "the meta device; pass a model built on a real device instead"
+            f"tensors {left[:5]} are not in {path} (non-persistent buffers, computed when the "
+            "model is built) and the model was built on the meta device; build it with only its "
+            "parameters on the meta device (accelerate.init_empty_weights(include_buffers=False)"
+            "; balf.load_pretrained does so for Hugging Face folders) or on a real device"
         )
     if target.type != "meta":
         model = model.to(target)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from balf.errors import BALFError
 from balf.layers.geometry import LayerGeometry
+from balf.layers.optional import register_optional
 
 __all__ = [
     "LayerKind",
@@ -186,6 +187,7 @@ def kind_for(module: nn.Module) -> LayerKind | None:
 
 
 def _kind_for_type(module_type: type) -> LayerKind | None:
+    register_optional()
     for cls in module_type.__mro__:
         kind = _BY_TYPE.get(cls)
         if kind is not None:
@@ -195,25 +197,29 @@ def _kind_for_type(module_type: type) -> LayerKind | None:
 
 def kind_named(name: str) -> LayerKind | None:
     """The kind registered under ``name`` (a save spec's ``"kind"``), or ``None``."""
+    register_optional()
     return _BY_NAME.get(name)
 
 
 def kind_of_lowrank(module: nn.Module) -> LayerKind | None:
     """The kind that made the low-rank ``module`` (``None``: not a registered replacement)."""
     name = getattr(module, "kind", None)
-    kind = _BY_NAME.get(name) if isinstance(name, str) else None
+    kind = kind_named(name) if isinstance(name, str) else None
     if kind is not None and isinstance(module, kind.lowrank_type):
         return kind
     return None
 
 
 def layer_kinds() -> dict[str, LayerKind]:
-    """Every registered kind by name, in registration order."""
+    """Every registered kind by name, in registration order (third-party kinds included once
+    their package is imported, see :mod:`balf.layers.optional`)."""
+    register_optional()
     return dict(_BY_NAME)
 
 
 def registered_types() -> tuple[type[nn.Module], ...]:
     """The dense module types that have a kind, in registration order."""
+    register_optional()
     return tuple(_BY_TYPE)
 
 

@@ -5,18 +5,26 @@ The default candidate set is every module with a registered layer kind
 cannot be factorized are reported with the reason instead of being silently ignored:
 a padding mode the kind cannot express, a type without a kind (``nn.Conv3d``,
 ``nn.ConvTranspose2d``, …), or a child of a module that uses its weights without calling it
-(``nn.MultiheadAttention.out_proj``).
+(an ``nn.MultiheadAttention`` that cannot be unpacked).
+
+``nn.MultiheadAttention`` modules are resolved as unpacked (:mod:`balf.layers.attention`): their
+projections are the layers ``<attention>.in_proj`` (or ``q_proj``/``k_proj``/``v_proj``) and
+``<attention>.out_proj``. ``layers=`` and ``exclude=`` take module names, glob patterns
+(``"encoder.*.mlp.*"``) or name suffixes (``"q_proj"`` matches
+``"model.layers.0.self_attn.q_proj"``, as peft's ``target_modules``).
 """
 
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Iterable
 
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
 from balf.errors import BALFError
+from balf.layers.attention import temporarily_unpacked, unpack_reason
 from balf.layers.dispatch import unsupported_reason
 from balf.layers.kind import kind_for
 
@@ -27,8 +35,8 @@ __all__ = ["module_aliases", "resolve_layers", "tied_reason"]
 # the container.
 _OPAQUE_CONTAINERS: dict[type[nn.Module], str] = {
     nn.MultiheadAttention: (
-        "inside nn.MultiheadAttention, whose forward uses the weights through "
-        "F.multi_head_attention_forward and never calls this module"
+        "inside nn.MultiheadAttention used as the whole model, whose forward uses the weights "
+        "without calling this module; wrap it in a module to compress its projections"
     ),
 }
 # Module types listed as skipped (with the reason) when they have no kind.
@@ -42,6 +50,8 @@ def _opaque_children(modules: dict[str, nn.Module]) -> dict[str, str]:
         reason = next((r for t, r in _OPAQUE_CONTAINERS.items() if isinstance(module, t)), None)
         if reason is None:
             continue
+        if isinstance(module, nn.MultiheadAttention):
+            reason = unpack_reason(module) or reason
         for child, _ in module.named_modules():
             if child:
                 out.setdefault(f"{name}.{child}" if name else child, reason)
@@ -52,55 +62,118 @@ def _reason(name: str, module: nn.Module, opaque: dict[str, str]) -> str | None:
     return opaque.get(name) or unsupported_reason(module)
 
 
+def _is_pattern(entry: str) -> bool:
+    return any(c in entry for c in "*?[")
+
+
+def _matches(entry: str, names: Iterable[str]) -> list[str]:
+    """Names ``entry`` selects: itself, the names its glob pattern matches, or (peft-style) the
+    names ending in ``"." + entry``."""
+    names = list(names)
+    if entry in names:
+        return [entry]
+    if _is_pattern(entry):
+        return [n for n in names if fnmatch.fnmatchcase(n, entry)]
+    return [n for n in names if n.endswith("." + entry)]
+
+
+def _no_match(entry: str, names: list[str], what: str) -> BALFError:
+    close = difflib.get_close_matches(entry, [n for n in names if n], n=3)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    return BALFError(
+        f"unknown {what} {entry!r}: no module of the model has this name, matches this glob "
+        f"pattern or ends with '.{entry}'.{hint}"
+    )
+
+
+def _entries(value: Iterable[str] | None, option: str) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise BALFError(
+            f"`{option}` must be a list of module names or patterns, got the string {value!r} "
+            f"(write [{value!r}])"
+        )
+    entries = list(value)
+    if not entries and option == "layers":
+        raise BALFError("`layers` is empty: pass None to compress every supported layer")
+    return entries
+
+
 def resolve_layers(
-    model: nn.Module, layers: Iterable[str] | None = None
+    model: nn.Module,
+    layers: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
 ) -> tuple[dict[str, nn.Module], dict[str, str]]:
     """Split a model's layers into those to factorize and those left untouched.
 
     Args:
-        model: the network.
-        layers: module names to factorize; ``None`` means every supported layer.
+        model: the network. Its ``nn.MultiheadAttention`` modules are resolved as unpacked
+            (their projections ``<name>.in_proj``/``<name>.out_proj`` are layers; see
+            :mod:`balf.layers.attention`); the model itself is left as it is.
+        layers: module names, glob patterns (``"blocks.*.mlp.fc1"``) or name suffixes
+            (``"q_proj"``) to factorize; ``None`` means every supported layer.
+        exclude: names, patterns or suffixes of layers to leave dense (listed in ``skipped``).
 
     Returns:
         ``(targets, skipped)``: supported modules by name (in model order), and the modules left
-        untouched with the reason: for the default selection the Conv2d/Linear-like modules that
-        cannot be factorized, and always the layers whose weight or bias is shared with another
-        module (tied weights: factorizing one user of the tensor would add parameters and break
-        the tie). A module registered under several names is one target, under its first name
-        (see :func:`module_aliases`).
+        untouched with the reason: the Conv2d/Linear-like modules that cannot be factorized
+        (for the default selection and patterns), the excluded ones, and always the layers
+        whose weight or bias is shared with another module (tied weights: factorizing one user
+        of the tensor would add parameters and break the tie). A module registered under
+        several names is one target, under its first name (see :func:`module_aliases`).
 
     Raises:
-        BALFError: a requested name does not exist, or names a layer that cannot be factorized.
+        BALFError: a requested name or pattern matches nothing, an exact name names a layer
+            that cannot be factorized, or an ``exclude`` entry matches nothing.
     """
+    requested = _entries(layers, "layers")
+    excluded = _entries(exclude, "exclude")
+    with temporarily_unpacked(model):
+        return _resolve(model, requested, excluded)
+
+
+def _resolve(
+    model: nn.Module, requested: list[str] | None, excluded: list[str] | None
+) -> tuple[dict[str, nn.Module], dict[str, str]]:
     modules = dict(model.named_modules())
     opaque = _opaque_children(modules)
+    names = list(modules)
+    candidates = [
+        n
+        for n, m in modules.items()
+        if kind_for(m) is not None or isinstance(m, _LOOKS_FACTORIZABLE)
+    ]
     targets: dict[str, nn.Module] = {}
     skipped: dict[str, str] = {}
-    if layers is None:
-        for name, module in modules.items():
-            if kind_for(module) is None and not isinstance(module, _LOOKS_FACTORIZABLE):
+    if requested is None:
+        chosen = candidates
+    else:
+        chosen = []
+        for entry in requested:
+            if entry in modules:
+                reason = _reason(entry, modules[entry], opaque)
+                if reason is not None:
+                    raise BALFError(f"layer {entry!r} cannot be factorized: {reason}")
+                chosen.append(entry)
                 continue
-            reason = _reason(name, module, opaque)
-            if reason is None:
-                targets[name] = module
-            else:
-                skipped[name] = reason
-        return _drop_tied(model, targets, skipped)
-
-    if isinstance(layers, str):
-        raise BALFError(f"`layers` must be a list of module names, got the string {layers!r}")
-    requested = list(layers)
-    if not requested:
-        raise BALFError("`layers` is empty: pass None to compress every supported layer")
-    for name in requested:
-        if name not in modules:
-            close = difflib.get_close_matches(name, [n for n in modules if n], n=3)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise BALFError(f"unknown layer name {name!r}: the model has no such module.{hint}")
+            found = _matches(entry, candidates)
+            if not found:
+                raise _no_match(entry, names, "layer name")
+            chosen += found
+    for name in dict.fromkeys(chosen):
         reason = _reason(name, modules[name], opaque)
-        if reason is not None:
-            raise BALFError(f"layer {name!r} cannot be factorized: {reason}")
-        targets[name] = modules[name]
+        if reason is None:
+            targets[name] = modules[name]
+        else:
+            skipped[name] = reason
+    for entry in excluded or []:
+        found = _matches(entry, names)
+        if not found:
+            raise _no_match(entry, names, "`exclude` entry")
+        for name in found:
+            if targets.pop(name, None) is not None:
+                skipped[name] = f"excluded by exclude={entry!r}"
     order = {name: i for i, name in enumerate(modules)}
     firsts: dict[int, str] = {}
     for name, module in sorted(targets.items(), key=lambda kv: order[kv[0]]):

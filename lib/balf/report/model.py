@@ -50,8 +50,10 @@ class Report:
         config: the config as a dict (``{"type": ..., ...}``).
         mode: mode name, e.g. ``"flops_auto"``.
         layers: per-layer outcome, by module name, for every chosen layer.
-        skipped: candidate layers that cannot be factorized (unsupported padding, no layer
-            kind, a child of ``nn.MultiheadAttention``, …), with the reason.
+        skipped: candidate layers left dense, with the reason: they cannot be factorized
+            (unsupported padding, no layer kind, …), the forward pass never calls them or
+            uses only their weight, their weight is tied to another module, or ``exclude=``
+            names them.
         metric: ``"flops"``/``"params"`` for the allocator, else ``None``.
         budget: allowed cost of the chosen layers (allocator modes), in MACs/sample or params.
         achieved: cost of the chosen layers after compression, same units.

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from balf.compressor import Compressor
+from balf.counting.flops import count_flops, count_params
 from balf.errors import BudgetError
-from balf.flops import count_flops, count_params
 from balf.io.export import fold_batchnorm
 from balf.ranks.configs import BALFConfig
 from balf.ranks.latency import LatencyTable

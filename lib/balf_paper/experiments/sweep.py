@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 
 from balf.calibration.distributed import is_main_process
 from balf.compressor import Compressor
+from balf.counting.flops import count_flops, count_params
 from balf.errors import BALFError, BudgetError
-from balf.flops import count_flops, count_params
 from balf.io.atomic import atomic_json_dump, atomic_write_text
 from balf.io.serialization import save as balf_save
 from balf.ranks.configs import CompressionConfig

@@ -163,6 +163,7 @@ def measure_latency(
     """
     from balf._version import __version__
     from balf.io.export import fold_batchnorm
+    from balf.layers.attention import temporarily_unpacked
     from balf.layers.kind import kind_for
 
     if batch_size < 1 or rank_multiple < 1 or points < 1:
@@ -188,7 +189,8 @@ def measure_latency(
         if cache_path.is_file():
             cached = json.loads(cache_path.read_text()).get("layers", {})
     model = model.eval()
-    shapes = _input_shapes(model, x, layers)
+    with temporarily_unpacked(model):  # attention projections are called (layers.attention)
+        shapes = _input_shapes(model, x, layers)
     out: dict[str, LayerLatency] = {}
     fresh = 0
     bar = tqdm(layers.items(), desc="latency", unit="layer", disable=not progress)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from balf.compressor import Compressor
-from balf.flops import count_flops, count_params
+from balf.counting.flops import count_flops, count_params
 from balf.io.cache import Cache
 from balf.io.export import fold_batchnorm
 from balf.ranks.configs import config_for_mode

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from balf._eval_mode import eval_mode
+from balf.counting.attention import attention_flop_formulas
 
 __all__ = ["count_flops", "count_params"]
 
@@ -25,15 +26,18 @@ def count_flops(
 
     Args:
         model: the network.
-        example_input: a batch, e.g. ``(1, 3, 224, 224)``, or a tuple of positional inputs;
-            moved to the model's device.
+        example_input: a batch, e.g. ``(1, 3, 224, 224)``, a tuple of positional inputs, or
+            a mapping of keyword inputs (a dict, a tokenizer's ``BatchEncoding``); moved to
+            the model's device.
         kwargs: keyword inputs of the call.
         forward: ``forward(model, example_input)`` runs the model on a batch of another
             structure (see :func:`balf.collect_statistics`).
 
     Returns:
         Total FLOPs counted by :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls,
-        convolutions, attention); the model's train/eval mode is restored afterwards.
+        convolutions, attention); fused attention kernels (``F.scaled_dot_product_attention``,
+        ``nn.MultiheadAttention``'s fast path, ...) count as the math they do (see
+        :mod:`balf.counting.attention`). The model's train/eval mode is restored afterwards.
 
     Example:
         >>> balf.count_flops(torchvision.models.resnet18(), torch.randn(1, 3, 224, 224))
@@ -43,6 +47,8 @@ def count_flops(
         device = next(model.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
+    if forward is None and isinstance(example_input, Mapping) and not kwargs:
+        example_input, kwargs = (), example_input  # keyword inputs (a dict, a BatchEncoding)
     if forward is None:
         inputs = example_input if isinstance(example_input, tuple) else (example_input,)
         inputs = _to_device(inputs, device)
@@ -52,7 +58,10 @@ def count_flops(
             return m(*inputs, **kwargs)
     else:
         example_input = _to_device(example_input, device)
-    with eval_mode(model), FlopCounterMode(display=False) as counter:
+    with (
+        eval_mode(model),
+        FlopCounterMode(display=False, custom_mapping=attention_flop_formulas()) as counter,
+    ):
         forward(model, example_input)
     return int(counter.get_total_flops())
 
@@ -65,7 +74,7 @@ def count_params(model: nn.Module) -> int:
 def _to_device(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, Tensor):
         return obj.to(device)
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return {k: _to_device(v, device) for k, v in obj.items()}
     if isinstance(obj, (tuple, list)):
         return type(obj)(_to_device(v, device) for v in obj)

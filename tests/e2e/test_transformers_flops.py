@@ -1,0 +1,120 @@
+"""Attention counted as the math it does (issue 22, item 1).
+
+``balf.count_flops`` (and with it every report ratio, the sweeps and the benchmarks, which all
+count through it) must give the FLOPs of the unfused computation for fused attention: SDPA on the
+CPU, ``nn.MultiheadAttention``'s and ``nn.TransformerEncoderLayer``'s inference fast paths, timm's
+fused attention and Hugging Face's ``sdpa`` attention. The reference is the same model run
+unfused: MHA fast path off and SDPA's math back-end (whose matrix products the counter sees),
+timm's ``fused_attn=False``, Hugging Face's ``attn_implementation="eager"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import balf
+
+
+@contextlib.contextmanager
+def unfused():
+    """Every attention through plain matrix products (MHA fast path off, SDPA's math path)."""
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(was)
+
+
+def _close(fused: int, reference: int) -> bool:
+    return abs(fused - reference) <= 0.01 * reference
+
+
+def test_torchvision_vit_b_counts_the_mha_fast_path():
+    torch.manual_seed(0)
+    model = torchvision.models.vit_b_16().eval()  # random weights
+    x = torch.randn(1, 3, 224, 224)
+    fused = balf.count_flops(model, x)
+    with unfused():
+        reference = balf.count_flops(model, x)
+    assert reference > 34e9  # 17.5 GMACs: the attention and its projections are counted
+    assert _close(fused, reference), (fused, reference)
+
+
+def test_timm_deit_counts_fused_attention():
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("deit_tiny_patch16_224", pretrained=False).eval()
+    x = torch.randn(1, 3, 224, 224)
+    fused = balf.count_flops(model, x)
+    for m in model.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = False
+    reference = balf.count_flops(model, x)
+    assert _close(fused, reference), (fused, reference)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "grouped-query"])
+def test_hf_llama_sdpa_counts_like_eager(kv_heads):
+    transformers = pytest.importorskip("transformers")
+    ids = torch.randint(0, 128, (1, 256))
+    counts = {}
+    for impl in ("sdpa", "eager"):
+        config = transformers.LlamaConfig(
+            vocab_size=128,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=kv_heads,
+            max_position_embeddings=512,
+            attn_implementation=impl,
+        )
+        torch.manual_seed(0)
+        model = transformers.LlamaForCausalLM(config).eval()
+        counts[impl] = balf.count_flops(model, ids)
+    assert _close(counts["sdpa"], counts["eager"]), counts
+
+
+def test_transformer_encoder_layer_fast_path_is_counted():
+    layer = nn.TransformerEncoderLayer(64, 4, 128, batch_first=True).eval()
+    x = torch.randn(2, 10, 64)
+    fused = balf.count_flops(layer, x)
+    with unfused():
+        reference = balf.count_flops(layer, x)
+    assert fused == reference
+
+
+def test_sdpa_is_counted_directly():
+    q, k, v = (torch.randn(2, 3, 16, 8) for _ in range(3))
+
+    class Attn(nn.Module):
+        def forward(self, q, k, v):
+            return nn.functional.scaled_dot_product_attention(q, k, v)
+
+    assert balf.count_flops(Attn(), (q, k, v)) == 2 * 2 * (2 * 3) * 16 * 16 * 8
+
+
+def _small_vit() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.VisionTransformer(
+        image_size=32, patch_size=4, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128
+    ).eval()
+
+
+def test_report_ratios_of_a_vit_are_those_of_the_unfused_model():
+    model = _small_vit()
+    x = torch.randn(16, 3, 32, 32)
+    small, report = balf.compress(model, x, balf.BALFConfig(0.5), progress=False)
+    with unfused():
+        before = balf.count_flops(model, x[:1])
+        after = balf.count_flops(small, x[:1])
+    assert _close(report.model_flops_before, before)
+    assert _close(report.model_flops_after, after)
+    assert report.model_flops_ratio == pytest.approx(after / before, rel=0.01)
