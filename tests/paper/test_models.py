@@ -94,7 +94,9 @@ def test_imagenet_models_build_offline(name: str) -> None:
         with torch.no_grad():
             assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
     if name in ("vit_b_16", "deit_b_16"):
-        attention = [m for m in model.modules() if isinstance(m, imagenet.Attention)]
+        from timm.layers import Attention
+
+        attention = [m for m in model.modules() if isinstance(m, Attention)]
         assert len(attention) == 12 and not any(m.fused_attn for m in attention)
 
 
@@ -176,7 +178,9 @@ def test_timm_pretrained_from_local_file(offline_hub: Path) -> None:
     save_file(reference.state_dict(), offline_hub / "deit_base_patch16_224.fb_in1k.safetensors")
     model = create_model("deit_b_16", pretrained=True)
     torch.testing.assert_close(model.state_dict(), reference.state_dict())
-    assert not any(m.fused_attn for m in model.modules() if isinstance(m, imagenet.Attention))
+    from timm.layers import Attention
+
+    assert not any(m.fused_attn for m in model.modules() if isinstance(m, Attention))
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -13,17 +13,19 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import datasets
-from torchvision import transforms as T
 
 from balf.errors import BALFError, DatasetNotFoundError
 from balf_paper.data.common import eval_transform
 from balf_paper.data.image_folder import ImageFolderTensors
+
+if TYPE_CHECKING:  # imported on use: scripts' --help stays fast
+    from torchvision import datasets
+    from torchvision import transforms as T
 
 __all__ = [
     "CIFAR10C",
@@ -114,6 +116,8 @@ def cifar10_transform(train: bool) -> T.Compose:
     normalise = eval_transform(CIFAR10_MEAN, CIFAR10_STD)
     if not train:
         return normalise
+    from torchvision import transforms as T
+
     augment = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()]
     return T.Compose([*augment, *normalise.transforms])
 
@@ -161,6 +165,8 @@ def cifar10(
                 f"layout {folder}/ with {', '.join(_CIFAR10_FILES)}. {CIFAR10_SOURCE}"
             )
     try:
+        from torchvision import datasets
+
         return datasets.CIFAR10(str(root), train=train, transform=transform, download=download)
     except RuntimeError as exc:  # torchvision: "not found or corrupted" (md5 mismatch)
         raise DatasetNotFoundError(

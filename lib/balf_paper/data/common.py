@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision import transforms as T
 
 from balf.errors import BALFError
+
+if TYPE_CHECKING:  # imported on use: scripts' --help stays fast
+    from torchvision import transforms as T
 
 __all__ = [
     "calibration_subset",
@@ -173,4 +176,6 @@ def eval_transform(mean: Sequence[float], std: Sequence[float]) -> T.Compose:
         >>> eval_transform((0.5,), (0.5,))(PIL.Image.new("L", (28, 28))).shape
         torch.Size([1, 28, 28])
     """
+    from torchvision import transforms as T
+
     return T.Compose([T.ToTensor(), T.Normalize(tuple(mean), tuple(std))])

@@ -15,12 +15,14 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
-from torchvision import datasets
 
 from balf.errors import DatasetNotFoundError
+
+if TYPE_CHECKING:  # imported on use: scripts' --help stays fast
+    from torchvision import datasets
 
 __all__ = ["IMAGENET_NUM_CLASSES", "imagenet_folder", "is_wnid"]
 
@@ -79,6 +81,8 @@ def imagenet_folder(
             f"{root} has folders that are not WordNet ids ({', '.join(not_wnids[:5])}"
             f"{', ...' if len(not_wnids) > 5 else ''}). Expected {layout}. {_SOURCE}"
         )
+    from torchvision import datasets
+
     dataset = datasets.ImageFolder(str(root), transform=transform, allow_empty=True)
     if len(dataset) == 0:
         raise DatasetNotFoundError(f"No images in {root}. Expected {layout}. {_SOURCE}")

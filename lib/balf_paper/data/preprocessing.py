@@ -8,8 +8,11 @@ and build their transform from it. Datasets never ask which model runs on them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torchvision import transforms as T
+if TYPE_CHECKING:  # imported on use: scripts' --help stays fast
+    from torchvision import transforms as T
+
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocessing"]
 
@@ -37,6 +40,8 @@ class Preprocessing:
 
     def transform(self) -> T.Compose:
         """PIL image -> normalised float tensor ``(C, crop, crop)`` (or the image's size)."""
+        from torchvision import transforms as T  # imported on use: scripts' --help stays fast
+
         steps = []
         if self.resize is not None:
             mode = T.InterpolationMode(self.interpolation)

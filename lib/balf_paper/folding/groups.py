@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from torch import nn
-from torchvision.models import resnet as tv_resnet
 
 from balf.errors import BALFError
 from balf_paper.models.cifar_resnet import BasicBlock as CifarBasicBlock
@@ -109,7 +108,9 @@ def _cifar_layout(model: CifarResNet) -> tuple[Producer, list[_Block], str]:
     return Producer("conv1", "bn1"), blocks, "fc"
 
 
-def _torchvision_layout(model: tv_resnet.ResNet) -> tuple[Producer, list[_Block], str]:
+def _torchvision_layout(model: nn.Module) -> tuple[Producer, list[_Block], str]:
+    from torchvision.models import resnet as tv_resnet
+
     blocks = []
     for stage in ("layer1", "layer2", "layer3", "layer4"):
         for i, block in enumerate(getattr(model, stage)):
@@ -127,6 +128,8 @@ def _torchvision_layout(model: tv_resnet.ResNet) -> tuple[Producer, list[_Block]
 
 def _layout(model: nn.Module) -> tuple[Producer, list[_Block], str]:
     """Stem, blocks in forward order and classifier name of a supported ResNet."""
+    from torchvision.models import resnet as tv_resnet  # imported on use (start-up time)
+
     if isinstance(model, CifarResNet):
         return _cifar_layout(model)
     if isinstance(model, tv_resnet.ResNet):

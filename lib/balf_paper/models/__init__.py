@@ -11,12 +11,11 @@ from __future__ import annotations
 import numbers
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy
 import torch
 from torch import nn
-from torchvision import transforms as T
 
 from balf.errors import BALFError
 from balf.io.atomic import atomic_torch_save
@@ -38,6 +37,9 @@ from balf_paper.models.imagenet import (
     disable_fused_attention,
     eval_preprocessing,
 )
+
+if TYPE_CHECKING:  # imported on use: scripts' --help stays fast
+    from torchvision import transforms as T
 
 __all__ = [
     "BasicBlock",

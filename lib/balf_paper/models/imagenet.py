@@ -12,10 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import timm
 import torch
-import torchvision
-from timm.layers import Attention
 from torch import nn
 
 from balf.errors import BALFError, WeightsNotFoundError
@@ -101,6 +98,8 @@ def _hub_checkpoints_dir() -> Path:
 
 def torchvision_weights_path(entry: ImageNetModel) -> Path:
     """Path where torchvision looks for (and caches) the entry's pretrained weights file."""
+    import torchvision  # imported on use (start-up time), as timm below
+
     weights = torchvision.models.get_model_weights(entry.arch)[entry.weights]
     return _hub_checkpoints_dir() / Path(weights.url).name
 
@@ -119,6 +118,8 @@ def disable_fused_attention(model: nn.Module) -> int:
     Returns:
         The number of attention blocks changed.
     """
+    from timm.layers import Attention
+
     count = 0
     for module in model.modules():
         if isinstance(module, Attention):
@@ -128,6 +129,8 @@ def disable_fused_attention(model: nn.Module) -> int:
 
 
 def _build_torchvision(entry: ImageNetModel, pretrained: bool, num_classes: int) -> nn.Module:
+    import torchvision
+
     model = torchvision.models.get_model(entry.arch, weights=None, num_classes=num_classes)
     if not pretrained:
         return model
@@ -151,6 +154,8 @@ def _build_torchvision(entry: ImageNetModel, pretrained: bool, num_classes: int)
 def _build_timm(
     entry: ImageNetModel, pretrained: bool, num_classes: int, in_channels: int
 ) -> nn.Module:
+    import timm
+
     name = f"{entry.arch}.{entry.weights}"
     kwargs: dict = {"num_classes": num_classes, "in_chans": in_channels}
     local_file = timm_weights_path(entry)
