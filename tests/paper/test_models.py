@@ -12,7 +12,6 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
-import balf_paper.models.imagenet as imagenet
 from balf.errors import BALFError, WeightsNotFoundError
 from balf_paper.models import (
     create_model,
