@@ -22,14 +22,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from balf.errors import BALFError, DatasetNotFoundError
-from balf_paper.data.imagenet_archives import (
+from balf_paper.data.extraction import (
     check_existing_output,
-    index_train_archive,
     parse_section_args,
-    sample_train_images,
     staged_directory,
     write_manifest,
 )
+from balf_paper.data.imagenet_archives import index_train_archive, sample_train_images
 
 logger = logging.getLogger("extract_calib")
 

@@ -22,14 +22,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from balf.errors import BALFError, DatasetNotFoundError
-from balf_paper.data.imagenet_archives import (
+from balf_paper.data.extraction import (
     check_existing_output,
     parse_section_args,
-    read_devkit,
     staged_directory,
-    val_image_number,
     write_manifest,
 )
+from balf_paper.data.imagenet_archives import read_devkit, val_image_number
 
 logger = logging.getLogger("extract_val")
 

@@ -25,7 +25,8 @@ import pytest
 from PIL import Image
 
 from balf_paper.data import imagenet_folder
-from balf_paper.data.imagenet_archives import MANIFEST_NAME, parse_meta_mat
+from balf_paper.data.extraction import MANIFEST_NAME
+from balf_paper.data.imagenet_archives import parse_meta_mat
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts" / "imagenet"

@@ -1,9 +1,8 @@
 """Running an extraction script: idempotent reruns, atomic output folders, YAML-backed options.
 
-Shared by ``scripts/imagenet/extract_val.py`` and ``scripts/imagenet/extract_calib.py`` (and
-re-exported by :mod:`balf_paper.data.imagenet_archives`): a completed extraction records its
-settings
-in a hidden manifest (:func:`write_manifest`), a rerun with the same settings is skipped
+Shared by ``scripts/imagenet/extract_val.py`` and ``scripts/imagenet/extract_calib.py``: a
+completed extraction records its settings in a hidden manifest (:func:`write_manifest`), a rerun
+with the same settings is skipped
 (:func:`check_existing_output`), the output is built under a temporary name and renamed on
 success (:func:`staged_directory`), and the command line takes its defaults from one section of
 a YAML file (:func:`parse_section_args`).

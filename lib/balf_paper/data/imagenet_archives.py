@@ -28,30 +28,16 @@ from tqdm import tqdm
 from balf.errors import BALFError, DatasetNotFoundError
 from balf_paper.data._matfile import read_mat
 from balf_paper.data.common import random_indices
-from balf_paper.data.extraction import (
-    MANIFEST_NAME,
-    check_existing_output,
-    parse_section_args,
-    read_manifest,
-    staged_directory,
-    write_manifest,
-)
 from balf_paper.data.imagenet import is_wnid
 
 __all__ = [
-    "MANIFEST_NAME",
     "TrainImage",
-    "check_existing_output",
     "index_train_archive",
     "parse_meta_mat",
-    "parse_section_args",
     "parse_val_ground_truth",
     "read_devkit",
-    "read_manifest",
     "sample_train_images",
-    "staged_directory",
     "val_image_number",
-    "write_manifest",
 ]
 
 GROUND_TRUTH_MEMBER = "data/ILSVRC2012_validation_ground_truth.txt"

@@ -16,37 +16,9 @@ interleaved rounds), ``median_ratio`` (median of the per-round ratios), ``latenc
 ``flops_ratio``, ``params_ratio``, ``factorized_layers``, ``ranks``, ``accuracy`` (or ``None``),
 ``rank_multiple``.
 
-The experiment lives in four modules, re-exported here:
+The experiment lives in four modules:
 :mod:`~balf_paper.experiments.latency_measure`
 (the subject, interleaved timing, predicted ratios), :mod:`~balf_paper.experiments.latency_sweep`
 (:func:`run_latency_budgets`), :mod:`~balf_paper.experiments.latency_report` (Markdown tables) and
 :mod:`~balf_paper.experiments.latency_plots` (the figure).
 """
-
-from __future__ import annotations
-
-from balf_paper.experiments.latency_measure import (
-    LatencySubject,
-    interleaved_latencies,
-    predicted_ratio,
-)
-from balf_paper.experiments.latency_plots import plot_latency
-from balf_paper.experiments.latency_report import (
-    TOLERANCE,
-    accuracy_table,
-    ratio_table,
-    summary_table,
-)
-from balf_paper.experiments.latency_sweep import run_latency_budgets
-
-__all__ = [
-    "TOLERANCE",
-    "LatencySubject",
-    "accuracy_table",
-    "interleaved_latencies",
-    "plot_latency",
-    "predicted_ratio",
-    "ratio_table",
-    "summary_table",
-    "run_latency_budgets",
-]

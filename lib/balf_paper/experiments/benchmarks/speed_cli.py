@@ -3,7 +3,7 @@
 ``--mode flops_auto``/``params_auto`` times the original and compressed models
 (:func:`.speed.measure_model`) and writes ``speed_<device>.json`` (rewritten after every model)
 and its plot (:func:`.speed_plot.plot_speedup`). ``--mode latency_auto`` measures latency
-budgets (:mod:`balf_paper.experiments.latency_budget`) and writes ``latency_<device>.json``, its
+budgets (see :mod:`balf_paper.experiments.latency_budget`) and writes ``latency_<device>.json``, its
 tables and plot (:func:`.speed_plot.write_latency_outputs`). ``--plot-only`` re-renders from the
 JSON. This is a command-line entry point: its report goes to stdout.
 """
@@ -22,7 +22,6 @@ from torch import nn
 
 from balf.io.atomic import atomic_json_dump
 from balf_paper.data import make_loader
-from balf_paper.experiments import latency_budget
 from balf_paper.experiments.benchmarks.speed import calibration, measure_model
 from balf_paper.experiments.benchmarks.speed_plot import (
     plot_speedup,
@@ -32,6 +31,8 @@ from balf_paper.experiments.benchmarks.speed_plot import (
 from balf_paper.experiments.datasets import benchmark_model, experiment_data, experiment_model
 from balf_paper.experiments.environment import command_line, environment_info
 from balf_paper.experiments.evaluation import evaluate
+from balf_paper.experiments.latency_measure import LatencySubject
+from balf_paper.experiments.latency_sweep import run_latency_budgets
 from balf_paper.experiments.options import parse_with_yaml
 
 __all__ = ["build_parser", "latency_subject", "main", "run_latency_mode"]
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def latency_subject(args: argparse.Namespace, name: str) -> latency_budget.LatencySubject:
+def latency_subject(args: argparse.Namespace, name: str) -> LatencySubject:
     """A synthetic ImageNet model, or a trained ``fashion-mnist:<arch>`` with its test set."""
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
@@ -107,14 +108,14 @@ def latency_subject(args: argparse.Namespace, name: str) -> latency_budget.Laten
 
         calib = make_loader(data.calibration, args.calib_batch_size, 0)
         example = data.evaluation[0][0].unsqueeze(0)
-        return latency_budget.LatencySubject(
+        return LatencySubject(
             name, model.to(device), calib, example.to(device), accuracy
         )
     model = benchmark_model(name, args.synthetic, args.image_size).to(device)
     data, _ = calibration(args, name)
     size = args.image_size if args.synthetic else 224
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(args.seed))
-    return latency_budget.LatencySubject(name, model, data, example.to(device))
+    return LatencySubject(name, model, data, example.to(device))
 
 
 def _results(benchmark: str, args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
@@ -135,7 +136,7 @@ def _measure_latency(args: argparse.Namespace, argv: list[str], json_path: Path)
     """Latency budgets of every model; the JSON (rewritten after every model)."""
     results = _results("latency_budget", args, argv)
     for name in args.models:
-        results["rows"] += latency_budget.run_latency_budgets(
+        results["rows"] += run_latency_budgets(
             latency_subject(args, name),
             args.ratios,
             args.batch_sizes,

@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from balf.io.atomic import atomic_write_text
-from balf_paper.experiments import latency_budget
+from balf_paper.experiments import latency_plots, latency_report
 from balf_paper.experiments.plots import save_figure
 
 __all__ = ["latency_tables", "plot_speedup", "summary_table", "write_latency_outputs"]
@@ -68,12 +68,12 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> str:
 def latency_tables(rows: Sequence[dict[str, Any]], stem: Path, device: str) -> dict[Path, str]:
     """The latency mode's Markdown tables by path (``stem``: ``.../latency_<device>``)."""
     tables = {
-        stem.with_suffix(".md"): latency_budget.ratio_table(rows),
-        stem.with_name(f"latency_summary_{device}.md"): latency_budget.summary_table(rows),
+        stem.with_suffix(".md"): latency_report.ratio_table(rows),
+        stem.with_name(f"latency_summary_{device}.md"): latency_report.summary_table(rows),
     }
     if any(r["accuracy"] is not None for r in rows):
         accuracy_path = stem.with_name(f"latency_accuracy_{device}.md")
-        tables[accuracy_path] = latency_budget.accuracy_table(rows)
+        tables[accuracy_path] = latency_report.accuracy_table(rows)
     return tables
 
 
@@ -86,5 +86,5 @@ def write_latency_outputs(
     for path, text in tables.items():
         atomic_write_text(text, path)
     device_name = results.get("environment", {}).get("device", "")
-    paths = latency_budget.plot_latency(rows, stem, f"BALF latency budgets ({device_name})")
+    paths = latency_plots.plot_latency(rows, stem, f"BALF latency budgets ({device_name})")
     return tables, paths
