@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .allocation import Allocation, allocate
+from .allocation import Allocation, allocate, smallest_reachable_cost
 from .costs import LayerCost
 from .errors import BALFError, BudgetError
 from .modes import (
@@ -167,11 +167,11 @@ class BALFConfig(CompressionConfig):
                 raise
             fixed = candidates[0].cost.fixed
             total = fixed + sum(float(c[-1]) for c in curves)
-            smallest = (fixed + sum(float(c[0]) for c in curves)) / total
+            smallest = (fixed + smallest_reachable_cost(energies, curves)) / total
             raise BudgetError(
                 f"a latency keep-ratio of {self.ratio:g} is below the smallest achievable "
-                f"measured latency: rank 1 in every layer keeps {smallest:.4g} of the model's "
-                f"latency; use a ratio >= {smallest:.4g}"
+                f"measured latency: the cheapest allowed rank in every layer keeps "
+                f"{smallest:.4g} of the model's latency; use a ratio >= {smallest:.4g}"
             ) from exc
         return allocation.ranks, allocation
 
