@@ -25,6 +25,7 @@ from .errors import BALFError
 from .example_input import first_example, measure_rows
 from .factorize import factorize_layer
 from .flops import count_flops, count_params
+from .hooks import transfer_hooks
 from .latency import LatencyTable, measure_latency, with_latency_costs
 from .layer_statistics import check_statistics
 from .modes import Side
@@ -255,6 +256,7 @@ class Compressor:
                 small = factorize_layer(dense, decompositions[cand.name], rank)
                 if cand.name in shapes:
                     check_output_shape(cand.name, dense, small, shapes[cand.name])
+                transfer_hooks(dense, small)  # the user's hooks stay on the layer
                 if cand.name == "":  # the model is a single layer: return its replacement
                     out = small
                 else:

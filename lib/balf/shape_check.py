@@ -52,7 +52,7 @@ def layer_shapes(
 
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in targets.items()]
+    handles = [m.register_forward_hook(hook(n), prepend=True) for n, m in targets.items()]
     try:
         flops = count_flops(model, example, kwargs, forward=forward)
     finally:

@@ -241,7 +241,8 @@ def collect_statistics(
         name: _Accumulator(name, m, side or geometry_of(m).preferred_side())
         for name, m in targets.items()
     }
-    handles = [m.register_forward_hook(accumulators[n]) for n, m in targets.items()]
+    # prepended: the layer's own output, before any forward hook of the user changes it
+    handles = [m.register_forward_hook(accumulators[n], prepend=True) for n, m in targets.items()]
     calibration = _CalibrationPass(model, forward)
     try:
         with eval_mode(model):
