@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ._io import atomic_write_bytes
 from .errors import BALFError
 from .layer_kinds import _KINDS, class_for_dense, kind_class, layer_kinds, register_layer_kind
+from .saved_sharing import module_names, retie, tied_tensors
 
 __all__ = [
     "FORMAT_VERSION",
@@ -153,9 +154,10 @@ def apply_spec(
         SaveFormatError: a named layer is missing, of another kind, or of another shape.
     """
     _check_header(spec, "the spec")
-    modules = dict(model.named_modules())
     out = model
     for entry in spec["layers"]:
+        # looked up now: a model compressed twice names layers inside earlier replacements
+        modules = dict(out.named_modules())
         name, kind = entry.get("name"), entry.get("kind")
         cls = _KINDS.get(kind)
         if cls is None:
@@ -190,7 +192,8 @@ def apply_spec(
         if name == "":
             out = layer
         else:
-            model.set_submodule(name, layer)
+            for alias in module_names(out).get(id(dense), [name]):  # a shared module stays shared
+                out.set_submodule(alias, layer)
     return out
 
 
@@ -239,6 +242,7 @@ def save(model: nn.Module, path: str | Path, metadata: Mapping[str, str] | None 
     path = Path(path)
     spec = model_spec(model)
     tensors, spec["aliases"] = _deduplicated(model.state_dict())
+    spec["tied"] = tied_tensors(model)
     header = {str(k): str(v) for k, v in (metadata or {}).items()}
     if _METADATA_KEY in header:
         raise BALFError(f"metadata key {_METADATA_KEY!r} is reserved for the balf spec")
@@ -323,6 +327,7 @@ def load(path: str | Path, model: nn.Module, device: torch.device | str | None =
                 f"{tuple(v.shape)} in this model; pass the architecture that was saved"
             )
     model.load_state_dict(state, strict=True, assign=True)
+    retie(model, spec.get("tied", {}))  # one Parameter per tied group, as when saved
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise SaveFormatError(
