@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ._io import atomic_write_bytes
 from .errors import BALFError
 from .layer_kinds import _KINDS, class_for_dense, kind_class, layer_kinds, register_layer_kind
+from .save_checksum import ALGORITHM, tensors_checksum, verify_checksum
 from .saved_sharing import module_names, retie, tied_tensors
 
 __all__ = [
@@ -243,6 +244,7 @@ def save(model: nn.Module, path: str | Path, metadata: Mapping[str, str] | None 
     spec = model_spec(model)
     tensors, spec["aliases"] = _deduplicated(model.state_dict())
     spec["tied"] = tied_tensors(model)
+    spec["checksum"] = {"algorithm": ALGORITHM, "tensors": tensors_checksum(tensors)}
     header = {str(k): str(v) for k, v in (metadata or {}).items()}
     if _METADATA_KEY in header:
         raise BALFError(f"metadata key {_METADATA_KEY!r} is reserved for the balf spec")
@@ -303,12 +305,16 @@ def load(path: str | Path, model: nn.Module, device: torch.device | str | None =
     Raises:
         SaveFormatError: the file does not match the model: a layer is missing or has another
             shape, a tensor is missing or unexpected (each named), or the format is unknown.
+        CorruptSaveError: the tensor data differs from the checksum stored when it was saved.
     """
     spec = read_spec(path)
     target = _target_device(model, device)
     model = apply_spec(model, spec, device="meta")
-    with safe_open(str(path), framework="pt", device=str(target)) as f:
+    with safe_open(str(path), framework="pt", device="cpu") as f:
         state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+    verify_checksum(spec, state, path)
+    if target.type != "meta":
+        state = {k: v.to(target) for k, v in state.items()}
     for alias, name in spec.get("aliases", {}).items():
         state[alias] = state[name]
     expected = model.state_dict()
