@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ._io import atomic_write_bytes
+from ._mode import eval_mode
 from .errors import BALFError
 
 __all__ = ["conv_bn_pairs", "export_onnx", "fold_batchnorm"]
@@ -98,15 +99,15 @@ def fold_batchnorm(model: nn.Module, example_input: Tensor, atol: float = 1e-4) 
         BALFError: the folded copy's output differs from the original's (a conv's output was
             also used elsewhere than by its BatchNorm).
     """
-    model = model.eval()
-    folded = copy.deepcopy(model)
+    folded = copy.deepcopy(model).eval()
     pairs = conv_bn_pairs(folded, example_input)
     for conv_name, bn_name in pairs:
         conv = folded.get_submodule(conv_name)
         bn = folded.get_submodule(bn_name)
         folded.set_submodule(conv_name, fuse_conv_bn_eval(conv, bn))
         folded.set_submodule(bn_name, nn.Identity())
-    reference = model(example_input)
+    with eval_mode(model):  # the caller's train/eval flags are restored
+        reference = model(example_input)
     out = folded(example_input)
     scale = reference.abs().max().clamp_min(1.0)
     if not torch.allclose(out, reference, atol=atol * float(scale), rtol=1e-3):

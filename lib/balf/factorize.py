@@ -31,4 +31,15 @@ def factorize_layer(module: nn.Module, decomposition: LayerDecomposition, rank: 
     """
     w = weight_matrices(module)
     a, b = decomposition.factors(w, rank)
-    return adapter_of(module).build(module, a, b)
+    small = adapter_of(module).build(module, a, b)
+    _match_requires_grad(module, small)
+    return small
+
+
+def _match_requires_grad(dense: nn.Module, small: nn.Module) -> None:
+    """The factors follow the dense weight's ``requires_grad``, the bias the dense bias's (a
+    frozen layer stays frozen)."""
+    bias = getattr(dense, "bias", None)
+    for name, p in small.named_parameters():
+        source = bias if name.rpartition(".")[2] == "bias" and bias is not None else dense.weight
+        p.requires_grad_(source.requires_grad)

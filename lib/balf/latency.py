@@ -36,6 +36,7 @@ from torch.utils import benchmark
 from tqdm.auto import tqdm
 
 from ._io import atomic_json_dump
+from ._mode import restores_mode
 from .errors import BALFError
 from .latency_table import (
     LatencyCost,
@@ -141,6 +142,7 @@ def _measure_layer(cls, dense: nn.Module, shape, grid, device, dtype, min_run_ti
     return LayerLatency(dense_s, list(grid), lowrank)
 
 
+@restores_mode  # the caller's train/eval flags come back as they were
 def measure_latency(
     model: nn.Module,
     example_input: Tensor,
