@@ -27,6 +27,7 @@ from .factorize import factorize_layer
 from .flops import count_flops, count_params
 from .hooks import transfer_hooks
 from .latency import LatencyTable, measure_latency, with_latency_costs
+from .latency_staleness import is_stale
 from .layer_statistics import check_statistics
 from .modes import Side
 from .report import Report
@@ -202,7 +203,12 @@ class Compressor:
                 options of the constructor say otherwise).
         """
         if not isinstance(self.latency, LatencyTable):
-            options = dict(self.latency or {})
+            self._latency_options = dict(self.latency or {})
+        # measured here (not given): measured again when what the timing depends on changed
+        options = getattr(self, "_latency_options", None)
+        table = self.latency if isinstance(self.latency, LatencyTable) else None
+        if options is not None and (table is None or is_stale(table, self.model, options)):
+            options = dict(options)
             options.setdefault("progress", self.progress)
             options.setdefault("rank_multiple", rank_multiple)
             example = self.statistics.example_input
