@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .cache import Cache, load_or_collect_statistics, load_or_decompose
+from .calibration_rows import under_calibrated, warn_under_calibrated
 from .config import CompressionConfig, LayerCandidate
 from .costs import LayerCost
 from .decomposition import LayerDecomposition
@@ -192,6 +193,11 @@ class Compressor:
             report.model_flops_after = self._count_flops(out)
         self._timings["measurement"] += time.perf_counter() - start
         report.timings = dict(self._timings)
+        if config.activation_aware:
+            report.under_calibrated = under_calibrated(self.statistics, candidates)
+            if not getattr(self, "_warned_rows", False):  # once per Compressor
+                warn_under_calibrated(report.under_calibrated, self.statistics.num_samples)
+                self._warned_rows = True
         log.info(report.summary())
         return out, report
 
