@@ -40,6 +40,7 @@ from ..serialization import save as balf_save
 from .environment import command_line, environment_info
 from .evaluation import EvalResult, evaluate
 from .points import ResultPoint, SkippedPoint, knob_key
+from .run_lock import locks_out_dir
 from .sweep_file import add_point, add_skipped, done_keys, load_results, resume
 
 __all__ = ["SWEEP_VALUES", "SweepConfig", "default_knobs", "load_results", "run_sweep"]
@@ -115,6 +116,7 @@ def default_knobs(mode: str, model: str, path: str | Path | None = None) -> list
     return list(values)
 
 
+@locks_out_dir  # one process per run folder: no finished point is lost
 def run_sweep(
     config: SweepConfig,
     model: nn.Module,
