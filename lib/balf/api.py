@@ -27,6 +27,7 @@ from .example_input import first_example, measure_rows
 from .factorize import factorize_layer
 from .flops import count_flops, count_params
 from .hooks import transfer_hooks
+from .input_checks import check_latency_example, check_model_and_options
 from .latency import LatencyTable, measure_latency, with_latency_costs
 from .latency_staleness import is_stale
 from .layer_statistics import check_statistics
@@ -86,6 +87,7 @@ class Compressor:
         max_batches: int | None = None,
         latency: LatencyTable | dict[str, Any] | None = None,
     ) -> None:
+        check_model_and_options(model, batch_size)
         self.model = model
         self.latency = latency
         self.targets, self.skipped = resolve_layers(model, layers)
@@ -218,6 +220,7 @@ class Compressor:
             options.setdefault("progress", self.progress)
             options.setdefault("rank_multiple", rank_multiple)
             example = self.statistics.example_input
+            check_latency_example(example, self.statistics.example_kwargs, self.forward)
             start = time.perf_counter()
             self.latency = measure_latency(self.model, example, self.targets, **options)
             self._timings["latency"] = time.perf_counter() - start

@@ -140,11 +140,16 @@ def export_onnx(
         ``path``.
 
     Raises:
-        BALFError: ``onnx``/``onnxscript`` are missing (install the ``export`` extra).
+        BALFError: ``onnx``/``onnxscript`` are missing (install the ``export`` extra), or
+            ``path`` is a directory.
 
     Example:
         >>> balf.export.export_onnx(small, torch.randn(1, 3, 32, 32), "small.onnx")
     """
+    if Path(path).is_dir():
+        raise BALFError(
+            f"{path} is a directory; pass the .onnx file to write, e.g. {path}/model.onnx"
+        )
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401

@@ -36,7 +36,9 @@ from ._io import atomic_write_bytes
 from .errors import BALFError
 from .layer_kinds import _KINDS, class_for_dense, kind_class, layer_kinds, register_layer_kind
 from .save_checksum import ALGORITHM, tensors_checksum, verify_checksum
+from .save_orphans import remove_save_orphans
 from .saved_sharing import module_names, retie, tied_tensors
+from .spec_checks import check_aliases, check_layer_entry
 
 __all__ = [
     "FORMAT_VERSION",
@@ -156,7 +158,10 @@ def apply_spec(
     """
     _check_header(spec, "the spec")
     out = model
-    for entry in spec["layers"]:
+    if not isinstance(spec.get("layers"), list):
+        raise SaveFormatError("the spec's 'layers' is not a list; save the model again")
+    for index, entry in enumerate(spec["layers"]):
+        check_layer_entry(entry, index, SaveFormatError)
         # looked up now: a model compressed twice names layers inside earlier replacements
         modules = dict(out.named_modules())
         name, kind = entry.get("name"), entry.get("kind")
@@ -249,6 +254,7 @@ def save(model: nn.Module, path: str | Path, metadata: Mapping[str, str] | None 
     if _METADATA_KEY in header:
         raise BALFError(f"metadata key {_METADATA_KEY!r} is reserved for the balf spec")
     header[_METADATA_KEY] = json.dumps(spec)
+    remove_save_orphans(path)  # temporary files of earlier saves that were killed
     atomic_write_bytes(safetensors_bytes(tensors, metadata=header), path)
     log.info("saved %d factorized layers to %s", len(spec["layers"]), path)
     return path
@@ -315,6 +321,7 @@ def load(path: str | Path, model: nn.Module, device: torch.device | str | None =
     verify_checksum(spec, state, path)
     if target.type != "meta":
         state = {k: v.to(target) for k, v in state.items()}
+    check_aliases(spec.get("aliases", {}), state, str(path), SaveFormatError)
     for alias, name in spec.get("aliases", {}).items():
         state[alias] = state[name]
     expected = model.state_dict()

@@ -41,6 +41,7 @@ from .environment import command_line, environment_info
 from .evaluation import EvalResult, evaluate
 from .points import ResultPoint, SkippedPoint, knob_key
 from .run_lock import locks_out_dir
+from .save_dir_check import check_save_dir
 from .sweep_file import add_point, add_skipped, done_keys, load_results, resume
 
 __all__ = ["SWEEP_VALUES", "SweepConfig", "default_knobs", "load_results", "run_sweep"]
@@ -160,6 +161,8 @@ def run_sweep(
         save_knobs: only these knob values (default: all).
     """
     out_dir = Path(out_dir)
+    if save_dir is not None:  # before any point is computed
+        check_save_dir(save_dir)
     results_path = out_dir / "results.json"
     results = _start(config, out_dir, device, argv)
     model = model.to(device).eval()
