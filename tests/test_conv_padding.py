@@ -176,3 +176,20 @@ def test_efficientnet_lite0_keeps_every_layer_shape():
         for h in hooks:
             h.remove()
     assert ours == dense
+
+
+def test_timm_linear_which_only_adds_a_torchscript_cast_is_factorized_as_nn_linear():
+    timm_linear = pytest.importorskip("timm.layers.linear")
+    model = nn.Sequential(timm_linear.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    x = torch.randn(64, 32)
+    small, report = balf.compress(model, x, balf.RankRatioConfig(0.25), progress=False)
+    assert "0" not in report.skipped and report.layers["0"].factorized
+
+
+def test_timm_models_lose_no_layer_to_the_override_check():
+    timm = pytest.importorskip("timm")
+    from balf.targets import resolve_layers
+
+    for name in ("tf_efficientnet_b0", "mobilenetv3_small_100", "deit_tiny_patch16_224"):
+        _, skipped = resolve_layers(timm.create_model(name, pretrained=False))
+        assert not [n for n, r in skipped.items() if "overrides" in r], name

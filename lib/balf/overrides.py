@@ -10,10 +10,26 @@ an adapter registered for its own type, or it is a known padding-in-forward conv
 
 from __future__ import annotations
 
+import sys
+
 from torch import nn
 
-from .adapters.base import registered_types
+from .adapters.base import adapter_for, register_layer_adapter, registered_types
 from .conv_padding import register_known
+
+# Known third-party subclasses whose forward computes exactly what their base class computes
+# (timm's Linear only adds a TorchScript AMP cast): factorized as their base class.
+_SAME_AS_BASE = (("timm.layers.linear", "Linear"), ("timm.models.layers.linear", "Linear"))
+
+
+def _register_same_as_base(cls: type, module: nn.Module) -> bool:
+    for module_name, class_name in _SAME_AS_BASE:
+        owner = sys.modules.get(module_name)
+        if owner is not None and getattr(owner, class_name, None) is cls:
+            register_layer_adapter(cls, adapter_for(module))
+            return True
+    return False
+
 
 __all__ = ["override_reason"]
 
@@ -42,7 +58,7 @@ def override_reason(module: nn.Module) -> str | None:
     methods = _overridden(cls, base)
     if not methods:
         return None
-    if register_known(cls):
+    if register_known(cls) or _register_same_as_base(cls, module):
         return None
     return (
         f"{cls.__name__} overrides {', '.join(methods)} of {base.__name__}, so it may compute "
