@@ -118,6 +118,8 @@ class Compressor:
         self._timings: dict[str, float] = {}
         self._rows: dict[str, float] | None = None
         self._shapes: dict | None = None
+        self._latency_options: dict[str, Any] | None = None  # set when measured here
+        self._warned_rows = False
 
     # -- phases ------------------------------------------------------------------------------
 
@@ -197,7 +199,7 @@ class Compressor:
         report.timings = dict(self._timings)
         if config.activation_aware:
             report.under_calibrated = under_calibrated(self.statistics, candidates)
-            if not getattr(self, "_warned_rows", False):  # once per Compressor
+            if not self._warned_rows:  # once per Compressor
                 warn_under_calibrated(report.under_calibrated, self.statistics.num_samples)
                 self._warned_rows = True
         log.info(report.summary())
@@ -213,7 +215,7 @@ class Compressor:
         if not isinstance(self.latency, LatencyTable):
             self._latency_options = dict(self.latency or {})
         # measured here (not given): measured again when what the timing depends on changed
-        options = getattr(self, "_latency_options", None)
+        options = self._latency_options
         table = self.latency if isinstance(self.latency, LatencyTable) else None
         if options is not None and (table is None or is_stale(table, self.model, options)):
             options = dict(options)
