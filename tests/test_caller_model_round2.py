@@ -40,7 +40,7 @@ def test_measure_latency_keeps_the_callers_train_mode():
     model = _wide().train()
     before = _flags(model)
     layers = {"0": model[0]}
-    balf.latency.measure_latency(
+    balf.ranks.latency.measure_latency(
         model, torch.randn(1, 256), layers, min_run_time=0.005, points=2, progress=False
     )
     assert _flags(model) == before
@@ -50,7 +50,7 @@ def test_fold_batchnorm_does_not_switch_the_caller_to_eval():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).train()
     before = _flags(model)
     stats = {k: v.clone() for k, v in model.state_dict().items()}
-    folded = balf.export.fold_batchnorm(model, torch.randn(1, 3, 8, 8))
+    folded = balf.io.export.fold_batchnorm(model, torch.randn(1, 3, 8, 8))
     assert _flags(model) == before
     assert all(torch.equal(v, stats[k]) for k, v in model.state_dict().items())
     assert not folded.training

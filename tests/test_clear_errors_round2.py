@@ -15,7 +15,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 import balf
-from balf.models.cifar_resnet_a import load_third_party_checkpoint, option_a_resnet
+from balf_paper.models.cifar_resnet_a import load_third_party_checkpoint, option_a_resnet
 
 
 def _mlp() -> nn.Module:
@@ -106,11 +106,11 @@ def test_latency_mode_with_other_batch_structures_is_a_clear_error(batches, kwar
 def test_a_truncated_latency_cache_file_is_measured_again(tmp_path):
     model = _TwoInputs().eval()
     x, layers = torch.randn(1, 64), {"up": model.up}
-    balf.latency.measure_latency(model, x, layers, cache_dir=tmp_path, progress=False, **_LATENCY)
+    balf.ranks.latency.measure_latency(model, x, layers, cache_dir=tmp_path, progress=False, **_LATENCY)
     (entry,) = (tmp_path / "latency").glob("*.json")
     entry.write_text(entry.read_text()[:20])
     with pytest.warns(UserWarning, match="corrupt latency cache entry"):
-        table = balf.latency.measure_latency(
+        table = balf.ranks.latency.measure_latency(
             model, x, layers, cache_dir=tmp_path, progress=False, **_LATENCY
         )
     assert "up" in table.layers
@@ -140,7 +140,7 @@ def test_a_string_best_prec1_is_named(tmp_path):
 
 
 def test_save_model_into_an_unusable_directory_fails_before_the_first_point(tmp_path, monkeypatch):
-    from balf.experiments.sweep import SweepConfig, run_sweep
+    from balf_paper.experiments.sweep import SweepConfig, run_sweep
 
     calls = []
     monkeypatch.setattr(balf.Compressor, "compress", lambda *a, **k: calls.append(1))
@@ -156,7 +156,7 @@ def test_save_model_into_an_unusable_directory_fails_before_the_first_point(tmp_
 
 def test_export_onnx_to_a_directory_is_named(small, tmp_path):
     with pytest.raises(balf.BALFError, match="is a directory; pass the .onnx file"):
-        balf.export.export_onnx(small, torch.randn(1, 16), tmp_path)
+        balf.io.export.export_onnx(small, torch.randn(1, 16), tmp_path)
 
 
 def test_a_model_on_the_meta_device_is_refused():

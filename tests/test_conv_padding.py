@@ -110,7 +110,7 @@ def test_declared_padded_conv_in_a_model_keeps_every_shape_and_round_trips(tmp_p
 
 
 def test_shape_check_refuses_a_replacement_with_another_output_shape():
-    from balf.adapters.conv2d import Conv2dAdapter
+    from balf.layers.conv2d import Conv2dAdapter
 
     balf.register_layer_adapter(ClaimedPlain, Conv2dAdapter())  # wrong: it pads in forward
     model = _net(ClaimedPlain(3, 16, 3, stride=2)).eval()
@@ -188,7 +188,7 @@ def test_timm_linear_which_only_adds_a_torchscript_cast_is_factorized_as_nn_line
 
 def test_timm_models_lose_no_layer_to_the_override_check():
     timm = pytest.importorskip("timm")
-    from balf.targets import resolve_layers
+    from balf.layers.selection import resolve_layers
 
     for name in ("tf_efficientnet_b0", "mobilenetv3_small_100", "deit_tiny_patch16_224"):
         _, skipped = resolve_layers(timm.create_model(name, pretrained=False))

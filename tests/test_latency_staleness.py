@@ -32,7 +32,7 @@ def test_a_table_given_by_the_caller_is_used_as_given():
     try:
         torch.set_num_threads(1)
         layers = {"0": model[0], "2": model[2]}
-        table = balf.latency.measure_latency(
+        table = balf.ranks.latency.measure_latency(
             model, x[:1], layers, min_run_time=0.002, points=2, progress=False
         )
         compressor = balf.Compressor(model, x, latency=table, progress=False)

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 import balf
-from balf.allocation import allocate
-from balf.config import _only_multiples
+from balf.ranks.allocation import allocate
+from balf.ranks.configs import _only_multiples
 from balf.errors import BudgetError
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BALFError, BudgetError
+from balf.errors import BALFError, BudgetError
 
 __all__ = ["Allocation", "allocate", "cheapest_allowed", "smallest_reachable_cost"]
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 
-from .config import LayerCandidate
-from .statistics import Statistics
+from balf.ranks.configs import LayerCandidate
+from balf.calibration.collect import Statistics
 
 __all__ = ["under_calibrated", "warn_under_calibrated"]
 

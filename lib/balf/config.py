@@ -14,7 +14,7 @@ mode                        config                                rank rule
 ==========================  ====================================  ==========================
 
 Each class declares its modes (name, fixed fields, label, colour, marker) with
-:func:`balf.modes.register_modes`; ``mode`` and ``knob`` are derived from them.
+:func:`balf.ranks.modes.register_modes`; ``mode`` and ``knob`` are derived from them.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .allocation import Allocation, allocate, smallest_reachable_cost
-from .costs import LayerCost
-from .errors import BALFError, BudgetError
-from .modes import (
+from balf.ranks.allocation import Allocation, allocate, smallest_reachable_cost
+from balf.ranks.costs import LayerCost
+from balf.errors import BALFError, BudgetError
+from balf.ranks.modes import (
     METRICS,
     MethodConfig,
     Metric,
@@ -39,10 +39,10 @@ from .modes import (
     register_modes,
     registered_modes,
 )
-from .rank_rules import energy_threshold_rank, rank_ratio_rank, uniform_rank
+from balf.ranks.rules import energy_threshold_rank, rank_ratio_rank, uniform_rank
 
 ALLOCATOR_METRICS = (*METRICS, "latency")
-"""What the budget of :class:`BALFConfig` can count (latency: measured, see balf.latency)."""
+"""What the budget of :class:`BALFConfig` can count (latency: measured, see balf.ranks.latency)."""
 
 __all__ = [
     "ALLOCATOR_METRICS",
@@ -119,7 +119,7 @@ class BALFConfig(CompressionConfig):
     Args:
         ratio: keep-ratio ρ ∈ (0, 1] of the chosen layers' FLOPs or parameters, or (``metric=
             "latency"``) of the whole model's latency measured on the target device (see
-            :mod:`balf.latency`; the :class:`balf.Compressor` measures or is given the table).
+            :mod:`balf.ranks.latency`; the :class:`balf.Compressor` measures or is given the table).
         metric: ``"flops"``, ``"params"`` or ``"latency"``.
         n_iters: bisection iterations of the allocator.
         rank_multiple: ranks are multiples of this (or a layer's full rank), e.g. 8 for
@@ -148,7 +148,7 @@ class BALFConfig(CompressionConfig):
     def select_ranks(self, candidates):
         ratio = self.ratio
         if self.metric == "latency":
-            from .latency import LatencyCost, layer_keep_ratio
+            from balf.ranks.latency import LatencyCost, layer_keep_ratio
 
             if not all(isinstance(c.cost, LatencyCost) for c in candidates):
                 raise BALFError(
@@ -266,7 +266,7 @@ _CLASSES = {cls.__name__: cls for cls in (BALFConfig, EnergyConfig, UniformConfi
 
 MODES: dict[str, Mode] = {m.name: m for cls in _CLASSES.values() for m in cls.modes}
 """The built-in compression modes by name (``mode.make(knob)`` is the config). Every registered
-mode, with new rank rules and Model Folding's: :func:`balf.modes.registered_modes`."""
+mode, with new rank rules and Model Folding's: :func:`balf.ranks.modes.registered_modes`."""
 
 
 def config_for_mode(mode: str, knob: float, **kwargs: Any) -> CompressionConfig:

@@ -12,11 +12,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .batches import as_call, batch_size_of, first_call_sample, first_samples
-from .errors import BALFError
-from .fingerprints import PeekedIterable
-from .flops import count_flops
-from .representation import rows_of_call
+from balf.calibration.batches import as_call, batch_size_of, first_call_sample, first_samples
+from balf.errors import BALFError
+from balf.io.fingerprints import PeekedIterable
+from balf.counting.flops import count_flops
+from balf.layers.dispatch import rows_of_call
 
 __all__ = ["first_example", "measure_rows"]
 

@@ -23,9 +23,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ._io import atomic_write_bytes
-from ._mode import eval_mode
-from .errors import BALFError
+from balf.io.atomic import atomic_write_bytes
+from balf._eval_mode import eval_mode
+from balf.errors import BALFError
 
 __all__ = ["conv_bn_pairs", "export_onnx", "fold_batchnorm"]
 
@@ -144,7 +144,7 @@ def export_onnx(
             ``path`` is a directory.
 
     Example:
-        >>> balf.export.export_onnx(small, torch.randn(1, 3, 32, 32), "small.onnx")
+        >>> balf.io.export.export_onnx(small, torch.randn(1, 3, 32, 32), "small.onnx")
     """
     if Path(path).is_dir():
         raise BALFError(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .decomposition import LayerDecomposition
-from .representation import adapter_of, weight_matrices
+from balf.decomposition import LayerDecomposition
+from balf.layers.dispatch import adapter_of, weight_matrices
 
 __all__ = ["factorize_layer"]
 

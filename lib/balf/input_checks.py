@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .errors import BALFError
+from balf.errors import BALFError
 
 __all__ = ["check_latency_example", "check_model_and_options"]
 
@@ -56,6 +56,6 @@ def check_latency_example(
         raise BALFError(
             f'metric="latency" times the whole model on one tensor input, but the calibration '
             f"batches {kind}. Measure a table yourself and pass it "
-            "(latency=balf.latency.measure_latency(model, tensor_input, layers)), or use "
+            "(latency=balf.ranks.latency.measure_latency(model, tensor_input, layers)), or use "
             'metric="flops"'
         )

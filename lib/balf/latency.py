@@ -36,10 +36,10 @@ from torch import Tensor, nn
 from torch.utils import benchmark
 from tqdm.auto import tqdm
 
-from ._io import atomic_json_dump, read_json_or_none
-from ._mode import restores_mode
-from .errors import BALFError
-from .latency_table import (
+from balf.io.atomic import atomic_json_dump, read_json_or_none
+from balf._eval_mode import restores_mode
+from balf.errors import BALFError
+from balf.ranks.latency.table import (
     LatencyCost,
     LatencyTable,
     LayerLatency,
@@ -47,7 +47,7 @@ from .latency_table import (
     layer_keep_ratio,
     with_latency_costs,
 )
-from .representation import LayerGeometry, geometry_of
+from balf.layers.dispatch import LayerGeometry, geometry_of
 
 __all__ = [
     "LatencyCost",
@@ -178,9 +178,9 @@ def measure_latency(
     Returns:
         The :class:`LatencyTable` (seconds per call at ``batch_size``).
     """
-    from ._version import __version__
-    from .export import fold_batchnorm
-    from .layer_kinds import class_for_dense
+    from balf._version import __version__
+    from balf.io.export import fold_batchnorm
+    from balf.layers.registry import class_for_dense
 
     if batch_size < 1 or rank_multiple < 1 or points < 1:
         raise BALFError("batch_size, rank_multiple and points must be positive integers")

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .latency import LatencyTable, _device_name
+from balf.ranks.latency import LatencyTable, _device_name
 
 __all__ = ["current_conditions", "is_stale"]
 

@@ -14,8 +14,8 @@ import sys
 
 from torch import nn
 
-from .adapters.base import adapter_for, register_layer_adapter, registered_types
-from .conv_padding import register_known
+from balf.layers.kind import adapter_for, register_layer_adapter, registered_types
+from balf.conv_padding import register_known
 
 # Known third-party subclasses whose forward computes exactly what their base class computes
 # (timm's Linear only adds a TorchScript AMP cast): factorized as their base class.

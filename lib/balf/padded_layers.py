@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from .conv_padding import TF_SAME, PadSpec, pad_input, pad_spec_of, register_known
-from .layers import LowRankConv2d
+from balf.conv_padding import TF_SAME, PadSpec, pad_input, pad_spec_of, register_known
+from balf.layers import LowRankConv2d
 
 __all__ = ["PaddedLowRankConv2d"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from torch import Tensor
 
-from .errors import BALFError
-from .hashing import update_with_tensor
+from balf.errors import BALFError
+from balf.io.hashing import update_with_tensor
 
 __all__ = ["ALGORITHM", "CorruptSaveError", "tensors_checksum", "verify_checksum"]
 

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from .cache import _ORPHAN_AGE_S, _TMP_OWNER, _alive, _host
+from balf.io.cache import _ORPHAN_AGE_S, _TMP_OWNER, _alive, _host
 
 __all__ = ["remove_save_orphans"]
 

@@ -32,13 +32,13 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from ._io import atomic_write_bytes
-from .errors import BALFError
-from .layer_kinds import _KINDS, class_for_dense, kind_class, layer_kinds, register_layer_kind
-from .save_checksum import ALGORITHM, tensors_checksum, verify_checksum
-from .save_orphans import remove_save_orphans
-from .saved_sharing import module_names, retie, tied_tensors
-from .spec_checks import check_aliases, check_layer_entry
+from balf.io.atomic import atomic_write_bytes
+from balf.errors import BALFError
+from balf.layers.registry import _KINDS, class_for_dense, kind_class, layer_kinds, register_layer_kind
+from balf.save_checksum import ALGORITHM, tensors_checksum, verify_checksum
+from balf.save_orphans import remove_save_orphans
+from balf.saved_sharing import module_names, retie, tied_tensors
+from balf.spec_checks import check_aliases, check_layer_entry
 
 __all__ = [
     "FORMAT_VERSION",
@@ -70,7 +70,7 @@ class SaveFormatError(BALFError):
 
 
 def _empty_spec() -> dict[str, Any]:
-    from ._version import __version__
+    from balf._version import __version__
 
     return {
         "format": FORMAT,
@@ -128,7 +128,7 @@ def _check_header(spec: Any, source: str) -> None:
         raise SaveFormatError(f"{source} is not a balf save (no {FORMAT!r} spec); use balf.save")
     version = spec.get("format_version")
     if version not in _READABLE_VERSIONS:
-        from ._version import __version__
+        from balf._version import __version__
 
         raise SaveFormatError(
             f"{source} was written by balf {spec.get('library_version')} in save format "

@@ -6,7 +6,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import BALFError
+from balf.errors import BALFError
 
 __all__ = ["check_aliases", "check_layer_entry"]
 

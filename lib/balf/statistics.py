@@ -20,8 +20,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._mode import eval_mode
-from .batches import (
+from balf._eval_mode import eval_mode
+from balf.calibration.batches import (
     as_call,
     batch_size_of,
     first_call_sample,
@@ -33,12 +33,12 @@ from .batches import (
     tensors_of,
     to_device,
 )
-from .errors import BALFError, StatisticsError
-from .hashing import tensor_digest, update_with_tensor
-from .layer_statistics import LayerStatistics, Statistics
-from .modes import SIDES, Side
-from .representation import geometry_of, input_gram, output_gram, rows_of_call
-from .targets import resolve_layers
+from balf.errors import BALFError, StatisticsError
+from balf.io.hashing import tensor_digest, update_with_tensor
+from balf.calibration.statistics import LayerStatistics, Statistics
+from balf.ranks.modes import SIDES, Side
+from balf.layers.dispatch import geometry_of, input_gram, output_gram, rows_of_call
+from balf.layers.selection import resolve_layers
 
 __all__ = [
     "LayerStatistics",

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from ..conv_padding import pad_input, pad_spec_of
-from ..padded_layers import PaddedLowRankConv2d
-from .conv2d import Conv2dAdapter
+from balf.conv_padding import pad_input, pad_spec_of
+from balf.padded_layers import PaddedLowRankConv2d
+from balf.layers.conv2d import Conv2dAdapter
 
 __all__ = ["PaddedConv2dAdapter"]
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..distributed import is_main_process
-from ..errors import BALFError
+from balf.calibration.distributed import is_main_process
+from balf.errors import BALFError
 
 try:
     import fcntl

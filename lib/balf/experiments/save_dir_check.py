@@ -6,8 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..distributed import is_main_process
-from ..errors import BALFError
+from balf.calibration.distributed import is_main_process
+from balf.errors import BALFError
 
 __all__ = ["check_save_dir"]
 
