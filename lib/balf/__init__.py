@@ -39,6 +39,8 @@ from balf.layers import (
     register_layer_kind,
 )
 from balf.layers.factorize import factorize_layer
+from balf.layers.padded_conv2d import register_padded_conv
+from balf.layers.padded_lowrank import PaddedLowRankConv2d
 from balf.ranks import latency
 from balf.ranks.configs import (
     MODES,
@@ -75,6 +77,7 @@ __all__ = [
     "LowRankConv2d",
     "LowRankLinear",
     "Mode",
+    "PaddedLowRankConv2d",
     "RankRatioConfig",
     "Report",
     "SaveFormatError",
@@ -103,6 +106,8 @@ __all__ = [
     "save",
     "save_pretrained",
     "spec_from_report",
+    "register_layer_adapter",
+    "register_padded_conv",
 ]
 
 _DEPRECATED_NAMES = {

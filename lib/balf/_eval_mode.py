@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -24,3 +28,19 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module, flag in flags:
             module.training = flag
+
+
+def restores_mode(fn: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a function whose first argument is a model: every module's ``training`` flag is
+    restored when it returns or raises (the function may switch the model to eval mode)."""
+
+    @functools.wraps(fn)
+    def wrapper(model: nn.Module, *args: Any, **kwargs: Any) -> T:
+        flags = [(m, m.training) for m in model.modules()]
+        try:
+            return fn(model, *args, **kwargs)
+        finally:
+            for module, flag in flags:
+                module.training = flag
+
+    return wrapper

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from balf.calibration.coverage import under_calibrated, warn_under_calibrated
 from balf.calibration.example_input import first_example, measure_rows
+from balf.calibration.input_checks import check_latency_example, check_model_and_options
 from balf.calibration.statistics import Statistics, check_statistics
 from balf.calibration.uncalled import uncalled_reasons
 from balf.counting.flops import count_flops, count_params
@@ -28,10 +30,13 @@ from balf.layers.attention import prepare_replacement, temporarily_unpacked
 from balf.layers.dispatch import geometry_of
 from balf.layers.factorize import factorize_layer
 from balf.layers.geometry import Side
+from balf.layers.hooks import transfer_hooks
 from balf.layers.selection import module_aliases, resolve_layers
+from balf.layers.shape_check import check_output_shape, layer_shapes
 from balf.ranks.configs import CompressionConfig
 from balf.ranks.costs import LayerCandidate, LayerCost
 from balf.ranks.latency.measure import measure_latency
+from balf.ranks.latency.staleness import is_stale
 from balf.ranks.latency.table import LatencyTable
 from balf.report import Report
 from balf.report.build import fill_totals, layer_report
@@ -92,6 +97,7 @@ class Compressor:
         latency: LatencyTable | dict[str, Any] | None = None,
         exclude: Iterable[str] | None = None,
     ) -> None:
+        check_model_and_options(model, batch_size)
         self.model = model
         self.latency = latency
         self.targets, self.skipped = resolve_layers(model, layers, exclude)
@@ -122,6 +128,9 @@ class Compressor:
         self._decompositions: dict[bool, dict[str, LayerDecomposition]] = {}
         self._timings: dict[str, float] = {}
         self._rows: dict[str, float] | None = None
+        self._shapes: dict | None = None
+        self._latency_options: dict[str, Any] | None = None  # set when measured here
+        self._warned_rows = False
 
     # -- phases ------------------------------------------------------------------------------
 
@@ -199,6 +208,11 @@ class Compressor:
             report.model_flops_after = self._count_flops(out)
         self._timings["measurement"] += time.perf_counter() - start
         report.timings = dict(self._timings)
+        if config.activation_aware:
+            report.under_calibrated = under_calibrated(self.statistics, candidates)
+            if not self._warned_rows:  # once per Compressor
+                warn_under_calibrated(report.under_calibrated, self.statistics.num_samples)
+                self._warned_rows = True
         log.info(report.summary())
         return out, report
 
@@ -210,10 +224,16 @@ class Compressor:
                 options of the constructor say otherwise).
         """
         if not isinstance(self.latency, LatencyTable):
-            options = dict(self.latency or {})
+            self._latency_options = dict(self.latency or {})
+        # measured here (not given): measured again when what the timing depends on changed
+        options = self._latency_options
+        table = self.latency if isinstance(self.latency, LatencyTable) else None
+        if options is not None and (table is None or is_stale(table, self.model, options)):
+            options = dict(options)
             options.setdefault("progress", self.progress)
             options.setdefault("rank_multiple", rank_multiple)
             example = self.statistics.example_input
+            check_latency_example(example, self.statistics.example_kwargs, self.forward)
             start = time.perf_counter()
             self.latency = measure_latency(self.model, example, self.targets, **options)
             self._timings["latency"] = time.perf_counter() - start
@@ -253,10 +273,15 @@ class Compressor:
         report = Report(config=config.to_dict(), mode=config.mode, skipped=dict(self.skipped))
         decompositions = self.decompositions(config.activation_aware)
         aa_energies = self._activation_energies(config.activation_aware)
+        shapes = self._layer_shapes() if replaced else {}
         for cand, rank in zip(candidates, ranks, strict=True):
             factorized = cand.name in replaced
             if factorized:
-                small = factorize_layer(self.targets[cand.name], decompositions[cand.name], rank)
+                dense = self.targets[cand.name]
+                small = factorize_layer(dense, decompositions[cand.name], rank)
+                if cand.name in shapes:
+                    check_output_shape(cand.name, dense, small, shapes[cand.name])
+                transfer_hooks(dense, small)  # the user's hooks stay on the layer
                 if cand.name == "":  # the model is a single layer: return its replacement
                     out = small
                 else:
@@ -275,7 +300,12 @@ class Compressor:
         self._rows_per_sample()  # finds an example input when there is data
         key = "flops" if self._example_call() is not None else "params"
         if getattr(self, "_baseline_key", None) != key:
-            flops = self._count_flops(self.model) if key == "flops" else None
+            flops = None
+            if key == "flops":  # the same pass records each layer's shapes for the check
+                example, kwargs = self._example_call()
+                self._shapes, flops = layer_shapes(
+                    self.model, self.targets, example, kwargs, self.forward
+                )
             self._baseline = (count_params(self.model), flops)
             self._baseline_key = key
         return self._baseline
@@ -316,6 +346,12 @@ class Compressor:
                         )
                     )
         return {n: self._rows[n] for n in self.targets}
+
+    def _layer_shapes(self) -> dict:
+        """Input and output shapes of every chosen layer on the first calibration sample
+        (empty without data), measured by the baseline FLOP count."""
+        self._baseline_counts()
+        return self._shapes or {}
 
     def _activation_energies(self, activation_aware: bool) -> dict[str, np.ndarray] | None:
         if activation_aware:

@@ -276,7 +276,10 @@ def collect_statistics(
     }
     calibration = _CalibrationPass(model, forward)
     with temporarily_unpacked(model):
-        handles = [m.register_forward_hook(accumulators[n]) for n, m in targets.items()]
+        # prepended: the layer's own output, before any forward hook of the user changes it
+        handles = [
+            m.register_forward_hook(accumulators[n], prepend=True) for n, m in targets.items()
+        ]
         try:
             with eval_mode(model):
                 for batch in _progress_bar(data, batch_size, max_batches, progress):

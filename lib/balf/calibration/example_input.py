@@ -70,7 +70,7 @@ def measure_rows(
             name, rows[name] + rows_of_call(module, output)
         )
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in targets.items()]
+    handles = [m.register_forward_hook(hook(n), prepend=True) for n, m in targets.items()]
     try:
         count_flops(model, example, kwargs, forward=forward)
     finally:

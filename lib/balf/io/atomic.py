@@ -72,5 +72,5 @@ def read_json_or_none(path: str | os.PathLike) -> Any | None:
         return None
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return None

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from balf._eval_mode import eval_mode
 from balf.errors import BALFError
 from balf.io.atomic import atomic_write_bytes
 
@@ -98,15 +99,15 @@ def fold_batchnorm(model: nn.Module, example_input: Tensor, atol: float = 1e-4) 
         BALFError: the folded copy's output differs from the original's (a conv's output was
             also used elsewhere than by its BatchNorm).
     """
-    model = model.eval()
-    folded = copy.deepcopy(model)
+    folded = copy.deepcopy(model).eval()
     pairs = conv_bn_pairs(folded, example_input)
     for conv_name, bn_name in pairs:
         conv = folded.get_submodule(conv_name)
         bn = folded.get_submodule(bn_name)
         folded.set_submodule(conv_name, fuse_conv_bn_eval(conv, bn))
         folded.set_submodule(bn_name, nn.Identity())
-    reference = model(example_input)
+    with eval_mode(model):  # the caller's train/eval flags are restored
+        reference = model(example_input)
     out = folded(example_input)
     scale = reference.abs().max().clamp_min(1.0)
     if not torch.allclose(out, reference, atol=atol * float(scale), rtol=1e-3):
@@ -139,11 +140,16 @@ def export_onnx(
         ``path``.
 
     Raises:
-        BALFError: ``onnx``/``onnxscript`` are missing (install the ``export`` extra).
+        BALFError: ``onnx``/``onnxscript`` are missing (install the ``export`` extra), or
+            ``path`` is a directory.
 
     Example:
         >>> balf.io.export.export_onnx(small, torch.randn(1, 3, 32, 32), "small.onnx")
     """
+    if Path(path).is_dir():
+        raise BALFError(
+            f"{path} is a directory; pass the .onnx file to write, e.g. {path}/model.onnx"
+        )
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401

@@ -33,6 +33,10 @@ from torch import Tensor, nn
 
 from balf.errors import BALFError
 from balf.io.atomic import atomic_write_bytes
+from balf.io.checksum import ALGORITHM, tensors_checksum, verify_checksum
+from balf.io.orphans import remove_save_orphans
+from balf.io.sharing import module_names, retie, tied_tensors
+from balf.io.spec_checks import check_aliases, check_layer_entry
 from balf.layers.attention import prepare_replacement
 from balf.layers.kind import kind_for, kind_named, kind_of_lowrank, layer_kinds
 
@@ -152,19 +156,25 @@ def apply_spec(
         SaveFormatError: a named layer is missing, of another kind, or of another shape.
     """
     _check_header(spec, "the spec")
-    # attention modules holding a saved layer were unpacked (balf.layers.attention)
-    prepare_replacement(model, [str(e.get("name")) for e in spec["layers"]])
-    modules = dict(model.named_modules())
     out = model
-    for entry in spec["layers"]:
+    if not isinstance(spec.get("layers"), list):
+        raise SaveFormatError("the spec's 'layers' is not a list; save the model again")
+    # attention modules holding a saved layer were unpacked (balf.layers.attention)
+    prepare_replacement(model, [str(e.get("name")) for e in spec["layers"] if isinstance(e, dict)])
+    for index, entry in enumerate(spec["layers"]):
+        check_layer_entry(entry, index, SaveFormatError)
+        # looked up now: a model compressed twice names layers inside earlier replacements
+        modules = dict(out.named_modules())
         name, kind = entry.get("name"), entry.get("kind")
-        layer_kind = kind_named(kind) if isinstance(kind, str) else None
+        dense = modules.get(name)
+        # the dense layer's own kind first: kinds recognised on sight register on look-up
+        own = kind_for(dense) if dense is not None else None
+        layer_kind = own if own is not None and own.name == kind else kind_named(kind)
         if layer_kind is None:
             raise SaveFormatError(
                 f"layer {name!r} has kind {kind!r}, unknown to this balf (known: "
                 f"{sorted(layer_kinds())}); register it with balf.register_layer_kind"
             )
-        dense = modules.get(name)
         if dense is None:
             raise SaveFormatError(
                 f"layer {name!r} of the saved model is missing from this model; pass the "
@@ -192,7 +202,8 @@ def apply_spec(
         if name == "":
             out = layer
         else:
-            model.set_submodule(name, layer)
+            for alias in module_names(out).get(id(dense), [name]):  # a shared module stays shared
+                out.set_submodule(alias, layer)
     return out
 
 
@@ -241,10 +252,13 @@ def save(model: nn.Module, path: str | Path, metadata: Mapping[str, str] | None 
     path = Path(path)
     spec = model_spec(model)
     tensors, spec["aliases"] = _deduplicated(model.state_dict())
+    spec["tied"] = tied_tensors(model)
+    spec["checksum"] = {"algorithm": ALGORITHM, "tensors": tensors_checksum(tensors)}
     header = {str(k): str(v) for k, v in (metadata or {}).items()}
     if _METADATA_KEY in header:
         raise BALFError(f"metadata key {_METADATA_KEY!r} is reserved for the balf spec")
     header[_METADATA_KEY] = json.dumps(spec)
+    remove_save_orphans(path)  # temporary files of earlier saves that were killed
     atomic_write_bytes(safetensors_bytes(tensors, metadata=header), path)
     log.info("saved %d factorized layers to %s", len(spec["layers"]), path)
     return path
@@ -301,12 +315,17 @@ def load(path: str | Path, model: nn.Module, device: torch.device | str | None =
     Raises:
         SaveFormatError: the file does not match the model: a layer is missing or has another
             shape, a tensor is missing or unexpected (each named), or the format is unknown.
+        CorruptSaveError: the tensor data differs from the checksum stored when it was saved.
     """
     spec = read_spec(path)
     target = _target_device(model, device)
     model = apply_spec(model, spec, device="meta")
-    with safe_open(str(path), framework="pt", device=str(target)) as f:
+    with safe_open(str(path), framework="pt", device="cpu") as f:
         state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+    verify_checksum(spec, state, path)
+    if target.type != "meta":
+        state = {k: v.to(target) for k, v in state.items()}
+    check_aliases(spec.get("aliases", {}), state, str(path), SaveFormatError)
     for alias, name in spec.get("aliases", {}).items():
         state[alias] = state[name]
     expected = model.state_dict()
@@ -325,6 +344,7 @@ def load(path: str | Path, model: nn.Module, device: torch.device | str | None =
                 f"{tuple(v.shape)} in this model; pass the architecture that was saved"
             )
     model.load_state_dict(state, strict=True, assign=True)
+    retie(model, spec.get("tied", {}))  # one Parameter per tied group, as when saved
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise SaveFormatError(

@@ -8,7 +8,12 @@ in :mod:`.geometry`, look-ups by module in :mod:`.dispatch`, the choice of layer
 :mod:`.selection`.
 """
 
-from balf.layers import conv1d, conv2d, linear  # noqa: F401  (built-in kinds register themselves)
+from balf.layers import (  # noqa: F401  (built-in kinds register themselves)
+    conv1d,
+    conv2d,
+    linear,
+    padded_conv2d,
+)
 from balf.layers._conv import Conv2dView, ConvKind
 from balf.layers.kind import (
     LayerKind,

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from balf.layers.geometry import LayerGeometry
 from balf.layers.kind import LayerKind, kind_for, registered_types
+from balf.layers.overrides import override_reason
 
 __all__ = [
     "kind_of",
@@ -44,7 +45,10 @@ def unsupported_reason(module: nn.Module) -> str | None:
             f"unsupported layer type {type(module).__name__} (layer kinds exist for {known}; "
             "see balf.register_layer_kind)"
         )
-    return kind.unsupported_reason(module)
+    reason = override_reason(module)  # may register a known padding-in-forward conv
+    if reason is not None:
+        return reason
+    return kind_for(module).unsupported_reason(module)  # the kind may have been registered now
 
 
 def kind_of(module: nn.Module) -> LayerKind:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from balf.decomposition import LayerDecomposition
 from balf.layers.dispatch import kind_of, weight_matrices
@@ -31,4 +31,16 @@ def factorize_layer(module: nn.Module, decomposition: LayerDecomposition, rank: 
     """
     w = weight_matrices(module)
     a, b = decomposition.factors(w, rank)
-    return kind_of(module).replace(module, a, b)
+    kind = kind_of(module)
+    small = kind.replace(module, a, b)
+    _match_requires_grad(module, kind.weight(module), small)
+    return small
+
+
+def _match_requires_grad(dense: nn.Module, weight: Tensor, small: nn.Module) -> None:
+    """The factors follow the dense weight's ``requires_grad``, the bias the dense bias's (a
+    frozen layer stays frozen)."""
+    bias = getattr(dense, "bias", None)
+    for name, p in small.named_parameters():
+        source = bias if name.rpartition(".")[2] == "bias" and bias is not None else weight
+        p.requires_grad_(source.requires_grad)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -25,6 +25,7 @@ from balf.layers.optional import register_optional
 
 __all__ = [
     "LayerKind",
+    "add_kind_resolver",
     "kind_for",
     "kind_named",
     "kind_of_lowrank",
@@ -128,6 +129,12 @@ class LayerKind:
         """An uninitialised replacement of the shape a save-spec ``entry`` describes."""
         return self._label(self.lowrank_type.from_spec(dict(entry), device=device, dtype=dtype))
 
+    def for_type(self, module_type: type[nn.Module]) -> LayerKind:
+        """This kind for another dense type (e.g. a subclass known to compute the same)."""
+        kind = copy.copy(self)
+        kind.dense_type = module_type
+        return kind
+
     def _label(self, layer: nn.Module) -> nn.Module:
         if getattr(layer, "kind", None) != self.name:
             layer.kind = self.name  # an instance attribute: one low-rank class, several kinds
@@ -166,7 +173,8 @@ def register_layer_kind(kind: LayerKind) -> LayerKind:
     if not (isinstance(kind.dense_type, type) and issubclass(kind.dense_type, nn.Module)):
         raise TypeError(f"dense_type must be an nn.Module subclass, got {kind.dense_type!r}")
     other = _BY_NAME.get(kind.name)
-    if other is not None and other.dense_type is not kind.dense_type:
+    shared = other is not None and type(other) is type(kind)  # one kind, several dense types
+    if other is not None and other.dense_type is not kind.dense_type and not shared:
         raise BALFError(
             f"layer kind {kind.name!r} is already registered for {other.dense_type.__name__}; "
             "pick another name"
@@ -177,8 +185,19 @@ def register_layer_kind(kind: LayerKind) -> LayerKind:
         if _BY_NAME.get(previous.name) is previous:
             del _BY_NAME[previous.name]
     _BY_TYPE[kind.dense_type] = kind
-    _BY_NAME[kind.name] = kind
+    if kind.name not in _BY_NAME or _BY_NAME[kind.name].dense_type is kind.dense_type:
+        _BY_NAME[kind.name] = kind
     return kind
+
+
+_RESOLVERS: list[Callable[[type], object]] = []
+
+
+def add_kind_resolver(resolver: Callable[[type], object]) -> None:
+    """Call ``resolver(module_type)`` before every look-up by type: it may register a kind for
+    a type recognised on first sight (e.g. a known third-party conv that pads in forward)."""
+    if resolver not in _RESOLVERS:
+        _RESOLVERS.append(resolver)
 
 
 def kind_for(module: nn.Module) -> LayerKind | None:
@@ -188,6 +207,8 @@ def kind_for(module: nn.Module) -> LayerKind | None:
 
 def _kind_for_type(module_type: type) -> LayerKind | None:
     register_optional()
+    for resolver in _RESOLVERS:
+        resolver(module_type)
     for cls in module_type.__mro__:
         kind = _BY_TYPE.get(cls)
         if kind is not None:

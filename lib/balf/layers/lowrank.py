@@ -54,7 +54,7 @@ class _LowRankBase(nn.Module):
 
     def spec(self) -> dict[str, Any]:
         """``{"kind", "rank", "dense": hyper-parameters of the replaced dense layer}``."""
-        dense = self._hyper_parameters(self, self.second.bias is not None)
+        dense = self._hyper_parameters(self, _final_bias(self) is not None)
         return {"kind": self.kind, "rank": self.rank, "dense": dense}
 
     @classmethod
@@ -66,6 +66,13 @@ class _LowRankBase(nn.Module):
     ) -> _LowRankBase:
         """An uninitialised layer of the shape :meth:`spec` describes (weights loaded after)."""
         return cls._from_hyper_parameters(spec["dense"], spec["rank"], device=device, dtype=dtype)
+
+
+def _final_bias(layer: nn.Module) -> torch.Tensor | None:
+    """The bias a low-rank layer adds, also when its ``second`` was factorized again."""
+    while isinstance(layer, _LowRankBase):
+        layer = layer.second
+    return getattr(layer, "bias", None)
 
 
 class LowRankLinear(_LowRankBase):

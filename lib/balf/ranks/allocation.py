@@ -14,7 +14,7 @@ import numpy as np
 
 from balf.errors import BALFError, BudgetError
 
-__all__ = ["Allocation", "allocate"]
+__all__ = ["Allocation", "allocate", "cheapest_allowed", "smallest_reachable_cost"]
 
 _MAX_DOUBLINGS = 2000
 
@@ -65,17 +65,22 @@ def _check_inputs(
             raise BALFError("each layer needs as many energies as costs (one per rank)")
 
 
-def _smallest_feasible(feasible: Callable[[float], bool], n_iters: int) -> float:
+def _smallest_feasible(feasible: Callable[[float], bool], n_iters: int) -> float | None:
     """A multiplier λ > 0 with ``feasible(λ)``, bisected ``n_iters`` times towards the smallest.
 
     ``feasible`` is monotone (false below some λ*, true above); the upper end starts at 1 and
-    doubles until feasible (at most ``_MAX_DOUBLINGS`` times), the lower end at 0.
+    doubles until feasible (at most ``_MAX_DOUBLINGS`` times, never to infinity, where
+    ``∞·0`` would be NaN), the lower end at 0. ``None``: no finite λ tried was feasible.
     """
     hi = 1.0
     for _ in range(_MAX_DOUBLINGS):
         if feasible(hi):
             break
+        if not np.isfinite(hi * 2.0):
+            return None
         hi *= 2.0
+    else:
+        return None
     lo = 0.0
     for _ in range(n_iters):
         mid = 0.5 * (lo + hi)
@@ -105,7 +110,10 @@ def allocate(
 
     Raises:
         BALFError: invalid ratio, ``n_iters`` or mismatched inputs.
-        BudgetError: the budget is below the cost of rank 1 everywhere (names the smallest ratio).
+        BudgetError: the budget is below the cost of the cheapest selectable rank everywhere
+            (names the smallest reachable ratio).
+
+    A rank whose energy is ``-inf`` is never selected (e.g. one ``rank_multiple`` excludes).
     """
     _check_inputs(energies, costs, ratio, n_iters)
     cost_matrix = _pad(costs, 0.0)  # padded ranks have energy -inf: never selected
@@ -129,11 +137,13 @@ def allocate(
             iterations=iterations,
         )
 
-    minimum = float(sum(float(c[0]) for c in costs))
+    cheapest = cheapest_allowed(energy_matrix, cost_matrix)
+    minimum = cost_of(cheapest)
     if minimum > budget:
         raise BudgetError(
-            f"a keep-ratio of {ratio:g} is below the smallest achievable cost: rank 1 in every "
-            f"layer keeps {minimum / total:.4g} of the cost; use a ratio >= {minimum / total:.4g}"
+            f"a keep-ratio of {ratio:g} is below the smallest achievable cost: the cheapest "
+            f"allowed rank in every layer keeps {minimum / total:.4g} of the cost; use a ratio "
+            f">= {minimum / total:.4g}"
         )
     if total <= budget:
         return result(full - 1, 0.0, 0)
@@ -147,4 +157,30 @@ def allocate(
     if cost_of(idx) <= budget:
         return result(idx, 0.0, 0)
     hi = _smallest_feasible(lambda lam: cost_of(select(lam)) <= budget, n_iters)
+    if hi is None:  # cost differences too small for any finite λ: the cheapest allowed ranks
+        return result(cheapest, float("inf"), n_iters)
     return result(select(hi), hi, n_iters)
+
+
+def cheapest_allowed(energy_matrix: np.ndarray, cost_matrix: np.ndarray) -> np.ndarray:
+    """Per layer, the index of the cheapest selectable rank (the smallest such rank on ties).
+
+    Args:
+        energy_matrix: ``(L, R_max)`` energies, ``-inf`` where a rank cannot be selected
+            (padding, or a rank ``rank_multiple`` excludes).
+        cost_matrix: ``(L, R_max)`` costs.
+    """
+    allowed = np.isfinite(energy_matrix)
+    if not allowed.any(axis=1).all():
+        raise BALFError("every layer needs at least one selectable rank (finite energy)")
+    return np.argmin(np.where(allowed, cost_matrix, np.inf), axis=1)
+
+
+def smallest_reachable_cost(energies: Sequence[np.ndarray], costs: Sequence[np.ndarray]) -> float:
+    """``Σ_l`` of the cheapest selectable rank's cost (``-inf`` energy: not selectable)."""
+    return float(
+        sum(
+            float(np.min(np.asarray(c)[np.isfinite(e)]))
+            for e, c in zip(energies, costs, strict=True)
+        )
+    )

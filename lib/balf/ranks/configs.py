@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from balf.errors import BALFError, BudgetError
-from balf.ranks.allocation import Allocation, allocate
+from balf.ranks.allocation import Allocation, allocate, smallest_reachable_cost
 from balf.ranks.costs import LayerCandidate, metric_named
 from balf.ranks.modes import (
     MethodConfig,
@@ -142,7 +142,8 @@ class BALFConfig(CompressionConfig):
         try:
             allocation = allocate(energies, curves, ratio, self.n_iters)
         except BudgetError as exc:
-            message = metric.unreachable(costs, self.ratio)
+            reachable = smallest_reachable_cost(energies, curves)
+            message = metric.unreachable(costs, self.ratio, reachable)
             if message is None:
                 raise
             raise BudgetError(message) from exc

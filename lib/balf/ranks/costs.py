@@ -111,9 +111,11 @@ class BudgetMetric:
         (default: the same; latency: of the whole model, fixed costs included)."""
         return ratio
 
-    def unreachable(self, costs: Sequence[LayerCost], ratio: float) -> str | None:
-        """A message for a ``ratio`` below the smallest reachable cost (``None``: the
-        allocator's own message)."""
+    def unreachable(
+        self, costs: Sequence[LayerCost], ratio: float, reachable: float
+    ) -> str | None:
+        """A message for a ``ratio`` below what can be reached, given ``reachable``, the summed
+        cost of the cheapest allowed rank of every layer (``None``: the allocator's message)."""
         return None
 
 

@@ -62,6 +62,8 @@ class Report:
         layer_flops_ratio: FLOPs kept over the chosen layers (``None`` without statistics).
         model_params_before/after: whole-model parameter counts.
         model_flops_before/after: whole-model FLOPs for one sample (``None`` without statistics).
+        under_calibrated: layers that saw fewer calibration rows than their maximum rank,
+            ``{name: {"rows", "rows_needed"}}`` (activation-aware modes; a warning names them).
         timings: seconds spent in this call per phase (statistics, decomposition, allocation,
             replacement, measurement).
     """
@@ -81,6 +83,7 @@ class Report:
     model_flops_before: int | None = None
     model_flops_after: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    under_calibrated: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def model_params_ratio(self) -> float:

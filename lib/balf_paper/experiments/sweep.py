@@ -39,6 +39,8 @@ from balf_paper.experiments.environment import command_line, environment_info
 from balf_paper.experiments.evaluation import EvalResult, evaluate
 from balf_paper.experiments.modes import sweep_values_of
 from balf_paper.experiments.points import ResultPoint, SkippedPoint, knob_key
+from balf_paper.experiments.run_lock import locks_out_dir
+from balf_paper.experiments.save_dir_check import check_save_dir
 from balf_paper.experiments.sweep_file import (
     add_point,
     add_skipped,
@@ -124,6 +126,7 @@ def default_knobs(mode: str, model: str, path: str | Path | None = None) -> list
     return list(values)
 
 
+@locks_out_dir  # one process per run folder: no finished point is lost
 def run_sweep(
     config: SweepConfig,
     model: nn.Module,
@@ -167,6 +170,8 @@ def run_sweep(
         save_knobs: only these knob values (default: all).
     """
     out_dir = Path(out_dir)
+    if save_dir is not None:  # before any point is computed
+        check_save_dir(save_dir)
     results_path = out_dir / "results.json"
     results = _start(config, out_dir, device, argv)
     model = model.to(device).eval()

@@ -155,15 +155,29 @@ def load_third_party_checkpoint(model: nn.Module, path: str | os.PathLike) -> di
             "the GitHub repository akamaster/pytorch_resnet_cifar10 (folder pretrained_models/); "
             "pass the file with --checkpoint."
         )
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or "state_dict" not in payload:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # text, empty or truncated files raise pickle/zip/EOF errors
+        raise BALFError(
+            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}); "
+            "download the file again from akamaster/pytorch_resnet_cifar10"
+        ) from exc
+    if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
         raise BALFError(f"{path}: expected a dict with a 'state_dict' entry (option-A checkpoint)")
-    state = {k.removeprefix("module."): v for k, v in payload["state_dict"].items()}
+    state = {str(k).removeprefix("module."): v for k, v in payload["state_dict"].items()}
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise BALFError(f"{path} does not match {type(model).__name__}: {exc}") from exc
     meta = {}
     if "best_prec1" in payload:
-        meta["best_prec1"] = float(payload["best_prec1"])
+        value = payload["best_prec1"]
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BALFError(
+                f"{path}: 'best_prec1' is {value!r}, not a number (the published accuracy in %); "
+                "download the file again from akamaster/pytorch_resnet_cifar10"
+            )
+        meta["best_prec1"] = float(value)
     return meta

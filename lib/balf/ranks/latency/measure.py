@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import platform
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -34,8 +35,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from balf._eval_mode import restores_mode
 from balf.errors import BALFError
-from balf.io.atomic import atomic_json_dump
+from balf.io.atomic import atomic_json_dump, read_json_or_none
 from balf.layers.dispatch import geometry_of
 from balf.layers.geometry import LayerGeometry
 from balf.ranks.latency.table import LatencyTable, LayerLatency, allowed_ranks
@@ -127,6 +129,7 @@ def _measure_layer(kind, dense: nn.Module, shape, grid, device, dtype, min_run_t
     return LayerLatency(dense_s, list(grid), lowrank)
 
 
+@restores_mode  # the caller's train/eval flags come back as they were
 def measure_latency(
     model: nn.Module,
     example_input: Tensor,
@@ -169,9 +172,17 @@ def measure_latency(
     if batch_size < 1 or rank_multiple < 1 or points < 1:
         raise BALFError("batch_size, rank_multiple and points must be positive integers")
     threads = threads or torch.get_num_threads()
+    if not isinstance(example_input, torch.Tensor):
+        raise BALFError(
+            f"example_input must be one tensor batch (the model is timed as model(x)), got "
+            f"{type(example_input).__name__}"
+        )
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
-    x = example_input[:1].to(device=device, dtype=dtype)
+    # integer inputs (token ids for an embedding) keep their dtype; float inputs take the model's
+    x = example_input[:1].to(device=device)
+    if x.is_floating_point():
+        x = x.to(dtype=dtype)
     x = x.expand(batch_size, *x.shape[1:]).contiguous()
     key = {
         "device": _device_name(device),
@@ -187,7 +198,14 @@ def measure_latency(
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         cache_path = Path(cache_dir) / "latency" / f"{digest}.json"
         if cache_path.is_file():
-            cached = json.loads(cache_path.read_text()).get("layers", {})
+            stored = read_json_or_none(cache_path)
+            layers_ok = isinstance(stored, dict) and isinstance(stored.get("layers"), dict)
+            if layers_ok:
+                cached = stored["layers"]
+            else:
+                warnings.warn(
+                    f"corrupt latency cache entry {cache_path}; measuring again", stacklevel=2
+                )
     model = model.eval()
     with temporarily_unpacked(model):  # attention projections are called (layers.attention)
         shapes = _input_shapes(model, x, layers)

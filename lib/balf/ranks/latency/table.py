@@ -167,16 +167,15 @@ class LatencyMetric(BudgetMetric):
     def layer_keep_ratio(self, costs, ratio: float) -> float:
         return layer_keep_ratio([self._latency(c) for c in costs], ratio)
 
-    def unreachable(self, costs, ratio: float) -> str | None:
+    def unreachable(self, costs, ratio: float, reachable: float) -> str | None:
         latencies = [self._latency(c) for c in costs]
         fixed = latencies[0].fixed if latencies else 0.0
-        curves = [self.curve(c) for c in latencies]
-        total = fixed + sum(float(c[-1]) for c in curves)
-        smallest = (fixed + sum(float(c[0]) for c in curves)) / total
+        total = fixed + sum(float(self.curve(c)[-1]) for c in latencies)
+        smallest = (fixed + reachable) / total
         return (
             f"a latency keep-ratio of {ratio:g} is below the smallest achievable measured "
-            f"latency: rank 1 in every layer keeps {smallest:.4g} of the model's latency; use a "
-            f"ratio >= {smallest:.4g}"
+            f"latency: the cheapest allowed rank in every layer keeps {smallest:.4g} of the "
+            f"model's latency; use a ratio >= {smallest:.4g}"
         )
 
 
