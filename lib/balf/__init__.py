@@ -11,6 +11,7 @@ from . import export, latency  # noqa: E402, I001  (submodules as attributes: ba
 from ._version import __version__
 from .adapters import LayerAdapter, register_layer_adapter
 from .api import Compressor, compress, factorize_layer
+from .block_by_block import BlockByBlock
 from .cache import Cache
 from .config import (
     MODES,
@@ -43,6 +44,7 @@ __all__ = [
     "MODES",
     "BALFConfig",
     "BALFError",
+    "BlockByBlock",
     "BudgetError",
     "Cache",
     "CompressionConfig",

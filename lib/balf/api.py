@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .block_by_block import BlockByBlock
 from .cache import Cache, load_or_collect_statistics, load_or_decompose
 from .config import CompressionConfig, LayerCandidate
 from .costs import LayerCost
@@ -61,6 +62,10 @@ class Compressor:
             of these layers, or the keyword arguments of :func:`balf.latency.measure_latency`
             (``batch_size``, ``cache_dir``, ...) to measure one on first use (default: batch 1,
             no disk cache).
+        strategy: how activation-aware configs calibrate: ``None`` for whole-model
+            calibration (one pass, every layer's statistics at once), or
+            :class:`balf.BlockByBlock` (one block at a time on inputs from the blocks already
+            compressed; same ranks, less memory; no ``cache``).
 
     Example:
         >>> compressor = balf.Compressor(model, calib_loader)
@@ -81,7 +86,12 @@ class Compressor:
         forward: Callable[[nn.Module, Any], Any] | None = None,
         max_batches: int | None = None,
         latency: LatencyTable | dict[str, Any] | None = None,
+        strategy: BlockByBlock | None = None,
     ) -> None:
+        if strategy is not None and not isinstance(strategy, BlockByBlock):
+            raise BALFError(f"strategy must be None or balf.BlockByBlock(...), got {strategy!r}")
+        self.strategy = strategy
+        self._runner = None
         self.model = model
         self.latency = latency
         self.targets, self.skipped = resolve_layers(model, layers)
@@ -165,6 +175,12 @@ class Compressor:
             raise BALFError(f"config must be a balf config (e.g. BALFConfig), got {config!r}")
         if self._consumed:
             raise BALFError("this Compressor's model was compressed in place; make a new one")
+        if self.strategy is not None and config.activation_aware:
+            if getattr(config, "metric", None) == "latency":
+                raise BALFError('block-by-block calibration does not support metric="latency"')
+            if self._runner is None:
+                self._runner = self.strategy.runner(self)
+            return self._runner.compress(config, inplace)
         self._timings = {}
         candidates = self.candidates(config.activation_aware)
         if getattr(config, "metric", None) == "latency":

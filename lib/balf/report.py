@@ -61,7 +61,10 @@ class Report:
         model_params_before/after: whole-model parameter counts.
         model_flops_before/after: whole-model FLOPs for one sample (``None`` without statistics).
         timings: seconds spent in this call per phase (statistics, decomposition, allocation,
-            replacement, measurement).
+            replacement, measurement; block by block: allocation_pass, allocation,
+            propagation_pass).
+        strategy: the calibration strategy when not whole-model (``BlockByBlock.to_dict()``
+            with the resolved block names), else ``None``.
     """
 
     config: dict[str, Any]
@@ -79,6 +82,7 @@ class Report:
     model_flops_before: int | None = None
     model_flops_after: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    strategy: dict[str, Any] | None = None
 
     @property
     def model_params_ratio(self) -> float:
