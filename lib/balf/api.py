@@ -154,6 +154,8 @@ class Compressor:
 
     def candidates(self, activation_aware: bool) -> list[LayerCandidate]:
         """What the rank rules see: cost model and energy curve of every chosen layer."""
+        if self.strategy is not None and activation_aware:
+            return self._block_runner().candidates()
         decompositions = self.decompositions(activation_aware)
         rows_per_sample = self._rows_per_sample()
         out = []
@@ -178,9 +180,7 @@ class Compressor:
         if self.strategy is not None and config.activation_aware:
             if getattr(config, "metric", None) == "latency":
                 raise BALFError('block-by-block calibration does not support metric="latency"')
-            if self._runner is None:
-                self._runner = self.strategy.runner(self)
-            return self._runner.compress(config, inplace)
+            return self._block_runner().compress(config, inplace)
         self._timings = {}
         candidates = self.candidates(config.activation_aware)
         if getattr(config, "metric", None) == "latency":
@@ -277,6 +277,12 @@ class Compressor:
         return out, report
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _block_runner(self):
+        """The :class:`balf.block_by_block.BlockRunner` of ``strategy`` (made on first use)."""
+        if self._runner is None:
+            self._runner = self.strategy.runner(self)
+        return self._runner
 
     def _baseline_counts(self) -> tuple[int, int | None]:
         """Parameters and FLOPs of the uncompressed model (FLOPs need an example input)."""
