@@ -1,5 +1,5 @@
-"""scripts/language/lm_sweep.py end to end on tiny random models and fixture text written in the real
-layouts (wiki.test.raw; sts-{train,test}.csv), plus the pieces it is made of."""
+"""scripts/language/lm_sweep.py end to end on tiny random models and fixture text written in
+the real layouts (wiki.test.raw; sts-{train,test}.csv), plus the pieces it is made of."""
 
 from __future__ import annotations
 

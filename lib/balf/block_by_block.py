@@ -42,7 +42,7 @@ import copy
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -266,16 +266,17 @@ class BlockRunner:
 
     def _decompose(
         self, model: nn.Module, names: Sequence[str], stats: dict
-    ) -> dict[str, LayerDecomposition]:
+    ) -> Iterator[tuple[str, LayerDecomposition]]:
+        """``(name, decomposition)`` one layer at a time; each Gram matrix is freed once
+        decomposed, and each decomposition once the caller moves on (peak: one layer's)."""
         device = self.strategy.decomposition_device
-        out = {}
         for n in names:
             st = stats[n]
             if device is not None:
                 st.gram = st.gram.to(device)
-            out[n] = decompose_layer(model.get_submodule(n), st)
-            st.gram = None  # free the Gram matrix as soon as it is decomposed
-        return out
+            dec = decompose_layer(model.get_submodule(n), st)
+            st.gram = None
+            yield n, dec
 
     # -- pass 1: ranks from the original model ---------------------------------------------------
 
@@ -295,7 +296,7 @@ class BlockRunner:
         inputs: BlockInputs = captured["result"]
         n = inputs.num_samples
         decs = self._decompose(model, prefix, captured["stats"])
-        for name, dec in decs.items():
+        for name, dec in decs:
             energies[name] = dec.energies().cpu().numpy()
             rows[name] = captured["stats"][name].rows / n
             self._outside[name] = _to_cpu(dec)
@@ -304,7 +305,7 @@ class BlockRunner:
             step = inputs.with_hidden(hidden)
             members = self.members[block_name]
             got = self._statistics(model, members, self._runs(block, block_name, step))
-            for name, dec in self._decompose(model, members, got["stats"]).items():
+            for name, dec in self._decompose(model, members, got["stats"]):
                 energies[name] = dec.energies().cpu().numpy()
                 rows[name] = got["stats"][name].rows / n
             hidden = got["result"]
@@ -314,7 +315,7 @@ class BlockRunner:
             got = self._statistics(
                 model, suffix, functools.partial(self._tail, model, hidden, inputs)
             )
-            for name, dec in self._decompose(model, suffix, got["stats"]).items():
+            for name, dec in self._decompose(model, suffix, got["stats"]):
                 energies[name] = dec.energies().cpu().numpy()
                 rows[name] = got["stats"][name].rows / n
                 self._outside[name] = None  # recalibrated on propagated inputs in pass 2
@@ -369,8 +370,8 @@ class BlockRunner:
         report = Report(config=config.to_dict(), mode=config.mode, skipped=dict(c.skipped))
         energies: dict[str, Any] = {}
 
-        def install(decs: dict[str, LayerDecomposition]) -> None:
-            for name, dec in decs.items():
+        def install(decs: Iterable[tuple[str, LayerDecomposition]]) -> None:
+            for name, dec in decs:
                 cand, rank = by_name[name]
                 energies[name] = dec.energies().cpu().numpy()
                 factorized = name in replaced
@@ -383,7 +384,7 @@ class BlockRunner:
         start = time.perf_counter()
         blocks_out = {name: out.get_submodule(name) for name in self.blocks}
         prefix = {n: d for n, d in self._outside.items() if d is not None}
-        install({n: _to_device(d, self.device) for n, d in prefix.items()})
+        install((n, _to_device(d, self.device)) for n, d in prefix.items())
         inputs = self._capture(out)
         hidden, inputs = inputs.hidden, inputs.with_hidden([])  # one set of hidden states held
         for block_name, block in blocks_out.items():
