@@ -270,7 +270,7 @@ def test_find_blocks_picks_the_container_of_most_weights():
     assert bbb.find_blocks(model, resolve_layers(model)[0]) == ["layers.0", "layers.1", "layers.2"]
 
 
-def test_errors_name_the_problem():
+def test_errors_name_the_problem(tmp_path):
     model, data = Chain(), _data()
     config = balf.BALFConfig(0.5)
 
@@ -290,6 +290,8 @@ def test_errors_name_the_problem():
     stats = balf.collect_statistics(model, data, progress=False)
     with pytest.raises(BALFError, match="needs calibration data"):
         run(balf.BlockByBlock(), data=stats)
+    with pytest.raises(BALFError, match="does not use a Cache"):
+        run(balf.BlockByBlock(), cache=balf.Cache(tmp_path))
     with pytest.raises(BALFError, match="strategy must be"):
         run("block_by_block")
     with pytest.raises(BALFError, match="string"):

@@ -90,6 +90,11 @@ class Compressor:
     ) -> None:
         if strategy is not None and not isinstance(strategy, BlockByBlock):
             raise BALFError(f"strategy must be None or balf.BlockByBlock(...), got {strategy!r}")
+        if strategy is not None and cache is not None:
+            raise BALFError(
+                "block-by-block calibration does not use a Cache (its statistics depend on the "
+                "ranks); pass cache=None"
+            )
         self.strategy = strategy
         self._runner = None
         self.model = model
