@@ -50,7 +50,7 @@ def _cell(point: dict[str, Any] | None, metric: str, digits: int) -> str:
     value = point.get(metric)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
-    return f"{value:.{digits}f}"
+    return f"{value:.3g}" if abs(value) >= 1e5 else f"{value:.{digits}f}"
 
 
 def render(out: Path) -> list[Path]:
