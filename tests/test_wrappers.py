@@ -35,6 +35,23 @@ IMAGENET = list(IMAGENET_MODELS)[:7]  # the paper's seven models, in the wrapper
 
 # wrapper -> (environment, wrapper arguments before EXTRA, expected calls without EXTRA)
 CASES: dict[str, tuple[dict[str, str], list[str], list[list[str]]]] = {
+    "language/smollm2_wikitext.sh": (
+        {},
+        [],
+        [["scripts/language/lm_sweep.py", "--task", "wikitext"]],
+    ),
+    "language/minilm_stsb.sh": ({}, [], [["scripts/language/lm_sweep.py", "--task", "stsb"]]),
+    "language/measure_scale.sh": (
+        {},
+        [],
+        [
+            [
+                "scripts/language/measure_scale.py",
+                *("--sizes", "512x4:32", "1024x4:16", "2048x4:8", "--calib-len", "512"),
+                *("--batch-size", "2", "--ratio", "0.6", "--threads", "1"),
+            ]
+        ],
+    ),
     "cifar10/factorize_sweep.sh": (
         {},
         [],

@@ -7,5 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY="${PYTHON:-python3}"
-"$PY" -m balf.experiments.benchmarks.block_scale --sizes 512x4:32 1024x4:16 2048x4:8 \
+"$PY" scripts/language/measure_scale.py --sizes 512x4:32 1024x4:16 2048x4:8 \
   --calib-len 512 --batch-size 2 --ratio 0.6 --threads 1 "$@"
