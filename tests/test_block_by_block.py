@@ -264,7 +264,7 @@ def test_cnn_stages_by_name():
 
 
 def test_find_blocks_picks_the_container_of_most_weights():
-    from balf.targets import resolve_layers
+    from balf.layers.selection import resolve_layers
 
     model = Chain()
     assert bbb.find_blocks(model, resolve_layers(model)[0]) == ["layers.0", "layers.1", "layers.2"]

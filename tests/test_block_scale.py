@@ -1,4 +1,4 @@
-"""The scale benchmark (balf.experiments.benchmarks.block_scale) end to end at a tiny size: one
+"""The scale benchmark (balf_paper.experiments.benchmarks.block_scale) end to end at a tiny size: one
 subprocess per strategy, JSON and Markdown written, stored runs kept on a rerun."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ pytest.importorskip("transformers", reason="transformers is not installed")
 
 
 def test_block_scale_tiny(tmp_path):
-    from balf.experiments.benchmarks import block_scale
+    from balf_paper.experiments.benchmarks import block_scale
 
     out = tmp_path / "scale"
     argv = ["--sizes", "128x2:2", "--calib-len", "32", "--batch-size", "1", "--out", str(out)]

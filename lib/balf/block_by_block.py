@@ -50,8 +50,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from balf._mode import eval_mode
-from balf.batches import split_batches
+from balf._eval_mode import eval_mode
+from balf.calibration.batches import split_batches
 from balf.block_inputs import (
     BlockInputs,
     ChainInfo,
@@ -60,19 +60,19 @@ from balf.block_inputs import (
     run_block,
     run_tail,
 )
-from balf.config import CompressionConfig, LayerCandidate
-from balf.costs import LayerCost
+from balf.ranks.configs import CompressionConfig, LayerCandidate
+from balf.ranks.costs import LayerCost
 from balf.decomposition import LayerDecomposition, decompose_layer
 from balf.errors import BALFError
-from balf.factorize import factorize_layer
-from balf.flops import count_params
+from balf.layers.factorize import factorize_layer
+from balf.counting.flops import count_params
 from balf.report import Report
-from balf.report_building import fill_totals, layer_report
-from balf.representation import geometry_of
-from balf.statistics import _Accumulator
+from balf.report.build import fill_totals, layer_report
+from balf.layers.dispatch import geometry_of
+from balf.calibration.collect import _Accumulator
 
 if TYPE_CHECKING:
-    from balf.api import Compressor
+    from balf.compressor import Compressor
 
 __all__ = ["BlockByBlock", "find_blocks"]
 

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from balf._mode import eval_mode
-from balf.batches import (
+from balf._eval_mode import eval_mode
+from balf.calibration.batches import (
     as_call,
     batch_size_of,
     first_call_sample,

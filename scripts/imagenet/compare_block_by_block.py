@@ -24,13 +24,13 @@ from typing import Any
 import torch
 
 import balf
-from balf._io import atomic_json_dump
-from balf.data import make_loader
-from balf.experiments.datasets import experiment_data, experiment_model
-from balf.experiments.environment import environment_info
-from balf.experiments.evaluation import evaluate
-from balf.experiments.labels import dataset_label
-from balf.experiments.options import run_script
+from balf.io.atomic import atomic_json_dump
+from balf_paper.data import make_loader
+from balf_paper.experiments.datasets import experiment_data, experiment_model
+from balf_paper.experiments.environment import environment_info
+from balf_paper.experiments.evaluation import evaluate
+from balf_paper.experiments.labels import dataset_label
+from balf_paper.experiments.options import run_script
 
 
 def build_parser() -> argparse.ArgumentParser:

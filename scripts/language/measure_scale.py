@@ -2,7 +2,7 @@
 
 Peak memory above the weights and compression time over a forward pass, per (hidden, blocks) and
 strategy, each measured in a fresh subprocess; writes ``results/benchmarks/block_scale.{json,md}``
-(see :mod:`balf.experiments.benchmarks.block_scale`). Needs ``transformers``.
+(see :mod:`balf_paper.experiments.benchmarks.block_scale`). Needs ``transformers``.
 
 Example:
     python scripts/language/measure_scale.py --sizes 512x4:32 1024x4:16 2048x4:8
@@ -10,8 +10,8 @@ Example:
 
 from __future__ import annotations
 
-from balf.experiments.benchmarks.block_scale import main
-from balf.experiments.options import run_script
+from balf_paper.experiments.benchmarks.block_scale import main
+from balf_paper.experiments.options import run_script
 
 __all__ = ["main"]
 

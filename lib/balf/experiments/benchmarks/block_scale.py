@@ -32,10 +32,10 @@ from typing import Any
 
 import torch
 
-from ..._io import atomic_json_dump, atomic_write_text
-from ...errors import BALFError
-from ..environment import environment_info
-from .memory import GIB, peak_rss_bytes, reset_peak_rss
+from balf.io.atomic import atomic_json_dump, atomic_write_text
+from balf.errors import BALFError
+from balf_paper.experiments.environment import environment_info
+from balf_paper.experiments.benchmarks.memory import GIB, peak_rss_bytes, reset_peak_rss
 
 __all__ = ["TARGETS", "llama_config", "main", "measure_one", "render_markdown"]
 
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ):
                 continue
             cmd = [
-                sys.executable, "-m", "balf.experiments.benchmarks.block_scale", "--one",
+                sys.executable, "-m", "balf_paper.experiments.benchmarks.block_scale", "--one",
                 "--hidden", str(hidden), "--blocks", str(blocks), "--strategy", strategy,
                 "--calib-windows", str(windows), "--calib-len", str(args.calib_len),
                 "--batch-size", str(args.batch_size), "--ratio", str(args.ratio),
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 raise BALFError(f"benchmark run {key} failed:\n{proc.stderr[-3000:]}")
             rows.append(json.loads(lines[-1][len("RESULT ") :]))
             stored = {
-                "command": "python -m balf.experiments.benchmarks.block_scale "
+                "command": "python -m balf_paper.experiments.benchmarks.block_scale "
                 + " ".join(sys.argv[1:] if argv is None else argv),
                 "environment": environment_info("cpu"),
                 "targets": TARGETS,

@@ -17,14 +17,14 @@ from typing import Any
 
 import torch
 
-from balf._io import atomic_json_dump, atomic_write_text
+from balf.io.atomic import atomic_json_dump, atomic_write_text
 from balf.errors import BALFError
 
-from ..environment import environment_info
-from ..options import parse_with_yaml
-from .render import render
-from .sweep import MODES, STRATEGIES, run_points
-from .tasks import TASKS, build_task
+from balf_paper.experiments.environment import environment_info
+from balf_paper.experiments.options import parse_with_yaml
+from balf_paper.experiments.language.render import render
+from balf_paper.experiments.language.sweep import MODES, STRATEGIES, run_points
+from balf_paper.experiments.language.tasks import TASKS, build_task
 
 __all__ = ["build_parser", "main"]
 

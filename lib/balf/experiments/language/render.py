@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from balf._io import atomic_write_text, read_json_or_none
-from balf.modes import registered_modes
+from balf.io.atomic import atomic_write_text, read_json_or_none
+from balf.ranks.modes import registered_modes
 
 __all__ = ["load_points", "render"]
 

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import balf
-from balf._io import atomic_json_dump, read_json_or_none
-from balf.config import CompressionConfig, LayerCandidate
+from balf.io.atomic import atomic_json_dump, read_json_or_none
+from balf.ranks.configs import CompressionConfig, LayerCandidate
 from balf.errors import BudgetError
-from balf.targets import resolve_layers
+from balf.layers.selection import resolve_layers
 
-from .tasks import Task
+from balf_paper.experiments.language.tasks import Task
 
 __all__ = ["MODES", "STRATEGIES", "energy_threshold_for", "point_path", "run_points"]
 

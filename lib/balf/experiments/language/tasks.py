@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .hf_models import load_causal_lm, load_encoder
-from .metrics import encode_sentences, perplexity, spearman
-from .text_data import read_sts, read_wikitext, split_windows
+from balf_paper.experiments.language.hf_models import load_causal_lm, load_encoder
+from balf_paper.experiments.language.metrics import encode_sentences, perplexity, spearman
+from balf_paper.experiments.language.text_data import read_sts, read_wikitext, split_windows
 
 __all__ = ["TASKS", "Task", "build_task"]
 
@@ -68,7 +68,7 @@ def _encoder_forward(model: nn.Module, batch: dict) -> Any:
 
 
 def build_task(args: Any) -> Task:
-    """The task named by ``args.task`` with the options of :mod:`balf.experiments.language.cli`."""
+    """The task named by ``args.task`` with the options of :mod:`balf_paper.experiments.language.cli`."""
     torch.manual_seed(args.seed)
     if args.task == "wikitext":
         return _wikitext(args)
