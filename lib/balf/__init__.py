@@ -15,6 +15,7 @@ metrics), :mod:`balf.io` (save/load, export, caches), :mod:`balf.compressor` and
 from balf import _deprecated
 from balf._version import __version__
 from balf.calibration import LayerStatistics, Statistics, collect_statistics
+from balf.calibration.block_by_block import BlockByBlock
 from balf.compressor import Compressor, compress
 from balf.counting.flops import count_flops, count_params
 from balf.decomposition import LayerDecomposition, decompose_layer
@@ -62,6 +63,7 @@ __all__ = [
     "MODES",
     "BALFConfig",
     "BALFError",
+    "BlockByBlock",
     "BudgetError",
     "BudgetMetric",
     "Cache",

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from balf.calibration.block_by_block import BlockByBlock
 from balf.calibration.coverage import under_calibrated, warn_under_calibrated
 from balf.calibration.example_input import first_example, measure_rows
 from balf.calibration.input_checks import check_latency_example, check_model_and_options
@@ -75,6 +76,10 @@ class Compressor:
             no disk cache).
         exclude: names, glob patterns or suffixes of layers to keep dense (e.g.
             ``["lm_head"]``); listed in ``Report.skipped``.
+        strategy: how activation-aware configs calibrate: ``None`` for whole-model
+            calibration (one pass, every layer's statistics at once), or
+            :class:`balf.BlockByBlock` (one block at a time on inputs from the blocks already
+            compressed; same ranks, less memory; no ``cache``).
 
     Example:
         >>> compressor = balf.Compressor(model, calib_loader)
@@ -96,8 +101,18 @@ class Compressor:
         max_batches: int | None = None,
         latency: LatencyTable | dict[str, Any] | None = None,
         exclude: Iterable[str] | None = None,
+        strategy: BlockByBlock | None = None,
     ) -> None:
         check_model_and_options(model, batch_size)
+        if strategy is not None and not isinstance(strategy, BlockByBlock):
+            raise BALFError(f"strategy must be None or balf.BlockByBlock(...), got {strategy!r}")
+        if strategy is not None and cache is not None:
+            raise BALFError(
+                "block-by-block calibration does not use a Cache (its statistics depend on the "
+                "ranks); pass cache=None"
+            )
+        self.strategy = strategy
+        self._runner = None
         self.model = model
         self.latency = latency
         self.targets, self.skipped = resolve_layers(model, layers, exclude)
@@ -165,6 +180,8 @@ class Compressor:
 
     def candidates(self, activation_aware: bool) -> list[LayerCandidate]:
         """What the rank rules see: cost model and energy curve of every chosen layer."""
+        if self.strategy is not None and activation_aware:
+            return self._block_runner().candidates()
         decompositions = self.decompositions(activation_aware)
         rows_per_sample = self._rows_per_sample()
         out = []
@@ -186,6 +203,10 @@ class Compressor:
             raise BALFError(f"config must be a balf config (e.g. BALFConfig), got {config!r}")
         if self._consumed:
             raise BALFError("this Compressor's model was compressed in place; make a new one")
+        if self.strategy is not None and config.activation_aware:
+            if getattr(config, "metric", None) == "latency":
+                raise BALFError('block-by-block calibration does not support metric="latency"')
+            return self._block_runner().compress(config, inplace)
         self._timings = {}
         candidates = self.candidates(config.activation_aware)
         candidates = config.prepare(candidates, self)
@@ -294,6 +315,13 @@ class Compressor:
         return out, report
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _block_runner(self):
+        """The ``BlockRunner`` (:mod:`balf.calibration.block_by_block`) of ``strategy``, made
+        on first use."""
+        if self._runner is None:
+            self._runner = self.strategy.runner(self)
+        return self._runner
 
     def _baseline_counts(self) -> tuple[int, int | None]:
         """Parameters and FLOPs of the uncompressed model (FLOPs need an example input)."""

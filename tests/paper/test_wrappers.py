@@ -31,10 +31,27 @@ JPEG_RECIPE = "--schedule cosine --lr 0.1 --momentum 0.9 --nesterov --weight-dec
 JPEG_RECIPE += "--batch-size 128 --seed 0"
 FMNIST_RECIPE = "--schedule cosine --lr 0.1 --momentum 0.9 --nesterov --weight-decay 5e-4 "
 FMNIST_RECIPE += "--batch-size 128 --threads 2 --seed 0"
-IMAGENET = list(IMAGENET_MODELS)  # the paper's seven models, in the wrapper's order
+IMAGENET = list(IMAGENET_MODELS)[:7]  # the paper's seven models, in the wrapper's order
 
 # wrapper -> (environment, wrapper arguments before EXTRA, expected calls without EXTRA)
 CASES: dict[str, tuple[dict[str, str], list[str], list[list[str]]]] = {
+    "language/smollm2_wikitext.sh": (
+        {},
+        [],
+        [["scripts/language/lm_sweep.py", "--task", "wikitext"]],
+    ),
+    "language/minilm_stsb.sh": ({}, [], [["scripts/language/lm_sweep.py", "--task", "stsb"]]),
+    "language/measure_scale.sh": (
+        {},
+        [],
+        [
+            [
+                "scripts/language/measure_scale.py",
+                *("--sizes", "512x4:32", "1024x4:16", "2048x4:8", "--calib-len", "512"),
+                *("--batch-size", "2", "--ratio", "0.6", "--threads", "1"),
+            ]
+        ],
+    ),
     "cifar10/factorize_sweep.sh": (
         {},
         [],

@@ -65,7 +65,10 @@ class Report:
         under_calibrated: layers that saw fewer calibration rows than their maximum rank,
             ``{name: {"rows", "rows_needed"}}`` (activation-aware modes; a warning names them).
         timings: seconds spent in this call per phase (statistics, decomposition, allocation,
-            replacement, measurement).
+            replacement, measurement; block by block: allocation_pass, allocation,
+            propagation_pass).
+        strategy: the calibration strategy when not whole-model (``BlockByBlock.to_dict()``
+            with the resolved block names), else ``None``.
     """
 
     config: dict[str, Any]
@@ -84,6 +87,7 @@ class Report:
     model_flops_after: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
     under_calibrated: dict[str, dict[str, int]] = field(default_factory=dict)
+    strategy: dict[str, Any] | None = None
 
     @property
     def model_params_ratio(self) -> float:

@@ -35,6 +35,7 @@ from balf_paper.data.cifar import (
 from balf_paper.data.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from balf_paper.data.image_folder import ImageFolderTensors, load_image_folder
 from balf_paper.data.imagenet import IMAGENET_NUM_CLASSES, imagenet_folder
+from balf_paper.data.imagenet_samples import SAMPLES_DATASET, samples_splits
 from balf_paper.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 __all__ = ["DatasetInfo", "dataset_info", "register_dataset", "registered_datasets"]
@@ -273,7 +274,7 @@ register_dataset(
         crop_padding=2,
     )
 )
-register_dataset(
+IMAGENET = register_dataset(
     DatasetInfo(
         "imagenet",
         channels=3,
@@ -284,4 +285,8 @@ register_dataset(
         splits=_imagenet_splits,
         public_weights=True,
     )
+)
+# The ImageNet samples (1,300 val / 1,000 train images) under their own name.
+register_dataset(
+    dataclasses.replace(IMAGENET, name=SAMPLES_DATASET, splits=samples_splits)
 )

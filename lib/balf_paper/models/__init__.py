@@ -37,6 +37,9 @@ from balf_paper.models.imagenet import (
     disable_fused_attention,
     eval_preprocessing,
 )
+from balf_paper.models.sample_models import (
+    MODEL_LABELS,  # registers mobilenet_v2_q8, efficientnet_lite0
+)
 
 if TYPE_CHECKING:  # imported on use: scripts' --help stays fast
     from torchvision import transforms as T
@@ -46,6 +49,7 @@ __all__ = [
     "CifarResNet",
     "IMAGENET_MODELS",
     "ImageNetModel",
+    "MODEL_LABELS",
     "OptionAResNet",
     "THIRD_PARTY_CHECKPOINTS",
     "Preprocessing",

@@ -1,0 +1,359 @@
+"""Block-by-block calibration (balf.BlockByBlock): same ranks and budget as whole-model calibration,
+the first block's factors equal, later blocks calibrated on propagated inputs, one block's
+statistics alive at a time, clear errors for what it cannot do."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import balf
+import balf.calibration.block_by_block as bbb
+from balf.errors import BALFError
+
+
+class Block(nn.Module):
+    """A residual MLP block taking a keyword argument (as a decoder layer takes its mask)."""
+
+    def __init__(self, d: int, hidden: int, tuple_output: bool = False) -> None:
+        super().__init__()
+        self.up = nn.Linear(d, hidden)
+        self.down = nn.Linear(hidden, d)
+        self.proj = nn.Linear(d, d)
+        self.tuple_output = tuple_output
+
+    def forward(self, x, scale=None):
+        h = x + self.down(torch.relu(self.up(x)))
+        h = h + self.proj(h)
+        if scale is not None:
+            h = h * scale
+        return (h,) if self.tuple_output else h
+
+
+class Chain(nn.Module):
+    def __init__(self, d=12, hidden=24, n=3, tuple_output=False, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.stem = nn.Linear(6, d)
+        self.layers = nn.ModuleList(Block(d, hidden, tuple_output) for _ in range(n))
+        self.head = nn.Linear(d, 5)
+
+    def forward(self, x, scale=None):
+        h = self.stem(x)
+        for layer in self.layers:
+            out = layer(h, scale=scale)
+            h = out[0] if isinstance(out, tuple) else out
+        return self.head(h)
+
+
+def _data(n_batches=3, batch=4, tokens=7, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, tokens, 6, generator=g) for _ in range(n_batches)]
+
+
+CONFIGS = {
+    "params_auto": balf.BALFConfig(0.5, metric="params"),
+    "flops_auto": balf.BALFConfig(0.6, metric="flops"),
+    "uniform_act_aware": balf.UniformConfig(0.5),
+    "energy_act_aware": balf.EnergyConfig(0.9),
+}
+
+
+def _both(model, data, config, **kwargs):
+    whole, rw = balf.compress(model, data, config, progress=False, **kwargs)
+    block, rb = balf.compress(
+        model, data, config, progress=False, strategy=balf.BlockByBlock(), **kwargs
+    )
+    return whole, rw, block, rb
+
+
+@pytest.mark.parametrize("mode", CONFIGS, ids=list(CONFIGS))
+def test_same_ranks_and_budget_as_whole_model(mode):
+    model, data, config = Chain(), _data(), CONFIGS[mode]
+    whole, rw, block, rb = _both(model, data, config)
+    assert rb.ranks == rw.ranks
+    assert any(lr.factorized for lr in rb.layers.values())
+    assert rb.layer_params_ratio == pytest.approx(rw.layer_params_ratio)
+    if rb.budget is not None:
+        assert rb.achieved <= rb.budget
+    if mode == "params_auto":
+        assert rb.layer_params_ratio <= 0.5 + 1e-12
+    assert rb.strategy["blocks"] == ["layers.0", "layers.1", "layers.2"]
+
+
+def _effective(module):
+    """The dense weight a (possibly factorized) Linear applies, ``(out, in)``."""
+    if isinstance(module, balf.LowRankLinear):
+        return module.second.weight @ module.first.weight
+    return module.weight
+
+
+def test_first_block_equals_whole_model_later_blocks_propagate():
+    model, data = Chain(), _data()
+    whole, rw, block, rb = _both(model, data, balf.BALFConfig(0.4, metric="params"))
+    for name in ("stem", "layers.0.up", "layers.0.down", "layers.0.proj"):
+        torch.testing.assert_close(
+            _effective(block.get_submodule(name)), _effective(whole.get_submodule(name))
+        )
+        assert rb.layers[name].energy_kept == pytest.approx(rw.layers[name].energy_kept)
+    later = [n for n in rb.layers if n.startswith("layers.2") and rb.layers[n].factorized]
+    assert later
+    assert any(
+        not torch.allclose(_effective(block.get_submodule(n)), _effective(whole.get_submodule(n)))
+        for n in later
+    )
+
+
+def test_later_blocks_are_calibrated_on_the_compressed_blocks_outputs():
+    """A layer of block 2 keeps the energy its statistics give on a model whose blocks 0 and 1
+    are the compressed ones (and not what the original model's statistics give)."""
+    import copy
+
+    model, data = Chain(), _data()
+    whole, rw, block, rb = _both(model, data, balf.BALFConfig(0.4, metric="params"))
+    probe = copy.deepcopy(model)
+    probe.layers[0], probe.layers[1] = block.layers[0], block.layers[1]
+    names = ["layers.2.up", "layers.2.down", "layers.2.proj"]
+    stats = balf.collect_statistics(probe, data, names, progress=False)
+    differs = False
+    for name in names:
+        dec = balf.decompose_layer(probe.get_submodule(name), stats.layers[name])
+        kept = float(dec.energies()[rb.layers[name].rank - 1])
+        assert rb.layers[name].energy_kept == pytest.approx(kept, rel=1e-9, abs=1e-12)
+        differs |= abs(kept - rw.layers[name].energy_kept) > 1e-6
+    assert differs
+
+
+def _low_rank_chain(rank=2):
+    model = Chain(d=12, hidden=24)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                out_f, in_f = m.weight.shape
+                m.weight.copy_(torch.randn(out_f, rank) @ torch.randn(rank, in_f) / in_f)
+    return model
+
+
+@pytest.mark.parametrize(
+    "config",
+    [balf.UniformConfig(0.45), balf.BALFConfig(0.5, metric="params")],
+    ids=["uniform", "params_auto"],
+)
+def test_exact_ranks_give_the_whole_model_result(config):
+    """Weights of rank 2: every factorization at rank ≥ 2 is exact, so the propagated inputs are
+    the original ones and block by block equals whole-model calibration (and the model)."""
+    model, data = _low_rank_chain(), _data()
+    whole, rw, block, rb = _both(model, data, config)
+    assert rb.ranks == rw.ranks
+    assert all(rb.layers[n].rank >= 2 for n in rb.layers)
+    assert sum(lr.factorized for lr in rb.layers.values()) >= 5
+    with torch.no_grad():
+        for x in data:
+            torch.testing.assert_close(block(x), whole(x), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(block(x), model(x), rtol=1e-4, atol=1e-5)
+    for name in rb.layers:
+        assert rb.layers[name].energy_kept == pytest.approx(rw.layers[name].energy_kept, abs=1e-6)
+
+
+def test_one_block_of_statistics_at_a_time(monkeypatch):
+    alive, peak = [0], [0]
+
+    class Counting(bbb._Accumulator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            alive[0] += 1
+            peak[0] = max(peak[0], alive[0])
+
+        def __del__(self):
+            alive[0] -= 1
+
+    monkeypatch.setattr(bbb, "_Accumulator", Counting)
+    model = Chain(n=4)
+    balf.compress(
+        model, _data(), balf.BALFConfig(0.5), progress=False, strategy=balf.BlockByBlock()
+    )
+    assert peak[0] == 3  # one block's three layers (not 4·3 + 2)
+
+
+def test_keyword_arguments_and_tuple_outputs_are_carried():
+    model = Chain(tuple_output=True)
+    scale = torch.tensor(0.5)
+    data = [((x,), {"scale": scale}) for x in _data()]
+    whole, rw, block, rb = _both(model, data, balf.BALFConfig(0.5, metric="params"))
+    assert rb.ranks == rw.ranks
+    first = "layers.0.up"
+    torch.testing.assert_close(
+        _effective(block.get_submodule(first)), _effective(whole.get_submodule(first))
+    )
+
+
+def test_mapping_batches_through_forward():
+    model = Chain()
+    data = [{"x": x} for x in _data()]
+    whole, rw, block, rb = _both(model, data, balf.BALFConfig(0.5), forward=lambda m, b: m(**b))
+    assert rb.ranks == rw.ranks
+    assert rb.model_flops_ratio == pytest.approx(rw.model_flops_ratio)
+
+
+def test_compressor_reuses_the_allocation_pass_and_inplace_works():
+    model, data = Chain(), _data()
+    compressor = balf.Compressor(model, data, progress=False, strategy=balf.BlockByBlock())
+    _, r1 = compressor.compress(balf.BALFConfig(0.7))
+    _, r2 = compressor.compress(balf.BALFConfig(0.4))
+    assert r1.timings["allocation_pass"] > 0 and r2.timings["allocation_pass"] == 0
+    assert r2.layer_flops_ratio <= 0.4 + 1e-12 < r1.layer_flops_ratio
+    reference = Chain()
+    small, report = balf.compress(
+        reference,
+        data,
+        balf.BALFConfig(0.4),
+        progress=False,
+        inplace=True,
+        strategy=balf.BlockByBlock(),
+    )
+    assert small is reference and report.ranks == r2.ranks
+
+
+def test_data_free_configs_are_unchanged():
+    model, data = Chain(), _data()
+    config = balf.UniformConfig(0.5, activation_aware=False)
+    whole, rw, block, rb = _both(model, data, config)
+    assert rb.ranks == rw.ranks and rb.strategy is None
+    x = data[0]
+    torch.testing.assert_close(block(x), whole(x))
+
+
+class Stage(nn.Sequential):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, stride, 1), nn.ReLU(), nn.Conv2d(c_out, c_out, 3, 1, 1)
+        )
+
+
+class TinyResNet(nn.Module):
+    """Stages that are not in one container (as torchvision's layer1 … layer4)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 8, 3, 1, 1)
+        self.layer1 = Stage(8, 8, 1)
+        self.layer2 = Stage(8, 16, 2)
+        self.layer3 = Stage(16, 16, 2)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = self.layer3(self.layer2(self.layer1(torch.relu(self.conv1(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_cnn_stages_by_name():
+    model = TinyResNet()
+    data = [torch.randn(4, 3, 16, 16) for _ in range(2)]
+    strategy = balf.BlockByBlock(blocks=["layer1", "layer2", "layer3"])
+    whole, rw = balf.compress(model, data, balf.BALFConfig(0.5), progress=False)
+    block, rb = balf.compress(model, data, balf.BALFConfig(0.5), progress=False, strategy=strategy)
+    assert rb.ranks == rw.ranks
+    assert rb.layer_flops_ratio <= 0.5 + 1e-12
+    torch.testing.assert_close(
+        block.layer1[0].first.weight, whole.layer1[0].first.weight
+    ) if rb.layers["layer1.0"].factorized else None
+    with torch.no_grad():
+        assert block(data[0]).shape == (4, 4)
+
+
+def test_find_blocks_picks_the_container_of_most_weights():
+    from balf.layers.selection import resolve_layers
+
+    model = Chain()
+    assert bbb.find_blocks(model, resolve_layers(model)[0]) == ["layers.0", "layers.1", "layers.2"]
+
+
+def test_errors_name_the_problem(tmp_path):
+    model, data = Chain(), _data()
+    config = balf.BALFConfig(0.5)
+
+    def run(strategy, data=data, **kw):
+        return balf.compress(model, data, config, progress=False, strategy=strategy, **kw)
+
+    with pytest.raises(BALFError, match="unknown block"):
+        run(balf.BlockByBlock(blocks=["layers.7"]))
+    with pytest.raises(BALFError, match="inside block"):
+        run(balf.BlockByBlock(blocks=["layers", "layers.0"]))
+    with pytest.raises(BALFError, match="in the given order"):
+        run(balf.BlockByBlock(blocks=["layers.1", "layers.0"]))
+    with pytest.raises(BALFError, match="not the output of block"):
+        run(balf.BlockByBlock(blocks=["layers.0", "layers.2"]))
+    with pytest.raises(BALFError, match="one-shot iterator"):
+        run(balf.BlockByBlock(), data=iter(data))
+    stats = balf.collect_statistics(model, data, progress=False)
+    with pytest.raises(BALFError, match="needs calibration data"):
+        run(balf.BlockByBlock(), data=stats)
+    with pytest.raises(BALFError, match="does not use a Cache"):
+        run(balf.BlockByBlock(), cache=balf.Cache(tmp_path))
+    with pytest.raises(BALFError, match="strategy must be"):
+        run("block_by_block")
+    with pytest.raises(BALFError, match="string"):
+        balf.BlockByBlock(blocks="layers")
+
+
+def test_strategy_round_trips_to_json():
+    import json
+
+    s = balf.BlockByBlock(blocks=["a", "b"])
+    d = json.loads(json.dumps(s.to_dict()))
+    assert d == {
+        "type": "BlockByBlock",
+        "blocks": ["a", "b"],
+        "activation_device": "cpu",
+        "decomposition_device": None,
+    }
+
+
+transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+
+
+def _tiny_llama():
+    config = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def test_hf_llama_block_by_block():
+    model = _tiny_llama()
+    g = torch.Generator().manual_seed(0)
+    data = [{"input_ids": torch.randint(0, 64, (2, 16), generator=g)} for _ in range(3)]
+
+    def forward(m, b):
+        return m(**b, use_cache=False)
+
+    whole, rw, block, rb = _both(
+        model, data, balf.BALFConfig(0.5, metric="params"), forward=forward
+    )
+    assert rb.ranks == rw.ranks
+    assert rb.strategy["blocks"] == ["model.layers.0", "model.layers.1", "model.layers.2"]
+    name = "model.layers.0.mlp.up_proj"
+    torch.testing.assert_close(
+        _effective(block.get_submodule(name)), _effective(whole.get_submodule(name))
+    )
+    with torch.no_grad():
+        logits = block(**data[0], use_cache=False).logits
+    assert torch.isfinite(logits).all()
+    with pytest.raises(BALFError, match="use_cache=False"):
+        balf.compress(
+            model,
+            data,
+            balf.BALFConfig(0.5),
+            progress=False,
+            forward=lambda m, b: m(**b, use_cache=True),
+            strategy=balf.BlockByBlock(),
+        )
