@@ -12,6 +12,7 @@ from ._version import __version__
 from .adapters import LayerAdapter, register_layer_adapter
 from .api import Compressor, compress, factorize_layer
 from .cache import Cache
+from .conv_padding import register_padded_conv
 from .config import (
     MODES,
     BALFConfig,
@@ -26,6 +27,7 @@ from .decomposition import LayerDecomposition, decompose_layer
 from .errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
 from .flops import count_flops, count_params
 from .layers import LowRankConv1d, LowRankConv2d, LowRankLinear
+from .padded_layers import PaddedLowRankConv2d
 from .report import LayerReport, Report
 from .serialization import (
     SaveFormatError,
@@ -56,6 +58,7 @@ __all__ = [
     "LowRankConv1d",
     "LowRankConv2d",
     "LowRankLinear",
+    "PaddedLowRankConv2d",
     "RankRatioConfig",
     "Report",
     "SaveFormatError",
@@ -81,4 +84,5 @@ __all__ = [
     "save",
     "spec_from_report",
     "register_layer_adapter",
+    "register_padded_conv",
 ]

@@ -31,6 +31,7 @@ from .modes import Side
 from .report import Report
 from .report_building import fill_totals, layer_report
 from .representation import geometry_of
+from .shape_check import check_output_shape, layer_shapes
 from .statistics import Statistics
 from .targets import module_aliases, resolve_layers
 
@@ -111,6 +112,7 @@ class Compressor:
         self._decompositions: dict[bool, dict[str, LayerDecomposition]] = {}
         self._timings: dict[str, float] = {}
         self._rows: dict[str, float] | None = None
+        self._shapes: dict | None = None
 
     # -- phases ------------------------------------------------------------------------------
 
@@ -245,10 +247,14 @@ class Compressor:
         report = Report(config=config.to_dict(), mode=config.mode, skipped=dict(self.skipped))
         decompositions = self.decompositions(config.activation_aware)
         aa_energies = self._activation_energies(config.activation_aware)
+        shapes = self._layer_shapes() if replaced else {}
         for cand, rank in zip(candidates, ranks, strict=True):
             factorized = cand.name in replaced
             if factorized:
-                small = factorize_layer(self.targets[cand.name], decompositions[cand.name], rank)
+                dense = self.targets[cand.name]
+                small = factorize_layer(dense, decompositions[cand.name], rank)
+                if cand.name in shapes:
+                    check_output_shape(cand.name, dense, small, shapes[cand.name])
                 if cand.name == "":  # the model is a single layer: return its replacement
                     out = small
                 else:
@@ -267,7 +273,12 @@ class Compressor:
         self._rows_per_sample()  # finds an example input when there is data
         key = "flops" if self._example_call() is not None else "params"
         if getattr(self, "_baseline_key", None) != key:
-            flops = self._count_flops(self.model) if key == "flops" else None
+            flops = None
+            if key == "flops":  # the same pass records each layer's shapes for the check
+                example, kwargs = self._example_call()
+                self._shapes, flops = layer_shapes(
+                    self.model, self.targets, example, kwargs, self.forward
+                )
             self._baseline = (count_params(self.model), flops)
             self._baseline_key = key
         return self._baseline
@@ -298,6 +309,12 @@ class Compressor:
             self._example, self._data = first_example(self._data, self.forward)
             self._rows = measure_rows(self.model, self.targets, *self._example, self.forward)
         return self._rows
+
+    def _layer_shapes(self) -> dict:
+        """Input and output shapes of every chosen layer on the first calibration sample
+        (empty without data), measured by the baseline FLOP count."""
+        self._baseline_counts()
+        return self._shapes or {}
 
     def _activation_energies(self, activation_aware: bool) -> dict[str, np.ndarray] | None:
         if activation_aware:

@@ -13,6 +13,7 @@ from torch import nn
 
 from .errors import BALFError
 from .layers import LowRankConv1d, LowRankConv2d, LowRankLinear
+from .padded_layers import PaddedLowRankConv2d
 
 __all__ = ["class_for_dense", "kind_class", "layer_kinds", "register_layer_kind"]
 
@@ -50,6 +51,7 @@ def layer_kinds() -> dict[str, type[nn.Module]]:
 register_layer_kind(LowRankLinear)
 register_layer_kind(LowRankConv2d)
 register_layer_kind(LowRankConv1d)
+register_layer_kind(PaddedLowRankConv2d)
 
 
 def kind_class(module: nn.Module) -> type[nn.Module] | None:
@@ -61,8 +63,13 @@ def kind_class(module: nn.Module) -> type[nn.Module] | None:
 
 
 def class_for_dense(dense: nn.Module) -> type[nn.Module] | None:
-    """The registered low-rank class that replaces ``dense``: exact ``dense_type`` first, then
-    a subclass match (``None``: no kind for this type)."""
+    """The registered low-rank class that replaces ``dense``: a class whose ``matches(dense)``
+    says so (e.g. a conv that pads in forward), then exact ``dense_type``, then a subclass match
+    (``None``: no kind for this type)."""
+    for cls in _KINDS.values():
+        matches = getattr(cls, "matches", None)
+        if matches is not None and matches(dense):
+            return cls
     for cls in _KINDS.values():
         if type(dense) is cls.dense_type:
             return cls

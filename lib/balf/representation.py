@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .adapters import LayerAdapter, adapter_for, registered_types
 from .geometry import LayerGeometry
+from .overrides import override_reason
 
 __all__ = [
     "LayerGeometry",
@@ -44,7 +45,10 @@ def unsupported_reason(module: nn.Module) -> str | None:
             f"unsupported layer type {type(module).__name__} (layer adapters exist for {known}; "
             "see balf.register_layer_adapter)"
         )
-    return adapter.unsupported_reason(module)
+    reason = override_reason(module)  # may register a known padding-in-forward conv
+    if reason is not None:
+        return reason
+    return adapter_for(module).unsupported_reason(module)
 
 
 def adapter_of(module: nn.Module) -> LayerAdapter:
