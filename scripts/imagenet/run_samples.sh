@@ -17,7 +17,7 @@ OUT=results/imagenet-samples/benchmarks
 bash scripts/imagenet/get_samples.sh "${SHARED_DIR:-../shared/data/imagenet-samples}" datasets/imagenet-samples
 for model in "${MODELS[@]}"; do
   S=(scripts/imagenet/factorize_sweep.py --dataset imagenet-samples --model "$model")
-  "$PY" "${S[@]}" --modes "${RATIO_MODES[@]}" --knobs 0.7 0.75 0.8 0.9 0.97 "$@"
+  "$PY" "${S[@]}" --knobs 0.7 0.75 0.8 0.9 0.97 --modes "${RATIO_MODES[@]}" "$@"
   "$PY" "${S[@]}" --modes energy_act_aware energy "$@"
   "$PY" "${S[@]}" --modes "${RATIO_MODES[@]}" "$@"
   "$PY" scripts/imagenet/calib_size_sweep.py --dataset imagenet-samples --model "$model" "$@"
