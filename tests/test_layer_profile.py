@@ -60,11 +60,13 @@ def test_script_end_to_end_on_the_samples_fixture(tmp_path):
     script = load_script("imagenet/layer_profile.py")
     args = tiny_sweep_args(root, tmp_path, calib_size=2)
     out = tmp_path / "profile"
-    options = ["--ratios", "0.9", "--fold-bn", "--out-dir", str(out), "--workers", "0"]
+    options = ["--ratios", "0.9", "--fold-bn", "--evaluate", "--out-dir", str(out)]
     script.main(["--dataset", "imagenet-samples", "--model", "mobilenet_v2", *args, *options])
     payload = json.loads((out / "flops_auto-foldbn.json").read_text())
     assert payload["fold_bn"] and payload["dataset"] == "imagenet-samples"
     assert "--ratios 0.9" in payload["command"]
-    rows = payload["profiles"]["flops_auto 0.9 (BN folded)"]["rows"]
+    profile = payload["profiles"]["flops_auto 0.9 (BN folded)"]
+    assert profile["eval_samples"] == 3 and 0.0 <= profile["accuracy"] <= 1.0
+    rows = profile["rows"]
     assert len(rows) == 53  # 52 convs + classifier of MobileNetV2
     assert (out / "flops_auto-foldbn.png").is_file() and (out / "flops_auto-foldbn.md").is_file()

@@ -5,7 +5,8 @@ present; nothing is evaluated) and write, below ``--out-dir`` (default
 ``results/<dataset>/<model>/layer-profile``): ``<mode>[-foldbn].json`` (per-layer rows, depth
 summary, command, environment), ``.md`` (depth summary table) and ``.png``/``.pdf`` (energy lost
 and MACs kept per layer). ``--fold-bn`` folds every BatchNorm into its conv first (the objective
-then measures errors after BatchNorm's per-channel scaling).
+then measures errors after BatchNorm's per-channel scaling). ``--evaluate`` also measures each
+compressed model's top-1 accuracy on the evaluation set (``--eval-size`` images, default all).
 Defaults come from ``configs/<dataset>_factorize_sweep.yaml``.
 
 Example:
@@ -25,6 +26,7 @@ from balf.data import make_loader
 from balf.data.registry import registered_datasets
 from balf.experiments.datasets import experiment_data, experiment_model
 from balf.experiments.environment import command_line, environment_info
+from balf.experiments.evaluation import evaluate
 from balf.experiments.labels import dataset_label
 from balf.experiments.layer_profile import (
     depth_summary,
@@ -52,11 +54,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.8, 0.9, 0.97])
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs")
     parser.add_argument("--out-dir", default=None, help="output folder")
+    parser.add_argument("--evaluate", action="store_true", help="top-1 of each compressed model")
     parser.add_argument("--modes", nargs="+", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--n-iters", type=int, default=300, help="allocator iterations")
     args = parse_with_yaml(parser, argv, f"{dataset}_factorize_sweep.yaml")
     configure_process(args)
-    data = experiment_data(dataset, args.data_root, args.model, args.calib_size, args.seed, 1)
+    eval_size = args.eval_size if args.evaluate else 1
+    data = experiment_data(
+        dataset, args.data_root, args.model, args.calib_size, args.seed, eval_size
+    )
     model, weights = experiment_model(
         dataset, args.model, args.checkpoint, pretrained=not args.random_weights, seed=args.seed
     )
@@ -74,8 +80,16 @@ def main(argv: list[str] | None = None) -> None:
         small, report = compressor.compress(spec.make(ratio, **options))
         rows = layer_rows(model, report)
         label = f"{args.mode} {ratio:g}" + (" (BN folded)" if args.fold_bn else "")
+        if args.evaluate:
+            loader_eval = make_loader(data.evaluation, args.batch_size, args.workers)
+            result = evaluate(small, loader_eval, args.device, progress=not args.no_progress)
+            accuracy: float | None = result.accuracy
+        else:
+            accuracy = None
         profiles[label] = {
             "ratio": ratio,
+            "accuracy": accuracy,
+            "eval_samples": len(data.evaluation) if args.evaluate else 0,
             "layer_flops_ratio": report.layer_flops_ratio,
             "rows": rows,
             "summary": depth_summary(rows),

@@ -110,10 +110,18 @@ def depth_summary(rows: Sequence[Mapping[str, Any]], parts: int = 4) -> list[dic
 
 def summary_markdown(profiles: Mapping[str, Mapping[str, Any]]) -> str:
     """A Markdown table: one row per (profile, depth span)."""
-    lines = [
+    lines = []
+    for label, profile in profiles.items():
+        if profile.get("accuracy") is not None:
+            lines.append(
+                f"{label}: top-1 {profile['accuracy']:.2%} ({profile['eval_samples']} images)"
+            )
+    lines += [
+        "" if lines else None,
         "| setting | layers | MACs share | MACs kept | factorized | energy lost (mean / max) |",
         "|---|---|---:|---:|---:|---:|",
     ]
+    lines = [line for line in lines if line is not None]
     for label, profile in profiles.items():
         for s in profile["summary"]:
             lines.append(
