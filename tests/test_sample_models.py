@@ -138,17 +138,21 @@ def test_lite0_preprocessing_is_declared_with_the_model():
 
 def test_lite0_loads_a_fixture_file_strictly(tmp_path, monkeypatch):
     pytest.importorskip("efficientnet_lite_pytorch")
+    from efficientnet_lite_pytorch import EfficientNet
+
     from balf.models import efficientnet_lite
 
     torch.manual_seed(0)
-    source = efficientnet_lite.efficientnet_lite0(pretrained=False)
+    # the reference is the package's own model (ReLU6 activations), not our builder
+    source = EfficientNet.from_name("efficientnet-lite0").eval()
     path = tmp_path / "lite0.pth"
     torch.save(source.state_dict(), path)
     monkeypatch.setattr(efficientnet_lite, "lite0_weights_path", lambda: str(path))
     model = create_model("efficientnet_lite0").eval()
+    assert isinstance(model._swish, nn.ReLU6)
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
-        assert torch.equal(model(x), source.eval()(x))
+        assert torch.equal(model(x), source(x))
     state = source.state_dict()
     state.pop("_fc.bias")
     torch.save(state, path)
