@@ -207,11 +207,12 @@ CASES: dict[str, tuple[dict[str, str], list[str], list[list[str]]]] = {
         + [
             ["scripts/imagenet/measure_compression_time.py", "--resume", "--models"]
             + ["mobilenet_v2_q8", "efficientnet_lite0", "--data-root", "datasets/imagenet-samples"]
-            + ["--real-calib-size", "1000", "--batch-size", "50", "--out"]
+            + ["--real-calib-size", "1000", "--batch-size", "50", "--ratio", "0.9", "--out"]
             + ["results/imagenet-samples/benchmarks/compression_time.json"],
             ["scripts/imagenet/measure_speed.py", "--models", "mobilenet_v2_q8"]
-            + ["efficientnet_lite0", "--ratios", "0.97", "0.9", "0.8", "0.7", "--batch-sizes"]
-            + ["1", "8", "--data-root", "datasets/imagenet-samples", "--calib-size", "1000"]
+            + ["efficientnet_lite0", "--ratios", "0.97", "0.9", "--batch-sizes", "1", "8"]
+            + ["--warmup", "2", "--repeats", "10"]
+            + ["--data-root", "datasets/imagenet-samples", "--calib-size", "1000"]
             + ["--calib-batch-size", "50", "--out-dir", "results/imagenet-samples/benchmarks"],
             ["scripts/render_results.py", "--datasets", "imagenet-samples", "--models"]
             + ["mobilenet_v2_q8", "efficientnet_lite0"],

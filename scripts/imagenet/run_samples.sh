@@ -23,7 +23,9 @@ for model in "${MODELS[@]}"; do
   "$PY" scripts/imagenet/calib_size_sweep.py --dataset imagenet-samples --model "$model" "$@"
 done
 "$PY" scripts/imagenet/measure_compression_time.py --resume --models "${MODELS[@]}" \
-  --data-root datasets/imagenet-samples --real-calib-size 1000 --batch-size 50 --out "$OUT/compression_time.json"
-"$PY" scripts/imagenet/measure_speed.py --models "${MODELS[@]}" --ratios 0.97 0.9 0.8 0.7 \
-  --batch-sizes 1 8 --data-root datasets/imagenet-samples --calib-size 1000 --calib-batch-size 50 --out-dir "$OUT"
+  --data-root datasets/imagenet-samples --real-calib-size 1000 --batch-size 50 --ratio 0.9 \
+  --out "$OUT/compression_time.json"
+"$PY" scripts/imagenet/measure_speed.py --models "${MODELS[@]}" --ratios 0.97 0.9 --batch-sizes 1 8 \
+  --warmup 2 --repeats 10 --data-root datasets/imagenet-samples --calib-size 1000 --calib-batch-size 50 \
+  --out-dir "$OUT"
 "$PY" scripts/render_results.py --datasets imagenet-samples --models "${MODELS[@]}"
