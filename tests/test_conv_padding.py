@@ -110,7 +110,7 @@ def test_declared_padded_conv_in_a_model_keeps_every_shape_and_round_trips(tmp_p
 
 
 def test_shape_check_refuses_a_replacement_with_another_output_shape():
-    from balf.adapters.conv2d import Conv2dAdapter
+    from balf.layers.conv2d import Conv2dAdapter
 
     balf.register_layer_adapter(ClaimedPlain, Conv2dAdapter())  # wrong: it pads in forward
     model = _net(ClaimedPlain(3, 16, 3, stride=2)).eval()

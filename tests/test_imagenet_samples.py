@@ -16,15 +16,15 @@ import pytest
 from _fixtures import load_script, tiny_sweep_args
 from PIL import Image
 
-from balf.data import dataset_info, imagenet_folder
-from balf.data.imagenet_samples import (
+from balf_paper.data import dataset_info, imagenet_folder
+from balf_paper.data.imagenet_samples import (
     SAMPLES_LABEL,
     layout_imagenet_samples,
     read_val_labels,
     samples_root,
 )
 from balf.errors import BALFError, DatasetNotFoundError
-from balf.experiments.labels import dataset_label
+from balf_paper.experiments.labels import dataset_label
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "imagenet-samples"

@@ -11,8 +11,8 @@ from test_imagenet_samples import write_shared
 from torch import nn
 
 import balf
-from balf.experiments.layer_profile import depth_summary, layer_role, layer_rows
-from balf.modes import mode_spec
+from balf_paper.experiments.layer_profile import depth_summary, layer_role, layer_rows
+from balf.ranks.modes import mode_spec
 
 
 def _net() -> nn.Module:
@@ -54,7 +54,7 @@ def test_rows_and_summary_add_up(ratio):
 
 def test_script_end_to_end_on_the_samples_fixture(tmp_path):
     root = tmp_path / "datasets"
-    from balf.data.imagenet_samples import layout_imagenet_samples
+    from balf_paper.data.imagenet_samples import layout_imagenet_samples
 
     layout_imagenet_samples(write_shared(tmp_path / "shared"), root / "imagenet-samples")
     script = load_script("imagenet/layer_profile.py")

@@ -18,8 +18,8 @@ import torchvision
 from torch import nn
 
 from balf.errors import BALFError, WeightsNotFoundError
-from balf.models import create_model, eval_preprocessing, list_models
-from balf.models import mobilenet_q8 as q8
+from balf_paper.models import create_model, eval_preprocessing, list_models
+from balf_paper.models import mobilenet_q8 as q8
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_Q8 = REPO.parent / "shared" / "models" / "mobilenet-v2-qnnpack" / "mobilenet_quantized.pt"
@@ -116,7 +116,7 @@ def test_q8_shared_file():
 
 
 def test_lite0_missing_packages_name_the_extra(monkeypatch):
-    from balf.models import efficientnet_lite
+    from balf_paper.models import efficientnet_lite
 
     monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)
     with pytest.raises(WeightsNotFoundError, match=r"real-weights.*efficientnet-lite-pytorch"):
@@ -140,7 +140,7 @@ def test_lite0_loads_a_fixture_file_strictly(tmp_path, monkeypatch):
     pytest.importorskip("efficientnet_lite_pytorch")
     from efficientnet_lite_pytorch import EfficientNet
 
-    from balf.models import efficientnet_lite
+    from balf_paper.models import efficientnet_lite
 
     torch.manual_seed(0)
     # the reference is the package's own model (ReLU6 activations), not our builder

@@ -7,13 +7,13 @@ Compress a trained network without fine-tuning::
     print(report.model_flops_ratio)
 """
 
-from . import export, latency  # noqa: E402, I001  (submodules as attributes: balf.export, balf.latency)
-from ._version import __version__
-from .adapters import LayerAdapter, register_layer_adapter
-from .api import Compressor, compress, factorize_layer
-from .cache import Cache
-from .conv_padding import register_padded_conv
-from .config import (
+from balf import export, latency  # noqa: E402, I001  (submodules as attributes: balf.io.export, balf.ranks.latency)
+from balf._version import __version__
+from balf.layers import LayerAdapter, register_layer_adapter
+from balf.compressor import Compressor, compress, factorize_layer
+from balf.io.cache import Cache
+from balf.layers.conv_padding import register_padded_conv
+from balf.ranks.configs import (
     MODES,
     BALFConfig,
     CompressionConfig,
@@ -23,13 +23,13 @@ from .config import (
     config_for_mode,
     config_from_dict,
 )
-from .decomposition import LayerDecomposition, decompose_layer
-from .errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
-from .flops import count_flops, count_params
-from .layers import LowRankConv1d, LowRankConv2d, LowRankLinear
-from .padded_layers import PaddedLowRankConv2d
-from .report import LayerReport, Report
-from .serialization import (
+from balf.decomposition import LayerDecomposition, decompose_layer
+from balf.errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
+from balf.counting.flops import count_flops, count_params
+from balf.layers import LowRankConv1d, LowRankConv2d, LowRankLinear
+from balf.layers.padded_lowrank import PaddedLowRankConv2d
+from balf.report import LayerReport, Report
+from balf.io.serialization import (
     SaveFormatError,
     apply_spec,
     load,
@@ -39,7 +39,7 @@ from .serialization import (
     save,
     spec_from_report,
 )
-from .statistics import LayerStatistics, Statistics, collect_statistics
+from balf.calibration.collect import LayerStatistics, Statistics, collect_statistics
 
 __all__ = [
     "MODES",

@@ -17,23 +17,23 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .cache import Cache, load_or_collect_statistics, load_or_decompose
-from .config import CompressionConfig, LayerCandidate
-from .costs import LayerCost
-from .decomposition import LayerDecomposition
-from .errors import BALFError
-from .example_input import first_example, measure_rows
-from .factorize import factorize_layer
-from .flops import count_flops, count_params
-from .latency import LatencyTable, measure_latency, with_latency_costs
-from .layer_statistics import check_statistics
-from .modes import Side
-from .report import Report
-from .report_building import fill_totals, layer_report
-from .representation import geometry_of
-from .shape_check import check_output_shape, layer_shapes
-from .statistics import Statistics
-from .targets import module_aliases, resolve_layers
+from balf.io.cache import Cache, load_or_collect_statistics, load_or_decompose
+from balf.ranks.configs import CompressionConfig, LayerCandidate
+from balf.ranks.costs import LayerCost
+from balf.decomposition import LayerDecomposition
+from balf.errors import BALFError
+from balf.calibration.example_input import first_example, measure_rows
+from balf.layers.factorize import factorize_layer
+from balf.counting.flops import count_flops, count_params
+from balf.ranks.latency import LatencyTable, measure_latency, with_latency_costs
+from balf.calibration.statistics import check_statistics
+from balf.ranks.modes import Side
+from balf.report import Report
+from balf.report.build import fill_totals, layer_report
+from balf.layers.dispatch import geometry_of
+from balf.layers.shape_check import check_output_shape, layer_shapes
+from balf.calibration.collect import Statistics
+from balf.layers.selection import module_aliases, resolve_layers
 
 __all__ = ["Compressor", "compress", "factorize_layer"]
 
@@ -58,8 +58,8 @@ class Compressor:
         forward: ``forward(model, batch)`` for batches of another structure (see
             :func:`balf.collect_statistics`).
         max_batches: use at most this many calibration batches (needed for an endless iterable).
-        latency: for ``metric="latency"`` configs, a measured :class:`balf.latency.LatencyTable`
-            of these layers, or the keyword arguments of :func:`balf.latency.measure_latency`
+        latency: for ``metric="latency"`` configs, a measured :class:`balf.ranks.latency.LatencyTable`
+            of these layers, or the keyword arguments of :func:`balf.ranks.latency.measure_latency`
             (``batch_size``, ``cache_dir``, ...) to measure one on first use (default: batch 1,
             no disk cache).
 
@@ -212,7 +212,7 @@ class Compressor:
         if missing:
             raise BALFError(
                 f"the latency table has no entry for layers {missing[:5]}; measure it with "
-                "balf.latency.measure_latency on the same layers"
+                "balf.ranks.latency.measure_latency on the same layers"
             )
         return self.latency
 

@@ -48,8 +48,8 @@ def register_padded_conv(
     Example:
         >>> balf.register_padded_conv(MySameConv, "tf_same")
     """
-    from .adapters import register_layer_adapter
-    from .adapters.padded_conv2d import PaddedConv2dAdapter
+    from balf.layers import register_layer_adapter
+    from balf.layers.padded_conv2d import PaddedConv2dAdapter
 
     if not (isinstance(conv_type, type) and issubclass(conv_type, nn.Conv2d)):
         raise TypeError(f"conv_type must be an nn.Conv2d subclass, got {conv_type!r}")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from .errors import BALFError
-from .layers import LowRankConv1d, LowRankConv2d, LowRankLinear
-from .padded_layers import PaddedLowRankConv2d
+from balf.errors import BALFError
+from balf.layers import LowRankConv1d, LowRankConv2d, LowRankLinear
+from balf.layers.padded_lowrank import PaddedLowRankConv2d
 
 __all__ = ["class_for_dense", "kind_class", "layer_kinds", "register_layer_kind"]
 

@@ -5,15 +5,15 @@ A layer adapter describes what its registered type computes. A subclass that ove
 "SAME" ports), standardise its weight, add noise — and factorizing it as its base class would
 drop that silently. Such a subclass is factorized only when balf knows what it computes: it has
 an adapter registered for its own type, or it is a known padding-in-forward conv
-(:mod:`balf.conv_padding`); otherwise it is kept dense with the reason.
+(:mod:`balf.layers.conv_padding`); otherwise it is kept dense with the reason.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from .adapters.base import registered_types
-from .conv_padding import register_known
+from balf.layers.kind import registered_types
+from balf.layers.conv_padding import register_known
 
 __all__ = ["override_reason"]
 

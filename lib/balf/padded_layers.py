@@ -1,5 +1,5 @@
 """The low-rank replacement of a conv that pads its input in ``forward`` (see
-:mod:`balf.conv_padding`): the same padding, then the factorized pair of :class:`LowRankConv2d`."""
+:mod:`balf.layers.conv_padding`): the same padding, then the factorized pair of :class:`LowRankConv2d`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from .conv_padding import TF_SAME, PadSpec, pad_input, pad_spec_of, register_known
-from .layers import LowRankConv2d
+from balf.layers.conv_padding import TF_SAME, PadSpec, pad_input, pad_spec_of, register_known
+from balf.layers import LowRankConv2d
 
 __all__ = ["PaddedLowRankConv2d"]
 

@@ -2,7 +2,7 @@
 
 A supported layer computes, before its bias, ``O(I(X) · P(W))``: a batch of ``G`` products of an
 ``N×D`` input matrix with a ``D×K`` weight matrix. The functions here look up the layer's
-:class:`~balf.adapters.LayerAdapter` (by the module's type) for its geometry ``(G, D, K)``, its
+:class:`~balf.layers.LayerAdapter` (by the module's type) for its geometry ``(G, D, K)``, its
 weight as ``(G, D, K)`` matrices, and the ``(G, N, D)`` / ``(G, N, K)`` row matrices and Gram
 matrices of one call's input or output.
 
@@ -18,9 +18,9 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from .adapters import LayerAdapter, adapter_for, registered_types
-from .geometry import LayerGeometry
-from .overrides import override_reason
+from balf.layers import LayerAdapter, adapter_for, registered_types
+from balf.layers.geometry import LayerGeometry
+from balf.layers.overrides import override_reason
 
 __all__ = [
     "LayerGeometry",

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._mode import eval_mode
-from .errors import BALFError
-from .flops import count_flops
+from balf._eval_mode import eval_mode
+from balf.errors import BALFError
+from balf.counting.flops import count_flops
 
 __all__ = ["LayerShapeError", "check_output_shape", "layer_shapes"]
 

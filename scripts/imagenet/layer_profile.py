@@ -19,30 +19,30 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from balf._io import atomic_json_dump, atomic_write_text
-from balf.api import Compressor
-from balf.cache import Cache
-from balf.data import make_loader
-from balf.data.registry import registered_datasets
-from balf.experiments.datasets import experiment_data, experiment_model
-from balf.experiments.environment import command_line, environment_info
-from balf.experiments.evaluation import evaluate
-from balf.experiments.labels import dataset_label
-from balf.experiments.layer_profile import (
+from balf.io.atomic import atomic_json_dump, atomic_write_text
+from balf.compressor import Compressor
+from balf.io.cache import Cache
+from balf_paper.data import make_loader
+from balf_paper.data.registry import registered_datasets
+from balf_paper.experiments.datasets import experiment_data, experiment_model
+from balf_paper.experiments.environment import command_line, environment_info
+from balf_paper.experiments.evaluation import evaluate
+from balf_paper.experiments.labels import dataset_label
+from balf_paper.experiments.layer_profile import (
     depth_summary,
     layer_rows,
     plot_profiles,
     summary_markdown,
 )
-from balf.experiments.options import (
+from balf_paper.experiments.options import (
     add_common_arguments,
     configure_process,
     parse_with_yaml,
     pop_dataset,
     run_script,
 )
-from balf.export import fold_batchnorm
-from balf.modes import mode_spec
+from balf.io.export import fold_batchnorm
+from balf.ranks.modes import mode_spec
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Convs that pad in their own ``forward`` (:mod:`balf.conv_padding`): the input is padded as the
+"""Convs that pad in their own ``forward`` (:mod:`balf.layers.conv_padding`): the input is padded as the
 layer pads it, then treated as that of a plain ``nn.Conv2d``; the replacement keeps the padding."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from ..conv_padding import pad_input, pad_spec_of
-from ..padded_layers import PaddedLowRankConv2d
-from .conv2d import Conv2dAdapter
+from balf.layers.conv_padding import pad_input, pad_spec_of
+from balf.layers.padded_lowrank import PaddedLowRankConv2d
+from balf.layers.conv2d import Conv2dAdapter
 
 __all__ = ["PaddedConv2dAdapter"]
 

@@ -140,7 +140,7 @@ def plot_profiles(
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from .plot_style import save_figure
+    from balf_paper.experiments.plot_style import save_figure
 
     fig = Figure(figsize=(9, 5.5))
     top, bottom = fig.subplots(2, 1, sharex=True)

@@ -11,7 +11,7 @@
 
 and ``<root>/benchmarks/compression_time.{tex,md}`` from ``benchmarks/compression_time.json``;
 the single-layer, speed and latency studies' figures and tables beside their JSON
-(:func:`balf.experiments.render_studies.render_studies`).
+(:func:`balf_paper.experiments.render_studies.render_studies`).
 ``<root>/quickstart/`` is a results tree of its own (the quickstart's output). Missing inputs
 are skipped with a log line; rerunning rewrites byte-identical files. Nothing is recomputed.
 """
@@ -27,15 +27,15 @@ from typing import Any
 import pandas as pd
 
 from balf.errors import BALFError
-from balf.experiments.labels import dataset_label
-from balf.experiments.plots import (
+from balf_paper.experiments.labels import dataset_label
+from balf_paper.experiments.plots import (
     plot_accuracy_vs_ratio,
     plot_calibration_size,
     plot_corruption,
     plot_n_iters,
 )
-from balf.experiments.render_studies import render_studies
-from balf.experiments.tables import (
+from balf_paper.experiments.render_studies import render_studies
+from balf_paper.experiments.tables import (
     DEFAULT_TARGETS,
     calibration_size_table,
     compression_time_table,
