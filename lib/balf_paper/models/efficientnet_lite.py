@@ -90,8 +90,8 @@ def efficientnet_lite0(*, pretrained: bool = True, num_classes: int = 1000) -> n
     cls = _model_class()
     if pretrained and num_classes != 1000:
         raise BALFError(f"pretrained efficientnet_lite0 has 1000 classes, got {num_classes}")
+    # keep the package's activations: Lite models use ReLU6 (``set_swish`` would install Swish)
     model = cls.from_name(LITE0_ARCH, num_classes=num_classes)
-    model.set_swish(memory_efficient=False)  # plain ops: export and FLOP counting see them
     if not pretrained:
         return model
     path = lite0_weights_path()

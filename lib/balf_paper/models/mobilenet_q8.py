@@ -103,13 +103,30 @@ def _conv_bn_pairs(model: nn.Module) -> dict[str, str]:
     return pairs
 
 
+def _packed_convs(traced: torch.jit.ScriptModule) -> list[tuple[str, object]]:
+    """``(conv name, packed params)`` of every quantized conv of ``traced``.
+
+    Two layouts: ``optimize_for_mobile`` hoists each conv's packed params to a top-level
+    attribute ``_jit_pass_hoist_conv_packed_params.<conv name>._packed_params.<k>`` (the
+    published file); a plain ``torch.jit.trace`` keeps them in the conv modules.
+    """
+    hoisted = [(conv, traced._c.getattr(attr)) for attr, conv in _HOISTED.findall(traced.code)]
+    if hoisted:
+        return hoisted
+    return [
+        (name, module._c.getattr("_packed_params"))
+        for name, module in traced.named_modules()
+        if "Conv" in module.original_name and module._c.hasattr("_packed_params")
+    ]
+
+
 def dequantized_state_dict(traced: torch.jit.ScriptModule, model: nn.Module) -> dict[str, Tensor]:
     """Float ``state_dict`` for ``model`` (a torchvision MobileNetV2) from the traced int8 model.
 
     Args:
-        traced: the TorchScript module whose ``forward`` reads hoisted conv packed params
-            (``_jit_pass_hoist_conv_packed_params.<conv name>._packed_params.<k>``) and whose
-            ``classifier.1`` holds linear packed params.
+        traced: the traced quantized MobileNetV2 (conv packed params hoisted by
+            ``optimize_for_mobile`` or kept in the conv modules; linear packed params in
+            ``classifier.1``).
         model: the float model to fill; its convs have no bias and are each followed by a
             ``BatchNorm2d``.
 
@@ -124,10 +141,10 @@ def dequantized_state_dict(traced: torch.jit.ScriptModule, model: nn.Module) -> 
     pairs = _conv_bn_pairs(model)
     reference = model.state_dict()
     state: dict[str, Tensor] = {}
-    for attribute, conv in _HOISTED.findall(traced.code):
+    for conv, packed in _packed_convs(traced):
         if conv not in pairs:
             raise BALFError(f"mobilenet_v2_q8: packed weights for {conv!r}, which is no conv here")
-        weight, bias = torch.ops.quantized.conv2d_unpack(traced._c.getattr(attribute))
+        weight, bias = torch.ops.quantized.conv2d_unpack(packed)
         bn = pairs[conv]
         state[f"{conv}.weight"] = weight.dequantize()
         channels = weight.shape[0]
@@ -221,7 +238,14 @@ def mobilenet_v2_q8(
         raise BALFError(f"pretrained mobilenet_v2_q8 has 1000 classes, got {num_classes}")
     file = mobilenet_q8_path(path)
     traced = _load_traced(file)
-    model.load_state_dict(dequantized_state_dict(traced, model), strict=True)
+    try:
+        state = dequantized_state_dict(traced, model)
+    except (AttributeError, RuntimeError) as exc:  # no classifier / packed params as expected
+        raise BALFError(
+            f"mobilenet_v2_q8: {file} is TorchScript but not torchvision's quantized "
+            f"MobileNetV2 ({exc}). {_SOURCE}"
+        ) from exc
+    model.load_state_dict(state, strict=True)
     if check:
         cosine = check_against_traced(model, traced, _check_images())
         logger.info(
