@@ -35,6 +35,7 @@ from balf.experiments.plots import (
     plot_n_iters,
 )
 from balf.experiments.render_studies import render_studies
+from balf.experiments.seeds import with_seeds
 from balf.experiments.tables import (
     DEFAULT_TARGETS,
     calibration_size_table,
@@ -127,7 +128,7 @@ def render_model(
     label = dataset_label(dataset)
     written: list[Path] = []
 
-    sweeps = load_mode_results(model_dir, modes)
+    sweeps = with_seeds(model_dir, load_mode_results(model_dir, modes))  # mean ± std over seeds
     if sweeps:
         base = next((b for b in map(original_point, sweeps.values()) if b), None)
         base_text = f" Original: {100 * base['accuracy']:.2f}%." if base else ""
