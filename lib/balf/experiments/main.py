@@ -1,7 +1,8 @@
 """One entry point for the paper's sweeps: ``python -m balf.experiments EXPERIMENT --dataset NAME``.
 
 ``EXPERIMENT`` is one of :data:`EXPERIMENTS` (``factorize``, ``calib-size``, ``n-iters``,
-``corrupted``); ``--dataset`` one of the registered datasets (:mod:`balf.data.registry`).
+``corrupted``: evaluate on corrupted test sets, ``calib-shift``: calibrate on corrupted images,
+evaluate on clean ones); ``--dataset`` one of the registered datasets (:mod:`balf.data.registry`).
 Every other option is the experiment's own (``... factorize --dataset cifar10 --help``), with
 defaults from ``configs/<dataset>_<experiment>_sweep.yaml``.
 
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ..data.registry import registered_datasets
+from .calib_shift import calib_shift_main
 from .cli import (
     calib_size_sweep_main,
     corrupted_sweep_main,
@@ -33,6 +35,7 @@ EXPERIMENTS: dict[str, Callable[[Sequence[str] | None, str], None]] = {
     "calib-size": calib_size_sweep_main,
     "n-iters": n_iters_sweep_main,
     "corrupted": corrupted_sweep_main,
+    "calib-shift": calib_shift_main,
 }
 
 

@@ -8,6 +8,8 @@
 - ``figures/calib_size.*`` and ``tables/calib_size.{tex,md}`` from ``calib-size/calib<N>/``;
 - ``figures/n_iters.*`` from ``n-iters/iters<N>/``;
 - ``figures/corruption.*`` and ``tables/corruption.{tex,md}`` from ``corruption/<mode>/``;
+- ``figures/calib_shift.*`` and ``tables/calib_shift{,_groups}.{tex,md}`` from
+  ``calib-shift/<set>/<mode>/`` (:mod:`balf.experiments.calib_shift_report`);
 
 and ``<root>/benchmarks/compression_time.{tex,md}`` from ``benchmarks/compression_time.json``;
 the single-layer, speed and latency studies' figures and tables beside their JSON
@@ -27,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from balf.errors import BALFError
+from balf.experiments.calib_shift_report import render_calib_shift
 from balf.experiments.labels import dataset_label
 from balf.experiments.plots import (
     plot_accuracy_vs_ratio,
@@ -156,6 +159,7 @@ def render_model(
     else:
         log.info("%s: accuracy figures and tables skipped (optional: no mode sweep here)", name)
 
+    written += render_calib_shift(model_dir, dataset, model, formats)
     for section in SECTIONS:
         runs = section.load(model_dir)
         if not runs:
@@ -210,7 +214,9 @@ def _subdirs(folder: Path, wanted: Sequence[str] | None) -> list[Path]:
 
 def _has_results(model_dir: Path) -> bool:
     """Whether ``model_dir`` holds any sweep results (``checkpoints/`` etc. do not)."""
-    return any(model_dir.glob("*/results.json")) or any(model_dir.glob("*/*/results.json"))
+    return any(model_dir.glob("*/results.json")) or any(model_dir.glob("*/*/results.json")) or any(
+        model_dir.glob("calib-shift/*/*/results.json")
+    )
 
 
 def render_all(
