@@ -34,7 +34,7 @@ from ..data.shifted_calibration import NormalisedImages, raw_images, shifted_ima
 from ..modes import registered_modes
 from .cli import ExperimentContext
 from .options import add_common_arguments, configure_process, parse_with_yaml
-from .seeds import seed_dir, seeds_of
+from .seeds import run_dir_of, seeds_of
 
 __all__ = ["CALIB_SHIFT_DIR", "DEFAULT_RATIOS", "calib_shift_main", "set_name"]
 
@@ -113,7 +113,7 @@ def _sweep_set(
     ctx.recalibrate(calibration, tag, {"set": name, **shift})
     for mode in args.modes:
         run_dir = Path(args.out_root) / dataset / args.model / CALIB_SHIFT_DIR / name / mode
-        ctx.sweep(mode, args.ratios, seed_dir(run_dir, seed))
+        ctx.sweep(mode, args.ratios, run_dir_of(args, run_dir, seed))
 
 
 def calib_shift_main(argv: Sequence[str] | None, dataset: str) -> None:

@@ -35,7 +35,7 @@ from .options import (
     recorded_argv,
     run_script,
 )
-from .seeds import seed_dir, seeds_of
+from .seeds import run_dir_of, seeds_of
 from .sweep import SweepConfig, default_knobs, run_sweep
 
 __all__ = [
@@ -218,7 +218,8 @@ def factorize_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
         ctx = ExperimentContext(args, dataset, calib_seed=seed)
         for mode in args.modes:
             knobs = args.knobs or default_knobs(mode, args.model)
-            ctx.sweep(mode, knobs, seed_dir(_run_dir(args, dataset, mode), seed), args.n_iters)
+            run_dir = run_dir_of(args, _run_dir(args, dataset, mode), seed)
+            ctx.sweep(mode, knobs, run_dir, args.n_iters)
 
 
 def calib_size_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
@@ -236,7 +237,7 @@ def calib_size_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
         for size in args.calib_sizes:
             ctx = ExperimentContext(args, dataset, calib_size=size, calib_seed=seed)
             run_dir = _run_dir(args, dataset, "calib-size", f"calib{size}")
-            ctx.sweep(args.mode, args.ratios, seed_dir(run_dir, seed))
+            ctx.sweep(args.mode, args.ratios, run_dir_of(args, run_dir, seed))
 
 
 def n_iters_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
@@ -257,7 +258,7 @@ def n_iters_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
         ctx = ExperimentContext(args, dataset, calib_seed=seed)
         for n in args.n_iters_values:
             run_dir = _run_dir(args, dataset, "n-iters", f"iters{n}")
-            ctx.sweep(args.mode, args.ratios, seed_dir(run_dir, seed), n)
+            ctx.sweep(args.mode, args.ratios, run_dir_of(args, run_dir, seed), n)
 
 
 def corrupted_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
@@ -294,7 +295,7 @@ def _corrupted_sweep(ctx, args, dataset, mode, seed, robustness) -> None:
     ctx.sweep(
         mode,
         args.ratios,
-        seed_dir(_run_dir(args, dataset, "corruption", mode), seed),
+        run_dir_of(args, _run_dir(args, dataset, "corruption", mode), seed),
         evaluate_fn=robustness,
         evaluation={
             "corrupted_root": str(args.corrupted_root),

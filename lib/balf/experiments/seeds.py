@@ -4,7 +4,8 @@
 evaluation subset, when ``--eval-size`` asks for one, stays that of ``--seed``, so every seed is
 scored on the same images). Seed ``0`` keeps the run folder of a single-seed run
 (``<run dir>/results.json``, so an existing seed-0 sweep is resumed, not recomputed); every other
-seed ``k`` has ``<run dir>/seed<k>/results.json``.
+seed ``k`` has ``<run dir>/seed<k>/results.json``. Without ``--seeds`` a run (any ``--seed``)
+stays in ``<run dir>`` as before.
 
 For tables and plots, :func:`aggregate_seeds` merges the runs of one folder into one results
 dict whose points are the **mean over seeds** of every knob that every seed has, with the
@@ -29,6 +30,7 @@ __all__ = [
     "aggregate_seeds",
     "load_seed_runs",
     "mean_std_text",
+    "run_dir_of",
     "seed_dir",
     "seeds_of",
     "with_seeds",
@@ -51,6 +53,12 @@ def seeds_of(args: argparse.Namespace) -> list[int]:
 def seed_dir(run_dir: str | Path, seed: int) -> Path:
     """The folder of one seed's run: ``run_dir`` for seed 0, ``run_dir/seed<k>`` otherwise."""
     return Path(run_dir) if seed == 0 else Path(run_dir) / f"{SEED_PREFIX}{seed}"
+
+
+def run_dir_of(args: argparse.Namespace, run_dir: str | Path, seed: int) -> Path:
+    """Where a sweep of ``seed`` is stored: :func:`seed_dir` under ``--seeds``; without it
+    (one ``--seed``) the run folder itself, as before seeds existed."""
+    return seed_dir(run_dir, seed) if getattr(args, "seeds", None) else Path(run_dir)
 
 
 def load_seed_runs(run_dir: str | Path) -> dict[int, dict[str, Any]]:
