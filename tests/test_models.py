@@ -82,7 +82,8 @@ def test_unknown_model() -> None:
 
 def test_list_models() -> None:
     third_party = ["resnet20a", "resnet32a", "resnet44a", "resnet56a"]
-    assert list_models() == ["resnet20", "resnet56", *third_party, *IMAGENET_NAMES]
+    samples = ["mobilenet_v2_q8", "efficientnet_lite0"]  # real weights without a download
+    assert list_models() == ["resnet20", "resnet56", *third_party, *IMAGENET_NAMES, *samples]
 
 
 # ----------------------------------------------------------------------------- ImageNet registry

@@ -10,7 +10,7 @@ from __future__ import annotations
 from balf.experiments.main import experiment_script
 from balf.experiments.options import run_script
 
-main = experiment_script("calib-size", ("imagenet",))
+main = experiment_script("calib-size", ("imagenet", "imagenet-samples"))
 
 if __name__ == "__main__":
     run_script(main)

@@ -296,3 +296,6 @@ register_dataset(
         public_weights=True,
     )
 )
+
+# The ImageNet samples (1,300 val / 1,000 train images) under their own name.
+from . import imagenet_samples  # noqa: E402, F401

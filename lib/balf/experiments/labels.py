@@ -12,7 +12,10 @@ from __future__ import annotations
 __all__ = ["DATASET_LABELS", "OTHER_WORKS_SOURCE", "dataset_label", "other_works_source"]
 
 #: Display names where the folder name alone could mislead (others are shown as named).
-DATASET_LABELS: dict[str, str] = {"cifar10-jpeg": "CIFAR-10 (JPEG release)"}
+DATASET_LABELS: dict[str, str] = {
+    "cifar10-jpeg": "CIFAR-10 (JPEG release)",
+    "imagenet-samples": "ImageNet samples (1,300 val / 1,000 train images)",
+}
 
 #: dataset -> (dataset of the other works' rows to overlay, how the legend names that release).
 OTHER_WORKS_SOURCE: dict[str, tuple[str, str]] = {"cifar10-jpeg": ("cifar10", "original CIFAR-10")}

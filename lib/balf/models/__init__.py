@@ -37,12 +37,14 @@ from balf.models.imagenet import (
     disable_fused_attention,
     eval_preprocessing,
 )
+from balf.models.sample_models import MODEL_LABELS  # registers mobilenet_v2_q8, efficientnet_lite0
 
 __all__ = [
     "BasicBlock",
     "CifarResNet",
     "IMAGENET_MODELS",
     "ImageNetModel",
+    "MODEL_LABELS",
     "OptionAResNet",
     "THIRD_PARTY_CHECKPOINTS",
     "Preprocessing",

@@ -9,6 +9,7 @@ weights are read from the usual caches; where they cannot be fetched (no network
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,8 @@ class ImageNetModel:
         weights: torchvision weights enum member name (``"IMAGENET1K_V1"``) or timm pretrained
             tag (e.g. ``"augreg2_in21k_ft_in1k"``).
         preprocessing: evaluation preprocessing of the pretrained checkpoint.
+        builder: ``(pretrained, num_classes) -> model`` for models built from a local file or a
+            package (e.g. ``mobilenet_v2_q8``, ``efficientnet_lite0``); ``None``: the library's.
     """
 
     name: str
@@ -93,6 +96,7 @@ class ImageNetModel:
     arch: str
     weights: str
     preprocessing: Preprocessing
+    builder: Callable[[bool, int], nn.Module] | None = None
 
 
 IMAGENET_MODELS: dict[str, ImageNetModel] = {
@@ -232,6 +236,10 @@ def build_imagenet_model(
             f"Pretrained {name} has 1000 classes and 3 input channels; "
             f"got num_classes={classes}, in_channels={channels} (use pretrained=False)"
         )
+    if entry.builder is not None:
+        if channels != 3:
+            raise BALFError(f"{name} supports only in_channels=3, got {channels}")
+        return entry.builder(pretrained, classes)
     if entry.library == "torchvision":
         if channels != 3:
             raise BALFError(f"{name} (torchvision) supports only in_channels=3, got {channels}")
