@@ -57,8 +57,9 @@ __all__ = ["render_all", "render_benchmark", "render_model"]
 log = logging.getLogger(__name__)
 
 QUANTITY_NAMES = {"flops": "FLOPs", "params": "parameter"}
-#: Folders under a results root that are results roots themselves.
-NESTED_ROOTS = ("quickstart",)
+#: Folders under a results root that are results roots themselves (``seeds-calib500``: the
+#: seed study of the ImageNet samples, 500 of the 1,000 calibration images per seed).
+NESTED_ROOTS = ("quickstart", "seeds-calib500")
 #: Folders under a results root that hold no ``<model>/`` sweeps.
 NOT_DATASETS = ("benchmarks", "svd_vs_actaware")
 
