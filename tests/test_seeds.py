@@ -93,6 +93,7 @@ def test_factorize_with_seeds_stores_each_seed_resumes_and_renders_mean_std(jpeg
         assert results["config"]["eval_seed"] == (None if seed == 0 else 0)
         assert [p["knob"] for p in results["points"]] == ["original", 0.5, 0.8]
         command = (seed_dir(model_dir / "flops_auto", seed) / "command.txt").read_text()
+        assert command.startswith("python -m balf.experiments factorize --dataset cifar10-jpeg")
         assert "--seeds 0 1 2" in command
     originals = {r["points"][0]["accuracy"] for r in runs.values()}
     assert len(originals) == 1  # same model, same evaluation images

@@ -92,9 +92,7 @@ def tensor_steps(transform: Any) -> tuple[list[Any], T.Normalize]:
     """
     steps = list(getattr(transform, "transforms", []))
     ok = (
-        len(steps) >= 2
-        and isinstance(steps[-2], T.ToTensor)
-        and isinstance(steps[-1], T.Normalize)
+        len(steps) >= 2 and isinstance(steps[-2], T.ToTensor) and isinstance(steps[-1], T.Normalize)
     )
     if not ok:
         raise BALFError(
@@ -144,9 +142,7 @@ def raw_images(dataset: Dataset) -> RawImages:
     shapes = {a.shape for a in images}
     if len(shapes) != 1:
         raise BALFError(f"calibration images of several sizes {sorted(shapes)}")
-    return RawImages(
-        np.stack(images), np.asarray(labels, dtype=np.int64), tuple(mean), tuple(std)
-    )
+    return RawImages(np.stack(images), np.asarray(labels, dtype=np.int64), tuple(mean), tuple(std))
 
 
 def _package_version() -> str:

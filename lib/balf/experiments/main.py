@@ -25,6 +25,7 @@ from .cli import (
     factorize_sweep_main,
     n_iters_sweep_main,
 )
+from .environment import set_program
 from .options import is_dataset_option, pop_dataset
 
 __all__ = ["EXPERIMENTS", "experiment_script", "main"]
@@ -85,4 +86,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not any(is_dataset_option(a) for a in rest) and not ({"-h", "--help"} & set(rest)):
         parser.error(f"{experiment}: --dataset is required ({', '.join(registered_datasets())})")
     datasets = registered_datasets()
-    run_experiment(experiment, rest, datasets, datasets[0])
+    set_program(["-m", "balf.experiments", experiment])  # command.txt: the full command
+    try:
+        run_experiment(experiment, rest, datasets, datasets[0])
+    finally:
+        set_program([])

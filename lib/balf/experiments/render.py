@@ -215,8 +215,10 @@ def _subdirs(folder: Path, wanted: Sequence[str] | None) -> list[Path]:
 
 def _has_results(model_dir: Path) -> bool:
     """Whether ``model_dir`` holds any sweep results (``checkpoints/`` etc. do not)."""
-    return any(model_dir.glob("*/results.json")) or any(model_dir.glob("*/*/results.json")) or any(
-        model_dir.glob("calib-shift/*/*/results.json")
+    return (
+        any(model_dir.glob("*/results.json"))
+        or any(model_dir.glob("*/*/results.json"))
+        or any(model_dir.glob("calib-shift/*/*/results.json"))
     )
 
 
