@@ -120,7 +120,9 @@ def calib_shift_group_table(runs: Runs) -> pd.DataFrame:
     order = [*IMAGENET_C_GROUPS, "imagenet-v2", "other"]
     groups = sorted(deltas, key=lambda g: order.index(g) if g in order else len(order))
     rows = {
-        f"{g} ({counts[g]} sets)": [sum(v) / len(v) if v else math.nan for v in deltas[g]]
+        f"{g} ({counts[g]} set{'' if counts[g] == 1 else 's'})": [
+            sum(v) / len(v) if v else math.nan for v in deltas[g]
+        ]
         for g in groups
     }
     return _frame(rows, [f"{mode_label(m)} {k:g}" for m, k in columns], "Group")
