@@ -17,19 +17,19 @@ from _fixtures import load_script, tiny_sweep_args, write_imagenet
 from test_cifar10_jpeg import write_cifar10_jpeg
 from torch.utils.data import Subset
 
-from balf.data import shifted_calibration
-from balf.data.imagenet import imagenet_folder
-from balf.data.shifted_calibration import NormalisedImages, raw_images, shifted_images
+from balf_paper.data import shifted_calibration
+from balf_paper.data.imagenet import imagenet_folder
+from balf_paper.data.shifted_calibration import NormalisedImages, raw_images, shifted_images
 from balf.errors import BALFError
-from balf.experiments.calib_shift_report import (
+from balf_paper.experiments.calib_shift_report import (
     calib_shift_group_table,
     calib_shift_table,
     load_calib_shift,
 )
-from balf.experiments.datasets import experiment_data
-from balf.experiments.main import main as experiments_main
-from balf.experiments.render import render_model
-from balf.models import eval_transform
+from balf_paper.experiments.datasets import experiment_data
+from balf_paper.experiments.main import main as experiments_main
+from balf_paper.experiments.render import render_model
+from balf_paper.models import eval_transform
 
 SETS = ["clean", "gaussian_noise-s1", "gaussian_noise-s3", "contrast-s3"]
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from torchvision import datasets
 
-from balf.data.imagenet_shift import (
+from balf_paper.data.imagenet_shift import (
     IMAGENET_C_CORRUPTIONS,
     IMAGENET_C_GROUPS,
     imagenet_c,

@@ -12,9 +12,9 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
-import balf.models.imagenet as imagenet
+import balf_paper.models.imagenet as imagenet
 from balf.errors import BALFError, WeightsNotFoundError
-from balf.models import (
+from balf_paper.models import (
     create_model,
     eval_transform,
     list_models,

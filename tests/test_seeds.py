@@ -15,11 +15,11 @@ from _fixtures import tiny_sweep_args
 from test_cifar10_jpeg import write_cifar10_jpeg
 
 from balf.errors import BALFError
-from balf.experiments.datasets import experiment_data
-from balf.experiments.main import main as experiments_main
-from balf.experiments.render import render_model
-from balf.experiments.seeds import aggregate_seeds, load_seed_runs, seed_dir
-from balf.experiments.tables import matched_reduction_table
+from balf_paper.experiments.datasets import experiment_data
+from balf_paper.experiments.main import main as experiments_main
+from balf_paper.experiments.render import render_model
+from balf_paper.experiments.seeds import aggregate_seeds, load_seed_runs, seed_dir
+from balf_paper.experiments.tables import matched_reduction_table
 
 
 def _point(knob, accuracy, flops=None):
@@ -93,7 +93,7 @@ def test_factorize_with_seeds_stores_each_seed_resumes_and_renders_mean_std(jpeg
         assert results["config"]["eval_seed"] == (None if seed == 0 else 0)
         assert [p["knob"] for p in results["points"]] == ["original", 0.5, 0.8]
         command = (seed_dir(model_dir / "flops_auto", seed) / "command.txt").read_text()
-        assert command.startswith("python -m balf.experiments factorize --dataset cifar10-jpeg")
+        assert command.startswith("python -m balf_paper.experiments factorize --dataset cifar10-jpeg")
         assert "--seeds 0 1 2" in command
     originals = {r["points"][0]["accuracy"] for r in runs.values()}
     assert len(originals) == 1  # same model, same evaluation images

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-import balf.experiments  # noqa: F401  (registers the Model Folding modes)
-from balf.models import list_models
-from balf.models.imagenet import IMAGENET_MODELS
-from balf.modes import registered_modes
+import balf_paper.experiments  # noqa: F401  (registers the Model Folding modes)
+from balf_paper.models import list_models
+from balf_paper.models.imagenet import IMAGENET_MODELS
+from balf.ranks.modes import registered_modes
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRA = ["--seed", "7", "--note=a b"]  # one value with a space: quoting must survive

@@ -6,13 +6,13 @@ Run `python scripts/imagenet/calib_shift_sweep.py --help` for the options; defau
 `configs/imagenet_calib_shift_sweep.yaml`.
 ``--dataset imagenet-samples`` runs it on the ImageNet samples (1,300 val / 1,000 train images;
 `configs/imagenet-samples_calib_shift_sweep.yaml`).
-The same as `python -m balf.experiments calib-shift --dataset imagenet ...`.
+The same as `python -m balf_paper.experiments calib-shift --dataset imagenet ...`.
 """
 
 from __future__ import annotations
 
-from balf.experiments.main import experiment_script
-from balf.experiments.options import run_script
+from balf_paper.experiments.main import experiment_script
+from balf_paper.experiments.options import run_script
 
 main = experiment_script("calib-shift", ("imagenet", "imagenet-samples"))
 

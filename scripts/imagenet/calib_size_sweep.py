@@ -2,13 +2,13 @@
 
 Run `python scripts/imagenet/calib_size_sweep.py --help` for the options; defaults come from
 `configs/imagenet_calib_size_sweep.yaml`.
-The same as `python -m balf.experiments calib-size --dataset imagenet ...`.
+The same as `python -m balf_paper.experiments calib-size --dataset imagenet ...`.
 """
 
 from __future__ import annotations
 
-from balf.experiments.main import experiment_script
-from balf.experiments.options import run_script
+from balf_paper.experiments.main import experiment_script
+from balf_paper.experiments.options import run_script
 
 main = experiment_script("calib-size", ("imagenet", "imagenet-samples"))
 

@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from balf.data.imagenet_samples import SAMPLES_DEFAULT_DEST, layout_imagenet_samples
+from balf_paper.data.imagenet_samples import SAMPLES_DEFAULT_DEST, layout_imagenet_samples
 from balf.errors import BALFError, DatasetNotFoundError
 
 DEFAULT_SHARED = Path("../shared/data/imagenet-samples")

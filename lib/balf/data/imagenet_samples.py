@@ -9,7 +9,7 @@ The source folder (on the project's machines ``../shared/data/imagenet-samples``
 - ``synset_words.txt``: the 1,000 WordNet ids in index order (``n01440764 tench, ...``).
 
 :func:`layout_imagenet_samples` copies them into ``<dest>/imagenet-val/<wnid>/`` and
-``<dest>/imagenet-calib/<wnid>/``, the layouts :func:`balf.data.imagenet.imagenet_folder` reads,
+``<dest>/imagenet-calib/<wnid>/``, the layouts :func:`balf_paper.data.imagenet.imagenet_folder` reads,
 with a folder for every one of the 1,000 classes (empty ones included) so that class indices
 match pretrained classifiers. So ``--dataset imagenet --data-root <dest>`` runs the ImageNet code
 unchanged; the dataset ``imagenet-samples`` (registered here) is the same data under its own name,
@@ -28,8 +28,8 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from balf.data.extraction import check_existing_output, staged_directory, write_manifest
-from balf.data.imagenet import IMAGENET_NUM_CLASSES, imagenet_folder, is_wnid
+from balf_paper.data.extraction import check_existing_output, staged_directory, write_manifest
+from balf_paper.data.imagenet import IMAGENET_NUM_CLASSES, imagenet_folder, is_wnid
 from balf.errors import BALFError, DatasetNotFoundError
 
 __all__ = [
@@ -201,7 +201,7 @@ def samples_root(root: str | os.PathLike | None) -> Path:
 
 def _samples_splits(root, model_name: str) -> tuple[Dataset, Dataset]:
     """``(imagenet-calib, imagenet-val)`` with the model's own evaluation preprocessing."""
-    from balf.models import eval_transform as model_transform
+    from balf_paper.models import eval_transform as model_transform
 
     tf = model_transform(model_name)
     folder = samples_root(root)
@@ -217,7 +217,7 @@ def _samples_splits(root, model_name: str) -> tuple[Dataset, Dataset]:
 
 
 def _register() -> None:
-    from balf.data.registry import dataset_info, register_dataset
+    from balf_paper.data.registry import dataset_info, register_dataset
 
     register_dataset(
         dataclasses.replace(dataset_info("imagenet"), name=SAMPLES_DATASET, splits=_samples_splits)

@@ -5,7 +5,7 @@ images, laid out as ``<root>/<corruption>/<severity>/<wnid>/*.JPEG`` (severity `
 19 corruptions in five groups (:data:`IMAGENET_C_GROUPS`: noise, blur, weather, digital and the
 four "extra" ones). Its images are already centre crops at the model's input size, so the usual
 resize-256 / crop-224 must not be applied again: pass only ``ToTensor`` and ``Normalize``
-(:func:`balf.data.shifted_calibration.tensor_steps` splits a model's preprocessing there).
+(:func:`balf_paper.data.shifted_calibration.tensor_steps` splits a model's preprocessing there).
 
 **ImageNet-V2** (Recht et al., 2019): new test sets of 10,000 images, released as
 ``imagenetv2-<variant>-format-val/<class index>/*.jpeg`` with ``variant`` one of
@@ -25,8 +25,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets
 
-from ..errors import BALFError, DatasetNotFoundError
-from .imagenet import IMAGENET_NUM_CLASSES, imagenet_folder
+from balf.errors import BALFError, DatasetNotFoundError
+from balf_paper.data.imagenet import IMAGENET_NUM_CLASSES, imagenet_folder
 
 __all__ = [
     "IMAGENET_C_CORRUPTIONS",

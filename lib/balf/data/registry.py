@@ -23,9 +23,9 @@ from pathlib import Path
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..errors import BALFError, DatasetNotFoundError
-from ..models.imagenet import IMAGENET_MEAN, IMAGENET_STD
-from .cifar import (
+from balf.errors import BALFError, DatasetNotFoundError
+from balf_paper.models.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from balf_paper.data.cifar import (
     CIFAR10_CLASSES,
     CIFAR10_JPEG_SOURCE,
     CIFAR10_MEAN,
@@ -34,10 +34,10 @@ from .cifar import (
     cifar10,
     cifar10_transform,
 )
-from .common import eval_transform
-from .fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
-from .image_folder import ImageFolderTensors, load_image_folder
-from .imagenet import IMAGENET_NUM_CLASSES, imagenet_folder
+from balf_paper.data.common import eval_transform
+from balf_paper.data.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from balf_paper.data.image_folder import ImageFolderTensors, load_image_folder
+from balf_paper.data.imagenet import IMAGENET_NUM_CLASSES, imagenet_folder
 
 __all__ = ["DatasetInfo", "dataset_info", "register_dataset", "registered_datasets"]
 
@@ -107,7 +107,7 @@ def registered_datasets() -> tuple[str, ...]:
 
 def _cifar10_eval_transform(model_name: str):
     """PIL -> normalised tensor with the model's normalisation (third-party models: their own)."""
-    from ..models import THIRD_PARTY_CHECKPOINTS, normalisation_of
+    from balf_paper.models import THIRD_PARTY_CHECKPOINTS, normalisation_of
 
     if model_name in THIRD_PARTY_CHECKPOINTS:
         return eval_transform(*normalisation_of(model_name, "cifar10"))
@@ -157,7 +157,7 @@ def _jpeg_root(root: Root | None) -> Path:
 def _cifar10_jpeg_splits(root: Root, model_name: str) -> tuple[Dataset, Dataset]:
     """Train split decoded on access (calibration reads a small subset), test split preloaded;
     the model's normalisation (third-party option-A models: the ImageNet mean/std)."""
-    from ..models import normalisation_of
+    from balf_paper.models import normalisation_of
 
     mean, std = normalisation_of(model_name, "cifar10-jpeg")
     folder = _jpeg_root(root)
@@ -188,7 +188,7 @@ def _cifar10_jpeg_tensors(root: Root | None) -> dict[str, tuple[Tensor, Tensor]]
 
 def _fashion_mnist_root(root: Root | None) -> Path | None:
     """An existing folder given explicitly must hold the four IDX files; else ``None``."""
-    from .fashion_mnist import FASHION_MNIST_FILES
+    from balf_paper.data.fashion_mnist import FASHION_MNIST_FILES
 
     folder = Path(root) if root and Path(root).is_dir() else None
     if folder is not None:
@@ -205,14 +205,14 @@ def _fashion_mnist_root(root: Root | None) -> Path | None:
 
 
 def _fashion_mnist_splits(root: Root, model_name: str) -> tuple[Dataset, Dataset]:
-    from .fashion_mnist import FashionMNIST
+    from balf_paper.data.fashion_mnist import FashionMNIST
 
     folder = _fashion_mnist_root(root)
     return FashionMNIST("train", folder), FashionMNIST("test", folder)
 
 
 def _fashion_mnist_tensors(root: Root | None) -> dict[str, tuple[Tensor, Tensor]]:
-    from .fashion_mnist import load_fashion_mnist
+    from balf_paper.data.fashion_mnist import load_fashion_mnist
 
     out = {}
     for split in ("train", "test"):
@@ -239,7 +239,7 @@ def _fashion_mnist_corrupted(root, corruption, severity, indices, model_name="")
 
 
 def _imagenet_splits(root: Root, model_name: str) -> tuple[Dataset, Dataset]:
-    from ..models import eval_transform as model_transform
+    from balf_paper.models import eval_transform as model_transform
 
     tf = model_transform(model_name)
     root = Path(root)
@@ -298,4 +298,4 @@ register_dataset(
 )
 
 # The ImageNet samples (1,300 val / 1,000 train images) under their own name.
-from . import imagenet_samples  # noqa: E402, F401
+from balf_paper.data import imagenet_samples  # noqa: E402, F401

@@ -3,7 +3,7 @@
 The paper's current robustness study calibrates on corrupted images and evaluates on the clean
 test set. Only the calibration subset is corrupted (a few hundred to a few thousand images, so
 this is cheap), with the same corruption code as the corrupted test sets
-(:func:`balf.data.corruptions.corrupt_images`, ImageNet-C severity constants).
+(:func:`balf_paper.data.corruptions.corrupt_images`, ImageNet-C severity constants).
 
 Images are corrupted at the model's input geometry: the calibration dataset's own preprocessing
 is split at ``ToTensor`` (:func:`raw_images`): the steps before it (ImageNet: resize 256, centre
@@ -36,10 +36,10 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms as T
 
-from .._io import atomic_json_dump, read_json_or_none
-from ..errors import BALFError
-from .corruptions import PACKAGE, _save_npy, corrupt_images, sha256_of
-from .image_folder import ImageFolderTensors, decode_image
+from balf.io.atomic import atomic_json_dump, read_json_or_none
+from balf.errors import BALFError
+from balf_paper.data.corruptions import PACKAGE, _save_npy, corrupt_images, sha256_of
+from balf_paper.data.image_folder import ImageFolderTensors, decode_image
 
 __all__ = ["NormalisedImages", "RawImages", "raw_images", "shifted_images", "tensor_steps"]
 
@@ -106,7 +106,7 @@ def raw_images(dataset: Dataset) -> RawImages:
     """The uint8 images of a calibration set at the model's input size, and its normalisation.
 
     Supported (chosen by type): a ``Subset`` of either of the following; an
-    :class:`~balf.data.ImageFolderTensors` without extra transform (CIFAR-10 JPEG release); a
+    :class:`~balf_paper.data.ImageFolderTensors` without extra transform (CIFAR-10 JPEG release); a
     torchvision dataset (``ImageFolder`` for ImageNet, ``CIFAR10``) whose ``transform`` ends in
     ``ToTensor(), Normalize``.
 
@@ -166,7 +166,7 @@ def shifted_images(
         root: cache folder (created).
         tag: names the clean subset (e.g. ``cifar10-jpeg-resnet20-calib1024-seed0``).
         raw: the clean calibration images (:func:`raw_images`).
-        corruption, severity: one of :data:`balf.data.CORRUPTIONS`, 1..5.
+        corruption, severity: one of :data:`balf_paper.data.CORRUPTIONS`, 1..5.
         seed: seed of the corruption's randomness (noise, glass blur, ...).
 
     Returns:

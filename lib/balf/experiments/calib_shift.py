@@ -1,6 +1,6 @@
 """Calibration under distribution shift: calibrate on corrupted images, evaluate on clean ones.
 
-``python -m balf.experiments calib-shift --dataset NAME`` (the paper's current robustness
+``python -m balf_paper.experiments calib-shift --dataset NAME`` (the paper's current robustness
 study; the older ``corrupted`` experiment evaluates compressed models *on* corrupted test sets,
 this one *calibrates* on corrupted images). For every calibration set, each mode (default
 ``flops_auto`` and ``params_auto``) is swept over the keep-ratios (default 0.3 … 0.9) and
@@ -8,14 +8,14 @@ evaluated on the **clean** test set:
 
 - ``clean``: the ordinary calibration subset (``--calib-size`` images drawn with the seed);
 - ``<corruption>-s<severity>``: the same subset corrupted by
-  :mod:`balf.data.shifted_calibration` (ImageNet-C severity constants), cached under
+  :mod:`balf_paper.data.shifted_calibration` (ImageNet-C severity constants), cached under
   ``--shift-root`` with a manifest; or, with ``--imagenet-c-root``, a subset of the published
   ImageNet-C set;
 - ``imagenet-v2-<variant>`` with ``--imagenet-v2-root``: a subset of ImageNet-V2.
 
 Results: ``<out-root>/<dataset>/<model>/calib-shift/<set>/<mode>/results.json`` (seed ``k > 0``
 in ``.../seed<k>/``), each config recording the set in ``calibration_shift``. Rendered by
-:mod:`balf.experiments.calib_shift_report`.
+:mod:`balf_paper.experiments.calib_shift_report`.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from typing import Any
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms as T
 
-from ..data import CORRUPTIONS, SEVERITIES, calibration_subset
-from ..data.imagenet_shift import IMAGENET_V2_VARIANTS, imagenet_c, imagenet_c_group, imagenet_v2
-from ..data.shifted_calibration import NormalisedImages, raw_images, shifted_images, tensor_steps
-from ..modes import registered_modes
-from .cli import ExperimentContext
-from .options import add_common_arguments, configure_process, parse_with_yaml
-from .seeds import run_dir_of, seeds_of
+from balf_paper.data import CORRUPTIONS, SEVERITIES, calibration_subset
+from balf_paper.data.imagenet_shift import IMAGENET_V2_VARIANTS, imagenet_c, imagenet_c_group, imagenet_v2
+from balf_paper.data.shifted_calibration import NormalisedImages, raw_images, shifted_images, tensor_steps
+from balf.ranks.modes import registered_modes
+from balf_paper.experiments.cli import ExperimentContext
+from balf_paper.experiments.options import add_common_arguments, configure_process, parse_with_yaml
+from balf_paper.experiments.seeds import run_dir_of, seeds_of
 
 __all__ = ["CALIB_SHIFT_DIR", "DEFAULT_RATIOS", "calib_shift_main", "set_name"]
 

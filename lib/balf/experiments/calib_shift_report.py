@@ -1,7 +1,7 @@
 """Tables and figure of the calibration-under-shift experiment, from its stored results only.
 
 Reads ``<model_dir>/calib-shift/<set>/<mode>/`` (every seed, merged into mean ± std by
-:func:`balf.experiments.seeds.aggregate_seeds`) and writes
+:func:`balf_paper.experiments.seeds.aggregate_seeds`) and writes
 
 - ``tables/calib_shift.{tex,md}``: clean-test accuracy (%) per calibration set (rows: clean,
   then every corrupted set) and (mode, keep-ratio) column;
@@ -25,13 +25,13 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..data.imagenet_shift import IMAGENET_C_CORRUPTIONS, IMAGENET_C_GROUPS
-from .calib_shift import CALIB_SHIFT_DIR
-from .labels import dataset_label
-from .plot_style import save_figure
-from .points import compressed_of, finite, read_points
-from .seeds import aggregate_seeds, load_seed_runs, mean_std_text
-from .tables import _frame, mode_label, write_table
+from balf_paper.data.imagenet_shift import IMAGENET_C_CORRUPTIONS, IMAGENET_C_GROUPS
+from balf_paper.experiments.calib_shift import CALIB_SHIFT_DIR
+from balf_paper.experiments.labels import dataset_label
+from balf_paper.experiments.plot_style import save_figure
+from balf_paper.experiments.points import compressed_of, finite, read_points
+from balf_paper.experiments.seeds import aggregate_seeds, load_seed_runs, mean_std_text
+from balf_paper.experiments.tables import _frame, mode_label, write_table
 
 __all__ = ["calib_shift_group_table", "calib_shift_table", "load_calib_shift",
            "plot_calib_shift", "render_calib_shift"]  # fmt: skip

@@ -2,7 +2,7 @@
 
 The sweep scripts of all datasets call the ``*_main`` functions below with their dataset name,
 so there is one implementation per experiment. Options, YAML defaults (``configs/``) and
-process-wide settings are in :mod:`balf.experiments.options` (re-exported here).
+process-wide settings are in :mod:`balf_paper.experiments.options` (re-exported here).
 """
 
 from __future__ import annotations
@@ -12,21 +12,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..api import Compressor
-from ..cache import Cache
-from ..data import make_loader
-from ..data.registry import dataset_info
-from ..distributed import shard
-from ..errors import BALFError
-from ..modes import registered_modes
-from .datasets import (
+from balf.compressor import Compressor
+from balf.io.cache import Cache
+from balf_paper.data import make_loader
+from balf_paper.data.registry import dataset_info
+from balf.calibration.distributed import shard
+from balf.errors import BALFError
+from balf.ranks.modes import registered_modes
+from balf_paper.experiments.datasets import (
     corrupted_evaluation,
     experiment_data,
     experiment_model,
     require_checkpoint,
 )
-from .evaluation import evaluate
-from .options import (
+from balf_paper.experiments.evaluation import evaluate
+from balf_paper.experiments.options import (
     add_common_arguments,
     configure_process,
     find_config,
@@ -35,8 +35,8 @@ from .options import (
     recorded_argv,
     run_script,
 )
-from .seeds import run_dir_of, seeds_of
-from .sweep import SweepConfig, default_knobs, run_sweep
+from balf_paper.experiments.seeds import run_dir_of, seeds_of
+from balf_paper.experiments.sweep import SweepConfig, default_knobs, run_sweep
 
 __all__ = [
     "ExperimentContext",
@@ -263,7 +263,7 @@ def n_iters_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
 
 def corrupted_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     """Robustness: accuracy on every corruption and severity of the compressed models."""
-    from ..data import CORRUPTIONS, SEVERITIES
+    from balf_paper.data import CORRUPTIONS, SEVERITIES
 
     parser = argparse.ArgumentParser(
         description=f"Corruption robustness of compressed models on {dataset} (CIFAR-10-C layout)."

@@ -1,6 +1,6 @@
 """Models and data of an experiment, by dataset name: one code path for every dataset.
 
-The datasets are those of :mod:`balf.data.registry` (``cifar10``, ``cifar10-jpeg``,
+The datasets are those of :mod:`balf_paper.data.registry` (``cifar10``, ``cifar10-jpeg``,
 ``fashion-mnist``, ``imagenet``, and any registered later). Calibration images are a seeded subset
 of the train split, evaluation uses the test split; both always use the evaluation preprocessing
 (no augmentation). Small datasets' weights are ``results/<dataset>/checkpoints/<model>/model.pt``;
@@ -20,16 +20,16 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data import calibration_subset, evaluation_subset
-from ..data.registry import DatasetInfo, dataset_info, registered_datasets
-from ..errors import BALFError, WeightsNotFoundError
-from ..models import (
+from balf_paper.data import calibration_subset, evaluation_subset
+from balf_paper.data.registry import DatasetInfo, dataset_info, registered_datasets
+from balf.errors import BALFError, WeightsNotFoundError
+from balf_paper.models import (
     THIRD_PARTY_CHECKPOINTS,
     create_model,
     load_checkpoint,
     load_third_party_checkpoint,
 )
-from .labels import DATASET_LABELS, dataset_label
+from balf_paper.experiments.labels import DATASET_LABELS, dataset_label
 
 __all__ = [
     "DATASETS",
@@ -47,10 +47,10 @@ __all__ = [
 ]
 
 DATASETS = registered_datasets()
-"""The built-in datasets' names (every registered one: :func:`balf.data.registered_datasets`)."""
+"""The built-in datasets' names (every registered one: :func:`balf_paper.data.registered_datasets`)."""
 
 #: Where the third-party option-A checkpoints are looked up when no --checkpoint is given (on
-#: the project's machines; elsewhere download them, see balf.models.load_third_party_checkpoint).
+#: the project's machines; elsewhere download them, see balf_paper.models.load_third_party_checkpoint).
 THIRD_PARTY_DIR = Path("../shared/models/cifar10-resnets-akamaster")
 THIRD_PARTY_SOURCE = (
     "The files resnet20-12fca82f.th ... resnet56-4bfd9763.th are published in the GitHub "
@@ -150,7 +150,7 @@ def benchmark_model(name: str, synthetic: bool, image_size: int = 224) -> nn.Mod
     """
     import timm
 
-    from ..models import IMAGENET_MODELS, disable_fused_attention
+    from balf_paper.models import IMAGENET_MODELS, disable_fused_attention
 
     entry = IMAGENET_MODELS.get(name)
     arch = name.removeprefix("timm:") if name.startswith("timm:") else None

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .._version import __version__
+from balf._version import __version__
 
 __all__ = ["command_line", "environment_info", "git_commit"]
 
@@ -67,7 +67,7 @@ _PROGRAM: list[str] = []
 
 def set_program(words: Sequence[str]) -> None:
     """Record the program words of :func:`command_line` in place of ``sys.argv[0]``, e.g.
-    ``["-m", "balf.experiments", "factorize"]`` for the experiments' entry point (whose
+    ``["-m", "balf_paper.experiments", "factorize"]`` for the experiments' entry point (whose
     experiment name is not among the arguments the experiment parses)."""
     _PROGRAM[:] = list(words)
 

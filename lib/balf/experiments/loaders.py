@@ -1,9 +1,9 @@
 """Read stored results for tables and figures: sweeps by mode, numbered runs, benchmark rows.
 
 Everything here reads the ``results.json`` files the sweep runner writes
-(:mod:`balf.experiments.sweep`) and the compression-time benchmark JSON; nothing is
+(:mod:`balf_paper.experiments.sweep`) and the compression-time benchmark JSON; nothing is
 recomputed. Unreadable JSON is skipped with a log line; a results file whose points are not
-result points (:class:`~balf.experiments.points.ResultPoint`) is a :class:`~balf.BALFError`
+result points (:class:`~balf_paper.experiments.points.ResultPoint`) is a :class:`~balf.BALFError`
 naming the file.
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..modes import registered_modes
-from .points import read_points
+from balf.ranks.modes import registered_modes
+from balf_paper.experiments.points import read_points
 
 __all__ = ["SPECIAL_DIRS", "load_benchmark_rows", "load_mode_results", "load_numbered_runs"]
 

@@ -1,8 +1,8 @@
-"""One entry point for the paper's sweeps: ``python -m balf.experiments EXPERIMENT --dataset NAME``.
+"""One entry point for the paper's sweeps: ``python -m balf_paper.experiments EXPERIMENT --dataset NAME``.
 
 ``EXPERIMENT`` is one of :data:`EXPERIMENTS` (``factorize``, ``calib-size``, ``n-iters``,
 ``corrupted``: evaluate on corrupted test sets, ``calib-shift``: calibrate on corrupted images,
-evaluate on clean ones); ``--dataset`` one of the registered datasets (:mod:`balf.data.registry`).
+evaluate on clean ones); ``--dataset`` one of the registered datasets (:mod:`balf_paper.data.registry`).
 Every other option is the experiment's own (``... factorize --dataset cifar10 --help``), with
 defaults from ``configs/<dataset>_<experiment>_sweep.yaml``.
 
@@ -17,16 +17,16 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from ..data.registry import registered_datasets
-from .calib_shift import calib_shift_main
-from .cli import (
+from balf_paper.data.registry import registered_datasets
+from balf_paper.experiments.calib_shift import calib_shift_main
+from balf_paper.experiments.cli import (
     calib_size_sweep_main,
     corrupted_sweep_main,
     factorize_sweep_main,
     n_iters_sweep_main,
 )
-from .environment import set_program
-from .options import is_dataset_option, pop_dataset
+from balf_paper.experiments.environment import set_program
+from balf_paper.experiments.options import is_dataset_option, pop_dataset
 
 __all__ = ["EXPERIMENTS", "experiment_script", "main"]
 
@@ -66,10 +66,10 @@ def experiment_script(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m balf.experiments EXPERIMENT --dataset NAME [options]``."""
+    """``python -m balf_paper.experiments EXPERIMENT --dataset NAME [options]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
-        prog="python -m balf.experiments",
+        prog="python -m balf_paper.experiments",
         description="Run one of the paper's sweeps on a registered dataset. "
         "Options after EXPERIMENT are the experiment's own (add --help after it).",
         usage="%(prog)s {" + ",".join(EXPERIMENTS) + "} --dataset NAME [options]",
@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not any(is_dataset_option(a) for a in rest) and not ({"-h", "--help"} & set(rest)):
         parser.error(f"{experiment}: --dataset is required ({', '.join(registered_datasets())})")
     datasets = registered_datasets()
-    set_program(["-m", "balf.experiments", experiment])  # command.txt: the full command
+    set_program(["-m", "balf_paper.experiments", experiment])  # command.txt: the full command
     try:
         run_experiment(experiment, rest, datasets, datasets[0])
     finally:

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 import yaml
 
-from ..distributed import init_from_environment
-from ..errors import BALFError, DatasetNotFoundError, WeightsNotFoundError
+from balf.calibration.distributed import init_from_environment
+from balf.errors import BALFError, DatasetNotFoundError, WeightsNotFoundError
 
 __all__ = [
     "add_common_arguments",
@@ -254,7 +254,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_corruption_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     """Options of the scripts that build a corrupted test set (CIFAR-10-C layout) into ``out``."""
-    from ..data import CORRUPTIONS
+    from balf_paper.data import CORRUPTIONS
 
     parser.add_argument("--out", default=out, help="output folder")
     parser.add_argument(
@@ -284,7 +284,7 @@ def corrupt_with_arguments(
     ``images``: uint8 ``(N, H, W)`` or ``(N, H, W, 3)``; ``labels``: ``(N,)``; ``settings``: what
     the script records about its source (format, padding, ...). Logs at INFO level.
     """
-    from ..data.corruptions import corrupt_test_set
+    from balf_paper.data.corruptions import corrupt_test_set
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     return corrupt_test_set(

@@ -1,14 +1,14 @@
 """Figures of the experiments, rendered only from stored results.
 
-Each ``plot_*`` function takes already-loaded results (see :mod:`balf.experiments.loaders`),
-reads their points as :class:`~balf.experiments.points.ResultPoint`, draws one figure with
+Each ``plot_*`` function takes already-loaded results (see :mod:`balf_paper.experiments.loaders`),
+reads their points as :class:`~balf_paper.experiments.points.ResultPoint`, draws one figure with
 matplotlib's object API on an Agg canvas and writes it as PDF and PNG
-(:func:`~balf.experiments.plot_style.save_figure`). They return the written paths. This module
+(:func:`~balf_paper.experiments.plot_style.save_figure`). They return the written paths. This module
 draws accuracy against cost; the side studies (calibration size, allocator iterations,
-corruptions) are in :mod:`balf.experiments.plot_studies` and re-exported here.
+corruptions) are in :mod:`balf_paper.experiments.plot_studies` and re-exported here.
 
 Modes keep the same colour and marker in every figure (:func:`mode_style`, declared with each
-config class: :class:`balf.modes.ModeDisplay`); BALF's two modes are drawn thicker and on
+config class: :class:`balf.ranks.modes.ModeDisplay`); BALF's two modes are drawn thicker and on
 top. Other works' published points (:func:`load_other_works`) are overlaid on the
 accuracy-vs-ratio plots at ``ratio = 1 + delta_quantity_pct/100`` and ``accuracy = our
 original accuracy + delta_top1_pp`` — only on the plot of the quantity they report, and only
@@ -26,11 +26,11 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..errors import BALFError
-from .labels import dataset_label, other_works_source
-from .plot_studies import plot_calibration_size, plot_corruption, plot_n_iters
-from .plot_style import WORK_COLORS, WORK_MARKERS, ModeStyle, mode_style, save_figure
-from .points import ResultPoint, compressed_of, finite, original_of, read_points
+from balf.errors import BALFError
+from balf_paper.experiments.labels import dataset_label, other_works_source
+from balf_paper.experiments.plot_studies import plot_calibration_size, plot_corruption, plot_n_iters
+from balf_paper.experiments.plot_style import WORK_COLORS, WORK_MARKERS, ModeStyle, mode_style, save_figure
+from balf_paper.experiments.points import ResultPoint, compressed_of, finite, original_of, read_points
 
 __all__ = [
     "ModeStyle",

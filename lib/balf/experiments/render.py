@@ -9,11 +9,11 @@
 - ``figures/n_iters.*`` from ``n-iters/iters<N>/``;
 - ``figures/corruption.*`` and ``tables/corruption.{tex,md}`` from ``corruption/<mode>/``;
 - ``figures/calib_shift.*`` and ``tables/calib_shift{,_groups}.{tex,md}`` from
-  ``calib-shift/<set>/<mode>/`` (:mod:`balf.experiments.calib_shift_report`);
+  ``calib-shift/<set>/<mode>/`` (:mod:`balf_paper.experiments.calib_shift_report`);
 
 and ``<root>/benchmarks/compression_time.{tex,md}`` from ``benchmarks/compression_time.json``;
 the single-layer, speed and latency studies' figures and tables beside their JSON
-(:func:`balf.experiments.render_studies.render_studies`).
+(:func:`balf_paper.experiments.render_studies.render_studies`).
 ``<root>/quickstart/`` is a results tree of its own (the quickstart's output). Missing inputs
 are skipped with a log line; rerunning rewrites byte-identical files. Nothing is recomputed.
 """
@@ -29,17 +29,17 @@ from typing import Any
 import pandas as pd
 
 from balf.errors import BALFError
-from balf.experiments.calib_shift_report import render_calib_shift
-from balf.experiments.labels import dataset_label
-from balf.experiments.plots import (
+from balf_paper.experiments.calib_shift_report import render_calib_shift
+from balf_paper.experiments.labels import dataset_label
+from balf_paper.experiments.plots import (
     plot_accuracy_vs_ratio,
     plot_calibration_size,
     plot_corruption,
     plot_n_iters,
 )
-from balf.experiments.render_studies import render_studies
-from balf.experiments.seeds import with_seeds
-from balf.experiments.tables import (
+from balf_paper.experiments.render_studies import render_studies
+from balf_paper.experiments.seeds import with_seeds
+from balf_paper.experiments.tables import (
     DEFAULT_TARGETS,
     calibration_size_table,
     compression_time_table,

@@ -21,9 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import BALFError
-from .loaders import _read_results
-from .points import finite, read_points
+from balf.errors import BALFError
+from balf_paper.experiments.loaders import _read_results
+from balf_paper.experiments.points import finite, read_points
 
 __all__ = [
     "SEED_PREFIX",

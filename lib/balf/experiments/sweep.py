@@ -4,8 +4,8 @@
 has ``knob`` (the mode's value, or ``"original"``), ``accuracy`` (0–1), ``loss``,
 ``flops_ratio`` and ``params_ratio`` (whole model, measured), the per-layer ``ranks`` and more
 (Model Folding modes: empty ``ranks`` and the ``kept_channels`` of every channel group): a
-:class:`~balf.experiments.points.ResultPoint` as JSON. The file
-(:mod:`~balf.experiments.sweep_file`) is rewritten atomically after every point, and a rerun
+:class:`~balf_paper.experiments.points.ResultPoint` as JSON. The file
+(:mod:`~balf_paper.experiments.sweep_file`) is rewritten atomically after every point, and a rerun
 skips the points already there.
 The run directory also keeps ``config.json`` (resolved), ``environment.json`` and ``command.txt``.
 """
@@ -27,27 +27,27 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._io import atomic_json_dump, atomic_write_text
-from ..api import Compressor
-from ..config import CompressionConfig
-from ..distributed import is_main_process
-from ..errors import BALFError, BudgetError
-from ..flops import count_flops, count_params
-from ..folding import FoldingConfig, kept_channels
-from ..models import THIRD_PARTY_CHECKPOINTS
-from ..modes import MethodConfig, mode_spec
-from ..serialization import save as balf_save
-from .environment import command_line, environment_info
-from .evaluation import EvalResult, evaluate
-from .points import ResultPoint, SkippedPoint, knob_key
-from .sweep_file import add_point, add_skipped, done_keys, load_results, resume
+from balf.io.atomic import atomic_json_dump, atomic_write_text
+from balf.compressor import Compressor
+from balf.ranks.configs import CompressionConfig
+from balf.calibration.distributed import is_main_process
+from balf.errors import BALFError, BudgetError
+from balf.counting.flops import count_flops, count_params
+from balf_paper.folding import FoldingConfig, kept_channels
+from balf_paper.models import THIRD_PARTY_CHECKPOINTS
+from balf.ranks.modes import MethodConfig, mode_spec
+from balf.io.serialization import save as balf_save
+from balf_paper.experiments.environment import command_line, environment_info
+from balf_paper.experiments.evaluation import EvalResult, evaluate
+from balf_paper.experiments.points import ResultPoint, SkippedPoint, knob_key
+from balf_paper.experiments.sweep_file import add_point, add_skipped, done_keys, load_results, resume
 
 __all__ = ["SWEEP_VALUES", "SweepConfig", "default_knobs", "load_results", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
 SWEEP_VALUES = "sweep_values.json"
-"""The paper's sweep values, shipped as package data of :mod:`balf.experiments`."""
+"""The paper's sweep values, shipped as package data of :mod:`balf_paper.experiments`."""
 
 
 @dataclass
@@ -56,7 +56,7 @@ class SweepConfig:
 
     Attributes:
         dataset, model, mode: what is compressed and how (a registered mode,
-            :func:`balf.modes.registered_modes`).
+            :func:`balf.ranks.modes.registered_modes`).
         knobs: the mode's values (keep-ratios, energy thresholds, or Model Folding's ``keep``).
         calib_size: calibration images; seed: their draw (and of evaluation subsets).
         n_iters: allocator iterations (allocator modes).
@@ -100,7 +100,7 @@ class SweepConfig:
 def default_knobs(mode: str, model: str, path: str | Path | None = None) -> list[float]:
     """The paper's sweep values for ``mode`` and ``model``.
 
-    The mode's :attr:`~balf.modes.Mode.sweep_values` names its entry in the table (``path``, or
+    The mode's :attr:`~balf.ranks.modes.Mode.sweep_values` names its entry in the table (``path``, or
     by default the package's :data:`SWEEP_VALUES`): a list, or a table of lists by model name.
     A third-party option-A ResNet (``resnet20a``) takes the values of the same-depth paper model.
     """

@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from .._io import atomic_write_text
-from .points import finite
+from balf.io.atomic import atomic_write_text
+from balf_paper.experiments.points import finite
 
 __all__ = ["to_latex", "to_markdown", "write_table"]
 

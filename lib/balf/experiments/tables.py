@@ -2,11 +2,11 @@
 size, compression time).
 
 Everything here works from the ``results.json`` files the sweep runner writes
-(:mod:`balf.experiments.sweep`, loaded by :mod:`balf.experiments.loaders`) and from the
+(:mod:`balf_paper.experiments.sweep`, loaded by :mod:`balf_paper.experiments.loaders`) and from the
 compression-time benchmark JSON; nothing is recomputed. Points are read as
-:class:`~balf.experiments.points.ResultPoint`. Tables are :class:`pandas.DataFrame` objects of
+:class:`~balf_paper.experiments.points.ResultPoint`. Tables are :class:`pandas.DataFrame` objects of
 numbers (``NaN`` where there is no value) until :func:`write_table`
-(:mod:`balf.experiments.table_format`) formats them as LaTeX and Markdown.
+(:mod:`balf_paper.experiments.table_format`) formats them as LaTeX and Markdown.
 
 **Matched-reduction rule** (:func:`best_within`): for a mode and a target keep-ratio ``t``
 of a quantity (FLOPs or parameters, whole model, measured), the compared point is the one with
@@ -15,7 +15,7 @@ the **highest accuracy among the mode's compressed points whose measured ratio i
 uncompressed ``"original"`` point never counts. When no point is that small the cell is empty
 ("–"). The drop is ``100 · (original accuracy − accuracy)`` in percentage points, against the
 original accuracy stored in the same results file; positive numbers are losses. Where a
-mode's points are means over several calibration seeds (:mod:`balf.experiments.seeds`), the
+mode's points are means over several calibration seeds (:mod:`balf_paper.experiments.seeds`), the
 rule runs on the mean points and the cell reads "drop ± std" (std of the accuracy over seeds).
 """
 
@@ -27,12 +27,12 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import BALFError
-from ..modes import registered_modes
-from .loaders import SPECIAL_DIRS, load_benchmark_rows, load_mode_results, load_numbered_runs
-from .points import ResultPoint, compressed_of, finite, original_of, read_points
-from .seeds import mean_std_text
-from .table_format import to_latex, to_markdown, write_table
+from balf.errors import BALFError
+from balf.ranks.modes import registered_modes
+from balf_paper.experiments.loaders import SPECIAL_DIRS, load_benchmark_rows, load_mode_results, load_numbered_runs
+from balf_paper.experiments.points import ResultPoint, compressed_of, finite, original_of, read_points
+from balf_paper.experiments.seeds import mean_std_text
+from balf_paper.experiments.table_format import to_latex, to_markdown, write_table
 
 __all__ = [
     "DEFAULT_TARGETS",

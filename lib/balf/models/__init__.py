@@ -1,7 +1,7 @@
 """Model zoo of the paper: CIFAR ResNet-20/56 and the ImageNet registry, plus checkpoint I/O.
 
 Example:
-    >>> from balf.models import create_model, eval_transform, list_models
+    >>> from balf_paper.models import create_model, eval_transform, list_models
     >>> model = create_model("resnet20", pretrained=False, in_channels=1)
     >>> tf = eval_transform("resnet50")  # PIL image -> (3, 224, 224) tensor
 """
@@ -18,10 +18,10 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
-from balf._io import atomic_torch_save
+from balf.io.atomic import atomic_torch_save
 from balf.errors import BALFError
-from balf.models.cifar_resnet import BasicBlock, CifarResNet, resnet20, resnet56
-from balf.models.cifar_resnet_a import (
+from balf_paper.models.cifar_resnet import BasicBlock, CifarResNet, resnet20, resnet56
+from balf_paper.models.cifar_resnet_a import (
     THIRD_PARTY_CHECKPOINTS,
     THIRD_PARTY_MEAN,
     THIRD_PARTY_STD,
@@ -29,7 +29,7 @@ from balf.models.cifar_resnet_a import (
     load_third_party_checkpoint,
     option_a_resnet,
 )
-from balf.models.imagenet import (
+from balf_paper.models.imagenet import (
     IMAGENET_MODELS,
     ImageNetModel,
     Preprocessing,
@@ -37,7 +37,7 @@ from balf.models.imagenet import (
     disable_fused_attention,
     eval_preprocessing,
 )
-from balf.models.sample_models import MODEL_LABELS  # registers mobilenet_v2_q8, efficientnet_lite0
+from balf_paper.models.sample_models import MODEL_LABELS  # registers mobilenet_v2_q8, efficientnet_lite0
 
 __all__ = [
     "BasicBlock",
@@ -82,7 +82,7 @@ def normalisation_of(name: str, dataset: str) -> tuple[tuple[float, ...], tuple[
     """
     if name in THIRD_PARTY_CHECKPOINTS:
         return THIRD_PARTY_MEAN, THIRD_PARTY_STD
-    from balf.data.registry import dataset_info  # the registry imports this package
+    from balf_paper.data.registry import dataset_info  # the registry imports this package
 
     info = dataset_info(dataset)
     return info.mean, info.std
@@ -124,7 +124,7 @@ def create_model(
             raise BALFError(
                 f"{name} has no downloadable weights: build it with pretrained=False and load "
                 "a checkpoint trained by scripts/cifar10/pretrain_resnet.py with "
-                "balf.models.load_checkpoint(model, path)"
+                "balf_paper.models.load_checkpoint(model, path)"
             )
         return _CIFAR_MODELS[name](
             num_classes=10 if num_classes is None else num_classes,
@@ -135,7 +135,7 @@ def create_model(
             raise BALFError(
                 f"{name} is built with pretrained=False; load the public checkpoint "
                 f"{THIRD_PARTY_CHECKPOINTS[name][1]} with "
-                "balf.models.load_third_party_checkpoint(model, path)"
+                "balf_paper.models.load_third_party_checkpoint(model, path)"
             )
         return option_a_resnet(
             name,

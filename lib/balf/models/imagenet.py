@@ -221,7 +221,7 @@ def build_imagenet_model(
     num_classes: int | None = None,
     in_channels: int | None = None,
 ) -> nn.Module:
-    """Build a registry model; see :func:`balf.models.create_model` for the arguments.
+    """Build a registry model; see :func:`balf_paper.models.create_model` for the arguments.
 
     Returns:
         The model in train mode; input ``(B, 3, 224, 224)`` -> logits ``(B, num_classes)``.

