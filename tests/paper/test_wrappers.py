@@ -104,6 +104,12 @@ CASES: dict[str, tuple[dict[str, str], list[str], list[list[str]]]] = {
         [["scripts/cifar10/corrupted_sweep.py", "--model", "resnet20"]],
     ),
     "cifar10/make_corrupted.sh": ({}, [], [["scripts/cifar10/make_corrupted.py"]]),
+    "cifar10/calib_shift_sweep.sh": (
+        {},
+        [],
+        [["scripts/cifar10/calib_shift_sweep.py", "--model", "resnet20"]],
+    ),
+    "imagenet/calib_shift_sweep.sh": ({}, [], [["scripts/imagenet/calib_shift_sweep.py"]]),
     "cifar10/pretrain_resnet.sh": (
         {},
         [],

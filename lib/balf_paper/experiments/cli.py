@@ -35,6 +35,7 @@ from balf_paper.experiments.options import (
     recorded_argv,
     run_script,
 )
+from balf_paper.experiments.seeds import run_dir_of, seeds_of
 from balf_paper.experiments.sweep import SweepConfig, default_knobs, run_sweep
 
 __all__ = [
@@ -59,16 +60,29 @@ class ExperimentContext:
     entry point's business (:func:`configure_process`).
     """
 
-    def __init__(self, args: argparse.Namespace, dataset: str, calib_size: int | None = None):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        dataset: str,
+        calib_size: int | None = None,
+        calib_seed: int | None = None,
+    ):
         self.args = args
         self.dataset = dataset
         self.calib_size = calib_size or args.calib_size
+        self.calib_seed = args.seed if calib_seed is None else calib_seed
         # every local input is checked before anything is downloaded: the checkpoint, then
         # the data (Fashion-MNIST may be downloaded), then the weights (ImageNet: downloaded)
         if not dataset_info(dataset).public_weights and not args.random_weights:
             require_checkpoint(dataset, args.model, args.checkpoint)
         self.data = experiment_data(
-            dataset, args.data_root, args.model, self.calib_size, args.seed, args.eval_size
+            dataset,
+            args.data_root,
+            args.model,
+            self.calib_size,
+            args.seed,
+            args.eval_size,
+            calib_seed=self.calib_seed,
         )
         self.model, self.weights = experiment_model(
             dataset,
@@ -82,9 +96,20 @@ class ExperimentContext:
         self.evaluation = make_loader(shard(self.data.evaluation), args.batch_size, args.workers)
         self.example = self.data.evaluation[0][0].unsqueeze(0)
         self._originals: dict[Any, dict[str, Any]] = {}  # uncompressed point per evaluation
-        tag = self.data.data_tag + ("-random" if args.random_weights else "")
-        self.cache = None if args.no_cache else Cache(args.cache_root, tag, self.calib_size)
         self.model = self.model.to(args.device)
+        self.calibration_shift: dict[str, Any] = {}
+        self.recalibrate(self.data.calibration, self.data.data_tag)
+
+    def recalibrate(
+        self, calibration: Any, data_tag: str, shift: dict[str, Any] | None = None
+    ) -> None:
+        """Calibrate the following sweeps on ``calibration`` (a dataset of ``(image, label)``;
+        ``shift``: its corruption, recorded in each sweep's config); evaluation is unchanged."""
+        args = self.args
+        self.calibration = make_loader(shard(calibration), args.batch_size, args.workers)
+        self.calibration_shift = dict(shift or {})
+        tag = data_tag + ("-random" if args.random_weights else "")
+        self.cache = None if args.no_cache else Cache(args.cache_root, tag, self.calib_size)
         self.compressor = Compressor(
             self.model, self.calibration, cache=self.cache, progress=not args.no_progress
         )
@@ -108,7 +133,9 @@ class ExperimentContext:
             mode=mode,
             knobs=[float(k) for k in knobs],
             calib_size=self.calib_size,
-            seed=a.seed,
+            seed=self.calib_seed,
+            eval_seed=None if self.calib_seed == a.seed or a.eval_size is None else a.seed,
+            calibration_shift=self.calibration_shift,
             n_iters=n_iters,
             eval_size=a.eval_size,
             weights=self.weights,
@@ -187,10 +214,12 @@ def factorize_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     parser.add_argument("--n-iters", type=int, default=300, help="allocator iterations")
     args = parse_with_yaml(parser, argv, f"{dataset}_factorize_sweep.yaml")
     configure_process(args)
-    ctx = ExperimentContext(args, dataset)
-    for mode in args.modes:
-        knobs = args.knobs or default_knobs(mode, args.model)
-        ctx.sweep(mode, knobs, _run_dir(args, dataset, mode), args.n_iters)
+    for seed in seeds_of(args):
+        ctx = ExperimentContext(args, dataset, calib_seed=seed)
+        for mode in args.modes:
+            knobs = args.knobs or default_knobs(mode, args.model)
+            run_dir = run_dir_of(args, _run_dir(args, dataset, mode), seed)
+            ctx.sweep(mode, knobs, run_dir, args.n_iters)
 
 
 def calib_size_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
@@ -204,9 +233,11 @@ def calib_size_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     parser.add_argument("--mode", default="params_auto")
     args = parse_with_yaml(parser, argv, f"{dataset}_calib_size_sweep.yaml")
     configure_process(args)
-    for size in args.calib_sizes:
-        ctx = ExperimentContext(args, dataset, calib_size=size)
-        ctx.sweep(args.mode, args.ratios, _run_dir(args, dataset, "calib-size", f"calib{size}"))
+    for seed in seeds_of(args):
+        for size in args.calib_sizes:
+            ctx = ExperimentContext(args, dataset, calib_size=size, calib_seed=seed)
+            run_dir = _run_dir(args, dataset, "calib-size", f"calib{size}")
+            ctx.sweep(args.mode, args.ratios, run_dir_of(args, run_dir, seed))
 
 
 def n_iters_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
@@ -223,9 +254,11 @@ def n_iters_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     parser.add_argument("--mode", default="flops_auto")
     args = parse_with_yaml(parser, argv, f"{dataset}_n_iters_sweep.yaml")
     configure_process(args)
-    ctx = ExperimentContext(args, dataset)
-    for n in args.n_iters_values:
-        ctx.sweep(args.mode, args.ratios, _run_dir(args, dataset, "n-iters", f"iters{n}"), n)
+    for seed in seeds_of(args):
+        ctx = ExperimentContext(args, dataset, calib_seed=seed)
+        for n in args.n_iters_values:
+            run_dir = _run_dir(args, dataset, "n-iters", f"iters{n}")
+            ctx.sweep(args.mode, args.ratios, run_dir_of(args, run_dir, seed), n)
 
 
 def corrupted_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
@@ -250,20 +283,26 @@ def corrupted_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     configure_process(args)
     if not args.corrupted_root:
         raise BALFError("--corrupted-root is required (folder in the CIFAR-10-C layout)")
-    ctx = ExperimentContext(args, dataset)
-    robustness = _robustness_evaluation(ctx, args, dataset)
-    for mode in args.modes:
-        ctx.sweep(
-            mode,
-            args.ratios,
-            _run_dir(args, dataset, "corruption", mode),
-            evaluate_fn=robustness,
-            evaluation={
-                "corrupted_root": str(args.corrupted_root),
-                "corruptions": list(args.corruptions),
-                "severities": list(args.severities),
-            },
-        )
+    for seed in seeds_of(args):
+        ctx = ExperimentContext(args, dataset, calib_seed=seed)
+        robustness = _robustness_evaluation(ctx, args, dataset)
+        for mode in args.modes:
+            _corrupted_sweep(ctx, args, dataset, mode, seed, robustness)
+
+
+def _corrupted_sweep(ctx, args, dataset, mode, seed, robustness) -> None:
+    """One mode of :func:`corrupted_sweep_main` for one calibration seed."""
+    ctx.sweep(
+        mode,
+        args.ratios,
+        run_dir_of(args, _run_dir(args, dataset, "corruption", mode), seed),
+        evaluate_fn=robustness,
+        evaluation={
+            "corrupted_root": str(args.corrupted_root),
+            "corruptions": list(args.corruptions),
+            "severities": list(args.severities),
+        },
+    )
 
 
 def _robustness_evaluation(

@@ -192,6 +192,7 @@ def experiment_data(
     calib_size: int,
     seed: int = 0,
     eval_size: int | None = None,
+    calib_seed: int | None = None,
 ) -> ExperimentData:
     """Calibration subset (seeded) and evaluation set (whole, or a seeded subset).
 
@@ -201,11 +202,14 @@ def experiment_data(
             standard search path; ``imagenet-calib/`` and ``imagenet-val/`` inside for ImageNet).
         calib_size: calibration images drawn uniformly at random from the training images.
         eval_size: evaluate on a seeded subset of this size (``None``: the full set).
+        calib_seed: seed of the calibration draw when it differs from ``seed`` (``--seeds``:
+            every seed is evaluated on the subset of ``seed``).
     """
+    calib_seed = seed if calib_seed is None else calib_seed
     train, test = dataset_info(dataset).splits(root, preprocessing_of(model_name, dataset))
-    calibration = calibration_subset(train, calib_size, seed)
+    calibration = calibration_subset(train, calib_size, calib_seed)
     evaluation = evaluation_subset(test, eval_size, seed)
-    tag = f"{dataset}-{model_name}-calib{calib_size}-seed{seed}"
+    tag = f"{dataset}-{model_name}-calib{calib_size}-seed{calib_seed}"
     return ExperimentData(calibration, evaluation, tag)
 
 

@@ -62,12 +62,24 @@ def environment_info(device: torch.device | str | None = None) -> dict[str, Any]
     return info
 
 
+_PROGRAM: list[str] = []
+
+
+def set_program(words: Sequence[str]) -> None:
+    """Record the program words of :func:`command_line` in place of ``sys.argv[0]``, e.g.
+    ``["-m", "balf_paper.experiments", "factorize"]`` for the experiments' entry point (whose
+    experiment name is not among the arguments the experiment parses)."""
+    _PROGRAM[:] = list(words)
+
+
 def command_line(argv: Sequence[str] | None = None) -> str:
-    """The command of this run, shell-quoted: the script (``sys.argv[0]``) with ``argv``.
+    """The command of this run, shell-quoted: the script (``sys.argv[0]``, or the words of
+    :func:`set_program`) with ``argv``.
 
     Args:
         argv: the arguments the script's ``main`` parsed (default: ``sys.argv[1:]``), so a
             ``main(argv)`` called from Python records what it was given.
     """
     args = sys.argv[1:] if argv is None else list(argv)
-    return " ".join(shlex.quote(a) for a in ["python", sys.argv[0], *args])
+    program = _PROGRAM or [sys.argv[0]]
+    return " ".join(shlex.quote(a) for a in ["python", *program, *args])

@@ -22,7 +22,9 @@ __all__ = ["SPECIAL_DIRS", "load_benchmark_rows", "load_mode_results", "load_num
 
 log = logging.getLogger(__name__)
 
-SPECIAL_DIRS = frozenset({"calib-size", "n-iters", "corruption", "figures", "tables"})
+SPECIAL_DIRS = frozenset(
+    {"calib-size", "n-iters", "corruption", "calib-shift", "figures", "tables"}
+)
 """Folders of a model directory that are not a mode's sweep."""
 
 

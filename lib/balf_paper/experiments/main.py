@@ -2,7 +2,9 @@
 ``python -m balf_paper.experiments EXPERIMENT --dataset NAME``.
 
 ``EXPERIMENT`` is one of :data:`EXPERIMENTS` (``factorize``, ``calib-size``, ``n-iters``,
-``corrupted``); ``--dataset`` one of the registered datasets (:mod:`balf_paper.data.registry`).
+``corrupted``: evaluate on corrupted test sets, ``calib-shift``: calibrate on corrupted images,
+evaluate on clean ones); ``--dataset`` one of the registered datasets
+(:mod:`balf_paper.data.registry`).
 Every other option is the experiment's own (``... factorize --dataset cifar10 --help``), with
 defaults from ``configs/<dataset>_<experiment>_sweep.yaml``.
 
@@ -18,12 +20,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from balf_paper.data.registry import registered_datasets
+from balf_paper.experiments.calib_shift import calib_shift_main
 from balf_paper.experiments.cli import (
     calib_size_sweep_main,
     corrupted_sweep_main,
     factorize_sweep_main,
     n_iters_sweep_main,
 )
+from balf_paper.experiments.environment import set_program
 from balf_paper.experiments.options import is_dataset_option, pop_dataset
 
 __all__ = ["EXPERIMENTS", "experiment_script", "main"]
@@ -34,6 +38,7 @@ EXPERIMENTS: dict[str, Callable[[Sequence[str] | None, str], None]] = {
     "calib-size": calib_size_sweep_main,
     "n-iters": n_iters_sweep_main,
     "corrupted": corrupted_sweep_main,
+    "calib-shift": calib_shift_main,
 }
 
 
@@ -83,4 +88,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not any(is_dataset_option(a) for a in rest) and not ({"-h", "--help"} & set(rest)):
         parser.error(f"{experiment}: --dataset is required ({', '.join(registered_datasets())})")
     datasets = registered_datasets()
-    run_experiment(experiment, rest, datasets, datasets[0])
+    set_program(["-m", "balf_paper.experiments", experiment])  # command.txt: the full command
+    try:
+        run_experiment(experiment, rest, datasets, datasets[0])
+    finally:
+        set_program([])

@@ -205,6 +205,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--calib-size", type=int, default=1024, help="calibration images")
     g.add_argument("--seed", type=int, default=0, help="seed of calibration/evaluation subsets")
     g.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="S",
+        help="run once per seed, each drawing its own calibration subset (evaluation subset: "
+        "that of --seed); seed 0 in the run folder, seed k in <run folder>/seed<k>/ "
+        "(default: --seed only)",
+    )
+    g.add_argument(
         "--eval-size",
         type=int,
         default=None,

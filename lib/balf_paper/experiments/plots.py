@@ -36,7 +36,13 @@ from balf_paper.experiments.plot_style import (
     mode_style,
     save_figure,
 )
-from balf_paper.experiments.points import ResultPoint, compressed_of, original_of, read_points
+from balf_paper.experiments.points import (
+    ResultPoint,
+    compressed_of,
+    finite,
+    original_of,
+    read_points,
+)
 
 __all__ = [
     "ModeStyle",
@@ -111,17 +117,23 @@ def _draw_mode(ax: Axes, mode: str, points: Sequence[ResultPoint], quantity: str
     pts = sorted(
         (p for p in points if p.ratio(quantity) is not None), key=lambda p: p.ratio(quantity)
     )
-    ax.plot(
-        [p.ratio(quantity) for p in pts],
-        [100 * p.accuracy for p in pts],
+    stds = [finite(p.extra.get("accuracy_std")) for p in pts]  # means over seeds
+    seeded = bool(pts) and all(s is not None for s in stds)
+    kwargs = dict(
         color=style.color,
         marker=style.marker,
         markersize=6 if style.emphasised else 4,
         linewidth=2.4 if style.emphasised else 1.2,
         alpha=1.0 if style.emphasised else 0.85,
         zorder=4 if style.emphasised else 3,
-        label=style.label,
     )
+    x, y = [p.ratio(quantity) for p in pts], [100 * p.accuracy for p in pts]
+    if not seeded:
+        ax.plot(x, y, label=style.label, **kwargs)
+        return
+    n = len(pts[0].extra.get("seeds", []))
+    label = f"{style.label} (mean ± std, {n} seeds)"
+    ax.errorbar(x, y, yerr=[100 * s for s in stds], capsize=2, label=label, **kwargs)
 
 
 def plot_accuracy_vs_ratio(

@@ -8,6 +8,8 @@
 - ``figures/calib_size.*`` and ``tables/calib_size.{tex,md}`` from ``calib-size/calib<N>/``;
 - ``figures/n_iters.*`` from ``n-iters/iters<N>/``;
 - ``figures/corruption.*`` and ``tables/corruption.{tex,md}`` from ``corruption/<mode>/``;
+- ``figures/calib_shift.*`` and ``tables/calib_shift{,_groups}.{tex,md}`` from
+  ``calib-shift/<set>/<mode>/`` (:mod:`balf_paper.experiments.calib_shift_report`);
 
 and ``<root>/benchmarks/compression_time.{tex,md}`` from ``benchmarks/compression_time.json``;
 the single-layer, speed and latency studies' figures and tables beside their JSON
@@ -27,6 +29,7 @@ from typing import Any
 import pandas as pd
 
 from balf.errors import BALFError
+from balf_paper.experiments.calib_shift_report import render_calib_shift
 from balf_paper.experiments.labels import dataset_label
 from balf_paper.experiments.plots import (
     plot_accuracy_vs_ratio,
@@ -35,6 +38,7 @@ from balf_paper.experiments.plots import (
     plot_n_iters,
 )
 from balf_paper.experiments.render_studies import render_studies
+from balf_paper.experiments.seeds import with_seeds
 from balf_paper.experiments.tables import (
     DEFAULT_TARGETS,
     calibration_size_table,
@@ -53,8 +57,9 @@ __all__ = ["render_all", "render_benchmark", "render_model"]
 log = logging.getLogger(__name__)
 
 QUANTITY_NAMES = {"flops": "FLOPs", "params": "parameter"}
-#: Folders under a results root that are results roots themselves.
-NESTED_ROOTS = ("quickstart",)
+#: Folders under a results root that are results roots themselves (``seeds-calib500``: the
+#: seed study of the ImageNet samples, 500 of the 1,000 calibration images per seed).
+NESTED_ROOTS = ("quickstart", "seeds-calib500")
 #: Folders under a results root that hold no ``<model>/`` sweeps.
 NOT_DATASETS = ("benchmarks", "svd_vs_actaware")
 #: Keep-ratios of the matched-reduction tables of compact networks, used instead of the default
@@ -131,7 +136,7 @@ def render_model(
     label = dataset_label(dataset)
     written: list[Path] = []
 
-    sweeps = load_mode_results(model_dir, modes)
+    sweeps = with_seeds(model_dir, load_mode_results(model_dir, modes))  # mean ± std over seeds
     if sweeps:
         base = next((b for b in map(original_point, sweeps.values()) if b), None)
         base_text = f" Original: {100 * base['accuracy']:.2f}%." if base else ""
@@ -159,6 +164,7 @@ def render_model(
     else:
         log.info("%s: accuracy figures and tables skipped (optional: no mode sweep here)", name)
 
+    written += render_calib_shift(model_dir, dataset, model, formats)
     for section in SECTIONS:
         runs = section.load(model_dir)
         if not runs:
@@ -217,7 +223,11 @@ def _subdirs(folder: Path, wanted: Sequence[str] | None) -> list[Path]:
 
 def _has_results(model_dir: Path) -> bool:
     """Whether ``model_dir`` holds any sweep results (``checkpoints/`` etc. do not)."""
-    return any(model_dir.glob("*/results.json")) or any(model_dir.glob("*/*/results.json"))
+    return (
+        any(model_dir.glob("*/results.json"))
+        or any(model_dir.glob("*/*/results.json"))
+        or any(model_dir.glob("calib-shift/*/*/results.json"))
+    )
 
 
 def render_all(

@@ -73,6 +73,10 @@ class SweepConfig:
         weights: identity of the model's weights (checkpoint path and hash, or random seed).
         evaluation: settings of a non-standard evaluation (e.g. corruptions and severities).
         extra: free-form settings recorded with the results (checkpoint, batch size, ...).
+        eval_seed: seed of the evaluation subset when it differs from ``seed`` (``--seeds``);
+            ``None``: ``seed``.
+        calibration_shift: the corruption applied to the calibration images (``calib-shift``
+            experiment: corruption, severity, cache manifest digest); empty: clean images.
     """
 
     dataset: str
@@ -86,6 +90,8 @@ class SweepConfig:
     weights: str = ""
     evaluation: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    eval_seed: int | None = None
+    calibration_shift: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         mode_spec(self.mode)  # BALFError naming the known modes

@@ -27,9 +27,13 @@ __all__ = ["to_latex", "to_markdown", "write_table"]
 
 def _formatted(df: pd.DataFrame, digits: int, missing: str) -> pd.DataFrame:
     """``df`` with numbers as strings of ``digits`` decimals and ``missing`` for NaN."""
-    return df.apply(
-        lambda col: col.map(lambda v: missing if finite(v) is None else f"{v:.{digits}f}")
-    )
+
+    def cell(v: Any) -> str:
+        if isinstance(v, str):  # already formatted, e.g. "1.23 ± 0.45"
+            return v
+        return missing if finite(v) is None else f"{v:.{digits}f}"
+
+    return df.apply(lambda col: col.map(cell))
 
 
 _LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
@@ -38,6 +42,7 @@ _LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
     "\\": r"\textbackslash{}",
     "≤": r"$\leq$",
     "–": "--",
+    "±": r"$\pm$",
 }
 
 

@@ -14,7 +14,9 @@ the **highest accuracy among the mode's compressed points whose measured ratio i
 (``t + tol`` with ``tol = 1e-9`` against float noise); ties go to the smaller ratio. The
 uncompressed ``"original"`` point never counts. When no point is that small the cell is empty
 ("–"). The drop is ``100 · (original accuracy − accuracy)`` in percentage points, against the
-original accuracy stored in the same results file; positive numbers are losses.
+original accuracy stored in the same results file; positive numbers are losses. Where a
+mode's points are means over several calibration seeds (:mod:`balf_paper.experiments.seeds`), the
+rule runs on the mean points and the cell reads "drop ± std" (std of the accuracy over seeds).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from balf_paper.experiments.points import (
     original_of,
     read_points,
 )
+from balf_paper.experiments.seeds import mean_std_text
 from balf_paper.experiments.table_format import to_latex, to_markdown, write_table
 
 __all__ = [
@@ -161,7 +164,9 @@ def matched_reduction_table(
         for t in targets:
             best = best_within(points, quantity, t)
             ok = base is not None and best is not None
-            row.append(100.0 * (base.accuracy - best.accuracy) if ok else math.nan)
+            drop = 100.0 * (base.accuracy - best.accuracy) if ok else math.nan
+            std = finite(best.extra.get("accuracy_std")) if ok else None
+            row.append(drop if std is None else mean_std_text(drop, 100.0 * std))
         rows[mode_label(mode)] = row
     return _frame(rows, [f"{t:g}" for t in targets], "Mode")
 
@@ -261,5 +266,8 @@ def compression_time_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 def _frame(rows: Mapping[str, Sequence[float]], columns: Sequence[str], name: str) -> pd.DataFrame:
     """Rows ``{index: values}`` as a float frame with ``columns``, the column axis named."""
-    df = pd.DataFrame.from_dict(dict(rows), orient="index", columns=list(columns), dtype=float)
+    text = any(isinstance(v, str) for values in rows.values() for v in values)  # "m ± s" cells
+    df = pd.DataFrame.from_dict(
+        dict(rows), orient="index", columns=list(columns), dtype=object if text else float
+    )
     return df.rename_axis(index=None, columns=name)
