@@ -25,6 +25,7 @@ from balf_paper.data.imagenet_samples import (
     samples_root,
 )
 from balf_paper.experiments.labels import dataset_label
+from balf_paper.models import preprocessing_of
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data" / "imagenet-samples"
@@ -134,11 +135,12 @@ def test_dataset_name_and_label(shared, tmp_path):
     assert samples_root(tmp_path / "datasets") == tmp_path / "datasets" / "imagenet-samples"
     nested = samples_root(tmp_path / "datasets" / "imagenet-samples")
     assert nested == tmp_path / "datasets" / "imagenet-samples"
-    train, test = dataset_info("imagenet-samples").splits(tmp_path / "datasets", "resnet18")
+    resnet18 = preprocessing_of("resnet18")  # the model's declared preprocessing
+    train, test = dataset_info("imagenet-samples").splits(tmp_path / "datasets", resnet18)
     assert (len(train), len(test)) == (len(TRAIN), len(VAL))
     assert test[0][0].shape == (3, 224, 224)
     with pytest.raises(DatasetNotFoundError, match="get_samples.sh"):
-        dataset_info("imagenet-samples").splits(tmp_path / "empty", "resnet18")
+        dataset_info("imagenet-samples").splits(tmp_path / "empty", resnet18)
 
 
 def _env() -> dict[str, str]:

@@ -19,14 +19,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import datasets
 
 from balf.errors import BALFError, DatasetNotFoundError
 from balf_paper.data.imagenet import IMAGENET_NUM_CLASSES, imagenet_folder
+
+if TYPE_CHECKING:  # imported on use: scripts' --help stays fast
+    from torchvision import datasets
 
 __all__ = [
     "IMAGENET_C_CORRUPTIONS",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from balf.io.atomic import atomic_write_text, read_json_or_none
-from balf.ranks.modes import registered_modes
+from balf_paper.experiments.modes import display_of, mode_order
 
 __all__ = ["load_points", "render"]
 
@@ -27,13 +27,13 @@ def load_points(out: Path) -> list[dict[str, Any]]:
 
 
 def _label(mode: str) -> str:
-    spec = registered_modes().get(mode)
-    return spec.display.label if spec is not None else mode
+    display = display_of(mode)
+    return display.label if display is not None else mode
 
 
 def _rows(points: list[dict[str, Any]]) -> tuple[list[float], list[tuple[str, str]], dict]:
     ratios = sorted({p["ratio"] for p in points}, reverse=True)
-    order = {m: i for i, m in enumerate(registered_modes())}
+    order = {m: i for i, m in enumerate(mode_order())}
     keys = sorted(
         {(p["mode"], p["strategy"]) for p in points},
         key=lambda k: (order.get(k[0], 99), k[1] != "whole"),
@@ -104,13 +104,12 @@ def _figure(out, points, keys, metric, baseline) -> list[Path]:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    modes = registered_modes()
     for mode, strategy in keys:
         pts = [p for p in points if p["mode"] == mode and p["strategy"] == strategy and metric in p]
         if not pts:
             continue
         pts.sort(key=lambda p: p["ratio"])
-        display = modes[mode].display if mode in modes else None
+        display = display_of(mode)
         ax.plot(
             [p.get("layer_params_ratio", p["ratio"]) for p in pts],
             [p[metric] for p in pts],
