@@ -24,10 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import re
-import socket
-import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -45,6 +41,7 @@ from balf.errors import StatisticsError
 from balf.io.atomic import atomic_torch_save
 from balf.io.fingerprints import data_fingerprint, statistics_digest
 from balf.io.hashing import model_fingerprint, object_digest
+from balf.io.orphans import remove_orphans
 
 __all__ = [
     "Cache",
@@ -56,8 +53,6 @@ log = logging.getLogger(__name__)
 
 _DIRS = {"statistics": "activation-cache", "decompositions": "factorization-cache"}
 # temporary files of balf.io.atomic writes: .<name>.pid<PID>@<host>.<random>.tmp
-_TMP_OWNER = re.compile(r"\.pid(\d+)@([A-Za-z0-9_-]*)\.[^.]*\.tmp$")
-_ORPHAN_AGE_S = {"own host": 0.0, "other host": 86400.0, "unknown": 3600.0}
 
 
 class Cache:
@@ -146,40 +141,7 @@ class Cache:
         folder = self.root / _DIRS[kind]
         if not folder.is_dir():
             return []
-        removed = []
-        host = _host()
-        now = time.time()
-        for tmp in folder.glob("*.tmp"):
-            m = _TMP_OWNER.search(tmp.name)
-            if m is None:
-                owner = "unknown"
-            elif m.group(2) == host:
-                owner = "own host" if not _alive(int(m.group(1))) else None
-            else:
-                owner = "other host"
-            try:
-                if owner is not None and now - tmp.stat().st_mtime >= _ORPHAN_AGE_S[owner]:
-                    tmp.unlink()
-                    removed.append(tmp)
-            except FileNotFoundError:
-                continue
-        if removed:
-            log.info("removed %d orphaned temporary file(s) in %s", len(removed), folder)
-        return removed
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return pid <= 2**22
-    return True
+        return remove_orphans(folder.glob("*.tmp"), folder)
 
 
 # -- the cached phases ----------------------------------------------------------------------------
