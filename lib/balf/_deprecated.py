@@ -78,6 +78,13 @@ class _Alias(importlib.abc.Loader):
     def exec_module(self, module) -> None:
         module.__spec__ = self.original_spec  # the import system set the alias's spec on it
 
+    def get_code(self, fullname):
+        """The new module's code (``python -m <old path>`` runs it)."""
+        return importlib.util.find_spec(self.new).loader.get_code(self.new)
+
+    def is_package(self, fullname) -> bool:
+        return importlib.util.find_spec(self.new).submodule_search_locations is not None
+
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder):
     """Resolves an old module path to the module at its new home, with a warning."""
@@ -91,10 +98,11 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder):
             DeprecationWarning,
             stacklevel=2,
         )
-        return importlib.util.spec_from_loader(fullname, _Alias(new))
+        loader = _Alias(new)
+        return importlib.util.spec_from_loader(fullname, loader, is_package=loader.is_package(new))
 
 
 def install() -> None:
     """Put the finder on ``sys.meta_path`` (once)."""
     if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
-        sys.meta_path.append(_MovedModuleFinder())
+        sys.meta_path.insert(0, _MovedModuleFinder())  # before the path finder: one module object

@@ -91,3 +91,15 @@ def test_the_paper_modules_old_paths_warn_and_give_the_new_modules():
     import balf_paper.experiments.sweep as new
 
     assert old is new
+
+
+def test_python_m_with_the_old_entry_point_still_runs():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "balf.experiments", "--help"], capture_output=True, text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "datasets:" in done.stdout
