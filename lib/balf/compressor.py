@@ -381,12 +381,6 @@ class Compressor:
         self._baseline_counts()
         return self._shapes or {}
 
-    def _layer_shapes(self) -> dict:
-        """Input and output shapes of every chosen layer on the first calibration sample
-        (empty without data), measured by the baseline FLOP count."""
-        self._baseline_counts()
-        return self._shapes or {}
-
     def _activation_energies(self, activation_aware: bool) -> dict[str, np.ndarray] | None:
         if activation_aware:
             decs = self._decompositions[True]

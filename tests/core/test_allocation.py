@@ -11,11 +11,12 @@ from balf.errors import BALFError, BudgetError
 from balf.ranks.allocation import allocate
 
 
-def _problem(seed: int, n_layers: int = 4, max_rank: int = 6):
+def random_problem(seed: int, n_layers: int = 4, max_rank: int = 6, min_rank: int = 1):
+    """Random allocation inputs: per layer a normalised energy curve and a capped cost curve."""
     rng = np.random.default_rng(seed)
     energies, costs = [], []
     for _ in range(n_layers):
-        r = int(rng.integers(1, max_rank + 1))
+        r = int(rng.integers(min_rank, max_rank + 1))
         spectrum = np.sort(rng.exponential(size=r))[::-1]
         e = np.cumsum(spectrum) / spectrum.sum()
         e[-1] = 1.0
@@ -54,7 +55,7 @@ def _relaxation_optimum(energies, costs, budget):
 @pytest.mark.parametrize("position", [0.05, 0.3, 0.6, 0.9], ids=lambda p: f"at{p}")
 def test_matches_brute_force_optimum_of_the_relaxation(seed, position):
     """``position`` places the ratio between the smallest feasible one and 1."""
-    energies, costs = _problem(seed)
+    energies, costs = random_problem(seed)
     total = sum(c[-1] for c in costs)
     smallest = sum(c[0] for c in costs) / total
     ratio = smallest + position * (1 - smallest)
@@ -67,7 +68,7 @@ def test_matches_brute_force_optimum_of_the_relaxation(seed, position):
 
 @pytest.mark.parametrize("seed", range(5), ids=lambda s: f"seed{s}")
 def test_feasible_and_monotone_in_the_ratio(seed):
-    energies, costs = _problem(seed, n_layers=20, max_rank=64)
+    energies, costs = random_problem(seed, n_layers=20, max_rank=64)
     total = sum(c[-1] for c in costs)
     smallest = sum(c[0] for c in costs) / total
     achieved = []
@@ -79,14 +80,14 @@ def test_feasible_and_monotone_in_the_ratio(seed):
 
 
 def test_full_ratio_keeps_every_rank():
-    energies, costs = _problem(1)
+    energies, costs = random_problem(1)
     alloc = allocate(energies, costs, 1.0)
     assert alloc.ranks == [len(c) for c in costs]
 
 
 @pytest.mark.parametrize("n_iters", [0, 1, 5, 300])
 def test_n_iters_is_respected_and_result_stays_feasible(n_iters):
-    energies, costs = _problem(3, n_layers=10, max_rank=32)
+    energies, costs = random_problem(3, n_layers=10, max_rank=32)
     alloc = allocate(energies, costs, 0.5, n_iters=n_iters)
     assert alloc.iterations == n_iters
     assert alloc.cost <= alloc.budget
@@ -96,7 +97,7 @@ def test_n_iters_is_respected_and_result_stays_feasible(n_iters):
 @pytest.mark.parametrize("ratio", [0.3, 0.5, 0.8])
 def test_more_iterations_never_move_away_from_the_budget(seed, ratio):
     """The budget gap is non-increasing at every added bisection step, not only end to end."""
-    energies, costs = _problem(seed, n_layers=10, max_rank=32)
+    energies, costs = random_problem(seed, n_layers=10, max_rank=32)
     smallest = sum(c[0] for c in costs) / sum(c[-1] for c in costs)
     ratio = max(ratio, smallest * 1.01)
     gaps = []
@@ -109,7 +110,7 @@ def test_more_iterations_never_move_away_from_the_budget(seed, ratio):
 
 
 def test_budget_below_minimum_names_the_smallest_ratio():
-    energies, costs = _problem(2)
+    energies, costs = random_problem(2)
     smallest = sum(c[0] for c in costs) / sum(c[-1] for c in costs)
     with pytest.raises(BudgetError, match=f"{smallest:.4g}"):
         allocate(energies, costs, smallest * 0.5)
@@ -117,6 +118,6 @@ def test_budget_below_minimum_names_the_smallest_ratio():
 
 @pytest.mark.parametrize("ratio", [0.0, -0.1, 1.5, float("nan")])
 def test_ratio_outside_unit_interval_is_rejected(ratio):
-    energies, costs = _problem(0)
+    energies, costs = random_problem(0)
     with pytest.raises(BALFError, match="ratio"):
         allocate(energies, costs, ratio)

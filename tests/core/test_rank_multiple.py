@@ -16,6 +16,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from test_allocation import random_problem
 from torch import nn
 
 import balf
@@ -25,18 +26,7 @@ from balf.ranks.configs import _only_multiples
 
 
 def _problem(seed: int, n_layers: int = 4, max_rank: int = 20):
-    rng = np.random.default_rng(seed)
-    energies, costs = [], []
-    for _ in range(n_layers):
-        r = int(rng.integers(2, max_rank + 1))
-        spectrum = np.sort(rng.exponential(size=r))[::-1]
-        e = np.cumsum(spectrum) / spectrum.sum()
-        e[-1] = 1.0
-        per_rank = float(rng.uniform(1, 10))
-        dense = per_rank * r * float(rng.uniform(0.6, 1.0))
-        costs.append(np.minimum(per_rank * np.arange(1, r + 1), dense))
-        energies.append(e)
-    return energies, costs
+    return random_problem(seed, n_layers, max_rank, min_rank=2)
 
 
 def _allowed(r: int, multiple: int) -> set[int]:

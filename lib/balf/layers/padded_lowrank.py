@@ -57,7 +57,7 @@ class PaddedLowRankConv2d(LowRankConv2d):
         dtype: torch.dtype | None = None,
     ) -> PaddedLowRankConv2d:
         dense = {k: v for k, v in spec["dense"].items() if k != "pad"}
-        layer = cls._from_hyper_parameters(dense, spec["rank"], device=device, dtype=dtype)
+        layer = super().from_spec({**spec, "dense": dense}, device=device, dtype=dtype)
         layer.pad = spec["dense"]["pad"]
         return layer
 
