@@ -114,3 +114,18 @@ def test_duplicate_seeds_are_refused(jpeg_root, tmp_path):
             "--modes", "flops_auto", "--knobs", "0.5", "--seeds", "1", "1"]  # fmt: skip
     with pytest.raises(BALFError, match="twice"):
         experiments_main(argv)
+
+
+def test_the_uncompressed_model_is_evaluated_once_for_all_seeds(jpeg_root, tmp_path, monkeypatch):
+    from balf_paper.experiments import sweep
+
+    calls = []
+    real = sweep._PointMaker.original
+    monkeypatch.setattr(sweep._PointMaker, "original", lambda self, m: calls.append(1) or real(self, m))
+    argv = ["factorize", "--dataset", "cifar10-jpeg", *tiny_sweep_args(jpeg_root, tmp_path),
+            "--modes", "flops_auto", "uniform_act_aware", "--knobs", "0.8",
+            "--seeds", "0", "1", "2"]  # fmt: skip
+    experiments_main(argv)
+    assert len(calls) == 1  # 2 modes x 3 seeds share the evaluation images
+    runs = load_seed_runs(tmp_path / "results" / "cifar10-jpeg" / "resnet20" / "uniform_act_aware")
+    assert len({json.dumps(r["points"][0], sort_keys=True) for r in runs.values()}) == 1

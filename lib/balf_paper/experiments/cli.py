@@ -66,6 +66,7 @@ class ExperimentContext:
         dataset: str,
         calib_size: int | None = None,
         calib_seed: int | None = None,
+        originals: dict[Any, dict[str, Any]] | None = None,
     ):
         self.args = args
         self.dataset = dataset
@@ -95,7 +96,9 @@ class ExperimentContext:
         self.calibration = make_loader(shard(self.data.calibration), args.batch_size, args.workers)
         self.evaluation = make_loader(shard(self.data.evaluation), args.batch_size, args.workers)
         self.example = self.data.evaluation[0][0].unsqueeze(0)
-        self._originals: dict[Any, dict[str, Any]] = {}  # uncompressed point per evaluation
+        # uncompressed point per evaluation: the evaluation data does not depend on the
+        # calibration, so contexts that differ only in calibration (seeds, sizes) share one
+        self._originals: dict[Any, dict[str, Any]] = {} if originals is None else originals
         self.model = self.model.to(args.device)
         self.calibration_shift: dict[str, Any] = {}
         self.recalibrate(self.data.calibration, self.data.data_tag)
@@ -214,8 +217,9 @@ def factorize_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     parser.add_argument("--n-iters", type=int, default=300, help="allocator iterations")
     args = parse_with_yaml(parser, argv, f"{dataset}_factorize_sweep.yaml")
     configure_process(args)
+    originals: dict[Any, dict[str, Any]] = {}
     for seed in seeds_of(args):
-        ctx = ExperimentContext(args, dataset, calib_seed=seed)
+        ctx = ExperimentContext(args, dataset, calib_seed=seed, originals=originals)
         for mode in args.modes:
             knobs = args.knobs or default_knobs(mode, args.model)
             run_dir = run_dir_of(args, _run_dir(args, dataset, mode), seed)
@@ -233,9 +237,12 @@ def calib_size_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     parser.add_argument("--mode", default="params_auto")
     args = parse_with_yaml(parser, argv, f"{dataset}_calib_size_sweep.yaml")
     configure_process(args)
+    originals: dict[Any, dict[str, Any]] = {}
     for seed in seeds_of(args):
         for size in args.calib_sizes:
-            ctx = ExperimentContext(args, dataset, calib_size=size, calib_seed=seed)
+            ctx = ExperimentContext(
+                args, dataset, calib_size=size, calib_seed=seed, originals=originals
+            )
             run_dir = _run_dir(args, dataset, "calib-size", f"calib{size}")
             ctx.sweep(args.mode, args.ratios, run_dir_of(args, run_dir, seed))
 
@@ -254,8 +261,9 @@ def n_iters_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
     parser.add_argument("--mode", default="flops_auto")
     args = parse_with_yaml(parser, argv, f"{dataset}_n_iters_sweep.yaml")
     configure_process(args)
+    originals: dict[Any, dict[str, Any]] = {}
     for seed in seeds_of(args):
-        ctx = ExperimentContext(args, dataset, calib_seed=seed)
+        ctx = ExperimentContext(args, dataset, calib_seed=seed, originals=originals)
         for n in args.n_iters_values:
             run_dir = _run_dir(args, dataset, "n-iters", f"iters{n}")
             ctx.sweep(args.mode, args.ratios, run_dir_of(args, run_dir, seed), n)
