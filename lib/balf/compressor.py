@@ -8,6 +8,7 @@ replacement of each layer by its low-rank version where that is strictly cheaper
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -29,15 +30,13 @@ from balf.errors import BALFError
 from balf.io.cache import Cache, load_or_collect_statistics, load_or_decompose
 from balf.layers.attention import prepare_replacement, temporarily_unpacked
 from balf.layers.dispatch import geometry_of
-from balf.layers.factorize import factorize_layer
 from balf.layers.geometry import Side
-from balf.layers.hooks import transfer_hooks
-from balf.layers.selection import module_aliases, resolve_layers
-from balf.layers.shape_check import check_output_shape, layer_shapes
+from balf.layers.install import install_factorized
+from balf.layers.selection import LayerSelection
+from balf.layers.shape_check import layer_shapes
 from balf.ranks.configs import CompressionConfig
 from balf.ranks.costs import LayerCandidate, LayerCost
-from balf.ranks.latency.measure import measure_latency
-from balf.ranks.latency.staleness import is_stale
+from balf.ranks.latency.source import LatencySource
 from balf.ranks.latency.table import LatencyTable
 from balf.report import Report
 from balf.report.build import fill_totals, layer_report
@@ -115,16 +114,10 @@ class Compressor:
         self._runner = None
         self.model = model
         self.latency = latency
-        self.targets, self.skipped = resolve_layers(model, layers, exclude)
-        with temporarily_unpacked(model):  # attention projections are layers (layers.attention)
-            aliases = module_aliases(model)
-        if not self.targets:
-            reasons = "; ".join(f"{n}: {r}" for n, r in self.skipped.items())
-            raise BALFError(
-                "the model has no supported layer (e.g. Conv2d, Linear) to compress"
-                + (f" (skipped: {reasons})" if reasons else "")
-            )
-        self.aliases = {n: aliases.get(n, [n]) for n in self.targets}
+        self.selection = LayerSelection.of(model, layers, exclude)
+        # the selection's dicts, shared: skipping a layer updates them
+        self.targets, self.aliases = self.selection.targets, self.selection.aliases
+        self.skipped = self.selection.skipped
         self.cache = cache
         self.side = side
         self.batch_size = batch_size
@@ -144,7 +137,6 @@ class Compressor:
         self._timings: dict[str, float] = {}
         self._rows: dict[str, float] | None = None
         self._shapes: dict | None = None
-        self._latency_options: dict[str, Any] | None = None  # set when measured here
         self._warned_rows = False
 
     # -- phases ------------------------------------------------------------------------------
@@ -237,6 +229,15 @@ class Compressor:
         log.info(report.summary())
         return out, report
 
+    @property
+    def latency(self) -> LatencyTable | dict[str, Any] | None:
+        """The latency table (once given or measured), else the options to measure one."""
+        return self._latency.table or self._latency.options
+
+    @latency.setter
+    def latency(self, value: LatencyTable | dict[str, Any] | None) -> None:
+        self._latency = LatencySource(value)
+
     def latency_table(self, rank_multiple: int = 1) -> LatencyTable:
         """The measured latencies of the chosen layers (measured on first use, then kept).
 
@@ -244,27 +245,19 @@ class Compressor:
             rank_multiple: measure ranks that are multiples of this (unless the ``latency``
                 options of the constructor say otherwise).
         """
-        if not isinstance(self.latency, LatencyTable):
-            self._latency_options = dict(self.latency or {})
-        # measured here (not given): measured again when what the timing depends on changed
-        options = self._latency_options
-        table = self.latency if isinstance(self.latency, LatencyTable) else None
-        if options is not None and (table is None or is_stale(table, self.model, options)):
-            options = dict(options)
-            options.setdefault("progress", self.progress)
-            options.setdefault("rank_multiple", rank_multiple)
-            example = self.statistics.example_input
-            check_latency_example(example, self.statistics.example_kwargs, self.forward)
-            start = time.perf_counter()
-            self.latency = measure_latency(self.model, example, self.targets, **options)
+        start = time.perf_counter()
+        defaults = {"progress": self.progress, "rank_multiple": rank_multiple}
+        table, measured = self._latency.table_for(
+            self.model, self.targets, self._latency_example, defaults
+        )
+        if measured:
             self._timings["latency"] = time.perf_counter() - start
-        missing = [n for n in self.targets if n not in self.latency.layers]
-        if missing:
-            raise BALFError(
-                f"the latency table has no entry for layers {missing[:5]}; measure it with "
-                "balf.ranks.latency.measure_latency on the same layers"
-            )
-        return self.latency
+        return table
+
+    def _latency_example(self) -> Tensor:
+        stats = self.statistics
+        check_latency_example(stats.example_input, stats.example_kwargs, self.forward)
+        return stats.example_input
 
     def _copy_model(self, replaced: set[str], inplace: bool) -> nn.Module:
         """The model to install the factorized layers in: a copy, or the model if ``inplace``."""
@@ -298,16 +291,9 @@ class Compressor:
         for cand, rank in zip(candidates, ranks, strict=True):
             factorized = cand.name in replaced
             if factorized:
-                dense = self.targets[cand.name]
-                small = factorize_layer(dense, decompositions[cand.name], rank)
-                if cand.name in shapes:
-                    check_output_shape(cand.name, dense, small, shapes[cand.name])
-                transfer_hooks(dense, small)  # the user's hooks stay on the layer
-                if cand.name == "":  # the model is a single layer: return its replacement
-                    out = small
-                else:
-                    for alias in self.aliases[cand.name]:  # a shared module stays shared
-                        out.set_submodule(alias, small)
+                dense, dec = self.targets[cand.name], decompositions[cand.name]
+                aliases, shape = self.aliases[cand.name], shapes.get(cand.name)
+                out = install_factorized(out, cand.name, dense, dec, rank, aliases, shape)
             report.layers[cand.name] = layer_report(
                 cand, rank, factorized, decompositions[cand.name], aa_energies, config
             )
@@ -365,14 +351,11 @@ class Compressor:
             with temporarily_unpacked(self.model):
                 self._rows = measure_rows(self.model, self.targets, *self._example, self.forward)
                 uncalled = {n: self.targets[n] for n, r in self._rows.items() if r == 0}
-                if uncalled:
-                    example, kwargs = self._example
-                    self._skip(
-                        uncalled_reasons(
-                            uncalled,
-                            lambda: count_flops(self.model, example, kwargs, forward=self.forward),
-                        )
+                if uncalled:  # the forward pass that finds the layers used through their weight
+                    run = functools.partial(
+                        count_flops, self.model, *self._example, forward=self.forward
                     )
+                    self.selection.skip(uncalled_reasons(uncalled, run))
         return {n: self._rows[n] for n in self.targets}
 
     def _layer_shapes(self) -> dict:
@@ -394,17 +377,8 @@ class Compressor:
     def _skip_uncalled(self, stats: Statistics) -> None:
         """Skip the layers the statistics list as never called (``extra["skipped"]``)."""
         skipped = stats.extra.get("skipped", {})
-        self._skip({n: skipped[n] for n in self.targets if n not in stats.layers and n in skipped})
-
-    def _skip(self, reasons: dict[str, str]) -> None:
-        """Leave the layers ``reasons`` names dense, listing them in ``skipped``."""
-        for name, reason in reasons.items():
-            self.targets.pop(name, None)
-            self.aliases.pop(name, None)
-            self.skipped[name] = reason
-        if reasons and not self.targets:
-            listed = "; ".join(f"{n}: {r}" for n, r in list(reasons.items())[:5])
-            raise BALFError(f"no chosen layer is called by the model's forward pass ({listed})")
+        never_called = [n for n in self.targets if n not in stats.layers and n in skipped]
+        self.selection.skip({n: skipped[n] for n in never_called})
 
     def _load_or_collect(self) -> Statistics:
         return load_or_collect_statistics(

@@ -38,7 +38,6 @@ Data-free configs (``activation_aware=False``) have nothing to calibrate and run
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import time
@@ -65,7 +64,7 @@ from balf.counting.flops import count_params
 from balf.decomposition import LayerDecomposition, decompose_layer
 from balf.errors import BALFError
 from balf.layers.dispatch import geometry_of
-from balf.layers.factorize import factorize_layer
+from balf.layers.install import install_factorized
 from balf.ranks.configs import CompressionConfig, LayerCandidate
 from balf.ranks.costs import LayerCost
 from balf.report import Report
@@ -362,11 +361,8 @@ class BlockRunner:
         allocation_time = time.perf_counter() - start
         by_name = {cand.name: (cand, r) for cand, r in zip(candidates, ranks, strict=True)}
         replaced = {name for name, (cand, r) in by_name.items() if cand.cost.is_cheaper(r)}
-        if inplace:
-            out, c._consumed = c.model, True
-        else:
-            memo = {id(c.targets[name]): c.targets[name] for name in replaced}
-            out = copy.deepcopy(c.model, memo)
+        out = c._copy_model(replaced, inplace)
+        shapes = c._layer_shapes() if replaced else {}
         report = Report(config=config.to_dict(), mode=config.mode, skipped=dict(c.skipped))
         energies: dict[str, Any] = {}
 
@@ -375,10 +371,9 @@ class BlockRunner:
                 cand, rank = by_name[name]
                 energies[name] = dec.energies().cpu().numpy()
                 factorized = name in replaced
-                if factorized:
-                    small = factorize_layer(out.get_submodule(name), dec, rank)
-                    for alias in c.aliases[name]:
-                        out.set_submodule(alias, small)
+                if factorized:  # a block's layer: never the whole model
+                    dense, aliases = c.targets[name], c.aliases[name]
+                    install_factorized(out, name, dense, dec, rank, aliases, shapes.get(name))
                 report.layers[name] = layer_report(cand, rank, factorized, dec, energies, config)
 
         start = time.perf_counter()

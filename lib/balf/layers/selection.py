@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
@@ -28,7 +29,7 @@ from balf.layers.attention import temporarily_unpacked, unpack_reason
 from balf.layers.dispatch import unsupported_reason
 from balf.layers.kind import kind_for
 
-__all__ = ["module_aliases", "resolve_layers", "tied_reason"]
+__all__ = ["LayerSelection", "module_aliases", "resolve_layers", "tied_reason"]
 
 # Containers whose forward reads their children's weights directly (functional calls): the
 # children are never called as modules, so no statistics reach them and replacing them breaks
@@ -222,3 +223,51 @@ def _drop_tied(
             skipped[name] = tied_reason(model, name) or "parameters shared with another module"
             del targets[name]
     return targets, skipped
+
+
+@dataclass
+class LayerSelection:
+    """The layers to factorize and those left dense, as a :class:`balf.Compressor` keeps them.
+
+    Attributes:
+        targets: the layers to factorize by (first) name, in model order.
+        aliases: every name each target is registered under (``[name]`` when only one).
+        skipped: the layers left dense, with the reason.
+    """
+
+    targets: dict[str, nn.Module]
+    aliases: dict[str, list[str]]
+    skipped: dict[str, str]
+
+    @classmethod
+    def of(
+        cls,
+        model: nn.Module,
+        layers: Iterable[str] | None = None,
+        exclude: Iterable[str] | None = None,
+    ) -> LayerSelection:
+        """The selection of :func:`resolve_layers`; raises when no layer can be factorized."""
+        targets, skipped = resolve_layers(model, layers, exclude)
+        if not targets:
+            reasons = "; ".join(f"{n}: {r}" for n, r in skipped.items())
+            raise BALFError(
+                "the model has no supported layer (e.g. Conv2d, Linear) to compress"
+                + (f" (skipped: {reasons})" if reasons else "")
+            )
+        with temporarily_unpacked(model):  # attention projections are layers
+            aliases = module_aliases(model)
+        return cls(targets, {n: aliases.get(n, [n]) for n in targets}, skipped)
+
+    def skip(self, reasons: Mapping[str, str]) -> None:
+        """Leave the layers ``reasons`` names dense, listing them in ``skipped``.
+
+        Raises:
+            BALFError: no layer to factorize is left.
+        """
+        for name, reason in reasons.items():
+            self.targets.pop(name, None)
+            self.aliases.pop(name, None)
+            self.skipped[name] = reason
+        if reasons and not self.targets:
+            listed = "; ".join(f"{n}: {r}" for n, r in list(reasons.items())[:5])
+            raise BALFError(f"no chosen layer is called by the model's forward pass ({listed})")
