@@ -357,3 +357,35 @@ def test_hf_llama_block_by_block():
             forward=lambda m, b: m(**b, use_cache=True),
             strategy=balf.BlockByBlock(),
         )
+
+
+class AttentionBlock(nn.Module):
+    """A pre-norm encoder block built on nn.MultiheadAttention (packed in_proj_weight)."""
+
+    def __init__(self, d: int = 16) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d, 2, batch_first=True)
+        self.fc = nn.Linear(d, d)
+
+    def forward(self, x):
+        h = x + self.attn(x, x, x, need_weights=False)[0]
+        return h + self.fc(torch.relu(h))
+
+
+def test_attention_projections_and_hooks_block_by_block():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Sequential(*(AttentionBlock() for _ in range(2))))
+    model.eval()
+    seen = []
+    model[1][0].fc.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    data = [torch.randn(4, 5, 6) for _ in range(3)]
+    config = balf.BALFConfig(0.6, metric="params")
+    whole, rw, block, rb = _both(model, data, config, layers=["1.*"])
+    assert rb.ranks == rw.ranks
+    factorized = [n for n, lr in rb.layers.items() if lr.factorized]
+    assert {"1.0.attn.in_proj", "1.1.attn.in_proj", "1.0.fc"} <= set(factorized), factorized
+    x = torch.randn(2, 5, 6)
+    assert block(x).shape == model(x).shape
+    seen.clear()
+    block(x)
+    assert seen == [torch.Size([2, 5, 16])]  # the user's hook moved to the factorized layer

@@ -63,6 +63,7 @@ from balf.calibration.collect import _Accumulator
 from balf.counting.flops import count_params
 from balf.decomposition import LayerDecomposition, decompose_layer
 from balf.errors import BALFError
+from balf.layers.attention import temporarily_unpacked
 from balf.layers.dispatch import geometry_of
 from balf.layers.install import install_factorized
 from balf.ranks.configs import CompressionConfig, LayerCandidate
@@ -285,6 +286,12 @@ class BlockRunner:
         if self._candidates is not None:
             return self._candidates
         start = time.perf_counter()
+        with temporarily_unpacked(self.c.model):  # attention projections are layers
+            self._candidates = self._allocation_pass()
+        self.timings["allocation_pass"] = time.perf_counter() - start
+        return self._candidates
+
+    def _allocation_pass(self) -> list[LayerCandidate]:
         model, targets = self.c.model, self.c.targets
         self.chain = self._check_chain(model)
         prefix = [n for n in self.chain.prefix if not self._in_block(n)]
@@ -319,12 +326,10 @@ class BlockRunner:
                 rows[name] = got["stats"][name].rows / n
                 self._outside[name] = None  # recalibrated on propagated inputs in pass 2
         self._num_samples = n
-        self._candidates = [
+        return [
             LayerCandidate(name, LayerCost(geometry_of(m), rows[name]), energies[name])
             for name, m in targets.items()
         ]
-        self.timings["allocation_pass"] = time.perf_counter() - start
-        return self._candidates
 
     def _runs(
         self, block: nn.Module, name: str, inputs: BlockInputs, keep: bool = True
@@ -377,24 +382,27 @@ class BlockRunner:
                 report.layers[name] = layer_report(cand, rank, factorized, dec, energies, config)
 
         start = time.perf_counter()
-        blocks_out = {name: out.get_submodule(name) for name in self.blocks}
-        prefix = {n: d for n, d in self._outside.items() if d is not None}
-        install((n, _to_device(d, self.device)) for n, d in prefix.items())
-        inputs = self._capture(out)
-        hidden, inputs = inputs.hidden, inputs.with_hidden([])  # one set of hidden states held
-        for block_name, block in blocks_out.items():
-            step = inputs.with_hidden(hidden)
-            members = self.members[block_name]
-            # statistics of the uncompressed block (its outputs are not needed)
-            got = self._statistics(out, members, self._runs(block, block_name, step, keep=False))
-            install(self._decompose(out, members, got["stats"]))
-            del got
-            hidden = run_block(block, block_name, step, self.activation_device)
-            del step
-        suffix = [n for n, d in self._outside.items() if d is None]
-        if suffix:
-            got = self._statistics(out, suffix, functools.partial(self._tail, out, hidden, inputs))
-            install(self._decompose(out, suffix, got["stats"]))
+        with temporarily_unpacked(out):  # projections not replaced stay packed after
+            blocks_out = {name: out.get_submodule(name) for name in self.blocks}
+            prefix = {n: d for n, d in self._outside.items() if d is not None}
+            install((n, _to_device(d, self.device)) for n, d in prefix.items())
+            inputs = self._capture(out)
+            hidden, inputs = inputs.hidden, inputs.with_hidden([])  # one set of hidden states held
+            for block_name, block in blocks_out.items():
+                step = inputs.with_hidden(hidden)
+                members = self.members[block_name]
+                # statistics of the uncompressed block (its outputs are not needed)
+                run = self._runs(block, block_name, step, keep=False)
+                got = self._statistics(out, members, run)
+                install(self._decompose(out, members, got["stats"]))
+                del got
+                hidden = run_block(block, block_name, step, self.activation_device)
+                del step
+            suffix = [n for n, d in self._outside.items() if d is None]
+            if suffix:
+                run = functools.partial(self._tail, out, hidden, inputs)
+                got = self._statistics(out, suffix, run)
+                install(self._decompose(out, suffix, got["stats"]))
         report.layers = {n: report.layers[n] for n in c.targets}  # model order
         has_flops = True
         fill_totals(report, candidates, ranks, allocation, config, has_flops)
