@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import balf
-import balf.calibration.block_by_block as bbb
+import balf.calibration.block_runner as bbb
 from balf.errors import BALFError
 
 
