@@ -315,15 +315,9 @@ transformers = pytest.importorskip("transformers", reason="transformers is not i
 
 
 def _tiny_llama():
-    config = transformers.LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
+    from _hf_models import tiny_llama_config
+
+    config = tiny_llama_config(intermediate_size=48, num_hidden_layers=3)
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(config).eval()
 

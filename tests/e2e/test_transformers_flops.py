@@ -63,19 +63,14 @@ def test_timm_deit_counts_fused_attention():
 @pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "grouped-query"])
 def test_hf_llama_sdpa_counts_like_eager(kv_heads):
     transformers = pytest.importorskip("transformers")
+    from _hf_models import tiny_llama_config
     ids = torch.randint(0, 128, (1, 256))
     counts = {}
     for impl in ("sdpa", "eager"):
-        config = transformers.LlamaConfig(
-            vocab_size=128,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=kv_heads,
-            max_position_embeddings=512,
-            attn_implementation=impl,
-        )
+        config = tiny_llama_config(
+            vocab_size=128, hidden_size=64, intermediate_size=128, num_key_value_heads=kv_heads,
+            max_position_embeddings=512, attn_implementation=impl,
+        )  # fmt: skip
         torch.manual_seed(0)
         model = transformers.LlamaForCausalLM(config).eval()
         counts[impl] = balf.count_flops(model, ids)

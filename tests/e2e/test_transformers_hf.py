@@ -16,30 +16,19 @@ from torch.utils.data import DataLoader
 import balf
 
 transformers = pytest.importorskip("transformers")
+from _hf_models import tiny_bert_config, tiny_llama_config  # noqa: E402 (needs transformers)
 
 VOCAB = 64
 
 
 def _llama(**overrides):
-    config = transformers.LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        **overrides,
-    )
+    config = tiny_llama_config(vocab_size=VOCAB, **overrides)
     torch.manual_seed(0)
     return config, transformers.LlamaForCausalLM(config).eval()
 
 
 def _bert():
-    config = transformers.BertConfig(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
+    config = tiny_bert_config(vocab_size=VOCAB, num_attention_heads=2)
     torch.manual_seed(0)
     return config, transformers.BertModel(config).eval()
 

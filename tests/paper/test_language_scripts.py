@@ -70,6 +70,7 @@ def test_energy_threshold_meets_the_parameter_ratio():
 
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+from _hf_models import tiny_bert_config, tiny_llama_config  # noqa: E402 (needs transformers)
 
 
 def _tokenizer(folder: Path):
@@ -96,15 +97,8 @@ def wikitext(tmp_path):
     model_dir, data_dir = tmp_path / "model", tmp_path / "wikitext-2-raw"
     data_dir.mkdir()
     vocab = _tokenizer(model_dir)
-    config = transformers.LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
+    config = tiny_llama_config(
+        vocab_size=vocab, max_position_embeddings=128, tie_word_embeddings=True
     )
     torch.manual_seed(0)
     transformers.LlamaForCausalLM(config).save_pretrained(model_dir)
@@ -117,14 +111,7 @@ def stsb(tmp_path):
     model_dir, data_dir = tmp_path / "encoder", tmp_path / "stsbenchmark"
     data_dir.mkdir()
     vocab = _tokenizer(model_dir)
-    config = transformers.BertConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=64,
-    )
+    config = tiny_bert_config(vocab_size=vocab)
     torch.manual_seed(0)
     transformers.BertModel(config).save_pretrained(model_dir)
     rng = random.Random(1)

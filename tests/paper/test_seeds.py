@@ -121,7 +121,8 @@ def test_the_uncompressed_model_is_evaluated_once_for_all_seeds(jpeg_root, tmp_p
 
     calls = []
     real = sweep._PointMaker.original
-    monkeypatch.setattr(sweep._PointMaker, "original", lambda self, m: calls.append(1) or real(self, m))
+    counted = lambda self, model: calls.append(1) or real(self, model)  # noqa: E731
+    monkeypatch.setattr(sweep._PointMaker, "original", counted)
     argv = ["factorize", "--dataset", "cifar10-jpeg", *tiny_sweep_args(jpeg_root, tmp_path),
             "--modes", "flops_auto", "uniform_act_aware", "--knobs", "0.8",
             "--seeds", "0", "1", "2"]  # fmt: skip

@@ -1,0 +1,32 @@
+"""Tiny Hugging Face configurations shared by the tests (helpers, not tests; need transformers).
+
+Every builder takes keyword overrides of its defaults; the defaults make a model of a few
+thousand parameters: hidden 32, 2 blocks, 4 heads (Llama: grouped-query, 2 key/value heads).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import transformers
+
+_COMMON = {
+    "vocab_size": 64,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 64,
+}
+_LLAMA = {**_COMMON, "num_key_value_heads": 2}
+_BERT = _COMMON
+
+
+def tiny_llama_config(**overrides: Any) -> transformers.LlamaConfig:
+    """A tiny ``LlamaConfig`` (see the module docstring) with ``overrides`` applied."""
+    return transformers.LlamaConfig(**{**_LLAMA, **overrides})
+
+
+def tiny_bert_config(**overrides: Any) -> transformers.BertConfig:
+    """A tiny ``BertConfig`` (see the module docstring) with ``overrides`` applied."""
+    return transformers.BertConfig(**{**_BERT, **overrides})
