@@ -109,7 +109,10 @@ def installed(tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
     _run(sys.executable, "-m", "venv", "--system-site-packages", "venv", cwd=tmp_path)
     python = tmp_path / "venv" / "bin" / "python"
     pip = ("-m", "pip", "--disable-pip-version-check", "-q", "install")
-    _run(python, *pip, "--no-deps", "--no-build-isolation", wheel, cwd=tmp_path)
+    # --force-reinstall: a balf already installed where the venv sees it (system site) is not
+    # "already satisfied"; the wheel itself is what is tested
+    options = ("--no-deps", "--no-build-isolation", "--force-reinstall")
+    _run(python, *pip, *options, wheel, cwd=tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["OMP_NUM_THREADS"] = "1"
     return python, wheel, env
