@@ -84,13 +84,13 @@ class LayerDecomposition:
         """
         if not 1 <= rank <= self.max_rank:
             raise ValueError(f"rank must be in [1, {self.max_rank}], got {rank}")
-        w = weight.to(device=self.basis.device, dtype=_F64)
+        w = weight.to(device=self.basis.device)  # float64 one slice at a time (wide layers)
         if self.route == "output":
             v = self.basis[:, :, :rank]
-            a = (w @ v) * self.left_scale[:, None, :rank]
+            a = _f64_matmul(w, v, along_rows=True) * self.left_scale[:, None, :rank]
             b = (v * self.right_scale[:, None, :rank]).transpose(1, 2)
             return a, b
-        return self.basis[:, :, :rank], self.projection[:, :rank] @ w
+        return self.basis[:, :, :rank], _f64_matmul(self.projection[:, :rank], w)
 
     def to_state(self) -> dict:
         """Plain dict of tensors/strings for ``torch.save`` (cache)."""
@@ -100,6 +100,43 @@ class LayerDecomposition:
     def from_state(cls, state: dict) -> LayerDecomposition:
         """Inverse of :meth:`to_state`."""
         return cls(**state)
+
+
+#: Elements of a weight converted to float64 at once (64 MiB): a wide layer (a language model's
+#: output head, 32000 × 2048 and more) is never held in float64 whole.
+_F64_SLICE = 1 << 23
+
+
+def _f64_matmul(a: Tensor, b: Tensor, along_rows: bool = False) -> Tensor:
+    """``a @ b`` in float64 (batched), the weight converted to float64 a slice at a time.
+
+    The weight is ``b`` (sliced along its columns), or ``a`` when ``along_rows`` (sliced along
+    its rows); the other operand is float64 already.
+    """
+    weight = a if along_rows else b
+    if weight.numel() <= _F64_SLICE:
+        return a.to(_F64) @ b.to(_F64)
+    axis = 1 if along_rows else 2
+    step = max(1, _F64_SLICE // max(1, weight.numel() // weight.shape[axis]))
+    shape = (a.shape[0], a.shape[1], b.shape[2])
+    out = torch.empty(shape, dtype=_F64, device=weight.device)
+    for start in range(0, weight.shape[axis], step):
+        part = slice(start, start + step)
+        if along_rows:
+            out[:, part] = a[:, part].to(_F64) @ b
+        else:
+            out[:, :, part] = a @ b[:, :, part].to(_F64)
+    return out
+
+
+def _row_gram(w: Tensor) -> Tensor:
+    """``W Wᵀ`` ``(G, D, D)`` in float64 of ``w`` ``(G, D, K)``, summed over column slices."""
+    step = max(1, _F64_SLICE // max(1, w.shape[0] * w.shape[1]))
+    gram = torch.zeros(w.shape[0], w.shape[1], w.shape[1], dtype=_F64, device=w.device)
+    for start in range(0, w.shape[2], step):
+        part = w[:, :, start : start + step].to(_F64)
+        gram += part @ part.transpose(1, 2)
+    return gram
 
 
 def _descending_eigh(m: Tensor) -> tuple[Tensor, Tensor]:
@@ -115,7 +152,7 @@ def _safe_rsqrt(x: Tensor) -> Tensor:
     return torch.where(keep, x.clamp_min(torch.finfo(x.dtype).tiny).rsqrt(), torch.zeros_like(x))
 
 
-def _output_route(w: Tensor, gram: Tensor, r_max: int) -> LayerDecomposition:
+def _output_route(gram: Tensor, r_max: int) -> LayerDecomposition:
     sigma2, v = _descending_eigh(gram)
     ones = torch.ones_like(sigma2[:, :r_max])
     return LayerDecomposition(
@@ -129,8 +166,9 @@ def _input_route(w: Tensor, gram: Tensor, r_max: int) -> LayerDecomposition:
     sqrt_lam = torch.where(inv_sqrt_lam > 0, lam.sqrt(), torch.zeros_like(lam))
     s = sqrt_lam[:, :, None] * q.transpose(1, 2)  # S = Λ^{1/2} Qᵀ        (G, D, D)
     s_pinv = q * inv_sqrt_lam[:, None, :]  # S⁺ = Q (Λ^{1/2})⁺          (G, D, D)
-    m = s @ w  # S W                                                    (G, D, K)
-    sigma2, u = _descending_eigh(m @ m.transpose(1, 2))  # S W Wᵀ Sᵀ = U Σ² Uᵀ
+    # S W Wᵀ Sᵀ = U Σ² Uᵀ, with W Wᵀ (G, D, D) summed over column slices: S W (G, D, K) is never
+    # formed, which for a wide layer (K ≫ D) would be the largest array of the decomposition
+    sigma2, u = _descending_eigh(s @ _row_gram(w) @ s.transpose(1, 2))
     sigma2, u = sigma2[:, :r_max], u[:, :, :r_max]
     inv_sqrt_sigma = _safe_rsqrt(sigma2).sqrt()  # Σ^{-1/2}, 0 on the null space
     sqrt_sigma = torch.where(inv_sqrt_sigma > 0, sigma2.sqrt().sqrt(), torch.zeros_like(sigma2))
@@ -170,9 +208,9 @@ def decompose_layer(
     """
     geo = geometry_of(module)
     device = statistics.gram.device if statistics is not None else dense_weight(module).device
-    w = weight_matrices(module).to(device=device, dtype=_F64)
+    w = weight_matrices(module).to(device=device)  # float64 where used (wide layers: by slices)
     if statistics is None:
-        return _plain_svd(w)
+        return _plain_svd(w.to(_F64))
     size = geo.in_dim if statistics.side == "input" else geo.out_dim
     expected = (geo.groups, size, size)
     if tuple(statistics.gram.shape) != expected:
@@ -182,5 +220,5 @@ def decompose_layer(
         )
     gram = statistics.gram.to(_F64)
     if statistics.side == "output":
-        return _output_route(w, gram, geo.max_rank)
+        return _output_route(gram, geo.max_rank)
     return _input_route(w, gram, geo.max_rank)
