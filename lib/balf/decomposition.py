@@ -161,19 +161,27 @@ def _output_route(gram: Tensor, r_max: int) -> LayerDecomposition:
 
 
 def _input_route(w: Tensor, gram: Tensor, r_max: int) -> LayerDecomposition:
+    # every D×D work array is freed as soon as it is used: the peak is about five of them (the
+    # eigendecomposition's input, output and workspace, and Q), whatever the layer's width
     lam, q = _descending_eigh(gram)  # C = Q Λ Qᵀ
     inv_sqrt_lam = _safe_rsqrt(lam)
     sqrt_lam = torch.where(inv_sqrt_lam > 0, lam.sqrt(), torch.zeros_like(lam))
-    s = sqrt_lam[:, :, None] * q.transpose(1, 2)  # S = Λ^{1/2} Qᵀ        (G, D, D)
-    s_pinv = q * inv_sqrt_lam[:, None, :]  # S⁺ = Q (Λ^{1/2})⁺          (G, D, D)
+    s = sqrt_lam[:, :, None] * q.transpose(1, 2)  # S = Λ^{1/2} Qᵀ                (G, D, D)
     # S W Wᵀ Sᵀ = U Σ² Uᵀ, with W Wᵀ (G, D, D) summed over column slices: S W (G, D, K) is never
     # formed, which for a wide layer (K ≫ D) would be the largest array of the decomposition
-    sigma2, u = _descending_eigh(s @ _row_gram(w) @ s.transpose(1, 2))
+    m = s @ _row_gram(w)
+    m = m @ s.transpose(1, 2)
+    del s
+    sigma2, u = _descending_eigh(m)
+    del m
     sigma2, u = sigma2[:, :r_max], u[:, :, :r_max]
     inv_sqrt_sigma = _safe_rsqrt(sigma2).sqrt()  # Σ^{-1/2}, 0 on the null space
     sqrt_sigma = torch.where(inv_sqrt_sigma > 0, sigma2.sqrt().sqrt(), torch.zeros_like(sigma2))
-    left = s_pinv @ u * sqrt_sigma[:, None, :]  # S⁺ U Σ^{1/2}           (G, D, R)
-    projection = inv_sqrt_sigma[:, :, None] * (u.transpose(1, 2) @ s)  # Σ^{-1/2} Uᵀ S  (G, R, D)
+    # S⁺ U Σ^{1/2} with S⁺ = Q (Λ^{1/2})⁺                                        (G, D, R)
+    left = (q * inv_sqrt_lam[:, None, :]) @ u * sqrt_sigma[:, None, :]
+    # Σ^{-1/2} Uᵀ S = Σ^{-1/2} (Uᵀ Λ^{1/2}) Qᵀ                                   (G, R, D)
+    projection = (u.transpose(1, 2) * sqrt_lam[:, None, :]) @ q.transpose(1, 2)
+    projection *= inv_sqrt_sigma[:, :, None]
     return LayerDecomposition("input", True, sigma2, left, projection=projection)
 
 

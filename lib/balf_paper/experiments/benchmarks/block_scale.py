@@ -13,7 +13,7 @@ subprocess so that its peak memory is its own. Recorded per run:
   grad, no cache), wall and process CPU seconds; ``compress_s`` / ``compress_cpu_s``: the
   compression; ``compress_over_forward`` (CPU seconds, robust to other jobs on a shared machine)
   and ``compress_over_forward_wall``;
-* the report's phase timings and ratios.
+* the report's phase timings and ratios, and the commit of the code measured.
 
 Targets (issue 22, at hidden 2048): block-by-block peak above the weights ≤ 0.5 × the weights;
 compression ≤ 1.5 × one forward pass for whole-model calibration, ≤ 2.5 × block by block.
@@ -138,6 +138,7 @@ def measure_one(
         "layer_params_ratio": report.layer_params_ratio,
         "timings": report.timings,
         "threads": torch.get_num_threads(),
+        "git_commit": environment_info("cpu")["git_commit"],
     }
 
 
