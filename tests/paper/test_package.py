@@ -157,6 +157,6 @@ def test_wheel_installs_and_sweeps_outside_the_checkout(installed, tmp_path: Pat
     assert report["knobs"] == ["original", 0.5, 0.8]
     assert report["default_knobs"] and all(0 < k <= 1 for k in report["default_knobs"])
     assert report["written"] == ["accuracy_vs_flops.png", "accuracy_vs_params.png"] + [
-        f"matched_{q}.{e}" for q in ("flops", "params") for e in ("md", "tex")
+        f"{t}.{e}" for t in ("matched_flops", "matched_params", "points") for e in ("md", "tex")
     ]
     assert (work / "results" / "synthetic" / "resnet20" / "flops_auto" / "results.json").is_file()

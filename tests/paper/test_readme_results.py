@@ -54,7 +54,8 @@ def test_quickstart_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     figures = {p.name for p in (out / "figures").iterdir()}
     assert figures == {f"accuracy_vs_{q}.{e}" for q in ("flops", "params") for e in ("png", "pdf")}
     tables = {p.name for p in (out / "tables").iterdir()}
-    assert tables == {f"matched_{q}.{e}" for q in ("flops", "params") for e in ("md", "tex")}
+    assert tables == {f"{t}.{e}" for t in ("matched_flops", "matched_params", "points")
+                      for e in ("md", "tex")}  # fmt: skip
     printed = capsys.readouterr().out
     assert "| flops_auto | 0.5 |" in printed and "| BALF (FLOPs budget) |" in printed
 

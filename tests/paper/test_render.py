@@ -308,7 +308,7 @@ def test_render_results_script(tree: Path):
     figures = {p.name for p in (model_dir / "figures").iterdir()}
     stems = ["accuracy_vs_flops", "accuracy_vs_params", "calib_size", "n_iters", "corruption"]
     assert figures == {f"{s}.{ext}" for s in stems for ext in ("pdf", "png")}
-    table_stems = ["matched_flops", "matched_params", "calib_size", "corruption"]
+    table_stems = ["matched_flops", "matched_params", "points", "calib_size", "corruption"]
     assert {p.name for p in (model_dir / "tables").iterdir()} == {
         f"{s}.{ext}" for s in table_stems for ext in ("tex", "md")
     }
@@ -324,3 +324,25 @@ def test_render_results_script(tree: Path):
     for p in files:
         assert p.stat().st_ino != before[p][1], f"{p.name} not rewritten"
         assert p.read_bytes() == before[p][0], f"{p.name} changed"
+
+
+def test_points_table_lists_every_compressed_point_with_seeds_as_mean_std():
+    from balf_paper.experiments.tables import points_table
+
+    def point(knob, acc, std=None, factorized=3):
+        p = {"knob": knob, "accuracy": acc, "loss": 1.0, "flops_ratio": knob,
+             "params_ratio": knob / 2, "factorized_layers": factorized}  # fmt: skip
+        return p if std is None else {**p, "accuracy_std": std}
+
+    original = {"knob": "original", "accuracy": 0.9, "loss": 0.5, "flops_ratio": 1.0,
+                "params_ratio": 1.0}  # fmt: skip
+    sweeps = {
+        "uniform": {"points": [original, point(0.9, 0.5), point(0.5, 0.1, factorized=None)]},
+        "flops_auto": {"points": [original, point(0.7, 0.8, std=0.01)]},
+    }
+    table = points_table(sweeps)
+    assert list(table.index) == ["Uniform, plain SVD 0.5", "Uniform, plain SVD 0.9",
+                                 "BALF (FLOPs budget) 0.7"]  # fmt: skip
+    assert table.loc["BALF (FLOPs budget) 0.7"].tolist() == ["80.00 ± 1.00", "0.700", "0.350", "3"]
+    assert table.loc["Uniform, plain SVD 0.9", "Top-1 (%)"] == 50.0
+    assert math.isnan(table.loc["Uniform, plain SVD 0.5", "Layers factorized"])  # none stored

@@ -49,6 +49,7 @@ from balf_paper.experiments.tables import (
     load_numbered_runs,
     matched_reduction_table,
     original_point,
+    points_table,
     write_table,
 )
 
@@ -161,6 +162,10 @@ def render_model(
             written += write_table(
                 table, tables / f"matched_{q}", caption, f"tab:{dataset}-{model}-matched-{q}"
             )
+        caption = f"{model} on {label}: every compressed point.{base_text}"
+        written += write_table(
+            points_table(sweeps), tables / "points", caption, f"tab:{dataset}-{model}-points"
+        )
     else:
         log.info("%s: accuracy figures and tables skipped (optional: no mode sweep here)", name)
 

@@ -60,6 +60,7 @@ __all__ = [
     "matched_reduction_table",
     "mode_label",
     "original_point",
+    "points_table",
     "to_latex",
     "to_markdown",
     "write_table",
@@ -169,6 +170,32 @@ def matched_reduction_table(
             row.append(drop if std is None else mean_std_text(drop, 100.0 * std))
         rows[mode_label(mode)] = row
     return _frame(rows, [f"{t:g}" for t in targets], "Mode")
+
+
+def points_table(results_by_mode: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Every compressed point of every mode, as measured.
+
+    Returns:
+        One row per point (``"<mode label> <knob>"``, modes in the given order, knobs ascending);
+        columns top-1 (%, ``"m ± s"`` where the point is a mean over seeds), the whole-model
+        FLOPs and parameter keep-ratios (3 decimals) and the number of layers factorized.
+    """
+    rows: dict[str, list[Any]] = {}
+    for mode, results in results_by_mode.items():
+        for p in sorted(compressed_of(read_points(results)), key=lambda p: float(p.knob)):
+            std = finite(p.extra.get("accuracy_std"))
+            top1 = mean_std_text(100.0 * p.accuracy, None if std is None else 100.0 * std)
+            ratios = [
+                math.nan if r is None else f"{r:.3f}" for r in (p.flops_ratio, p.params_ratio)
+            ]
+            count = p.factorized_layers
+            rows[f"{mode_label(mode)} {p.knob:g}"] = [
+                top1,
+                *ratios,
+                math.nan if count is None else str(count),
+            ]
+    columns = ["Top-1 (%)", "FLOPs ratio", "Params ratio", "Layers factorized"]
+    return _frame(rows, columns, "Point")
 
 
 def _corruption_column(point: ResultPoint, corruptions: list[str]) -> dict[str, float]:

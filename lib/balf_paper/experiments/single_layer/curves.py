@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from balf.calibration.collect import collect_statistics
-from balf.layers.factorize import factorize_layer
 from balf.decomposition import decompose_layer
 from balf.layers.dispatch import geometry_of
+from balf.layers.factorize import factorize_layer
 from balf.ranks.rules import rank_ratio_rank
 from balf_paper.experiments.single_layer.cases import LayerCase
 
