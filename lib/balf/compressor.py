@@ -24,6 +24,7 @@ from balf.calibration.example_input import first_example, measure_rows
 from balf.calibration.input_checks import check_latency_example, check_model_and_options
 from balf.calibration.statistics import Statistics, check_statistics
 from balf.calibration.uncalled import uncalled_reasons
+from balf.counting.baseline import BaselineCounts
 from balf.counting.flops import count_flops, count_params
 from balf.decomposition import LayerDecomposition
 from balf.errors import BALFError
@@ -33,7 +34,6 @@ from balf.layers.dispatch import geometry_of
 from balf.layers.geometry import Side
 from balf.layers.install import install_factorized
 from balf.layers.selection import LayerSelection
-from balf.layers.shape_check import layer_shapes
 from balf.ranks.configs import CompressionConfig
 from balf.ranks.costs import LayerCandidate, LayerCost
 from balf.ranks.latency.source import LatencySource
@@ -124,7 +124,7 @@ class Compressor:
         self.progress = progress
         self.forward = forward
         self.max_batches = max_batches
-        self._example: tuple[Any, dict] | None = None
+        self._baseline = BaselineCounts(model, forward)
         self._consumed = False
         self._data = None
         self._statistics: Statistics | None = None
@@ -136,7 +136,6 @@ class Compressor:
         self._decompositions: dict[bool, dict[str, LayerDecomposition]] = {}
         self._timings: dict[str, float] = {}
         self._rows: dict[str, float] | None = None
-        self._shapes: dict | None = None
         self._warned_rows = False
 
     # -- phases ------------------------------------------------------------------------------
@@ -312,28 +311,10 @@ class Compressor:
     def _baseline_counts(self) -> tuple[int, int | None]:
         """Parameters and FLOPs of the uncompressed model (FLOPs need an example input)."""
         self._rows_per_sample()  # finds an example input when there is data
-        key = "flops" if self._example_call() is not None else "params"
-        if getattr(self, "_baseline_key", None) != key:
-            flops = None
-            if key == "flops":  # the same pass records each layer's shapes for the check
-                example, kwargs = self._example_call()
-                self._shapes, flops = layer_shapes(
-                    self.model, self.targets, example, kwargs, self.forward
-                )
-            self._baseline = (count_params(self.model), flops)
-            self._baseline_key = key
-        return self._baseline
-
-    def _example_call(self) -> tuple[Any, dict] | None:
-        """``(example_input, example_kwargs)`` for FLOP counts: from the statistics or the data."""
-        stats = self._statistics
-        if stats is not None and stats.example_input is not None:
-            return stats.example_input, stats.example_kwargs
-        return self._example
+        return self._baseline.counts(self.targets, self._statistics)
 
     def _count_flops(self, model: nn.Module) -> int:
-        example, kwargs = self._example_call()
-        return count_flops(model, example, kwargs, forward=self.forward)
+        return self._baseline.flops_of(model, self._statistics)
 
     def _rows_per_sample(self) -> dict[str, float] | None:
         """Output vectors per sample of every chosen layer (the FLOP model), when known.
@@ -347,14 +328,13 @@ class Compressor:
         if self._data is None:
             return None
         if self._rows is None:
-            self._example, self._data = first_example(self._data, self.forward)
+            example, self._data = first_example(self._data, self.forward)
+            self._baseline.example = example
             with temporarily_unpacked(self.model):
-                self._rows = measure_rows(self.model, self.targets, *self._example, self.forward)
+                self._rows = measure_rows(self.model, self.targets, *example, self.forward)
                 uncalled = {n: self.targets[n] for n, r in self._rows.items() if r == 0}
                 if uncalled:  # the forward pass that finds the layers used through their weight
-                    run = functools.partial(
-                        count_flops, self.model, *self._example, forward=self.forward
-                    )
+                    run = functools.partial(count_flops, self.model, *example, forward=self.forward)
                     self.selection.skip(uncalled_reasons(uncalled, run))
         return {n: self._rows[n] for n in self.targets}
 
@@ -362,7 +342,7 @@ class Compressor:
         """Input and output shapes of every chosen layer on the first calibration sample
         (empty without data), measured by the baseline FLOP count."""
         self._baseline_counts()
-        return self._shapes or {}
+        return self._baseline.shapes
 
     def _activation_energies(self, activation_aware: bool) -> dict[str, np.ndarray] | None:
         if activation_aware:
