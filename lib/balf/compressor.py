@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
+from balf._device import model_device
 from balf.calibration.block_by_block import BlockByBlock
 from balf.calibration.coverage import under_calibrated, warn_under_calibrated
 from balf.calibration.example_input import first_example, measure_rows
@@ -155,7 +155,11 @@ class Compressor:
                     "Statistics, or use a data-free config (activation_aware=False)"
                 )
             start = time.perf_counter()
-            self._statistics = self._load_or_collect()
+            self._statistics = load_or_collect_statistics(
+                self.cache, self.model, self.targets, self._data, check=self._check_statistics,
+                side=self.side, batch_size=self.batch_size, progress=self.progress,
+                forward=self.forward, max_batches=self.max_batches,
+            )  # fmt: skip
             self._skip_uncalled(self._statistics)
             self._timings["statistics"] = time.perf_counter() - start
         return self._statistics
@@ -165,7 +169,10 @@ class Compressor:
         if activation_aware not in self._decompositions:
             stats = self.statistics if activation_aware else None
             start = time.perf_counter()
-            self._decompositions[activation_aware] = self._load_or_decompose(stats)
+            device = model_device(self.model)
+            self._decompositions[activation_aware] = load_or_decompose(
+                self.cache, self.targets, stats, device=device, progress=self.progress
+            )
             self._timings["decomposition"] = time.perf_counter() - start
         return self._decompositions[activation_aware]
 
@@ -359,29 +366,6 @@ class Compressor:
         skipped = stats.extra.get("skipped", {})
         never_called = [n for n in self.targets if n not in stats.layers and n in skipped]
         self.selection.skip({n: skipped[n] for n in never_called})
-
-    def _load_or_collect(self) -> Statistics:
-        return load_or_collect_statistics(
-            self.cache,
-            self.model,
-            self.targets,
-            self._data,
-            check=self._check_statistics,
-            side=self.side,
-            batch_size=self.batch_size,
-            progress=self.progress,
-            forward=self.forward,
-            max_batches=self.max_batches,
-        )
-
-    def _load_or_decompose(self, stats: Statistics | None) -> dict[str, LayerDecomposition]:
-        try:
-            device = next(self.model.parameters()).device
-        except StopIteration:
-            device = torch.device("cpu")
-        return load_or_decompose(
-            self.cache, self.targets, stats, device=device, progress=self.progress
-        )
 
 
 def compress(

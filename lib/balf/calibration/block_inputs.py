@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from balf._device import model_device
 from balf._eval_mode import eval_mode
 from balf.calibration.batches import (
     as_call,
@@ -90,13 +91,6 @@ class BlockInputs:
         return BlockInputs(
             hidden, self.args, self.kwargs, self.tuple_output, self.num_samples, self.example
         )
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 def _call(model: nn.Module, batch: Any, forward: Callable | None, device: torch.device) -> int:
@@ -195,7 +189,7 @@ def check_chain(
             if name not in inside:
                 handles.append(layer.register_forward_hook(layer_hook(name)))
         with eval_mode(model):
-            _call(model, batch, forward, _device_of(model))
+            _call(model, batch, forward, model_device(model))
     finally:
         for h in handles:
             h.remove()
@@ -232,7 +226,7 @@ def capture_first_inputs(
     computed; forward hooks on earlier layers (the prefix's statistics) see every batch.
     """
     out = BlockInputs(tuple_output=tuple_output)
-    device = _device_of(model)
+    device = model_device(model)
 
     def hook(module, args, kwargs):
         _check_kwargs("first block", kwargs)
@@ -282,7 +276,7 @@ def run_block(
         Its hidden outputs (``(B, …)`` per batch) on the activation device; ``[]`` unless
         ``keep`` (a run for statistics only).
     """
-    device = _device_of(block)
+    device = model_device(block)
     outputs = []
     with eval_mode(block):
         for args, kwargs in inputs.calls(device):
@@ -320,7 +314,7 @@ def run_tail(
     The layers after the last block then see the last block's carried outputs (forward hooks
     on them collect their statistics); the blocks themselves are not computed.
     """
-    device = _device_of(model)
+    device = model_device(model)
     stub = _Replay(outputs, inputs.tuple_output, device)
     originals = {name: model.get_submodule(name) for name in blocks}
     for name in blocks:

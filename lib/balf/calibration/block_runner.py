@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from balf._device import model_device
 from balf._eval_mode import eval_mode
 from balf.calibration.batches import split_batches
 from balf.calibration.block_inputs import (
@@ -130,10 +131,7 @@ class BlockRunner:
         self._candidates: list[LayerCandidate] | None = None
         self._outside: dict[str, LayerDecomposition] = {}  # prefix layers, kept on the CPU
         self.timings: dict[str, float] = {}
-        try:
-            self.device = next(compressor.model.parameters()).device
-        except StopIteration:
-            self.device = torch.device("cpu")
+        self.device = model_device(compressor.model)
         ad = strategy.activation_device
         self.activation_device = torch.device(ad) if ad is not None else self.device
 

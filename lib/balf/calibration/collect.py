@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from balf._device import model_device
 from balf._eval_mode import eval_mode
 from balf.calibration.batches import (
     as_call,
@@ -100,10 +101,7 @@ class _CalibrationPass:
     def __init__(self, model: nn.Module, forward: Callable[[nn.Module, Any], Any] | None) -> None:
         self.model = model
         self.forward = forward
-        try:
-            self.device = next(model.parameters()).device
-        except StopIteration:
-            self.device = torch.device("cpu")
+        self.device = model_device(model)
         self.num_samples = 0
         self.example: Any = None
         self.example_kwargs: dict = {}

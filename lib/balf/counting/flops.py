@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from balf._device import model_device
 from balf._eval_mode import eval_mode
 from balf.counting.attention import attention_flop_formulas
 
@@ -43,10 +44,7 @@ def count_flops(
         >>> balf.count_flops(torchvision.models.resnet18(), torch.randn(1, 3, 224, 224))
         3628146688
     """
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
+    device = model_device(model)
     if forward is None and isinstance(example_input, Mapping) and not kwargs:
         example_input, kwargs = (), example_input  # keyword inputs (a dict, a BatchEncoding)
     if forward is None:

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from balf._device import model_device
 from balf._version import __version__
 from balf.calibration.collect import Statistics, collect_statistics
 from balf.calibration.distributed import is_main_process, rank_and_world
@@ -184,7 +185,7 @@ def load_or_collect_statistics(
                 warnings.warn(f"cached statistics unusable ({exc}); recollecting", stacklevel=2)
                 stats = None
         if all(_all_processes(stats is not None)):  # collect together or not at all
-            return stats.to(_device(model))
+            return stats.to(model_device(model))
     stats = collect_statistics(
         model,
         data,
@@ -248,10 +249,3 @@ def _all_processes(value: Any) -> list[Any]:
     out: list[Any] = [None] * world
     dist.all_gather_object(out, value)
     return out
-
-
-def _device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
