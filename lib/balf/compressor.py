@@ -38,8 +38,10 @@ from balf.ranks.configs import CompressionConfig
 from balf.ranks.costs import LayerCandidate, LayerCost
 from balf.ranks.latency.source import LatencySource
 from balf.ranks.latency.table import LatencyTable
+from balf.ranks.objectives import SensitivityObjective
 from balf.report import Report
 from balf.report.build import fill_totals, layer_report
+from balf.sensitivity import load_or_measure_sensitivities, measure_sensitivities
 
 __all__ = ["Compressor", "compress"]
 
@@ -137,6 +139,7 @@ class Compressor:
         self._timings: dict[str, float] = {}
         self._rows: dict[str, float] | None = None
         self._warned_rows = False
+        self._sensitivities: dict[tuple, dict[str, float]] = {}
 
     # -- phases ------------------------------------------------------------------------------
 
@@ -234,6 +237,38 @@ class Compressor:
                 self._warned_rows = True
         log.info(report.summary())
         return out, report
+
+    def layer_sensitivities(
+        self, candidates: list[LayerCandidate], objective: SensitivityObjective
+    ) -> dict[str, float]:
+        """Measured sensitivity weights of ``candidates`` (:mod:`balf.sensitivity`), from the
+        cache when it holds them; the time is reported as ``timings["sensitivity"]``."""
+        if self._data is None:
+            raise BALFError(
+                "the sensitivity objective measures the model's output on calibration samples: "
+                "pass calibration data (not only Statistics), or give the weights"
+            )
+        memo = (objective.probe_keep, objective.probe_samples, objective.divergence,
+                tuple(c.name for c in candidates))  # fmt: skip
+        if memo in self._sensitivities:
+            return self._sensitivities[memo]
+        start = time.perf_counter()
+        decompositions = self.decompositions(True)
+
+        def measure(data):
+            return measure_sensitivities(
+                self.model, candidates, self.targets, self.aliases, decompositions, data,
+                objective, forward=self.forward, batch_size=self.batch_size,
+                max_batches=self.max_batches, progress=self.progress,
+            )  # fmt: skip
+
+        weights, self._data = load_or_measure_sensitivities(
+            self.cache, self.model, candidates, self.statistics, self._data, objective, measure,
+            batch_size=self.batch_size, max_batches=self.max_batches, forward=self.forward,
+        )  # fmt: skip
+        self._timings["sensitivity"] = time.perf_counter() - start
+        self._sensitivities[memo] = weights
+        return weights
 
     @property
     def latency(self) -> LatencyTable | dict[str, Any] | None:

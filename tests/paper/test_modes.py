@@ -24,6 +24,10 @@ def test_registry_order_is_the_display_order():
         "flops_auto",
         "params_auto",
         "latency_auto",
+        "flops_auto_sensitivity",
+        "params_auto_sensitivity",
+        "flops_auto_log_energy",
+        "params_auto_log_energy",
         "energy",
         "energy_act_aware",
         "uniform",
@@ -34,7 +38,7 @@ def test_registry_order_is_the_display_order():
         "folding_r",
         "folding_none",
     ]
-    assert list(balf.MODES) == ALL_MODES[:9]
+    assert list(balf.MODES) == ALL_MODES[:13]
     assert FOLDING_MODES == {"folding_ar": "ar", "folding_r": "r", "folding_none": "none"}
 
 
@@ -52,7 +56,7 @@ def test_labels_and_styles_come_from_the_declaration(name):
     display = display_of(name)
     assert mode_label(name) == display.label
     assert mode_style(name) == display
-    assert mode_style(name).emphasised == name.endswith("_auto")
+    assert mode_style(name).emphasised == ("_auto" in name and "log_energy" not in name)
 
 
 def test_unknown_modes_are_shown_by_name():

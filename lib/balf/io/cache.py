@@ -52,7 +52,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_DIRS = {"statistics": "activation-cache", "decompositions": "factorization-cache"}
+_DIRS = {
+    "statistics": "activation-cache",
+    "decompositions": "factorization-cache",
+    # measured sensitivity weights (balf.sensitivity): they depend on the model and the data
+    "sensitivities": "activation-cache",
+}
 # temporary files of balf.io.atomic writes: .<name>.pid<PID>@<host>.<random>.tmp
 
 

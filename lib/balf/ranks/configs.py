@@ -37,6 +37,12 @@ from balf.ranks.modes import (
     register_modes,
     registered_modes,
 )
+from balf.ranks.objectives import (
+    EnergyObjective,
+    Objective,
+    objective_from_dict,
+    objective_named,
+)
 from balf.ranks.rules import energy_threshold_rank, rank_ratio_rank, uniform_rank
 
 __all__ = [
@@ -89,6 +95,10 @@ _AWARE = {"activation_aware": True}
     Mode("flops_auto", {"metric": "flops"}),
     Mode("params_auto", {"metric": "params"}),
     Mode("latency_auto", {"metric": "latency"}),
+    Mode("flops_auto_sensitivity", {"metric": "flops", "objective": "sensitivity"}),
+    Mode("params_auto_sensitivity", {"metric": "params", "objective": "sensitivity"}),
+    Mode("flops_auto_log_energy", {"metric": "flops", "objective": "log_energy"}),
+    Mode("params_auto_log_energy", {"metric": "params", "objective": "log_energy"}),
 )
 @dataclass(frozen=True)
 class BALFConfig(CompressionConfig):
@@ -103,6 +113,10 @@ class BALFConfig(CompressionConfig):
         n_iters: bisection iterations of the allocator.
         rank_multiple: ranks are multiples of this (or a layer's full rank), e.g. 8 for
             hardware-friendly matrix shapes.
+        objective: what the allocator maximises (:mod:`balf.ranks.objectives`): an
+            :class:`~balf.ranks.objectives.Objective`, a registered objective's name
+            (``"energy"``, the paper's sum of kept-energy fractions and the default;
+            ``"log_energy"``; ``"sensitivity"``), or its ``to_dict()``.
     """
 
     activation_aware: ClassVar[bool] = True
@@ -110,6 +124,7 @@ class BALFConfig(CompressionConfig):
     metric: str = "flops"
     n_iters: int = 300
     rank_multiple: int = 1
+    objective: Objective | str = "energy"
 
     def __post_init__(self) -> None:
         _check_unit_interval(self, "ratio")
@@ -122,20 +137,38 @@ class BALFConfig(CompressionConfig):
         if isinstance(m, (bool, np.bool_)) or not isinstance(m, numbers.Integral) or m < 1:
             raise BALFError(f"rank_multiple must be a positive integer, got {m!r}")
         object.__setattr__(self, "rank_multiple", int(m))
+        objective = self.objective
+        if isinstance(objective, dict):
+            objective = objective_from_dict(objective)
+        object.__setattr__(self, "objective", objective_named(objective))
 
     @property
     def mode(self) -> str:
-        """``flops_auto``/``params_auto``/``latency_auto``, ``<metric>_auto`` for a new metric."""
-        return f"{self.metric}_auto"
+        """``flops_auto``/``params_auto``/``latency_auto`` (``<metric>_auto`` for a new metric)
+        with the paper's objective, ``<metric>_auto_<objective>`` with another one."""
+        if isinstance(self.objective, EnergyObjective):
+            return f"{self.metric}_auto"
+        return f"{self.metric}_auto_{self.objective.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"type": "BALFConfig", ...}``; ``"objective"`` only when it is not the paper's
+        (so configs written before objectives existed read and compare as they did)."""
+        out = super().to_dict()
+        if isinstance(self.objective, EnergyObjective):
+            del out["objective"]
+        else:
+            out["objective"] = self.objective.to_dict()
+        return out
 
     def prepare(self, candidates, compressor):
-        return metric_named(self.metric).prepare(candidates, compressor, self.rank_multiple)
+        candidates = metric_named(self.metric).prepare(candidates, compressor, self.rank_multiple)
+        return self.objective.prepare(candidates, compressor)
 
     def select_ranks(self, candidates):
         metric = metric_named(self.metric)
         costs = [c.cost for c in candidates]
         ratio = metric.layer_keep_ratio(costs, self.ratio)
-        energies = [c.energies for c in candidates]
+        energies = [self.objective.values(c) for c in candidates]
         if self.rank_multiple > 1:
             energies = [_only_multiples(e, self.rank_multiple) for e in energies]
         curves = [metric.curve(cost) for cost in costs]

@@ -68,11 +68,17 @@ class LayerCost:
 
 @dataclass(frozen=True)
 class LayerCandidate:
-    """What a rank rule sees of one layer: its cost model and energy curve ``e(r)`` ``(R,)``."""
+    """What a rank rule sees of one layer: its cost model and energy curve ``e(r)`` ``(R,)``.
+
+    Attributes:
+        weight: the layer's weight in the allocation objective (1 unless an objective such
+            as :class:`balf.ranks.objectives.SensitivityObjective` measured one).
+    """
 
     name: str
     cost: LayerCost
     energies: np.ndarray
+    weight: float = 1.0
 
 
 class BudgetMetric:

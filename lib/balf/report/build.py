@@ -86,3 +86,8 @@ def fill_totals(
             "iterations": allocation.iterations,
             "total": allocation.total,
         }
+        objective = getattr(config, "objective", None)
+        if objective is not None:
+            report.objective = objective.to_dict()
+            if any(c.weight != 1.0 for c in candidates):
+                report.objective["weights"] = {c.name: c.weight for c in candidates}

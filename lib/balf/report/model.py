@@ -69,6 +69,9 @@ class Report:
             propagation_pass).
         strategy: the calibration strategy when not whole-model (``BlockByBlock.to_dict()``
             with the resolved block names), else ``None``.
+        objective: the allocation objective of a budgeted config (``Objective.to_dict()``),
+            with ``"weights"``, the per-layer weights it measured or was given, where it has
+            them; ``None`` for the other rules.
     """
 
     config: dict[str, Any]
@@ -88,6 +91,7 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     under_calibrated: dict[str, dict[str, int]] = field(default_factory=dict)
     strategy: dict[str, Any] | None = None
+    objective: dict[str, Any] | None = None
 
     @property
     def model_params_ratio(self) -> float:

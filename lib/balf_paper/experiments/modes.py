@@ -51,6 +51,18 @@ for _mode, _display, _values in (
     ("flops_auto", ModeDisplay("BALF (FLOPs budget)", "#d62728", "o", True), _RATIOS),
     ("params_auto", ModeDisplay("BALF (params budget)", "#1f77b4", "s", True), _RATIOS),
     ("latency_auto", ModeDisplay("BALF (latency budget)", "#9467bd", "D", True), _RATIOS),
+    (
+        "flops_auto_sensitivity",
+        ModeDisplay("BALF, sensitivity-weighted (FLOPs)", "#e6194b", "*", True),
+        _RATIOS,
+    ),
+    (
+        "params_auto_sensitivity",
+        ModeDisplay("BALF, sensitivity-weighted (params)", "#4363d8", "P", True),
+        _RATIOS,
+    ),
+    ("flops_auto_log_energy", ModeDisplay("BALF, log-energy (FLOPs)", "#f58231", "o"), _RATIOS),
+    ("params_auto_log_energy", ModeDisplay("BALF, log-energy (params)", "#42d4f4", "s"), _RATIOS),
     ("energy", ModeDisplay("Energy, plain SVD", "#7f7f7f", "v"), "energy_thresholds"),
     (
         "energy_act_aware",
