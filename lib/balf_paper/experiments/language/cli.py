@@ -21,7 +21,7 @@ from balf.errors import BALFError
 from balf.io.atomic import atomic_json_dump, atomic_write_text
 from balf_paper.experiments.environment import environment_info
 from balf_paper.experiments.language.render import render
-from balf_paper.experiments.language.sweep import MODES, STRATEGIES, run_points
+from balf_paper.experiments.language.sweep import MODES, PROBE_SAMPLES, STRATEGIES, run_points
 from balf_paper.experiments.language.tasks import TASKS, build_task
 from balf_paper.experiments.options import parse_with_yaml
 
@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-len", type=int, default=1024)
     p.add_argument("--calib-sentences", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--probe-samples",
+        type=int,
+        default=PROBE_SAMPLES,
+        help="calibration windows/sentences the sensitivity probes of *_sensitivity modes run on",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", default=None, help="run folder (default: results/language/<task>)")
     p.add_argument("--render-only", action="store_true", help="only render tables and figure")
@@ -89,7 +95,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config = {k: v for k, v in vars(args).items() if k not in ("argv", "render_only")}
     atomic_json_dump(config, out / "config.json")
     atomic_json_dump(environment_info("cpu"), out / "environment.json")
-    points = run_points(loaded, out, args.modes, args.ratios, args.strategies)
+    points = run_points(
+        loaded, out, args.modes, args.ratios, args.strategies, probe_samples=args.probe_samples
+    )
     rendered = render(out)
     return {"points": len(points), "rendered": [str(p) for p in rendered]}
 

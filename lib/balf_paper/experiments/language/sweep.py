@@ -19,6 +19,7 @@ auto-detected: the decoder/encoder layers).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -29,13 +30,26 @@ from balf.errors import BudgetError
 from balf.io.atomic import atomic_json_dump, read_json_or_none
 from balf.layers.selection import resolve_layers
 from balf.ranks.configs import CompressionConfig, LayerCandidate
+from balf.ranks.objectives import SensitivityObjective
 from balf_paper.experiments.language.tasks import Task
 
 __all__ = ["MODES", "STRATEGIES", "energy_threshold_for", "point_path", "run_points"]
 
 log = logging.getLogger(__name__)
 
-MODES = ("params_auto", "flops_auto", "uniform_act_aware", "energy_act_aware", "uniform")
+MODES = (
+    "params_auto",
+    "flops_auto",
+    "uniform_act_aware",
+    "energy_act_aware",
+    "uniform",
+    "params_auto_sensitivity",
+    "params_auto_log_energy",
+)
+#: Calibration samples (windows or sentences) the sensitivity probes of ``*_sensitivity`` modes
+#: run on, unless ``--probe-samples`` says otherwise (each layer's probe is one forward pass
+#: over them).
+PROBE_SAMPLES = 2
 STRATEGIES = ("whole", "block")
 
 
@@ -73,8 +87,11 @@ def energy_threshold_for(candidates: list[LayerCandidate], ratio: float, steps: 
 class _Strategy:
     """One calibration strategy's Compressor, made on first use."""
 
-    def __init__(self, task: Task, name: str, layers: list[str]) -> None:
+    def __init__(
+        self, task: Task, name: str, layers: list[str], probe_samples: int = PROBE_SAMPLES
+    ) -> None:
         self.task, self.name, self.layers = task, name, layers
+        self.probe_samples = probe_samples
         self._compressor: balf.Compressor | None = None
 
     @property
@@ -99,7 +116,11 @@ class _Strategy:
             return balf.EnergyConfig(tau), extra
         if mode == "uniform":
             return balf.UniformConfig(ratio, activation_aware=False), extra
-        return balf.config_for_mode(mode, ratio), extra
+        config = balf.config_for_mode(mode, ratio)
+        if isinstance(config.objective, SensitivityObjective):
+            probes = SensitivityObjective(probe_samples=self.probe_samples)
+            config = dataclasses.replace(config, objective=probes)
+        return config, extra
 
 
 def _layers(task: Task) -> list[str]:
@@ -108,7 +129,12 @@ def _layers(task: Task) -> list[str]:
 
 
 def run_points(
-    task: Task, out: Path, modes: list[str], ratios: list[float], strategies: list[str]
+    task: Task,
+    out: Path,
+    modes: list[str],
+    ratios: list[float],
+    strategies: list[str],
+    probe_samples: int = PROBE_SAMPLES,
 ) -> list[dict[str, Any]]:
     """Compute every missing point; returns the points computed in this call."""
     baseline_path = out / "baseline.json"
@@ -129,7 +155,7 @@ def run_points(
         log.info("uncompressed %s: %.4f", task.metric, value)
     layers = _layers(task)
     done: list[dict[str, Any]] = []
-    runners = {s: _Strategy(task, s, layers) for s in strategies}
+    runners = {s: _Strategy(task, s, layers, probe_samples) for s in strategies}
     for ratio in ratios:
         for strategy in strategies:
             for mode in modes:
@@ -194,6 +220,7 @@ def _point(task: Task, runner: _Strategy, out: Path, mode: str, ratio: float) ->
         "model_params_ratio": report.model_params_ratio,
         "model_flops_ratio": report.model_flops_ratio,
         "ranks": report.ranks,
+        "objective": report.objective,
         "timings": report.timings,
         "seconds_compress": compressed,
         "seconds_evaluate": time.perf_counter() - start,
