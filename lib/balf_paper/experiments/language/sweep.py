@@ -117,7 +117,7 @@ class _Strategy:
         if mode == "uniform":
             return balf.UniformConfig(ratio, activation_aware=False), extra
         config = balf.config_for_mode(mode, ratio)
-        if isinstance(config.objective, SensitivityObjective):
+        if isinstance(getattr(config, "objective", None), SensitivityObjective):
             probes = SensitivityObjective(probe_samples=self.probe_samples)
             config = dataclasses.replace(config, objective=probes)
         return config, extra
