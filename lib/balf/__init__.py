@@ -55,12 +55,28 @@ from balf.ranks.configs import (
 )
 from balf.ranks.costs import BudgetMetric, register_metric
 from balf.ranks.modes import Mode, register_modes
+from balf.ranks.objectives import (
+    EnergyObjective,
+    LogEnergyObjective,
+    Objective,
+    SensitivityObjective,
+    register_objective,
+)
+from balf.refit import AnchoredRefit
 from balf.report import LayerReport, Report
+from balf.sequential import LayerSequential
 
 _deprecated.install()
 
 __all__ = [
     "MODES",
+    "AnchoredRefit",
+    "EnergyObjective",
+    "LayerSequential",
+    "LogEnergyObjective",
+    "Objective",
+    "SensitivityObjective",
+    "register_objective",
     "BALFConfig",
     "BALFError",
     "BlockByBlock",

@@ -42,6 +42,7 @@ from balf.ranks.objectives import SensitivityObjective
 from balf.report import Report
 from balf.report.build import fill_totals, layer_report
 from balf.sensitivity import load_or_measure_sensitivities, measure_sensitivities
+from balf.sequential import LayerSequential, refit_in_order
 
 __all__ = ["Compressor", "compress"]
 
@@ -102,12 +103,22 @@ class Compressor:
         max_batches: int | None = None,
         latency: LatencyTable | dict[str, Any] | None = None,
         exclude: Iterable[str] | None = None,
-        strategy: BlockByBlock | None = None,
+        strategy: BlockByBlock | LayerSequential | None = None,
     ) -> None:
         check_model_and_options(model, batch_size)
-        if strategy is not None and not isinstance(strategy, BlockByBlock):
-            raise BALFError(f"strategy must be None or balf.BlockByBlock(...), got {strategy!r}")
-        if strategy is not None and cache is not None:
+        if strategy is not None and not isinstance(strategy, (BlockByBlock, LayerSequential)):
+            raise BALFError(
+                "strategy must be None, balf.BlockByBlock(...) or balf.LayerSequential(...), "
+                f"got {strategy!r}"
+            )
+        data = data_or_statistics
+        one_shot = not isinstance(data, (Tensor, Statistics)) and data is not None
+        if isinstance(strategy, LayerSequential) and one_shot and iter(data) is data:
+            raise BALFError(
+                "layer-sequential refit reads the calibration data once per layer: pass a "
+                "re-iterable (a tensor, a list or a DataLoader), not a one-shot iterator"
+            )
+        if isinstance(strategy, BlockByBlock) and cache is not None:
             raise BALFError(
                 "block-by-block calibration does not use a Cache (its statistics depend on the "
                 "ranks); pass cache=None"
@@ -181,7 +192,7 @@ class Compressor:
 
     def candidates(self, activation_aware: bool) -> list[LayerCandidate]:
         """What the rank rules see: cost model and energy curve of every chosen layer."""
-        if self.strategy is not None and activation_aware:
+        if isinstance(self.strategy, BlockByBlock) and activation_aware:
             return self._block_runner().candidates()
         decompositions = self.decompositions(activation_aware)
         rows_per_sample = self._rows_per_sample()
@@ -204,7 +215,7 @@ class Compressor:
             raise BALFError(f"config must be a balf config (e.g. BALFConfig), got {config!r}")
         if self._consumed:
             raise BALFError("this Compressor's model was compressed in place; make a new one")
-        if self.strategy is not None and config.activation_aware:
+        if isinstance(self.strategy, BlockByBlock) and config.activation_aware:
             if getattr(config, "metric", None) == "latency":
                 raise BALFError('block-by-block calibration does not support metric="latency"')
             return self._block_runner().compress(config, inplace)
@@ -326,18 +337,36 @@ class Compressor:
         """Install the factorized layers in ``out`` and report every layer's outcome."""
         start = time.perf_counter()
         report = Report(config=config.to_dict(), mode=config.mode, skipped=dict(self.skipped))
-        decompositions = self.decompositions(config.activation_aware)
+        decompositions = dict(self.decompositions(config.activation_aware))
         aa_energies = self._activation_energies(config.activation_aware)
         shapes = self._layer_shapes() if replaced else {}
+        plan = {c.name: r for c, r in zip(candidates, ranks, strict=True) if c.name in replaced}
+
+        def install(name: str, dec: LayerDecomposition, rank: int) -> nn.Module:
+            nonlocal out
+            dense, aliases = self.targets[name], self.aliases[name]
+            out = install_factorized(out, name, dense, dec, rank, aliases, shapes.get(name))
+            decompositions[name] = dec
+            return out.get_submodule(name) if name else out
+
+        notes: dict[str, str | None] = {}
+        if isinstance(self.strategy, LayerSequential) and config.activation_aware:
+            outcome = refit_in_order(
+                self.model, out, plan, decompositions, self._data, self.strategy.refit, install,
+                samples=self.strategy.samples, forward=self.forward, batch_size=self.batch_size,
+                max_batches=self.max_batches, progress=self.progress,
+            )  # fmt: skip
+            report.strategy = {**self.strategy.to_dict(), "layers": outcome}
+            notes = {n: o["note"] for n, o in outcome.items()}
+        else:
+            for name, rank in plan.items():
+                install(name, decompositions[name], rank)
         for cand, rank in zip(candidates, ranks, strict=True):
-            factorized = cand.name in replaced
-            if factorized:
-                dense, dec = self.targets[cand.name], decompositions[cand.name]
-                aliases, shape = self.aliases[cand.name], shapes.get(cand.name)
-                out = install_factorized(out, cand.name, dense, dec, rank, aliases, shape)
-            report.layers[cand.name] = layer_report(
-                cand, rank, factorized, decompositions[cand.name], aa_energies, config
+            entry = layer_report(
+                cand, rank, cand.name in replaced, decompositions[cand.name], aa_energies, config
             )
+            entry.note = notes.get(cand.name) or entry.note
+            report.layers[cand.name] = entry
         self._timings["replacement"] = time.perf_counter() - start
         return out, report
 

@@ -1,0 +1,241 @@
+"""Layer-sequential propagation-aware refit: each factorized layer in forward order.
+
+The ranks come from the whole-model allocation (the dense model's spectra). Then, for each layer
+to factorize, in the order the forward pass first calls them: the dense model and the model being
+compressed (every earlier layer already factorized) run side by side on the calibration batches;
+a hook on the layer in each gives the paired inputs ``X`` and ``X'`` (im2col rows for a conv),
+whose statistics (:class:`balf.refit.CrossStatistics`) give the layer's anchored refit
+(:func:`balf.refit.anchored_decomposition`), which is installed before the next layer is
+fitted. A forward pass stops once the layer's last call of the pass has been seen.
+
+Cost: for ``L`` layers, about ``L`` forward passes of each model over the calibration samples
+used (half of one, on average, thanks to the early stop). Memory: one layer's ``(G, D, D)``
+statistics and one batch's inputs of that layer. Suited to CNNs and small models; block by
+block with :class:`balf.refit.AnchoredRefit` is the form for transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from balf._device import model_device
+from balf._eval_mode import eval_mode
+from balf.calibration.batches import as_call
+from balf.decomposition import LayerDecomposition
+from balf.errors import BALFError
+from balf.layers.attention import temporarily_unpacked
+from balf.layers.dispatch import geometry_of, input_rows, weight_matrices
+from balf.refit import AnchoredRefit, CrossStatistics, anchored_decomposition, bias_shift
+from balf.sensitivity import probe_batches
+
+__all__ = ["LayerSequential", "call_order", "refit_in_order"]
+
+
+@dataclass(frozen=True)
+class LayerSequential:
+    """Calibration strategy: whole-model ranks, then each factorized layer refitted in forward
+    order on its propagated inputs (module docstring).
+
+    Pass it as ``strategy=`` to :func:`balf.compress` or :class:`balf.Compressor`; the
+    calibration data must be re-iterable (a tensor, a list, a ``DataLoader``).
+
+    Args:
+        refit: the fit (target blend β, ridge, bias correction, rows guard).
+        samples: calibration samples the refit runs on (``None``: all of them).
+
+    Example:
+        >>> small, report = balf.compress(model, images, balf.BALFConfig(0.8),
+        ...                               strategy=balf.LayerSequential(balf.AnchoredRefit(1.0)))
+    """
+
+    refit: AnchoredRefit = AnchoredRefit()
+    samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.refit, AnchoredRefit):
+            raise BALFError(f"refit must be a balf.AnchoredRefit, got {self.refit!r}")
+        n = self.samples
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise BALFError(f"samples must be a positive integer or None, got {n!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"type": "LayerSequential", "refit": {...}, "samples": ...}``, JSON-serialisable."""
+        return {"type": type(self).__name__, "refit": self.refit.to_dict(), "samples": self.samples}
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once the needed inputs are captured."""
+
+
+def _call(model: nn.Module, batch: Any, forward: Callable[[nn.Module, Any], Any] | None) -> Any:
+    if forward is not None:
+        return forward(model, batch)
+    args, kwargs = as_call(batch)
+    return model(*args, **kwargs)
+
+
+def call_order(
+    model: nn.Module,
+    names: Iterable[str],
+    batch: Any,
+    forward: Callable[[nn.Module, Any], Any] | None = None,
+) -> tuple[list[str], dict[str, int]]:
+    """``names`` in the order ``model`` first calls them on ``batch``, and each one's calls per
+    forward pass (layers never called come last, with 0 calls)."""
+    names = list(names)
+    order: list[str] = []
+    calls = dict.fromkeys(names, 0)
+
+    def hook(name: str) -> Callable:
+        def record(module, inputs, output):
+            if calls[name] == 0:
+                order.append(name)
+            calls[name] += 1
+
+        return record
+
+    handles = [model.get_submodule(n).register_forward_hook(hook(n)) for n in names]
+    try:
+        with torch.no_grad():
+            _call(model, batch, forward)
+    finally:
+        for h in handles:
+            h.remove()
+    return order + [n for n in names if calls[n] == 0], calls
+
+
+def _inputs(
+    model: nn.Module, layer: nn.Module, batch: Any, calls: int, forward: Callable | None
+) -> list[Tensor]:
+    """The inputs of ``layer``'s calls while ``model`` runs on ``batch`` (stops after the
+    ``calls``-th call)."""
+    seen: list[Tensor] = []
+
+    def capture(module, inputs):
+        seen.append(inputs[0].detach())
+        if len(seen) >= calls:
+            raise _Stop
+
+    handle = layer.register_forward_pre_hook(capture, prepend=True)
+    try:
+        with torch.no_grad():
+            _call(model, batch, forward)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return seen
+
+
+def _cross_statistics(
+    dense_model: nn.Module,
+    out_model: nn.Module,
+    name: str,
+    batches: Sequence[Any],
+    calls: int,
+    forward: Callable | None,
+) -> CrossStatistics:
+    dense_layer, out_layer = dense_model.get_submodule(name), out_model.get_submodule(name)
+    geo = geometry_of(dense_layer)
+    stats = CrossStatistics.zeros(geo.groups, geo.in_dim, model_device(dense_model))
+    for batch in batches:
+        xs = _inputs(dense_model, dense_layer, batch, calls, forward)
+        xps = _inputs(out_model, out_layer, batch, calls, forward)
+        if len(xs) != len(xps):
+            raise BALFError(
+                f"layer {name!r} was called {len(xs)} times by the dense model and {len(xps)} "
+                "times by the compressed one on the same batch; the refit needs the same calls"
+            )
+        for x, xp in zip(xs, xps, strict=True):
+            rows = zip(input_rows(out_layer, xp), input_rows(dense_layer, x), strict=True)
+            for chunk_p, chunk_d in rows:
+                stats.add(chunk_p, chunk_d)
+    stats.check_finite(name)
+    return stats
+
+
+def refit_in_order(
+    dense_model: nn.Module,
+    out_model: nn.Module,
+    ranks: dict[str, int],
+    fallback: dict[str, LayerDecomposition],
+    data: Iterable | Tensor,
+    refit: AnchoredRefit,
+    install: Callable[[str, LayerDecomposition, int], nn.Module],
+    *,
+    samples: int | None = None,
+    forward: Callable[[nn.Module, Any], Any] | None = None,
+    batch_size: int = 64,
+    max_batches: int | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Fit and install every layer of ``ranks`` in forward order (module docstring).
+
+    Args:
+        dense_model: the uncompressed model (not modified).
+        out_model: the model being compressed; ``install(name, decomposition, rank)`` puts a
+            layer's factorized form into it (and returns the installed module).
+        ranks: the rank of every layer to factorize.
+        fallback: each layer's whole-model decomposition, kept where the rows do not determine
+            the refit.
+        samples: calibration samples the refit uses (``None``: all).
+
+    Returns:
+        ``{name: {"refit": bool, "rows": N, "note": str | None, "bias_shift": float | None}}``,
+        the per-layer outcome for the report.
+    """
+    device = model_device(dense_model)
+    batches = probe_batches(data, samples, device, batch_size=batch_size, max_batches=max_batches)
+    outcome: dict[str, dict[str, Any]] = {}
+    with eval_mode(dense_model), eval_mode(out_model), temporarily_unpacked(dense_model):
+        order, calls = call_order(dense_model, list(ranks), batches[0], forward)
+        for name in tqdm(order, desc="refit", unit="layer", disable=not progress):
+            if calls[name] == 0:
+                install(name, fallback[name], ranks[name])
+                outcome[name] = {"refit": False, "rows": 0, "note": "never called: whole-model "
+                                 "factors kept", "bias_shift": None}  # fmt: skip
+                continue
+            stats = _cross_statistics(dense_model, out_model, name, batches, calls[name], forward)
+            dense_layer = dense_model.get_submodule(name)
+            d = stats.prop_gram.shape[-1]
+            if not refit.determined(stats):
+                install(name, fallback[name], ranks[name])
+                outcome[name] = {
+                    "refit": False,
+                    "rows": stats.rows,
+                    "note": f"whole-model factors kept: {stats.rows} calibration rows do not "
+                    f"determine a fit of {d} inputs",
+                    "bias_shift": None,
+                }
+                continue
+            w = weight_matrices(dense_layer)
+            dec = anchored_decomposition(
+                w, stats, refit.beta, refit.ridge, geometry_of(dense_layer).max_rank
+            )
+            small = install(name, dec, ranks[name])
+            shift = None
+            if refit.bias_correction:
+                shift = _correct_bias(small, w, dec, ranks[name], stats, refit.beta)
+            outcome[name] = {"refit": True, "rows": stats.rows, "note": None, "bias_shift": shift}
+            del stats
+    return outcome
+
+
+@torch.no_grad()
+def _correct_bias(
+    small: nn.Module, w: Tensor, dec: LayerDecomposition, rank: int, stats, beta: float
+) -> float | None:
+    """Add the mean-output shift to the installed layer's bias; its norm, or ``None`` when the
+    layer has no bias."""
+    bias = getattr(getattr(small, "second", None), "bias", None)
+    if bias is None:
+        return None
+    shift = bias_shift(w, dec.factors(w, rank), stats, beta).reshape(-1)
+    bias.add_(shift.to(device=bias.device, dtype=bias.dtype))
+    return float(shift.norm())
