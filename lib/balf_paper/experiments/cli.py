@@ -17,6 +17,8 @@ from balf.compressor import Compressor
 from balf.errors import BALFError
 from balf.io.cache import Cache
 from balf.ranks.modes import registered_modes
+from balf.refit import AnchoredRefit
+from balf.sequential import LayerSequential
 from balf_paper.data import make_loader
 from balf_paper.data.registry import dataset_info
 from balf_paper.experiments.datasets import (
@@ -113,8 +115,13 @@ class ExperimentContext:
         self.calibration_shift = dict(shift or {})
         tag = data_tag + ("-random" if args.random_weights else "")
         self.cache = None if args.no_cache else Cache(args.cache_root, tag, self.calib_size)
+        self.strategy = refit_strategy(args)
         self.compressor = Compressor(
-            self.model, self.calibration, cache=self.cache, progress=not args.no_progress
+            self.model,
+            self.calibration,
+            cache=self.cache,
+            progress=not args.no_progress,
+            strategy=self.strategy,
         )
 
     def _save_dir(self, out_dir: Path) -> Path | None:
@@ -143,7 +150,11 @@ class ExperimentContext:
             eval_size=a.eval_size,
             weights=self.weights,
             evaluation=evaluation or {},
-            extra={"data_root": str(a.data_root), "batch_size": a.batch_size},
+            extra={
+                "data_root": str(a.data_root),
+                "batch_size": a.batch_size,
+                **({"strategy": self.strategy.to_dict()} if self.strategy is not None else {}),
+            },
         )
         results = run_sweep(
             config,
@@ -177,6 +188,18 @@ def _save_dir_of(args: argparse.Namespace, out_dir: Path) -> Path | None:
     except ValueError:
         relative = Path(out_dir.name)
     return Path(args.save_model) / relative
+
+
+#: Suffix of the run folder of a mode run with ``--refit-beta`` (``flops_auto+refit``).
+REFIT_SUFFIX = "+refit"
+
+
+def refit_strategy(args: argparse.Namespace) -> LayerSequential | None:
+    """The layer-sequential refit ``--refit-beta``/``--refit-samples`` ask for, else ``None``."""
+    beta = getattr(args, "refit_beta", None)
+    if beta is None:
+        return None
+    return LayerSequential(AnchoredRefit(beta=beta), samples=getattr(args, "refit_samples", None))
 
 
 def _run_dir(args: argparse.Namespace, dataset: str, *parts: str) -> Path:
@@ -215,14 +238,29 @@ def factorize_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
         help="override the paper's sweep values (same for every mode)",
     )
     parser.add_argument("--n-iters", type=int, default=300, help="allocator iterations")
+    parser.add_argument(
+        "--refit-beta",
+        type=float,
+        default=None,
+        help="refit every factorized layer in forward order on its propagated inputs "
+        "(balf.LayerSequential) towards the blend beta of X'W (0) and the dense XW (1) targets; "
+        "run folders get the suffix +refit (default: no refit)",
+    )
+    parser.add_argument(
+        "--refit-samples",
+        type=int,
+        default=None,
+        help="calibration images the refit runs on (default: all)",
+    )
     args = parse_with_yaml(parser, argv, f"{dataset}_factorize_sweep.yaml")
     configure_process(args)
     originals: dict[Any, dict[str, Any]] = {}
+    suffix = REFIT_SUFFIX if args.refit_beta is not None else ""
     for seed in seeds_of(args):
         ctx = ExperimentContext(args, dataset, calib_seed=seed, originals=originals)
         for mode in args.modes:
             knobs = args.knobs or default_knobs(mode, args.model)
-            run_dir = run_dir_of(args, _run_dir(args, dataset, mode), seed)
+            run_dir = run_dir_of(args, _run_dir(args, dataset, mode + suffix), seed)
             ctx.sweep(mode, knobs, run_dir, args.n_iters)
 
 

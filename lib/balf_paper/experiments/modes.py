@@ -84,6 +84,22 @@ for _mode, _display, _values in (
     register_display(_mode, _display, _values)
 
 
+#: Run folders of modes run with the layer-sequential refit (``--refit-beta``): shown as such.
+for _mode, _display in (
+    ("flops_auto+refit", ModeDisplay("BALF + refit (FLOPs)", "#800000", "o", True)),
+    ("params_auto+refit", ModeDisplay("BALF + refit (params)", "#000075", "s", True)),
+    (
+        "flops_auto_sensitivity+refit",
+        ModeDisplay("BALF, sensitivity-weighted + refit (FLOPs)", "#911eb4", "*", True),
+    ),
+    (
+        "params_auto_sensitivity+refit",
+        ModeDisplay("BALF, sensitivity-weighted + refit (params)", "#469990", "P", True),
+    ),
+):
+    register_display(_mode, _display)
+
+
 def display_of(mode: str) -> ModeDisplay | None:
     """The display of ``mode`` (or the one a balf 0.1 ``Mode`` declared), ``None`` if none."""
     if mode in _DISPLAYS:
