@@ -8,15 +8,14 @@ Compress a trained network without fine-tuning::
 
 The package, by concept: :mod:`balf.layers` (layer kinds, low-rank modules), :mod:`balf.calibration`
 (statistics), :mod:`balf.decomposition`, :mod:`balf.ranks` (rank rules, allocator, budget
-metrics), :mod:`balf.io` (save/load, export, caches), :mod:`balf.compressor` and
-:mod:`balf.report`. The paper's reproduction is the separate package ``balf_paper``.
+metrics), :mod:`balf.io` (save/load, export, caches), :mod:`balf.report` and, above them all,
+:mod:`balf.pipeline` (:class:`Compressor`, the calibration strategies); the folder order is in
+``docs/architecture.md``. The paper's reproduction is the separate package ``balf_paper``.
 """
 
 from balf import _deprecated
 from balf._version import __version__
 from balf.calibration import LayerStatistics, Statistics, collect_statistics
-from balf.calibration.block_by_block import BlockByBlock
-from balf.compressor import Compressor, compress
 from balf.counting.flops import count_flops, count_params
 from balf.decomposition import LayerDecomposition, decompose_layer
 from balf.errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
@@ -42,6 +41,7 @@ from balf.layers import (
 from balf.layers.factorize import factorize_layer
 from balf.layers.padded_conv2d import register_padded_conv
 from balf.layers.padded_lowrank import PaddedLowRankConv2d
+from balf.pipeline import BlockByBlock, CompressionContext, Compressor, WholeModel, compress
 from balf.ranks import latency
 from balf.ranks.configs import (
     MODES,
@@ -84,6 +84,7 @@ __all__ = [
     "BudgetMetric",
     "Cache",
     "CompressionConfig",
+    "CompressionContext",
     "Compressor",
     "DatasetNotFoundError",
     "EnergyConfig",
@@ -102,6 +103,7 @@ __all__ = [
     "Statistics",
     "StatisticsError",
     "UniformConfig",
+    "WholeModel",
     "__version__",
     "apply_spec",
     "collect_statistics",

@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from balf.compressor import Compressor
 from balf.io.atomic import atomic_json_dump, atomic_write_text
 from balf.io.cache import Cache
 from balf.io.export import fold_batchnorm
+from balf.pipeline.compressor import Compressor
 from balf.ranks.modes import mode_spec
 from balf_paper.data import make_loader
 from balf_paper.data.registry import registered_datasets

@@ -25,10 +25,17 @@ def _model() -> nn.Module:
     ).eval()
 
 
-def test_a_layer_with_fewer_rows_than_its_rank_is_named_with_a_warning_and_in_the_report():
+STRATEGIES = {"whole-model": None, "block-by-block": balf.BlockByBlock()}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES.values(), ids=list(STRATEGIES))
+def test_a_layer_with_fewer_rows_than_its_rank_is_named_with_a_warning_and_in_the_report(strategy):
+    """Under every calibration strategy (block by block listed nothing and said nothing)."""
     x = torch.randn(12, 3, 8, 8)
     with pytest.warns(UserWarning, match=r"6 \(12 rows, needs 64\).*more samples"):
-        _, report = balf.compress(_model(), x, balf.BALFConfig(0.5), progress=False)
+        _, report = balf.compress(
+            _model(), x, balf.BALFConfig(0.5), progress=False, strategy=strategy
+        )
     assert report.under_calibrated == {
         "4": {"rows": 12, "rows_needed": 16},
         "6": {"rows": 12, "rows_needed": 64},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -99,3 +100,73 @@ def test_two_processes_share_one_cache_entry(tmp_path):
     assert len(list((tmp_path / "activation-cache").glob("*.pt"))) == 1
     got = [torch.load(tmp_path / f"ranks.{r}", weights_only=True)["ranks"] for r in range(2)]
     assert got[0][0] == got[0][1] == got[1][0] == got[1][1]
+
+
+class _Block(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.up, self.down = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+
+    def forward(self, x):
+        return x + self.down(torch.tanh(self.up(x)))
+
+
+def _chain() -> nn.Module:
+    """A stem, three blocks in an nn.Sequential and a head: what block by block calibrates."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Sequential(*(_Block(8) for _ in range(3))))
+    model.append(nn.Linear(8, 6))
+    return model.double().eval()
+
+
+def _token_data() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randn(24, 5, 4, dtype=torch.float64)
+
+
+STRATEGIES = {
+    "whole-model": None,
+    "block-by-block": balf.BlockByBlock(blocks=["1.0", "1.1", "1.2"]),
+}
+
+
+def _compress_worker(rank: int, world: int, port: int, out: str, strategy) -> None:
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        torch.set_num_threads(1)
+        shard = list(_token_data()[rank::world].split(4))  # each process sees only its shard
+        small, report = balf.compress(
+            _chain(), shard, balf.BALFConfig(0.5), progress=False, strategy=strategy
+        )
+        torch.save(
+            {
+                "ranks": report.ranks,
+                "energy": {n: lr.energy_kept for n, lr in report.layers.items()},
+                "state": small.state_dict(),
+            },
+            f"{out}.{rank}",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES.values(), ids=list(STRATEGIES))
+def test_two_processes_compress_as_one_process_on_the_whole_data(tmp_path, strategy):
+    """Every strategy sums its statistics over the processes (block by block allocated ranks
+    and fitted factors on each process's shard alone, silently)."""
+    out = str(tmp_path / "result")
+    mp.spawn(_compress_worker, args=(2, _free_port(), out, strategy), nprocs=2, join=True)
+    whole = list(_token_data().split(4))
+    small, report = balf.compress(
+        _chain(), whole, balf.BALFConfig(0.5), progress=False, strategy=strategy
+    )
+    assert any(lr.factorized for lr in report.layers.values())
+    for rank in range(2):
+        got = torch.load(f"{out}.{rank}", weights_only=True)
+        assert got["ranks"] == report.ranks
+        for name, lr in report.layers.items():
+            assert got["energy"][name] == pytest.approx(lr.energy_kept, rel=1e-9)
+        for key, value in small.state_dict().items():
+            torch.testing.assert_close(got["state"][key], value, rtol=1e-9, atol=1e-12)

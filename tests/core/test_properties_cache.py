@@ -92,7 +92,7 @@ def test_changed_weights_give_the_uncached_result(tmp_path, source, config, laye
 @pytest.mark.parametrize("source", ["data", "statistics"])
 def test_unchanged_weights_hit_the_cache(tmp_path, source, monkeypatch):
     """The converse: nothing is recomputed when nothing changed (the cache is used at all)."""
-    import balf.io.cache as api  # where the decompositions are computed or loaded
+    import balf.pipeline.cached as api  # where the decompositions are computed or loaded
 
     torch.manual_seed(0)
     model, x = _cnn(), torch.randn(24, 3, 8, 8)

@@ -151,7 +151,7 @@ def test_statistics_and_decompositions_are_reused_across_ratios(cnn_and_data, mo
     model, x = cnn_and_data
     compressor = balf.Compressor(model, x, progress=False)
     calls = []
-    import balf.io.cache as cache_module
+    import balf.pipeline.cached as cache_module
 
     original = cache_module.decompose_layer
     monkeypatch.setattr(cache_module, "decompose_layer", lambda *a: calls.append(1) or original(*a))

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import balf
-import balf.calibration.block_runner as bbb
+import balf.calibration.layer_pass as layer_pass
+import balf.pipeline.block_runner as bbb
 from balf.errors import BALFError
 
 
@@ -159,7 +160,7 @@ def test_exact_ranks_give_the_whole_model_result(config):
 def test_one_block_of_statistics_at_a_time(monkeypatch):
     alive, peak = [0], [0]
 
-    class Counting(bbb._Accumulator):
+    class Counting(layer_pass.GramAccumulator):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             alive[0] += 1
@@ -168,7 +169,7 @@ def test_one_block_of_statistics_at_a_time(monkeypatch):
         def __del__(self):
             alive[0] -= 1
 
-    monkeypatch.setattr(bbb, "_Accumulator", Counting)
+    monkeypatch.setattr(layer_pass, "GramAccumulator", Counting)
     model = Chain(n=4)
     balf.compress(
         model, _data(), balf.BALFConfig(0.5), progress=False, strategy=balf.BlockByBlock()
@@ -213,6 +214,31 @@ def test_compressor_reuses_the_allocation_pass_and_inplace_works():
         strategy=balf.BlockByBlock(),
     )
     assert small is reference and report.ranks == r2.ranks
+
+
+def _fake_latency_table(model):
+    """Seconds proportional to the weight entries (dense) and to ``r·(D + K)`` (low rank)."""
+    from balf.layers.selection import resolve_layers
+    from balf.ranks.latency import LatencyTable, LayerLatency
+
+    layers = {}
+    for name, m in resolve_layers(model)[0].items():
+        k, d = m.weight.shape
+        ranks = list(range(1, min(d, k) + 1))
+        layers[name] = LayerLatency(d * k * 1e-6, ranks, [r * (d + k) * 1e-6 for r in ranks])
+    total = sum(v.dense for v in layers.values()) * 1.1
+    return LatencyTable(layers, total, {"device": "fake"})
+
+
+def test_latency_budgets_run_block_by_block():
+    """A latency budget is a cost model like any other: block by block takes it (it was refused
+    by a string test on the config's metric) and chooses whole-model calibration's ranks."""
+    model, data = Chain(), _data()
+    config = balf.BALFConfig(0.6, metric="latency")
+    table = _fake_latency_table(model)
+    whole, rw, block, rb = _both(model, data, config, latency=table)
+    assert rb.ranks == rw.ranks and rb.metric == "latency"
+    assert rb.achieved <= rb.budget
 
 
 def test_data_free_configs_are_unchanged():

@@ -16,7 +16,6 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -31,66 +30,17 @@ from balf.calibration.batches import (
     tensors_of,
     to_device,
 )
-from balf.calibration.statistics import LayerStatistics, Statistics
-from balf.calibration.uncalled import uncalled_reasons
+from balf.calibration.layer_pass import hooked_pass, sum_over_processes
+from balf.calibration.statistics import Statistics
 from balf.errors import BALFError, StatisticsError
-from balf.io.hashing import tensor_digest, update_with_tensor
+from balf.io.hashing import update_with_tensor
 from balf.layers.attention import temporarily_unpacked
-from balf.layers.dispatch import (
-    dense_weight,
-    geometry_of,
-    input_gram,
-    output_gram,
-    rows_of_call,
-)
 from balf.layers.geometry import SIDES, Side
 from balf.layers.selection import resolve_layers
 
 __all__ = ["collect_statistics"]
 
 log = logging.getLogger(__name__)
-
-
-def _distributed_world_size() -> int:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Per-batch products run in the layer's dtype, but never below float32."""
-    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
-
-
-class _Accumulator:
-    """Forward hook adding one layer's Gram matrix of each call to a float64 accumulator."""
-
-    def __init__(self, name: str, module: nn.Module, side: Side) -> None:
-        geo = geometry_of(module)
-        size = geo.in_dim if side == "input" else geo.out_dim
-        w = dense_weight(module)
-        self.module = module
-        self.side = side
-        self.stats = LayerStatistics(
-            side=side,
-            gram=torch.zeros(geo.groups, size, size, dtype=torch.float64, device=w.device),
-            weight_digest=tensor_digest(w),
-        )
-        self.name = name
-
-    def __call__(self, module: nn.Module, inputs: tuple, output: Tensor) -> None:
-        st = self.stats
-        dtype = _compute_dtype(output.dtype)
-        if self.side == "output":
-            gram = output_gram(module, output, dtype)
-        else:
-            gram = input_gram(module, inputs[0], dtype)
-        st.gram += gram.to(torch.float64)
-        st.rows += rows_of_call(module, output)
-        st.calls += 1
-        st.output_shape = tuple(output.shape[1:])
 
 
 class _CalibrationPass:
@@ -188,26 +138,6 @@ def _check_collected(stats: Statistics, all_zero: bool) -> None:
     stats.check_finite()
 
 
-def _drop_uncalled(
-    accumulators: dict[str, _Accumulator], calibration: _CalibrationPass
-) -> dict[str, str]:
-    """Remove the layers whose hook never fired; ``{name: reason}`` (see
-    :mod:`balf.calibration.uncalled`)."""
-    uncalled = {n: acc.module for n, acc in accumulators.items() if acc.stats.calls == 0}
-    for name in uncalled:
-        del accumulators[name]
-    if not uncalled:
-        return {}
-    with eval_mode(calibration.model):
-        reasons = uncalled_reasons(uncalled, calibration.rerun_example())
-    log.warning(
-        "%d layer(s) never called during calibration are skipped: %s",
-        len(reasons),
-        ", ".join(list(reasons)[:10]),
-    )
-    return reasons
-
-
 def collect_statistics(
     model: nn.Module,
     data: Iterable | Tensor,
@@ -268,35 +198,30 @@ def collect_statistics(
         raise BALFError(
             "the model has no supported layer (e.g. Conv2d, Linear) to collect statistics for"
         )
-    accumulators = {
-        name: _Accumulator(name, m, side or geometry_of(m).preferred_side())
-        for name, m in targets.items()
-    }
     calibration = _CalibrationPass(model, forward)
-    with temporarily_unpacked(model):
-        # prepended: the layer's own output, before any forward hook of the user changes it
-        handles = [
-            m.register_forward_hook(accumulators[n], prepend=True) for n, m in targets.items()
-        ]
-        try:
+
+    def run() -> None:
+        with eval_mode(model):
+            for batch in _progress_bar(data, batch_size, max_batches, progress):
+                calibration.run(batch)
+
+    def rerun_example() -> None:
+        example = calibration.rerun_example()
+        if example is not None:
             with eval_mode(model):
-                for batch in _progress_bar(data, batch_size, max_batches, progress):
-                    calibration.run(batch)
-        finally:
-            for h in handles:
-                h.remove()
-        skipped = _drop_uncalled(accumulators, calibration) if calibration.num_samples else {}
+                example()
+
+    with temporarily_unpacked(model):
+        collected = hooked_pass(
+            targets, run, side=side, distributed=distributed, rerun_example=rerun_example
+        )
     stats = Statistics(
-        layers={name: acc.stats for name, acc in accumulators.items()},
-        num_samples=calibration.num_samples,
+        layers=collected.layers,
+        num_samples=sum_over_processes(calibration.num_samples, distributed),
         example_input=calibration.example,
-        extra={"data_digest": calibration.digest.hexdigest(), "skipped": skipped},
+        extra={"data_digest": calibration.digest.hexdigest(), "skipped": collected.skipped},
         example_kwargs=calibration.example_kwargs,
     )
-    if distributed is None:
-        distributed = _distributed_world_size() > 1
-    if distributed:
-        stats.all_reduce()
     _check_collected(stats, calibration.floating and not calibration.nonzero)
     log.info(
         "collected statistics for %d layers over %d samples",

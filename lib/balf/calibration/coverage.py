@@ -10,24 +10,21 @@ warning, and in :attr:`balf.Report.under_calibrated`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
-
-from balf.calibration.collect import Statistics
-from balf.ranks.configs import LayerCandidate
+from collections.abc import Mapping
 
 __all__ = ["under_calibrated", "warn_under_calibrated"]
 
 
 def under_calibrated(
-    statistics: Statistics, candidates: Sequence[LayerCandidate]
+    rows: Mapping[str, int], max_ranks: Mapping[str, int]
 ) -> dict[str, dict[str, int]]:
-    """``{name: {"rows": rows seen, "rows_needed": max rank}}`` of layers with rows < max rank."""
+    """``{name: {"rows": rows seen, "rows_needed": max rank}}`` of the layers of ``max_ranks``
+    whose statistics saw fewer rows than their maximum rank (``rows``: by layer name)."""
     out = {}
-    for cand in candidates:
-        rows = statistics.layers[cand.name].rows
-        needed = cand.cost.geometry.max_rank
-        if rows < needed:
-            out[cand.name] = {"rows": int(rows), "rows_needed": int(needed)}
+    for name, needed in max_ranks.items():
+        seen = rows[name]
+        if seen < needed:
+            out[name] = {"rows": int(seen), "rows_needed": int(needed)}
     return out
 
 

@@ -23,7 +23,7 @@ from balf.io.hashing import tensor_digest
 from balf.layers.dispatch import dense_weight
 from balf.layers.geometry import Side
 
-__all__ = ["LayerStatistics", "Statistics", "check_statistics"]
+__all__ = ["LayerStatistics", "Statistics", "check_finite", "check_statistics"]
 
 _FORMAT = 1
 
@@ -83,13 +83,7 @@ class Statistics:
 
     def check_finite(self) -> None:
         """Raise :class:`StatisticsError` naming the first layer with NaN/Inf statistics."""
-        for name, st in self.layers.items():
-            if not torch.isfinite(st.gram).all():
-                raise StatisticsError(
-                    f"layer {name!r}: calibration statistics contain NaN or Inf. Check the "
-                    "calibration inputs for NaN/Inf and, for float16 models, overflow "
-                    "(collect statistics in float32 or bfloat16)."
-                )
+        check_finite(self.layers)
 
     def to_state(self) -> dict:
         """A ``torch.save``-able dict of plain types and tensors (``weights_only``-loadable)."""
@@ -178,6 +172,17 @@ class Statistics:
             st.rows = int(round(values[1 + i]))
             st.calls = int(round(values[1 + n + i]))
         return self
+
+
+def check_finite(layers: Mapping[str, LayerStatistics]) -> None:
+    """Raise :class:`StatisticsError` naming the first layer whose Gram matrices hold NaN/Inf."""
+    for name, st in layers.items():
+        if not torch.isfinite(st.gram).all():
+            raise StatisticsError(
+                f"layer {name!r}: calibration statistics contain NaN or Inf. Check the "
+                "calibration inputs for NaN/Inf and, for float16 models, overflow "
+                "(collect statistics in float32 or bfloat16)."
+            )
 
 
 def check_statistics(stats: Statistics, targets: Mapping[str, nn.Module]) -> None:

@@ -1,5 +1,8 @@
 """Opt-in disk cache of statistics (activation-cache/) and decompositions (factorization-cache/).
 
+The folder and its entries live here; :mod:`balf.pipeline.cached` computes the keys and runs
+the cached phases (load, or compute and store).
+
 Every key is derived from content, never from a name the caller chooses:
 
 * **statistics**: the model's fingerprint (:func:`balf.io.hashing.model_fingerprint`: module
@@ -25,30 +28,17 @@ import hashlib
 import json
 import logging
 import warnings
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from balf._device import model_device
 from balf._version import __version__
-from balf.calibration.collect import Statistics, collect_statistics
-from balf.calibration.distributed import is_main_process, rank_and_world
-from balf.decomposition import LayerDecomposition, decompose_layer
-from balf.errors import StatisticsError
 from balf.io.atomic import atomic_torch_save
-from balf.io.fingerprints import data_fingerprint, statistics_digest
-from balf.io.hashing import model_fingerprint, object_digest
+from balf.io.hashing import object_digest
 from balf.io.orphans import remove_orphans
 
-__all__ = [
-    "Cache",
-    "load_or_collect_statistics",
-    "load_or_decompose",
-]
+__all__ = ["Cache"]
 
 log = logging.getLogger(__name__)
 
@@ -148,109 +138,3 @@ class Cache:
         if not folder.is_dir():
             return []
         return remove_orphans(folder.glob("*.tmp"), folder)
-
-
-# -- the cached phases ----------------------------------------------------------------------------
-
-
-def load_or_collect_statistics(
-    cache: Cache | None,
-    model: nn.Module,
-    targets: dict[str, nn.Module],
-    data: Iterable | Tensor,
-    *,
-    check: Callable[[Statistics], None],
-    side: str | None = None,
-    batch_size: int = 64,
-    progress: bool = True,
-    forward: Callable | None = None,
-    max_batches: int | None = None,
-) -> Statistics:
-    """Statistics of ``model`` on ``data``, from ``cache`` when it holds them.
-
-    ``check(stats)`` validates a loaded entry (it raises :class:`StatisticsError` if unusable).
-    """
-    key = None
-    if cache is not None:
-        fingerprint, data = data_fingerprint(data, batch_size, max_batches, forward)
-        key = cache.key(
-            "statistics",
-            model=model_fingerprint(model),
-            layers=list(targets),
-            side=side,
-            data=_all_processes(fingerprint),  # under torchrun: every process's shard
-        )
-        state = cache.load("statistics", key)
-        stats = None
-        if state is not None:
-            try:
-                stats = Statistics.from_state(state)
-                check(stats)
-            except (StatisticsError, KeyError, TypeError) as exc:
-                warnings.warn(f"cached statistics unusable ({exc}); recollecting", stacklevel=2)
-                stats = None
-        if all(_all_processes(stats is not None)):  # collect together or not at all
-            return stats.to(model_device(model))
-    stats = collect_statistics(
-        model,
-        data,
-        list(targets),
-        side=side,
-        batch_size=batch_size,
-        progress=progress,
-        forward=forward,
-        max_batches=max_batches,
-    )
-    if key is not None and is_main_process():
-        cache.save("statistics", key, stats.to_state())
-    return stats
-
-
-def load_or_decompose(
-    cache: Cache | None,
-    targets: dict[str, nn.Module],
-    stats: Statistics | None,
-    *,
-    device: torch.device,
-    progress: bool = True,
-) -> dict[str, LayerDecomposition]:
-    """Per-layer decompositions (activation-aware from ``stats``, else plain SVD), cached."""
-    key = None
-    if cache is not None:
-        key = cache.key(
-            "decompositions",
-            layers=list(targets),
-            weights=[model_fingerprint(m) for m in targets.values()],
-            statistics=statistics_digest(stats, targets) if stats is not None else None,
-        )
-        state = cache.load("decompositions", key)
-        if state is not None and set(state) == set(targets):
-            return {
-                n: LayerDecomposition.from_state(
-                    {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in s.items()}
-                )
-                for n, s in state.items()
-            }
-    out = {}
-    bar = tqdm(targets.items(), desc="decompositions", unit="layer", disable=not progress)
-    for name, module in bar:
-        out[name] = decompose_layer(module, stats.layers[name] if stats is not None else None)
-    if key is not None and is_main_process():
-        state = {
-            n: {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in d.to_state().items()}
-            for n, d in out.items()
-        }
-        cache.save("decompositions", key, state)
-    return out
-
-
-def _all_processes(value: Any) -> list[Any]:
-    """``value`` of every process of the ``torch.distributed`` group (``[value]`` without one)."""
-    world = rank_and_world()[1]
-    if world == 1:
-        return [value]
-    import torch.distributed as dist
-
-    out: list[Any] = [None] * world
-    dist.all_gather_object(out, value)
-    return out

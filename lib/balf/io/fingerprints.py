@@ -4,7 +4,8 @@
   is read (and given back through :class:`PeekedIterable`), with its length, its dataset's
   length, ``max_batches`` and the ``forward`` callable's source;
 * :func:`statistics_digest` — what decompositions read from :class:`Statistics` (the Gram
-  matrices ``(G, S, S)``, sides and row counts of the chosen layers, and the sample count).
+  matrices ``(G, S, S)``, sides and row counts of the chosen layers, and the sample count;
+  read by attribute, so this module needs no import of :mod:`balf.calibration`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 from torch import Tensor
 
-from balf.calibration.statistics import Statistics
 from balf.io.hashing import code_digest, object_digest, update_with_tensor
 
 __all__ = ["PeekedIterable", "data_fingerprint", "statistics_digest"]
@@ -76,8 +76,9 @@ def data_fingerprint(
     return h.hexdigest(), PeekedIterable(first, it, length)
 
 
-def statistics_digest(stats: Statistics, names: Iterable[str]) -> str:
-    """Digest of what decompositions read from ``stats`` for the layers ``names``."""
+def statistics_digest(stats: Any, names: Iterable[str]) -> str:
+    """Digest of what decompositions read from ``stats`` (a :class:`balf.Statistics`) for the
+    layers ``names``."""
     return object_digest(
         {
             "num_samples": stats.num_samples,

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from torch import Tensor, nn
 
-from balf.decomposition import LayerDecomposition
 from balf.layers.dispatch import kind_of, weight_matrices
 
-__all__ = ["factorize_layer"]
+__all__ = ["Factorization", "factorize_layer"]
 
 
-def factorize_layer(module: nn.Module, decomposition: LayerDecomposition, rank: int) -> nn.Module:
+class Factorization(Protocol):
+    """What a layer is factorized from: a :class:`balf.LayerDecomposition` (or anything with
+    its ``factors`` method)."""
+
+    def factors(self, weight: Tensor, rank: int) -> tuple[Tensor, Tensor]:
+        """``(A, B)``: ``(G, D, rank)`` and ``(G, rank, K)`` factors of ``weight`` ``(G, D, K)``."""
+        ...
+
+
+def factorize_layer(module: nn.Module, decomposition: Factorization, rank: int) -> nn.Module:
     """The rank-``rank`` factorized replacement of a supported layer, in its dtype and device.
 
     Unlike :func:`compress`, this always factorizes, even where the low-rank layer is not cheaper

@@ -82,8 +82,13 @@ class CompressionConfig(MethodConfig):
         """Ranks for ``candidates`` (1-based), and the allocator's result where one ran."""
         raise NotImplementedError
 
-    def prepare(self, candidates: Sequence[LayerCandidate], compressor) -> list[LayerCandidate]:
-        """The candidates with whatever the rule needs measured first (default: unchanged)."""
+    def prepare(self, candidates: Sequence[LayerCandidate], context) -> list[LayerCandidate]:
+        """The candidates with whatever the rule needs measured first (default: unchanged).
+
+        Args:
+            context: the :class:`balf.CompressionContext` of the compression (see
+                :meth:`balf.ranks.costs.BudgetMetric.prepare`).
+        """
         return list(candidates)
 
 
@@ -160,9 +165,9 @@ class BALFConfig(CompressionConfig):
             out["objective"] = self.objective.to_dict()
         return out
 
-    def prepare(self, candidates, compressor):
-        candidates = metric_named(self.metric).prepare(candidates, compressor, self.rank_multiple)
-        return self.objective.prepare(candidates, compressor)
+    def prepare(self, candidates, context):
+        candidates = metric_named(self.metric).prepare(candidates, context, self.rank_multiple)
+        return self.objective.prepare(candidates, context)
 
     def select_ranks(self, candidates):
         metric = metric_named(self.metric)

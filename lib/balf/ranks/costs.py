@@ -103,12 +103,16 @@ class BudgetMetric:
         return np.minimum(self.lowrank(cost, ranks), self.dense(cost))
 
     def prepare(
-        self, candidates: Sequence[LayerCandidate], compressor: Any, rank_multiple: int
+        self, candidates: Sequence[LayerCandidate], context: Any, rank_multiple: int
     ) -> list[LayerCandidate]:
         """The candidates with whatever this metric measures attached (default: unchanged).
 
         Args:
-            compressor: the :class:`balf.Compressor` that asks (its model, statistics, options).
+            context: the :class:`balf.CompressionContext` of the compression that asks: the
+                model, the chosen layers (``targets``/``aliases``), the calibration data
+                (``calibration_batches()``, ``run(model, batch)``), ``example_call()``,
+                ``decompositions(activation_aware)`` and ``latency_table(rank_multiple)``.
+            rank_multiple: the config's ``rank_multiple`` (ranks that can be chosen).
         """
         return list(candidates)
 

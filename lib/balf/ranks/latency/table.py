@@ -135,8 +135,8 @@ class LatencyMetric(BudgetMetric):
     """Seconds per call measured on the target device (``BALFConfig(ratio, metric="latency")``).
 
     The ratio is of the *whole model's* measured latency: :meth:`prepare` measures (or takes)
-    the :class:`LatencyTable` through the compressor, and :meth:`layer_keep_ratio` turns the
-    requested ratio into one of the chosen layers' summed latency.
+    the :class:`LatencyTable` through the compression's context, and :meth:`layer_keep_ratio`
+    turns the requested ratio into one of the chosen layers' summed latency.
     """
 
     name = "latency"
@@ -161,8 +161,8 @@ class LatencyMetric(BudgetMetric):
         ranks = np.arange(1, latency.geometry.max_rank + 1, dtype=np.float64)
         return np.minimum(latency._lowrank_seconds(ranks), latency.latency.dense)
 
-    def prepare(self, candidates, compressor, rank_multiple: int):
-        return with_latency_costs(candidates, compressor.latency_table(rank_multiple))
+    def prepare(self, candidates, context, rank_multiple: int):
+        return with_latency_costs(candidates, context.latency_table(rank_multiple))
 
     def layer_keep_ratio(self, costs, ratio: float) -> float:
         return layer_keep_ratio([self._latency(c) for c in costs], ratio)

@@ -15,7 +15,7 @@ from torch import nn
 from balf.decomposition import LayerDecomposition
 from balf.layers.factorize import factorize_layer
 from balf.layers.hooks import transfer_hooks
-from balf.layers.shape_check import check_output_shape
+from balf.pipeline.shape_check import check_output_shape
 
 __all__ = ["install_factorized"]
 
@@ -34,7 +34,7 @@ def install_factorized(
 
     Args:
         shapes: the dense layer's input and output shapes on a calibration sample
-            (:func:`balf.layers.shape_check.layer_shapes`); the replacement must match them.
+            (:func:`balf.pipeline.shape_check.layer_shapes`); the replacement must match them.
 
     Returns:
         ``model``, or the replacement itself when the model is that layer (``name == ""``).

@@ -9,18 +9,13 @@ the chain of blocks when the strategy names none.
 from __future__ import annotations
 
 import functools
-import logging
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from balf._device import model_device
-from balf._eval_mode import eval_mode
-from balf.calibration.batches import split_batches
 from balf.calibration.block_inputs import (
     BlockInputs,
     ChainInfo,
@@ -29,25 +24,19 @@ from balf.calibration.block_inputs import (
     run_block,
     run_tail,
 )
-from balf.calibration.collect import _Accumulator
-from balf.counting.flops import count_params
+from balf.calibration.layer_pass import HookedPass, hooked_pass, sum_over_processes
 from balf.decomposition import LayerDecomposition, decompose_layer
 from balf.errors import BALFError
 from balf.layers.attention import temporarily_unpacked
 from balf.layers.dispatch import geometry_of
-from balf.layers.install import install_factorized
-from balf.ranks.configs import CompressionConfig, LayerCandidate
-from balf.ranks.costs import LayerCost
-from balf.report import Report
-from balf.report.build import fill_totals, layer_report
+from balf.pipeline.context import CompressionContext
+from balf.pipeline.strategy import InstallPlan, WholeModelRunner
+from balf.ranks.costs import LayerCandidate, LayerCost
 
 if TYPE_CHECKING:
-    from balf.calibration.block_by_block import BlockByBlock
-    from balf.compressor import Compressor
+    from balf.pipeline.block_by_block import BlockByBlock
 
 __all__ = ["BlockRunner", "find_blocks"]
-
-log = logging.getLogger(__name__)
 
 
 def find_blocks(model: nn.Module, targets: dict[str, nn.Module]) -> list[str]:
@@ -109,140 +98,138 @@ def _members(blocks: dict[str, nn.Module], targets: dict[str, nn.Module]) -> dic
 
 
 class BlockRunner:
-    """Runs :class:`BlockByBlock` for one :class:`balf.Compressor` (keeps the allocation pass)."""
+    """Runs :class:`BlockByBlock` on one :class:`CompressionContext` (keeps the allocation pass).
 
-    def __init__(self, strategy: BlockByBlock, compressor: Compressor) -> None:
-        data = compressor._data
-        if data is not None and not isinstance(data, Tensor) and iter(data) is data:
-            raise BALFError(
-                "block-by-block calibration reads the calibration data several times: pass a "
-                "re-iterable (a list, a DataLoader or a tensor), not a one-shot iterator"
-            )
-        if compressor._data is None:
+    The runner of :mod:`balf.pipeline.strategy`'s protocol: :meth:`candidates` is the allocation
+    pass, :meth:`decompositions_for_install` the propagation pass.
+    """
+
+    def __init__(self, strategy: BlockByBlock, context: CompressionContext) -> None:
+        data = context.data.data
+        if data is None:
             raise BALFError(
                 "block-by-block calibration needs calibration data (it collects statistics "
                 "block by block on the propagated inputs), not precomputed Statistics"
             )
+        if not isinstance(data, Tensor) and iter(data) is data:
+            raise BALFError(
+                "block-by-block calibration reads the calibration data several times: pass a "
+                "re-iterable (a list, a DataLoader or a tensor), not a one-shot iterator"
+            )
         self.strategy = strategy
-        self.c = compressor
-        self.blocks = _resolve_blocks(compressor.model, strategy.blocks, compressor.targets)
-        self.members = _members(self.blocks, compressor.targets)
+        self.context = context
+        self.blocks = _resolve_blocks(context.model, strategy.blocks, context.targets)
         self.chain: ChainInfo | None = None
         self._candidates: list[LayerCandidate] | None = None
         self._outside: dict[str, LayerDecomposition] = {}  # prefix layers, kept on the CPU
-        self.timings: dict[str, float] = {}
-        self.device = model_device(compressor.model)
+        self._rows: dict[str, int] = {}
+        self._num_samples = 0
+        self.device = context.device
         ad = strategy.activation_device
         self.activation_device = torch.device(ad) if ad is not None else self.device
 
     # -- plumbing ------------------------------------------------------------------------------
 
+    def _members(self, block: str) -> list[str]:
+        """The chosen layers inside ``block`` (in model order)."""
+        return _members(self.blocks, self.context.targets)[block]
+
     def _bar(self, desc: str) -> Callable[[Iterator], Iterator]:
-        return lambda it: tqdm(it, desc=desc, unit="batch", disable=not self.c.progress)
+        progress = self.context.data.progress
+        return lambda it: tqdm(it, desc=desc, unit="batch", disable=not progress)
 
     def _data_kwargs(self) -> dict[str, Any]:
-        return {
-            "forward": self.c.forward,
-            "batch_size": self.c.batch_size,
-            "max_batches": self.c.max_batches,
-        }
+        d = self.context.data
+        return {"forward": d.forward, "batch_size": d.batch_size, "max_batches": d.max_batches}
 
     def _check_chain(self, model: nn.Module) -> ChainInfo:
-        first = next(iter(split_batches(self.c._data, self.c.batch_size, self.c.max_batches)), None)
-        if first is None:
+        batch = next(iter(self.context.calibration_batches()), None)
+        if batch is None:
             raise BALFError("the calibration data is empty: pass at least one non-empty batch")
-        return check_chain(model, self.blocks, self.c.targets, first, self.c.forward)
+        return check_chain(
+            model, self.blocks, self.context.targets, batch, self.context.data.forward
+        )
 
     def _statistics(
         self, model: nn.Module, names: Sequence[str], run: Callable[[], Any]
-    ) -> dict[str, Any]:
-        """Statistics of layers ``names`` of ``model`` while ``run()`` runs (forward hooks)."""
-        side = self.c.side
+    ) -> HookedPass:
+        """Statistics of layers ``names`` of ``model`` while ``run()`` runs (the one hook path
+        of every strategy: :func:`balf.calibration.layer_pass.hooked_pass`)."""
         modules = {n: model.get_submodule(n) for n in names}
-        accs = {
-            n: _Accumulator(n, m, side or geometry_of(m).preferred_side())
-            for n, m in modules.items()
-        }
-        handles = [modules[n].register_forward_hook(accs[n]) for n in names]
-        try:
-            result = run()
-        finally:
-            for h in handles:
-                h.remove()
-        for n, acc in accs.items():
-            if acc.stats.calls == 0:
-                raise BALFError(
-                    f"layer {n!r} was never called during calibration; exclude it via `layers=`"
-                )
-            if not torch.isfinite(acc.stats.gram).all():
-                raise BALFError(f"layer {n!r}: calibration statistics contain NaN or Inf")
-        return {"stats": {n: a.stats for n, a in accs.items()}, "result": result}
+        return hooked_pass(
+            modules, run, side=self.context.data.side,
+            rerun_example=self.context.rerun_example(model),
+        )  # fmt: skip
 
     def _decompose(
-        self, model: nn.Module, names: Sequence[str], stats: dict
+        self, model: nn.Module, names: Sequence[str], got: HookedPass
     ) -> Iterator[tuple[str, LayerDecomposition]]:
         """``(name, decomposition)`` one layer at a time; each Gram matrix is freed once
         decomposed, and each decomposition once the caller moves on (peak: one layer's)."""
         device = self.strategy.decomposition_device
         for n in names:
-            st = stats[n]
+            st = got.layers[n]
             if device is not None:
                 st.gram = st.gram.to(device)
             dec = decompose_layer(model.get_submodule(n), st)
             st.gram = None
             yield n, dec
 
+    def _record(self, got: HookedPass) -> list[str]:
+        """Skip the layers ``got`` says were never called; the called layers' names."""
+        if got.skipped:
+            self.context.skip(got.skipped)
+        for name, st in got.layers.items():
+            self._rows[name] = st.rows
+        return list(got.layers)
+
     # -- pass 1: ranks from the original model ---------------------------------------------------
 
-    def candidates(self) -> list[LayerCandidate]:
+    def candidates(self, activation_aware: bool = True) -> list[LayerCandidate]:
         """Every chosen layer's cost model and energy curve, from the original model's statistics
-        collected block by block (computed on first use)."""
+        collected block by block (computed on first use; data-free: as whole-model)."""
+        if not activation_aware:
+            return WholeModelRunner(self.context).candidates(False)
         if self._candidates is not None:
+            self.context.timings.setdefault("allocation_pass", 0.0)  # counted once
             return self._candidates
-        start = time.perf_counter()
-        with temporarily_unpacked(self.c.model):  # attention projections are layers
+        with self.context.timed("allocation_pass"), temporarily_unpacked(self.context.model):
             self._candidates = self._allocation_pass()
-        self.timings["allocation_pass"] = time.perf_counter() - start
         return self._candidates
 
     def _allocation_pass(self) -> list[LayerCandidate]:
-        model, targets = self.c.model, self.c.targets
+        model = self.context.model
         self.chain = self._check_chain(model)
         prefix = [n for n in self.chain.prefix if not self._in_block(n)]
         energies: dict[str, Tensor] = {}
-        rows: dict[str, float] = {}
 
         captured = self._statistics(model, prefix, lambda: self._capture(model))
-        inputs: BlockInputs = captured["result"]
-        n = inputs.num_samples
-        decs = self._decompose(model, prefix, captured["stats"])
-        for name, dec in decs:
+        inputs: BlockInputs = captured.result
+        n = self._num_samples = sum_over_processes(inputs.num_samples)
+        for name, dec in self._decompose(model, self._record(captured), captured):
             energies[name] = dec.energies().cpu().numpy()
-            rows[name] = captured["stats"][name].rows / n
             self._outside[name] = _to_cpu(dec)
         hidden, inputs = inputs.hidden, inputs.with_hidden([])  # one set of hidden states held
         for block_name, block in self.blocks.items():
             step = inputs.with_hidden(hidden)
-            members = self.members[block_name]
-            got = self._statistics(model, members, self._runs(block, block_name, step))
-            for name, dec in self._decompose(model, members, got["stats"]):
+            got = self._statistics(
+                model, self._members(block_name), self._runs(block, block_name, step)
+            )
+            for name, dec in self._decompose(model, self._record(got), got):
                 energies[name] = dec.energies().cpu().numpy()
-                rows[name] = got["stats"][name].rows / n
-            hidden = got["result"]
+            hidden = got.result
             del got, step
-        suffix = [t for t in targets if t not in energies]
+        suffix = [t for t in self.context.targets if t not in energies]
         if suffix:
             got = self._statistics(
                 model, suffix, functools.partial(self._tail, model, hidden, inputs)
             )
-            for name, dec in self._decompose(model, suffix, got["stats"]):
+            for name, dec in self._decompose(model, self._record(got), got):
                 energies[name] = dec.energies().cpu().numpy()
-                rows[name] = got["stats"][name].rows / n
                 self._outside[name] = None  # recalibrated on propagated inputs in pass 2
-        self._num_samples = n
         return [
-            LayerCandidate(name, LayerCost(geometry_of(m), rows[name]), energies[name])
-            for name, m in targets.items()
+            LayerCandidate(name, LayerCost(geometry_of(m), self._rows[name] / n), energies[name])
+            for name, m in self.context.targets.items()
         ]
 
     def _runs(
@@ -251,14 +238,14 @@ class BlockRunner:
         return lambda: run_block(block, name, inputs, self.activation_device, keep)
 
     def _in_block(self, name: str) -> bool:
-        return any(name in m for m in self.members.values())
+        return any(name == b or name.startswith(b + ".") for b in self.blocks)
 
     def _capture(self, model: nn.Module) -> BlockInputs:
         first = model.get_submodule(next(iter(self.blocks)))
         return capture_first_inputs(
             model,
             first,
-            self.c._data,
+            self.context.data.data,
             activation_device=self.activation_device,
             progress_bar=self._bar("block inputs"),
             tuple_output=self.chain.tuple_output,
@@ -266,75 +253,68 @@ class BlockRunner:
         )
 
     def _tail(self, model: nn.Module, hidden: list[Tensor], inputs: BlockInputs) -> None:
-        run_tail(model, list(self.blocks), hidden, inputs, self.c._data, **self._data_kwargs())
+        run_tail(
+            model, list(self.blocks), hidden, inputs, self.context.data.data, **self._data_kwargs()
+        )
 
     # -- pass 2: factors on propagated inputs ----------------------------------------------------
 
-    def compress(self, config: CompressionConfig, inplace: bool) -> tuple[nn.Module, Report]:
-        """Compress with ``config``'s ranks (from pass 1), factors from propagated inputs."""
-        c = self.c
-        candidates = self.candidates()
-        baseline = c._baseline_counts()
-        start = time.perf_counter()
-        ranks, allocation = config.select_ranks(candidates)
-        allocation_time = time.perf_counter() - start
-        by_name = {cand.name: (cand, r) for cand, r in zip(candidates, ranks, strict=True)}
-        replaced = {name for name, (cand, r) in by_name.items() if cand.cost.is_cheaper(r)}
-        out = c._copy_model(replaced, inplace)
-        shapes = c._layer_shapes() if replaced else {}
-        report = Report(config=config.to_dict(), mode=config.mode, skipped=dict(c.skipped))
-        energies: dict[str, Any] = {}
-
-        def install(decs: Iterable[tuple[str, LayerDecomposition]]) -> None:
-            for name, dec in decs:
-                cand, rank = by_name[name]
-                energies[name] = dec.energies().cpu().numpy()
-                factorized = name in replaced
-                if factorized:  # a block's layer: never the whole model
-                    dense, aliases = c.targets[name], c.aliases[name]
-                    install_factorized(out, name, dense, dec, rank, aliases, shapes.get(name))
-                report.layers[name] = layer_report(cand, rank, factorized, dec, energies, config)
-
-        start = time.perf_counter()
-        with temporarily_unpacked(out):  # projections not replaced stay packed after
+    def decompositions_for_install(
+        self, out: nn.Module, plan: InstallPlan
+    ) -> Iterator[tuple[str, LayerDecomposition]]:
+        """The propagation pass on ``out`` (a copy of the model, or the model itself): the
+        layers before the first block (their whole-model factors), then each block's layers
+        calibrated on the outputs of the blocks already installed, then the layers after the
+        last block on the last compressed block's outputs."""
+        if not plan.activation_aware:
+            yield from WholeModelRunner(self.context).decompositions_for_install(out, plan)
+            return
+        self.candidates(True)
+        with self.context.timed("propagation_pass"), temporarily_unpacked(out):
+            # projections not replaced stay packed after
             blocks_out = {name: out.get_submodule(name) for name in self.blocks}
-            prefix = {n: d for n, d in self._outside.items() if d is not None}
-            install((n, _to_device(d, self.device)) for n, d in prefix.items())
+            for name, dec in self._outside.items():
+                if dec is not None and name in plan.ranks:
+                    yield name, _to_device(dec, self.device)
             inputs = self._capture(out)
             hidden, inputs = inputs.hidden, inputs.with_hidden([])  # one set of hidden states held
             for block_name, block in blocks_out.items():
                 step = inputs.with_hidden(hidden)
-                members = self.members[block_name]
+                members = [m for m in self._members(block_name) if m in plan.ranks]
                 # statistics of the uncompressed block (its outputs are not needed)
-                run = self._runs(block, block_name, step, keep=False)
-                got = self._statistics(out, members, run)
-                install(self._decompose(out, members, got["stats"]))
+                got = self._statistics(
+                    out, members, self._runs(block, block_name, step, keep=False)
+                )
+                _check_all_called(got)
+                yield from self._decompose(out, members, got)
                 del got
                 hidden = run_block(block, block_name, step, self.activation_device)
                 del step
-            suffix = [n for n, d in self._outside.items() if d is None]
+            suffix = [n for n, d in self._outside.items() if d is None and n in plan.ranks]
             if suffix:
                 run = functools.partial(self._tail, out, hidden, inputs)
                 got = self._statistics(out, suffix, run)
-                install(self._decompose(out, suffix, got["stats"]))
-        report.layers = {n: report.layers[n] for n in c.targets}  # model order
-        has_flops = True
-        fill_totals(report, candidates, ranks, allocation, config, has_flops)
-        propagation = time.perf_counter() - start
-        report.model_params_before, report.model_flops_before = baseline
-        report.model_params_after = count_params(out)
-        if report.model_flops_before is not None:
-            with eval_mode(out):
-                report.model_flops_after = c._count_flops(out)
-        report.timings = {
-            "allocation_pass": self.timings.get("allocation_pass", 0.0),
-            "allocation": allocation_time,
-            "propagation_pass": propagation,
-        }
-        self.timings["allocation_pass"] = 0.0  # counted once, by the first compression
-        report.strategy = {**self.strategy.to_dict(), "blocks": list(self.blocks)}
-        log.info(report.summary())
-        return out, report
+                _check_all_called(got)
+                yield from self._decompose(out, suffix, got)
+
+    # -- what the report reads -------------------------------------------------------------------
+
+    def calibration_rows(self) -> dict[str, int]:
+        return dict(self._rows)
+
+    def calibration_samples(self) -> int:
+        return self._num_samples
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.strategy.to_dict(), "blocks": list(self.blocks)}
+
+
+def _check_all_called(got: HookedPass) -> None:
+    if got.skipped:
+        raise BALFError(
+            f"layers {sorted(got.skipped)} ran in the allocation pass but not on the compressed "
+            "model's propagated inputs; exclude them (exclude=[...])"
+        )
 
 
 def _to_cpu(dec: LayerDecomposition) -> LayerDecomposition:

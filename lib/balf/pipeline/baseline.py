@@ -14,7 +14,7 @@ from torch import nn
 
 from balf.calibration.statistics import Statistics
 from balf.counting.flops import count_flops, count_params
-from balf.layers.shape_check import layer_shapes
+from balf.pipeline.shape_check import layer_shapes
 
 __all__ = ["BaselineCounts"]
 

@@ -40,19 +40,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
-from balf.calibration.block_runner import BlockRunner
 from balf.errors import BALFError
-
-if TYPE_CHECKING:
-    from balf.compressor import Compressor
+from balf.pipeline.block_runner import BlockRunner
+from balf.pipeline.context import CompressionContext
+from balf.pipeline.strategy import CalibrationStrategy
 
 __all__ = ["BlockByBlock"]
 
 
 @dataclass(frozen=True)
-class BlockByBlock:
+class BlockByBlock(CalibrationStrategy):
     """Calibrate a chain of blocks one at a time (see the module docstring for the method).
 
     Pass it as ``strategy=`` to :func:`balf.compress` or :class:`balf.Compressor`.
@@ -64,7 +63,7 @@ class BlockByBlock:
             positional argument. ``None``: the children of the ``nn.ModuleList`` (or
             ``nn.Sequential``) that holds most of the chosen layers' weights (a transformer's
             ``layers``, MobileNetV2's ``features``), see
-            :func:`balf.calibration.block_runner.find_blocks`.
+            :func:`balf.pipeline.block_runner.find_blocks`.
         activation_device: where the hidden states at a block boundary are kept between blocks
             (``"cpu"`` by default; ``None``: the model's device).
         decomposition_device: where one block's statistics are decomposed (``None``: where they
@@ -78,6 +77,7 @@ class BlockByBlock:
         ...                               strategy=balf.BlockByBlock())
     """
 
+    uses_cache: ClassVar[bool] = False
     blocks: Sequence[str] | None = None
     activation_device: str | None = "cpu"
     decomposition_device: str | None = None
@@ -101,6 +101,6 @@ class BlockByBlock:
             "decomposition_device": self.decomposition_device,
         }
 
-    def runner(self, compressor: Compressor) -> BlockRunner:
-        """The object that runs this strategy for ``compressor`` (keeps the allocation pass)."""
-        return BlockRunner(self, compressor)
+    def runner(self, context: CompressionContext) -> BlockRunner:
+        """The object that runs this strategy on ``context`` (keeps the allocation pass)."""
+        return BlockRunner(self, context)
