@@ -1,17 +1,21 @@
 """The house rules of the two packages, checked on the source: no import circles in either
-package, the method never imports the paper's package, ``import balf`` is quiet and light, and
-each public name has one home (plus the ``balf`` top level)."""
+package (type-only imports included), the folders of ``balf`` are floors that import only the
+floors below them (the order stated in docs/architecture.md), the method never imports the
+paper's package, ``import balf`` is quiet and light, and each public name has one home (plus the
+``balf`` top level)."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-LIB = Path(__file__).resolve().parents[2] / "lib"
+ROOT = Path(__file__).resolve().parents[2]
+LIB = ROOT / "lib"
 PACKAGES = ("balf", "balf_paper")
 
 
@@ -30,24 +34,15 @@ def _modules() -> dict[str, Path]:
 
 
 def _imports(path: Path) -> list[tuple[str, list[str]]]:
-    """``(module, names)`` of every import in the module, at the top level or deferred inside
-    a function (a deferred import hides a circle, it does not remove it); only imports for
-    type checkers (``if TYPE_CHECKING:``) are left out."""
+    """``(module, names)`` of every import in the module: at the top level, deferred inside a
+    function (a deferred import hides a circle, it does not remove it) or for type checkers only
+    (``if TYPE_CHECKING:``: a circle of annotations is still a circle of concepts)."""
     found: list[tuple[str, list[str]]] = []
-
-    def visit(node):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for child in node.orelse:
-                visit(child)
-            return
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.extend((a.name, []) for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.append((node.module, [a.name for a in node.names]))
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(ast.parse(path.read_text()))
     return found
 
 
@@ -110,6 +105,76 @@ def test_the_cycle_finder_finds_a_circle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+def test_a_type_only_import_counts_as_an_import(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from balf.pipeline import x\n"
+    )
+    assert ("balf.pipeline", ["x"]) in _imports(source)
+
+
+# -- floors: docs/architecture.md states the order of balf's folders ------------------------------
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+BASE = {"errors", "_version", "_device", "_eval_mode", "_deprecated"}
+
+
+def _floors() -> dict[str, int]:
+    """``{floor name: height}`` from the numbered list of docs/architecture.md (bottom first)."""
+    text = ARCHITECTURE.read_text()
+    listed = text[text.index("<!-- floors:") :]
+    found = re.findall(r"^(\d+)\. `(\w+)`", listed, flags=re.MULTILINE)
+    assert [int(i) for i, _ in found] == list(range(len(found))), found
+    return {name: int(i) for i, name in found}
+
+
+def _floor_of(module: str) -> str | None:
+    """The floor of a ``balf`` module (``None``: the package's ``__init__``, on top of all)."""
+    parts = module.split(".")
+    if parts[0] != "balf" or len(parts) == 1:
+        return None
+    return "base" if parts[1] in BASE else parts[1]
+
+
+def _floor_violations(graph: dict[str, set[str]], floors: dict[str, int]) -> list[str]:
+    """``"a -> b"`` for every import of a module by one of a lower floor (or of the top)."""
+    out = []
+    for module, targets in graph.items():
+        here = _floor_of(module)
+        if here is None:
+            continue
+        for target in targets:
+            there = _floor_of(target)
+            if there is None or floors[there] > floors[here]:
+                out.append(f"{module} ({here}) -> {target} ({there or 'balf'})")
+    return sorted(out)
+
+
+def test_every_folder_of_balf_is_on_a_floor():
+    floors = _floors()
+    on_disk = {
+        _floor_of(name) for name in _modules() if name.startswith("balf.") or name == "balf"
+    } - {None}
+    assert on_disk == set(floors), f"missing from docs/architecture.md: {on_disk - set(floors)}"
+
+
+def test_each_floor_imports_only_the_floors_below_it():
+    graph = {m: t for m, t in _graph().items() if m == "balf" or m.startswith("balf.")}
+    assert _floor_violations(graph, _floors()) == []
+
+
+def test_the_floor_check_finds_an_upward_import():
+    floors = {"base": 0, "layers": 1, "pipeline": 2}
+    graph = {
+        "balf.layers.a": {"balf.pipeline.b", "balf.errors"},
+        "balf.pipeline.b": {"balf.layers.a"},
+        "balf.errors": set(),
+    }
+    assert _floor_violations(graph, floors) == [
+        "balf.layers.a (layers) -> balf.pipeline.b (pipeline)"
+    ]
+
+
 def test_the_method_never_imports_the_paper_package():
     offenders = []
     for name, path in _modules().items():
@@ -138,13 +203,19 @@ def test_import_balf_is_quiet_and_loads_no_paper_dependency():
         f"print(sorted(p for p in {PAPER_DEPENDENCIES!r} if p in sys.modules))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={"PYTHONPATH": str(LIB), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     quiet = subprocess.run(
-        [sys.executable, "-c", "import balf"], capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", "import balf"],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={"PYTHONPATH": str(LIB), "PATH": "/usr/bin:/bin"},
     )
     assert (quiet.stdout, quiet.stderr) == ("", "")
@@ -157,9 +228,7 @@ def test_every_name_of_a_core_module_has_one_home():
         if not name.startswith("balf.") or path.name == "__init__.py":
             continue
         tree = ast.parse(path.read_text())
-        defined = {
-            n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)
-        } | {
+        defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)} | {
             t.id
             for n in tree.body
             if isinstance(n, ast.Assign | ast.AnnAssign)
@@ -190,7 +259,10 @@ def test_old_module_paths_warn_and_give_the_new_module(old, new):
         "    print(w)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={"PYTHONPATH": str(LIB), "PATH": "/usr/bin:/bin"},
     )
     assert f"{old} moved to {new}" in done.stdout, done.stderr

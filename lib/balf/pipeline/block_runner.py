@@ -2,7 +2,7 @@
 
 :class:`BlockRunner` runs the allocation pass (ranks from the original model's statistics,
 collected one block at a time) and the propagation pass (factors from the inputs the compressed
-blocks produce) that :mod:`balf.calibration.block_by_block` describes; :func:`find_blocks` picks
+blocks produce) that :mod:`balf.pipeline.block_by_block` describes; :func:`find_blocks` picks
 the chain of blocks when the strategy names none.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -33,10 +33,17 @@ from balf.pipeline.context import CompressionContext
 from balf.pipeline.strategy import InstallPlan, WholeModelRunner
 from balf.ranks.costs import LayerCandidate, LayerCost
 
-if TYPE_CHECKING:
-    from balf.pipeline.block_by_block import BlockByBlock
+__all__ = ["BlockOptions", "BlockRunner", "find_blocks"]
 
-__all__ = ["BlockRunner", "find_blocks"]
+
+class BlockOptions(Protocol):
+    """What the runner reads of :class:`balf.BlockByBlock` (its fields, see there)."""
+
+    blocks: Sequence[str] | None
+    activation_device: str | None
+    decomposition_device: str | None
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 def find_blocks(model: nn.Module, targets: dict[str, nn.Module]) -> list[str]:
@@ -98,13 +105,14 @@ def _members(blocks: dict[str, nn.Module], targets: dict[str, nn.Module]) -> dic
 
 
 class BlockRunner:
-    """Runs :class:`BlockByBlock` on one :class:`CompressionContext` (keeps the allocation pass).
+    """Runs :class:`balf.BlockByBlock` on one :class:`CompressionContext` (keeps the allocation
+    pass).
 
     The runner of :mod:`balf.pipeline.strategy`'s protocol: :meth:`candidates` is the allocation
     pass, :meth:`decompositions_for_install` the propagation pass.
     """
 
-    def __init__(self, strategy: BlockByBlock, context: CompressionContext) -> None:
+    def __init__(self, strategy: BlockOptions, context: CompressionContext) -> None:
         data = context.data.data
         if data is None:
             raise BALFError(
