@@ -41,7 +41,14 @@ from balf.layers import (
 from balf.layers.factorize import factorize_layer
 from balf.layers.padded_conv2d import register_padded_conv
 from balf.layers.padded_lowrank import PaddedLowRankConv2d
-from balf.pipeline import BlockByBlock, CompressionContext, Compressor, WholeModel, compress
+from balf.pipeline import (
+    BlockByBlock,
+    CompressionContext,
+    Compressor,
+    LayerSequential,
+    WholeModel,
+    compress,
+)
 from balf.ranks import latency
 from balf.ranks.configs import (
     MODES,
@@ -64,7 +71,6 @@ from balf.ranks.objectives import (
 )
 from balf.refit import AnchoredRefit
 from balf.report import LayerReport, Report
-from balf.sequential import LayerSequential
 
 _deprecated.install()
 

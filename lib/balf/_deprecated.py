@@ -59,6 +59,8 @@ MOVED_MODULES: dict[str, str] = {
     "balf.rank_rules": "balf.ranks.rules",
     "balf.report_building": "balf.report.build",
     "balf.representation": "balf.layers.dispatch",
+    "balf.sensitivity": "balf.pipeline.sensitivity",
+    "balf.sequential": "balf.pipeline.sequential",
     "balf.serialization": "balf.io.serialization",
     "balf.statistics": "balf.calibration.collect",
     "balf.targets": "balf.layers.selection",

@@ -13,6 +13,7 @@ from torch import nn
 import balf
 from balf.errors import BALFError, BudgetError
 from balf.layers.geometry import LayerGeometry
+from balf.pipeline.sensitivity import measure_sensitivities, output_divergence, probe_rank
 from balf.ranks.configs import BALFConfig, config_for_mode, config_from_dict
 from balf.ranks.costs import LayerCandidate, LayerCost
 from balf.ranks.objectives import (
@@ -23,7 +24,6 @@ from balf.ranks.objectives import (
     objective_named,
     register_objective,
 )
-from balf.sensitivity import measure_sensitivities, output_divergence, probe_rank
 
 
 def _candidates(seed: int, n: int = 6) -> list[LayerCandidate]:

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 _DIRS = {
     "statistics": "activation-cache",
     "decompositions": "factorization-cache",
-    # measured sensitivity weights (balf.sensitivity): they depend on the model and the data
+    # measured sensitivity weights (balf.pipeline.sensitivity): depend on the model and the data
     "sensitivities": "activation-cache",
 }
 # temporary files of balf.io.atomic writes: .<name>.pid<PID>@<host>.<random>.tmp

@@ -3,15 +3,18 @@
 :mod:`.compressor` (:class:`Compressor`, :func:`compress`) runs the pipeline — candidates, rank
 selection, copy, installation, report, counts — once for every strategy; :mod:`.strategy` defines
 the strategy protocol and :class:`WholeModel`, :mod:`.block_by_block` and :mod:`.block_runner`
-:class:`BlockByBlock`; :mod:`.context` holds what a compressor measures once
+:class:`BlockByBlock`, :mod:`.sequential` :class:`LayerSequential` (the anchored refit in forward
+order); :mod:`.context` holds what a compressor measures once
 (:class:`CompressionContext`, what budget metrics and objectives receive); :mod:`.baseline`,
-:mod:`.install`, :mod:`.shape_check`, :mod:`.cached` and :mod:`.input_checks` are its steps.
+:mod:`.install`, :mod:`.shape_check`, :mod:`.cached`, :mod:`.input_checks` and
+:mod:`.sensitivity` (the measured weights of the sensitivity objective) are its steps.
 This folder sits above every other folder of ``balf`` (see ``docs/architecture.md``).
 """
 
 from balf.pipeline.block_by_block import BlockByBlock
 from balf.pipeline.compressor import Compressor, compress
 from balf.pipeline.context import CompressionContext, DataOptions
+from balf.pipeline.sequential import LayerSequential
 from balf.pipeline.strategy import CalibrationStrategy, InstallPlan, StrategyRunner, WholeModel
 
 __all__ = [
@@ -21,6 +24,7 @@ __all__ = [
     "Compressor",
     "DataOptions",
     "InstallPlan",
+    "LayerSequential",
     "StrategyRunner",
     "WholeModel",
     "compress",

@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 from balf.errors import BALFError
 from balf.pipeline.block_runner import BlockRunner
 from balf.pipeline.context import CompressionContext
-from balf.pipeline.strategy import CalibrationStrategy
+from balf.pipeline.strategy import CalibrationStrategy, refuse_one_shot_data
 
 __all__ = ["BlockByBlock"]
 
@@ -100,6 +100,9 @@ class BlockByBlock(CalibrationStrategy):
             "activation_device": self.activation_device,
             "decomposition_device": self.decomposition_device,
         }
+
+    def check(self, context: CompressionContext) -> None:
+        refuse_one_shot_data(context, "block-by-block calibration")
 
     def runner(self, context: CompressionContext) -> BlockRunner:
         """The object that runs this strategy on ``context`` (keeps the allocation pass)."""

@@ -119,11 +119,6 @@ class BlockRunner:
                 "block-by-block calibration needs calibration data (it collects statistics "
                 "block by block on the propagated inputs), not precomputed Statistics"
             )
-        if not isinstance(data, Tensor) and iter(data) is data:
-            raise BALFError(
-                "block-by-block calibration reads the calibration data several times: pass a "
-                "re-iterable (a list, a DataLoader or a tensor), not a one-shot iterator"
-            )
         self.strategy = strategy
         self.context = context
         self.blocks = _resolve_blocks(context.model, strategy.blocks, context.targets)
@@ -315,6 +310,9 @@ class BlockRunner:
 
     def describe(self) -> dict[str, Any]:
         return {**self.strategy.to_dict(), "blocks": list(self.blocks)}
+
+    def layer_notes(self) -> dict[str, str | None]:
+        return {}
 
 
 def _check_all_called(got: HookedPass) -> None:

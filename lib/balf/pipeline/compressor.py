@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
 from torch import Tensor, nn
@@ -122,6 +122,7 @@ class Compressor:
             cache=cache,
             latency=latency,
         )
+        strategy.check(self.context)
         self._runners: dict[bool, StrategyRunner] = {}
         self._consumed = False
         self._warned_rows = False
@@ -260,24 +261,36 @@ class Compressor:
         by_name = {c.name: c for c in candidates}
         shapes = ctx.layer_shapes() if plan.replaced else {}
         energies: dict[str, Any] | None = {} if plan.activation_aware else None
-        with ctx.timed("replacement"), contextlib.closing(
-            runner.decompositions_for_install(out, plan)
-        ) as decompositions:
-            for name, dec in decompositions:
-                rank, factorized = plan.ranks[name], name in plan.replaced
+        decompositions = runner.decompositions_for_install(out, plan)
+        with ctx.timed("replacement"), contextlib.closing(decompositions):
+            installed = None  # sent back: the module just installed (None: kept dense)
+            while (item := _send(decompositions, installed)) is not None:
+                name, dec = item
+                rank, factorized, installed = plan.ranks[name], name in plan.replaced, None
                 if factorized:
                     dense, aliases = ctx.targets[name], ctx.aliases[name]
                     out = install_factorized(out, name, dense, dec, rank, aliases, shapes.get(name))
+                    installed = out.get_submodule(name) if name else out
                 if energies is not None:
                     energies[name] = dec.energies().cpu().numpy()
-                report.layers[name] = layer_report(
-                    by_name[name], rank, factorized, dec, energies, config
-                )
+                entry = layer_report(by_name[name], rank, factorized, dec, energies, config)
+                report.layers[name] = entry
+        for name, note in runner.layer_notes().items():
+            if note and name in report.layers:
+                report.layers[name].note = note
         missing = [n for n in plan.ranks if n not in report.layers]
         if missing:
             raise RuntimeError(f"the calibration strategy gave no decomposition of {missing}")
         report.layers = {n: report.layers[n] for n in plan.ranks}  # candidate (model) order
         return out, report
+
+
+def _send(generator: Generator, value: Any) -> Any:
+    """``generator.send(value)``, or ``None`` once it is exhausted."""
+    try:
+        return generator.send(value)
+    except StopIteration:
+        return None
 
 
 def compress(

@@ -34,8 +34,11 @@ from balf.layers.selection import LayerSelection
 from balf.pipeline.baseline import BaselineCounts
 from balf.pipeline.cached import load_or_collect_statistics, load_or_decompose
 from balf.pipeline.input_checks import check_latency_example
+from balf.pipeline.sensitivity import load_or_measure_sensitivities, measure_sensitivities
+from balf.ranks.costs import LayerCandidate
 from balf.ranks.latency.source import LatencySource
 from balf.ranks.latency.table import LatencyTable
+from balf.ranks.objectives import SensitivityObjective
 
 __all__ = ["CompressionContext", "DataOptions"]
 
@@ -100,6 +103,7 @@ class CompressionContext:
         self._statistics: Statistics | None = None
         self._decompositions: dict[bool, dict[str, LayerDecomposition]] = {}
         self._rows: dict[str, float] | None = None
+        self._sensitivities: dict[tuple, dict[str, float]] = {}
         if statistics is not None:
             self._check_statistics(statistics)
             self._statistics = statistics
@@ -306,6 +310,45 @@ class CompressionContext:
             )
         check_latency_example(*call, self.data.forward)
         return call[0]
+
+    # -- allocation objectives ---------------------------------------------------------------------
+
+    def layer_sensitivities(
+        self, candidates: list[LayerCandidate], objective: SensitivityObjective
+    ) -> dict[str, float]:
+        """Measured sensitivity weights of ``candidates`` (:mod:`balf.pipeline.sensitivity`),
+        from the cache when it holds them, measured once per probe setting; the time is
+        reported as ``timings["sensitivity"]``.
+
+        Raises:
+            BALFError: there is no calibration data (only statistics).
+        """
+        d = self.data
+        if d.data is None:
+            raise BALFError(
+                "the sensitivity objective measures the model's output on calibration samples: "
+                "pass calibration data (not only Statistics), or give the weights"
+            )
+        memo = (objective.probe_keep, objective.probe_samples, objective.divergence,
+                tuple(c.name for c in candidates))  # fmt: skip
+        if memo in self._sensitivities:
+            return self._sensitivities[memo]
+        decompositions = self.decompositions(True)
+
+        def measure(data):
+            return measure_sensitivities(
+                self.model, candidates, self.targets, self.aliases, decompositions, data,
+                objective, forward=d.forward, batch_size=d.batch_size,
+                max_batches=d.max_batches, progress=d.progress,
+            )  # fmt: skip
+
+        with self.timed("sensitivity"):
+            weights, d.data = load_or_measure_sensitivities(
+                self.cache, self.model, candidates, self.statistics, d.data, objective, measure,
+                batch_size=d.batch_size, max_batches=d.max_batches, forward=d.forward,
+            )  # fmt: skip
+        self._sensitivities[memo] = weights
+        return weights
 
     # -- timings -------------------------------------------------------------------------------
 

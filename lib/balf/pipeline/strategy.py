@@ -20,18 +20,26 @@ strategy.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from torch import nn
+from torch import Tensor, nn
 
 from balf.decomposition import LayerDecomposition
+from balf.errors import BALFError
 from balf.layers.dispatch import geometry_of
 from balf.pipeline.context import CompressionContext
 from balf.ranks.costs import LayerCandidate, LayerCost
 
-__all__ = ["CalibrationStrategy", "InstallPlan", "StrategyRunner", "WholeModel", "WholeModelRunner"]
+__all__ = [
+    "CalibrationStrategy",
+    "InstallPlan",
+    "StrategyRunner",
+    "WholeModel",
+    "WholeModelRunner",
+    "refuse_one_shot_data",
+]
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,20 @@ class InstallPlan:
         return cls(activation_aware, by_name, replaced)
 
 
+def refuse_one_shot_data(context: CompressionContext, what: str) -> None:
+    """Raise when the calibration data is a one-shot iterator (``what`` reads it several times).
+
+    Raises:
+        BALFError: naming ``what`` and the fix.
+    """
+    data = context.data.data
+    if data is not None and not isinstance(data, Tensor) and iter(data) is data:
+        raise BALFError(
+            f"{what} reads the calibration data several times: pass a re-iterable (a tensor, a "
+            "list or a DataLoader), not a one-shot iterator"
+        )
+
+
 class StrategyRunner(Protocol):
     """Runs one strategy for one compressor; keeps what every compression reuses."""
 
@@ -69,9 +91,10 @@ class StrategyRunner(Protocol):
 
     def decompositions_for_install(
         self, out: nn.Module, plan: InstallPlan
-    ) -> Iterator[tuple[str, LayerDecomposition]]:
+    ) -> Generator[tuple[str, LayerDecomposition], nn.Module | None, None]:
         """``(name, decomposition)`` of every layer of ``plan``, in installation order; the
-        caller installs each in ``out`` before asking for the next."""
+        caller installs each in ``out`` (where ``plan.replaced`` has it) before it asks for the
+        next, and sends back the installed module (``None`` when the layer stays dense)."""
         ...
 
     def calibration_rows(self) -> Mapping[str, int]:
@@ -86,6 +109,10 @@ class StrategyRunner(Protocol):
         """The strategy as the report records it (``None``: whole-model)."""
         ...
 
+    def layer_notes(self) -> Mapping[str, str | None]:
+        """A note for a layer's report entry, by name, where the strategy has one."""
+        ...
+
 
 class CalibrationStrategy:
     """Base class of calibration strategies (frozen dataclasses, JSON-serialisable).
@@ -96,6 +123,10 @@ class CalibrationStrategy:
     """
 
     uses_cache: ClassVar[bool] = True
+
+    def check(self, context: CompressionContext) -> None:
+        """Refuse, with a clear :class:`balf.BALFError`, options this strategy cannot run
+        (called when the compressor is made; default: none)."""
 
     def runner(self, context: CompressionContext) -> StrategyRunner:
         """The object that runs this strategy on ``context`` (made once per compressor)."""
@@ -156,3 +187,6 @@ class WholeModelRunner:
 
     def describe(self) -> None:
         return None
+
+    def layer_notes(self) -> dict[str, str | None]:
+        return {}

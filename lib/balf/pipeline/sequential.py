@@ -16,9 +16,9 @@ block with :class:`balf.refit.AnchoredRefit` is the form for transformers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -31,14 +31,21 @@ from balf.decomposition import LayerDecomposition
 from balf.errors import BALFError
 from balf.layers.attention import temporarily_unpacked
 from balf.layers.dispatch import geometry_of, input_rows, weight_matrices
+from balf.pipeline.context import CompressionContext
+from balf.pipeline.sensitivity import probe_batches
+from balf.pipeline.strategy import (
+    CalibrationStrategy,
+    InstallPlan,
+    WholeModelRunner,
+    refuse_one_shot_data,
+)
 from balf.refit import AnchoredRefit, CrossStatistics, anchored_decomposition, bias_shift
-from balf.sensitivity import probe_batches
 
-__all__ = ["LayerSequential", "call_order", "refit_in_order"]
+__all__ = ["LayerSequential", "LayerSequentialRunner", "call_order", "refit_in_order"]
 
 
 @dataclass(frozen=True)
-class LayerSequential:
+class LayerSequential(CalibrationStrategy):
     """Calibration strategy: whole-model ranks, then each factorized layer refitted in forward
     order on its propagated inputs (module docstring).
 
@@ -54,6 +61,7 @@ class LayerSequential:
         ...                               strategy=balf.LayerSequential(balf.AnchoredRefit(1.0)))
     """
 
+    uses_cache: ClassVar[bool] = True  # the whole-model statistics and decompositions
     refit: AnchoredRefit = AnchoredRefit()
     samples: int | None = None
 
@@ -67,6 +75,55 @@ class LayerSequential:
     def to_dict(self) -> dict[str, Any]:
         """``{"type": "LayerSequential", "refit": {...}, "samples": ...}``, JSON-serialisable."""
         return {"type": type(self).__name__, "refit": self.refit.to_dict(), "samples": self.samples}
+
+    def check(self, context: CompressionContext) -> None:
+        refuse_one_shot_data(context, "layer-sequential refit (once per layer)")
+
+    def runner(self, context: CompressionContext) -> LayerSequentialRunner:
+        """The object that runs this strategy on ``context``."""
+        return LayerSequentialRunner(self, context)
+
+
+class LayerSequentialRunner(WholeModelRunner):
+    """:class:`LayerSequential` on a context: whole-model candidates (ranks from the dense
+    model's spectra), then the refit of every layer to factorize, in forward order."""
+
+    def __init__(self, strategy: LayerSequential, context: CompressionContext) -> None:
+        super().__init__(context)
+        self.strategy = strategy
+        self.outcome: dict[str, dict[str, Any]] = {}
+
+    def decompositions_for_install(
+        self, out: nn.Module, plan: InstallPlan
+    ) -> Generator[tuple[str, LayerDecomposition], nn.Module | None, None]:
+        if not plan.activation_aware:
+            yield from super().decompositions_for_install(out, plan)
+            return
+        ctx = self.context
+        fallback = ctx.decompositions(True)
+        if ctx.data.data is None:
+            raise BALFError(
+                "layer-sequential refit runs the model on the calibration data: pass the data, "
+                "not only Statistics"
+            )
+        d = ctx.data
+        self.outcome = {}
+        with ctx.timed("refit"):
+            yield from refit_in_order(
+                ctx.model, out, {n: plan.ranks[n] for n in plan.replaced}, fallback, d.data,
+                self.strategy.refit, self.outcome, samples=self.strategy.samples,
+                forward=d.forward, batch_size=d.batch_size, max_batches=d.max_batches,
+                progress=d.progress,
+            )  # fmt: skip
+        for name in plan.ranks:  # the layers kept dense: whole-model decompositions
+            if name not in plan.replaced:
+                yield name, fallback[name]
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.strategy.to_dict(), "layers": self.outcome}
+
+    def layer_notes(self) -> dict[str, str | None]:
+        return {n: o["note"] for n, o in self.outcome.items()}
 
 
 class _Stop(Exception):
@@ -167,45 +224,42 @@ def refit_in_order(
     fallback: dict[str, LayerDecomposition],
     data: Iterable | Tensor,
     refit: AnchoredRefit,
-    install: Callable[[str, LayerDecomposition, int], nn.Module],
+    outcome: dict[str, dict[str, Any]],
     *,
     samples: int | None = None,
     forward: Callable[[nn.Module, Any], Any] | None = None,
     batch_size: int = 64,
     max_batches: int | None = None,
     progress: bool = True,
-) -> dict[str, dict[str, Any]]:
-    """Fit and install every layer of ``ranks`` in forward order (module docstring).
+) -> Generator[tuple[str, LayerDecomposition], nn.Module | None, None]:
+    """Fit every layer of ``ranks`` in forward order (module docstring): yields
+    ``(name, decomposition)`` and is sent back the installed module before it fits the next.
 
     Args:
         dense_model: the uncompressed model (not modified).
-        out_model: the model being compressed; ``install(name, decomposition, rank)`` puts a
-            layer's factorized form into it (and returns the installed module).
+        out_model: the model being compressed; the caller installs each yielded decomposition
+            in it (at ``ranks[name]``) and sends the installed module back.
         ranks: the rank of every layer to factorize.
         fallback: each layer's whole-model decomposition, kept where the rows do not determine
             the refit.
+        outcome: filled with ``{name: {"refit": bool, "rows": N, "note": str | None,
+            "bias_shift": float | None}}``, the per-layer outcome for the report.
         samples: calibration samples the refit uses (``None``: all).
-
-    Returns:
-        ``{name: {"refit": bool, "rows": N, "note": str | None, "bias_shift": float | None}}``,
-        the per-layer outcome for the report.
     """
     device = model_device(dense_model)
     batches = probe_batches(data, samples, device, batch_size=batch_size, max_batches=max_batches)
-    outcome: dict[str, dict[str, Any]] = {}
     with eval_mode(dense_model), eval_mode(out_model), temporarily_unpacked(dense_model):
         order, calls = call_order(dense_model, list(ranks), batches[0], forward)
         for name in tqdm(order, desc="refit", unit="layer", disable=not progress):
             if calls[name] == 0:
-                install(name, fallback[name], ranks[name])
                 outcome[name] = {"refit": False, "rows": 0, "note": "never called: whole-model "
                                  "factors kept", "bias_shift": None}  # fmt: skip
+                yield name, fallback[name]
                 continue
             stats = _cross_statistics(dense_model, out_model, name, batches, calls[name], forward)
             dense_layer = dense_model.get_submodule(name)
             d = stats.prop_gram.shape[-1]
             if not refit.determined(stats):
-                install(name, fallback[name], ranks[name])
                 outcome[name] = {
                     "refit": False,
                     "rows": stats.rows,
@@ -213,18 +267,18 @@ def refit_in_order(
                     f"determine a fit of {d} inputs",
                     "bias_shift": None,
                 }
+                yield name, fallback[name]
                 continue
             w = weight_matrices(dense_layer)
             dec = anchored_decomposition(
                 w, stats, refit.beta, refit.ridge, geometry_of(dense_layer).max_rank
             )
-            small = install(name, dec, ranks[name])
+            small = yield name, dec
             shift = None
-            if refit.bias_correction:
+            if refit.bias_correction and small is not None:
                 shift = _correct_bias(small, w, dec, ranks[name], stats, refit.beta)
             outcome[name] = {"refit": True, "rows": stats.rows, "note": None, "bias_shift": shift}
             del stats
-    return outcome
 
 
 @torch.no_grad()
