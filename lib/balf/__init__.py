@@ -20,6 +20,7 @@ from balf.counting.flops import count_flops, count_params
 from balf.decomposition import LayerDecomposition, decompose_layer
 from balf.errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
 from balf.io import export
+from balf.io import hf_hook as _hf_hook
 from balf.io.cache import Cache
 from balf.io.pretrained import load_pretrained, save_pretrained
 from balf.io.serialization import (
@@ -73,6 +74,8 @@ from balf.refit import AnchoredRefit
 from balf.report import LayerReport, Report
 
 _deprecated.install()
+# "balf" in transformers' quantizer registry, without importing transformers (balf.io.hf_hook)
+_hf_hook.install()
 
 __all__ = [
     "MODES",

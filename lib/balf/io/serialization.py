@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from balf.errors import BALFError
 from balf.io.atomic import atomic_write_bytes
 from balf.io.checksum import ALGORITHM, tensors_checksum, verify_checksum
+from balf.io.hf_hook import mark_if_transformers
 from balf.io.orphans import remove_save_orphans
 from balf.io.sharing import module_names, retie, tied_tensors
 from balf.io.spec_checks import check_aliases, check_layer_entry
@@ -355,4 +356,5 @@ def load(path: str | Path, model: nn.Module, device: torch.device | str | None =
         )
     if target.type != "meta":
         model = model.to(target)
+    mark_if_transformers(model)  # its save_pretrained records the factorization
     return model.eval()
