@@ -20,6 +20,8 @@ _COMMON = {
 }
 _LLAMA = {**_COMMON, "num_key_value_heads": 2}
 _BERT = _COMMON
+_GPT2 = {"vocab_size": 64, "n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64,
+         "bos_token_id": 0, "eos_token_id": 0}  # fmt: skip
 
 
 def tiny_llama_config(**overrides: Any) -> transformers.LlamaConfig:
@@ -30,3 +32,9 @@ def tiny_llama_config(**overrides: Any) -> transformers.LlamaConfig:
 def tiny_bert_config(**overrides: Any) -> transformers.BertConfig:
     """A tiny ``BertConfig`` (see the module docstring) with ``overrides`` applied."""
     return transformers.BertConfig(**{**_BERT, **overrides})
+
+
+def tiny_gpt2_config(**overrides: Any) -> transformers.GPT2Config:
+    """A tiny ``GPT2Config`` (``Conv1D`` projections; see the module docstring) with
+    ``overrides`` applied; token ids 0 so that they lie in the tiny vocabulary."""
+    return transformers.GPT2Config(**{**_GPT2, **overrides})

@@ -2,9 +2,9 @@
 
 Mapping batches (dicts, a tokenizer's ``BatchEncoding``, a ``DataLoader`` with
 ``DataCollatorWithPadding``) calibrate without ``forward=``; ``balf.save``/``balf.load`` work on
-models built from their config; ``balf.save_pretrained`` writes a folder that
-``balf.load_pretrained`` reloads with its ranks, while ``from_pretrained`` on it fails loudly.
-Every model is a tiny random-weight config built here (no download).
+models built from their config. Folders (``save_pretrained``/``from_pretrained``) are tested in
+``test_transformers_pretrained.py``. Every model is a tiny random-weight config built here (no
+download).
 """
 
 from __future__ import annotations
@@ -130,68 +130,3 @@ def test_save_and_load_on_models_built_from_config(tmp_path, family):
     again = balf.load(path, fresh)
     with torch.no_grad():
         torch.testing.assert_close(again(ids)[0], expected)
-
-
-# -- folders: save_pretrained / load_pretrained ----------------------------------------------------
-
-
-@pytest.mark.parametrize("family", ["llama", "bert", "gpt2"])
-def test_a_compressed_model_round_trips_through_a_folder(tmp_path, family):
-    if family == "llama":
-        _, model = _llama(tie_word_embeddings=False)
-    elif family == "bert":
-        _, model = _bert()
-    else:
-        config = transformers.GPT2Config(
-            n_embd=32, n_layer=2, n_head=2, vocab_size=VOCAB, n_positions=64, bos_token_id=0,
-            eos_token_id=0,
-        )  # fmt: skip
-        torch.manual_seed(0)
-        model = transformers.GPT2LMHeadModel(config).eval()
-    ids = _ids()
-    small, report = balf.compress(model, [{"input_ids": ids}], balf.BALFConfig(0.5), progress=False)
-    folder = balf.save_pretrained(small, tmp_path / "compressed")
-    assert {p.name for p in folder.iterdir()} >= {
-        "config.json", "balf_spec.json", "balf_model.safetensors"}  # fmt: skip
-    again = balf.load_pretrained(folder)
-    assert type(again) is type(model)
-    ranks = {e["name"]: e["rank"] for e in balf.model_spec(again)["layers"]}
-    assert ranks == {n: lr.rank for n, lr in report.layers.items() if lr.factorized}
-    with torch.no_grad():
-        torch.testing.assert_close(again(ids)[0], small(ids)[0])
-    assert balf.count_params(again) == balf.count_params(small)
-
-
-def test_plain_from_pretrained_on_the_folder_fails_loudly(tmp_path):
-    _, model = _llama()
-    small, _ = balf.compress(model, [{"input_ids": _ids()}], balf.BALFConfig(0.5), progress=False)
-    folder = balf.save_pretrained(small, tmp_path / "compressed")
-    with pytest.raises(OSError, match="no file named model.safetensors"):
-        transformers.AutoModelForCausalLM.from_pretrained(folder)
-    with pytest.raises(OSError):
-        transformers.LlamaForCausalLM.from_pretrained(folder)
-
-
-def test_saving_over_hugging_face_weights_is_refused(tmp_path):
-    _, model = _llama()
-    model.save_pretrained(tmp_path)
-    with pytest.raises(balf.BALFError, match="save into an empty folder"):
-        balf.save_pretrained(model, tmp_path)
-    with pytest.raises(balf.SaveFormatError, match="not a folder written by balf.save_pretrained"):
-        balf.load_pretrained(tmp_path)
-
-
-def test_save_pretrained_needs_a_transformers_model(tmp_path):
-    with pytest.raises(balf.BALFError, match="has no transformers config"):
-        balf.save_pretrained(torch.nn.Linear(2, 2), tmp_path)
-
-
-def test_load_pretrained_without_accelerate_builds_on_the_cpu(tmp_path, monkeypatch):
-    _, model = _llama()
-    ids = _ids()
-    small, _ = balf.compress(model, [{"input_ids": ids}], balf.BALFConfig(0.5), progress=False)
-    folder = balf.save_pretrained(small, tmp_path / "compressed")
-    monkeypatch.setitem(__import__("sys").modules, "accelerate", None)  # import fails
-    again = balf.load_pretrained(folder)
-    with torch.no_grad():
-        torch.testing.assert_close(again(ids).logits, small(ids).logits)

@@ -30,7 +30,7 @@ def test_the_readme_example_runs_and_round_trips(tmp_path, monkeypatch):
     assert report.skipped["lm_head"] == "excluded by exclude='lm_head'"
     assert any(name.endswith("self_attn.q_proj") for name in report.layers)
     assert report.layer_flops_ratio <= 0.6 + 1e-9
-    assert (tmp_path / "llama-balf" / "balf_model.safetensors").is_file()
+    assert (tmp_path / "llama-balf" / "model.safetensors").is_file()  # the transformers way
     ids = namespace["batches"][0]["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(again(ids).logits, small(ids).logits)

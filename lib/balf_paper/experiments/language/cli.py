@@ -59,6 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-windows", type=int, default=8)
     p.add_argument("--eval-len", type=int, default=1024)
     p.add_argument("--calib-sentences", type=int, default=512)
+    p.add_argument(
+        "--lm-eval-tasks",
+        default=None,
+        help="lm-evaluation-harness tasks scored zero-shot on every model, comma-separated "
+        "(e.g. arc_easy,arc_challenge,hellaswag,piqa,winogrande,openbookqa,boolq; their data "
+        "must be in the Hugging Face datasets cache; needs the [lm-eval] extra; default: none)",
+    )
+    p.add_argument(
+        "--lm-eval-limit", type=float, default=None,
+        help="at most this many examples per lm-eval task (a fraction if < 1; default: all)",
+    )  # fmt: skip
+    p.add_argument(
+        "--lm-eval-include-path", default=None,
+        help="folder of lm-eval task YAML files of your own (default: none)",
+    )  # fmt: skip
+    p.add_argument("--lm-eval-batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--probe-samples",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from balf.io.atomic import atomic_write_text, read_json_or_none
+from balf_paper.experiments.language.lm_eval_tasks import latex_tables, markdown_tables
 from balf_paper.experiments.modes import display_of, mode_order
 
 __all__ = ["load_points", "render"]
@@ -40,6 +41,11 @@ def _rows(points: list[dict[str, Any]]) -> tuple[list[float], list[tuple[str, st
     )
     cells = {(p["mode"], p["strategy"], p["ratio"]): p for p in points}
     return ratios, keys, cells
+
+
+def _row_label(mode: str, strategy: str) -> list[str]:
+    calibration = "none (data-free)" if mode == "uniform" else _STRATEGY_LABEL[strategy]
+    return [_label(mode), calibration]
 
 
 def _cell(point: dict[str, Any] | None, metric: str, digits: int) -> str:
@@ -71,15 +77,16 @@ def render(out: Path) -> list[Path]:
     lines = [head, "|---|---|" + "--:|" * len(ratios)]
     for mode, strategy in keys:
         row = [_cell(cells.get((mode, strategy, r)), metric, digits) for r in ratios]
-        calibration = "none (data-free)" if mode == "uniform" else _STRATEGY_LABEL[strategy]
-        lines.append(f"| {_label(mode)} | {calibration} | " + " | ".join(row) + " |")
+        lines.append("| " + " | ".join([*_row_label(mode, strategy), *row]) + " |")
     if metric in baseline:
         lines.append(
             f"| uncompressed | — | {baseline[metric]:.{digits}f} (all ratios) |"
             + " |" * (len(ratios) - 1)
         )
     md = out / "table.md"
-    atomic_write_text("\n".join(lines) + "\n", md)
+    table_args = (points, baseline, ratios, keys, cells, _row_label)
+    lm_eval_md = markdown_tables(*table_args)  # zero-shot scores (--lm-eval-tasks), if any
+    atomic_write_text("\n".join(lines) + "\n" + (f"\n{lm_eval_md}\n" if lm_eval_md else ""), md)
     tex_rows = [" & ".join(["mode", "calibration", *[f"{r:g}" for r in ratios]]) + r" \\"]
     for line in lines[2:]:
         tex_rows.append(" & ".join(c.strip() for c in line.strip("|").split("|")) + r" \\")
@@ -89,7 +96,8 @@ def render(out: Path) -> list[Path]:
         + "r" * len(ratios)
         + "}\n"
         + "\n".join(tex_rows)
-        + "\n\\end{tabular}\n",
+        + "\n\\end{tabular}\n"
+        + (f"\n{latex_tables(*table_args)}\n" if lm_eval_md else ""),
         tex,
     )
     written = [md, tex]

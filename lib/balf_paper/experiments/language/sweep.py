@@ -31,6 +31,7 @@ from balf.io.atomic import atomic_json_dump, read_json_or_none
 from balf.layers.selection import resolve_layers
 from balf.ranks.configs import CompressionConfig, LayerCandidate
 from balf.ranks.objectives import SensitivityObjective
+from balf_paper.experiments.language.lm_eval_tasks import POINT_KEY
 from balf_paper.experiments.language.tasks import Task
 
 __all__ = ["MODES", "STRATEGIES", "energy_threshold_for", "point_path", "run_points"]
@@ -138,21 +139,22 @@ def run_points(
 ) -> list[dict[str, Any]]:
     """Compute every missing point; returns the points computed in this call."""
     baseline_path = out / "baseline.json"
-    if read_json_or_none(baseline_path) is None:
+    baseline = read_json_or_none(baseline_path)
+    if baseline is None:
         start = time.perf_counter()
         value = task.evaluate(task.model)
-        atomic_json_dump(
-            {
-                "task": task.name,
-                task.metric: value,
-                "params": balf.count_params(task.model),
-                "provenance": task.provenance,
-                "data": task.data,
-                "seconds": time.perf_counter() - start,
-            },
-            baseline_path,
-        )
+        baseline = {
+            "task": task.name,
+            task.metric: value,
+            "params": balf.count_params(task.model),
+            "provenance": task.provenance,
+            "data": task.data,
+            "seconds": time.perf_counter() - start,
+        }
+        atomic_json_dump(baseline, baseline_path)
         log.info("uncompressed %s: %.4f", task.metric, value)
+    if task.extra_scores is not None and not task.extra_scores.complete(baseline):
+        atomic_json_dump({**baseline, **task.extra_scores(task.model)}, baseline_path)
     layers = _layers(task)
     done: list[dict[str, Any]] = []
     runners = {s: _Strategy(task, s, layers, probe_samples) for s in strategies}
@@ -162,13 +164,18 @@ def run_points(
                 if mode == "uniform" and strategy != "whole":
                     continue  # data-free: the strategy does not apply
                 path = point_path(out, strategy, mode, ratio)
-                if path.exists():
+                if path.exists() and _complete(task, read_json_or_none(path)):
                     continue
                 point = _point(task, runners[strategy], out, mode, ratio)
                 atomic_json_dump(point, path)
                 done.append(point)
                 log.info("%s %s %.2f: %s", strategy, mode, ratio, point.get(task.metric))
     return done
+
+
+def _complete(task: Task, point: dict[str, Any] | None) -> bool:
+    """A stored point holds every score asked for (else it is computed again)."""
+    return point is not None and (task.extra_scores is None or task.extra_scores.complete(point))
 
 
 def _point(task: Task, runner: _Strategy, out: Path, mode: str, ratio: float) -> dict[str, Any]:
@@ -193,8 +200,10 @@ def _point(task: Task, runner: _Strategy, out: Path, mode: str, ratio: float) ->
             r if c.cost.is_cheaper(r) else c.cost.geometry.max_rank
             for c, r in zip(candidates, config.select_ranks(candidates)[0], strict=True)
         ]
-        if twin is not None and "ranks" in twin and list(twin["ranks"].values()) == ranks:
-            keep = ("metric_value", task.metric, "layer_params_ratio", "layer_flops_ratio")
+        same = twin is not None and "ranks" in twin and list(twin["ranks"].values()) == ranks
+        if same and _complete(task, twin):
+            keep = ("metric_value", task.metric, "layer_params_ratio", "layer_flops_ratio",
+                    POINT_KEY)  # fmt: skip
             return {
                 **base,
                 **{k: twin[k] for k in keep if k in twin},
@@ -211,10 +220,12 @@ def _point(task: Task, runner: _Strategy, out: Path, mode: str, ratio: float) ->
     compressed = time.perf_counter() - start
     start = time.perf_counter()
     value = task.evaluate(small)
+    extra = task.extra_scores(small) if task.extra_scores is not None else {}
     return {
         **base,
         task.metric: value,
         "metric_value": value,
+        **extra,
         "layer_params_ratio": report.layer_params_ratio,
         "layer_flops_ratio": report.layer_flops_ratio,
         "model_params_ratio": report.model_params_ratio,

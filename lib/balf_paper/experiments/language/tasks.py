@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from balf.errors import BALFError
 from balf_paper.experiments.language.hf_models import load_causal_lm, load_encoder
+from balf_paper.experiments.language.lm_eval_tasks import LmEvalScorer, scorer_for
 from balf_paper.experiments.language.metrics import encode_sentences, perplexity, spearman
 from balf_paper.experiments.language.text_data import read_sts, read_wikitext, split_windows
 
@@ -45,6 +47,8 @@ class Task:
         exclude: module names never compressed.
         provenance: where the weights and data come from (stored with every result).
         data: what the calibration and evaluation sets are (stored with every result).
+        extra_scores: more scores of a model, merged into its point (lm-eval's zero-shot
+            accuracies, ``--lm-eval-tasks``); ``None``: none.
     """
 
     name: str
@@ -57,6 +61,7 @@ class Task:
     exclude: list[str] = field(default_factory=list)
     provenance: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    extra_scores: LmEvalScorer | None = None
 
 
 def _causal_forward(model: nn.Module, batch: dict) -> Any:
@@ -93,6 +98,7 @@ def _wikitext(args: Any) -> Task:
         forward=_causal_forward,
         evaluate=lambda m: perplexity(m, evaluation),
         provenance=args.provenance,
+        extra_scores=_lm_eval_scorer(args, tokenizer),
         data={
             "text": "WikiText-2 raw, test split (wiki.test.raw)",
             "tokens": int(ids.numel()),
@@ -105,7 +111,22 @@ def _wikitext(args: Any) -> Task:
     )
 
 
+def _lm_eval_scorer(args: Any, tokenizer: Any) -> LmEvalScorer | None:
+    """lm-eval's zero-shot scores of the tasks in ``--lm-eval-tasks`` (``None``: no tasks)."""
+    return scorer_for(
+        getattr(args, "lm_eval_tasks", None),
+        tokenizer,
+        include_path=getattr(args, "lm_eval_include_path", None),
+        limit=getattr(args, "lm_eval_limit", None),
+        batch_size=getattr(args, "lm_eval_batch_size", 8),
+    )
+
+
 def _stsb(args: Any) -> Task:
+    if getattr(args, "lm_eval_tasks", None):
+        raise BALFError(
+            "--lm-eval-tasks scores causal language models; use it with --task wikitext"
+        )
     train, test = read_sts(args.data_dir, "train"), read_sts(args.data_dir, "test")
     tokenizer, model = load_encoder(args.model_dir)
     sentences = [s for pair in zip(train.first, train.second, strict=True) for s in pair]
