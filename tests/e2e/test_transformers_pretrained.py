@@ -121,7 +121,9 @@ def test_both_ways_write_the_same_folder(tmp_path, compressed, family):
 def test_the_config_records_the_factorization_and_guards_every_dense_name(
     tmp_path, compressed, family
 ):
-    small, _ = compressed[family]
+    small, report = compressed[family]
+    assert small.config.quantization_config.ranks == {
+        n: lr.rank for n, lr in report.layers.items() if lr.factorized}  # fmt: skip
     folder = _save(small, tmp_path / "saved", "model.save_pretrained")
     quantization = json.loads((folder / "config.json").read_text())["quantization_config"]
     assert quantization["quant_method"] == "balf"
