@@ -14,8 +14,9 @@ about a second slower and fail where transformers is not installed, so :func:`in
   Until then it costs one string comparison per import.
 
 :func:`mark_if_transformers` is what :func:`balf.compress` and :func:`balf.load` call on their
-result: it marks a transformers model for ``save_pretrained`` (again without importing
-transformers: a transformers model exists only once transformers is imported).
+result (the latter through :func:`balf.io.serialization.add_load_hook`): it marks a transformers
+model for ``save_pretrained`` (again without importing transformers: a transformers model exists
+only once transformers is imported).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import logging
 import sys
 
 from torch import nn
+
+from balf.io.serialization import add_load_hook
 
 __all__ = ["REGISTRY_MODULE", "install", "mark_if_transformers"]
 
@@ -88,7 +91,9 @@ def _remove_finder() -> None:
 
 
 def install() -> None:
-    """Register with transformers now if its registry is loaded, else when it loads (once)."""
+    """Register with transformers now if its registry is loaded, else when it loads (once);
+    mark the transformers models :func:`balf.load` returns (:func:`mark_if_transformers`)."""
+    add_load_hook(mark_if_transformers)
     if REGISTRY_MODULE in sys.modules:
         _register()
     elif not any(isinstance(f, _RegistryFinder) for f in sys.meta_path):

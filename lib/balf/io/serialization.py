@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,6 @@ from torch import Tensor, nn
 from balf.errors import BALFError
 from balf.io.atomic import atomic_write_bytes
 from balf.io.checksum import ALGORITHM, tensors_checksum, verify_checksum
-from balf.io.hf_hook import mark_if_transformers
 from balf.io.orphans import remove_save_orphans
 from balf.io.sharing import module_names, retie, tied_tensors
 from balf.io.spec_checks import check_aliases, check_layer_entry
@@ -44,6 +43,7 @@ from balf.layers.kind import kind_for, kind_named, kind_of_lowrank, layer_kinds
 __all__ = [
     "FORMAT_VERSION",
     "SaveFormatError",
+    "add_load_hook",
     "apply_spec",
     "load",
     "model_spec",
@@ -63,6 +63,19 @@ _METADATA_KEY = "balf"
 
 class SaveFormatError(BALFError):
     """A saved file does not match the model or this library (names the layer and the fix)."""
+
+
+_LOAD_HOOKS: list[Callable[[nn.Module], None]] = []
+
+
+def add_load_hook(hook: Callable[[nn.Module], None]) -> None:
+    """Call ``hook(model)`` on every model :func:`load` returns (once per hook).
+
+    :mod:`balf.io.hf_hook` adds one that lets a loaded transformers model's ``save_pretrained``
+    record its factorization (registered from above, so this module imports nothing of it).
+    """
+    if hook not in _LOAD_HOOKS:
+        _LOAD_HOOKS.append(hook)
 
 
 # -- the spec -----------------------------------------------------------------------------------
@@ -356,5 +369,6 @@ def load(path: str | Path, model: nn.Module, device: torch.device | str | None =
         )
     if target.type != "meta":
         model = model.to(target)
-    mark_if_transformers(model)  # its save_pretrained records the factorization
+    for hook in _LOAD_HOOKS:
+        hook(model)
     return model.eval()
