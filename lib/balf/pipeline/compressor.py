@@ -205,6 +205,7 @@ class Compressor:
         with ctx.timed("allocation"):
             ranks, allocation = config.select_ranks(candidates)
         plan = InstallPlan.of(candidates, ranks, aware)
+        ctx.check_layer_values(_ordered(plan))  # before anything is installed
         rollback = (
             Rollback(self.model, _ordered(plan), ctx.targets, ctx.aliases) if inplace else None
         )
