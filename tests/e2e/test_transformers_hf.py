@@ -130,3 +130,64 @@ def test_save_and_load_on_models_built_from_config(tmp_path, family):
     again = balf.load(path, fresh)
     with torch.no_grad():
         torch.testing.assert_close(again(ids)[0], expected)
+
+
+# -- padding tokens stay out of the statistics ---------------------------------------------------
+
+LENGTHS = (7, 19, 30, 12)
+
+
+def _sequences():
+    g = torch.Generator().manual_seed(3)
+    return [torch.randint(2, VOCAB, (n,), generator=g) for n in LENGTHS]
+
+
+def _padded_batch(side: str) -> dict:
+    """The sequences in one batch, padded on ``side`` to the longest, with their mask."""
+    seqs, width = _sequences(), max(LENGTHS)
+    ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        span = slice(0, len(s)) if side == "right" else slice(width - len(s), width)
+        ids[i, span], mask[i, span] = s, 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _unpadded_batches() -> list[dict]:
+    return [{"input_ids": s[None]} for s in _sequences()]
+
+
+STRATEGIES = {"whole-model": None, "block-by-block": balf.BlockByBlock()}
+
+
+def test_padded_rows_are_left_out_of_every_gram_matrix():
+    """Right padding (a causal LM's real tokens do not see it): every layer's statistics equal
+    those of the sequences calibrated one by one without padding, with or without forward=."""
+    _, model = _llama()
+    reference = balf.collect_statistics(model, _unpadded_batches(), progress=False)
+    for forward in (None, lambda m, b: m(**b, use_cache=False)):
+        stats = balf.collect_statistics(
+            model, [_padded_batch("right")], progress=False, forward=forward
+        )
+        for name, st in reference.layers.items():
+            assert stats.layers[name].rows == st.rows, name
+            torch.testing.assert_close(stats.layers[name].gram, st.gram, rtol=1e-5, atol=1e-6)
+    assert reference.layers["model.layers.0.mlp.down_proj"].rows == sum(LENGTHS)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES.values(), ids=list(STRATEGIES))
+def test_a_padded_batch_compresses_as_its_sequences_do(strategy):
+    """The ranks an energy threshold keeps, and the energy it reports, come from the real tokens
+    only (the padded rows cut the ranks to a fraction of what they need)."""
+    _, model = _llama()
+
+    def run(data):
+        return balf.compress(
+            model, data, balf.EnergyConfig(0.9), progress=False, strategy=strategy,
+            forward=lambda m, b: m(**b, use_cache=False),
+        )[1]  # fmt: skip
+
+    padded, reference = run([_padded_batch("right")]), run(_unpadded_batches())
+    assert padded.ranks == reference.ranks
+    for name, lr in reference.layers.items():
+        assert padded.layers[name].energy_kept == pytest.approx(lr.energy_kept, abs=1e-6)

@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from balf.calibration.padding import PaddingMask
 from balf.calibration.statistics import LayerStatistics
 from balf.io.hashing import tensor_digest
 from balf.layers.dispatch import dense_weight, geometry_of, input_gram, output_gram, rows_of_call
@@ -53,15 +54,20 @@ class GramAccumulator:
         name: the layer's module name (for messages).
         module: the layer.
         side: ``"output"`` (``S = K``, from the pre-bias output) or ``"input"`` (``S = D``).
+        padding: the padding mask of the running batch (:mod:`balf.calibration.padding`):
+            rows of padding tokens are left out. ``None``: every row counts.
     """
 
-    def __init__(self, name: str, module: nn.Module, side: Side) -> None:
+    def __init__(
+        self, name: str, module: nn.Module, side: Side, padding: PaddingMask | None = None
+    ) -> None:
         geo = geometry_of(module)
         size = geo.in_dim if side == "input" else geo.out_dim
         w = dense_weight(module)
         self.name = name
         self.module = module
         self.side = side
+        self.padding = padding
         self.stats = LayerStatistics(
             side=side,
             gram=torch.zeros(geo.groups, size, size, dtype=torch.float64, device=w.device),
@@ -70,12 +76,17 @@ class GramAccumulator:
 
     def __call__(self, module: nn.Module, inputs: tuple, output: Tensor) -> None:
         st = self.stats
+        st.calls += 1
+        st.output_shape = tuple(output.shape[1:])
+        x = inputs[0] if self.side == "input" else None
+        real = self.padding.rows(module, output) if self.padding is not None else None
+        if real is not None:  # (B, L) → the rows of real tokens, (N, K) / (N, D)
+            output = output[real]
+            x = x[real] if x is not None else None
         dtype = compute_dtype(output.dtype)
         if self.side == "output":
             gram = output_gram(module, output, dtype)
         else:
-            gram = input_gram(module, inputs[0], dtype)
+            gram = input_gram(module, x, dtype)
         st.gram += gram.to(torch.float64)
         st.rows += rows_of_call(module, output)
-        st.calls += 1
-        st.output_shape = tuple(output.shape[1:])

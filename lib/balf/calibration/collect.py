@@ -31,6 +31,7 @@ from balf.calibration.batches import (
     to_device,
 )
 from balf.calibration.layer_pass import hooked_pass, sum_over_processes
+from balf.calibration.padding import PaddingMask
 from balf.calibration.statistics import Statistics
 from balf.errors import BALFError, StatisticsError
 from balf.io.hashing import update_with_tensor
@@ -50,6 +51,7 @@ class _CalibrationPass:
 
     def __init__(self, model: nn.Module, forward: Callable[[nn.Module, Any], Any] | None) -> None:
         self.model = model
+        self.padding = PaddingMask()
         self.forward = forward
         self.device = model_device(model)
         self.num_samples = 0
@@ -68,15 +70,19 @@ class _CalibrationPass:
             return
         self._record(batch)
         batch = to_device(batch, self.device)
-        if self.forward is not None:
-            if self.example is None:
-                self.example = first_samples(batch, n)
-            self.forward(self.model, batch)
-        else:
-            args, kwargs = batch
-            if self.example is None:
-                self.example, self.example_kwargs = first_call_sample(args, kwargs, n)
-            self.model(*args, **kwargs)
+        self.padding.set(batch)
+        try:
+            if self.forward is not None:
+                if self.example is None:
+                    self.example = first_samples(batch, n)
+                self.forward(self.model, batch)
+            else:
+                args, kwargs = batch
+                if self.example is None:
+                    self.example, self.example_kwargs = first_call_sample(args, kwargs, n)
+                self.model(*args, **kwargs)
+        finally:
+            self.padding.current = None
         self.num_samples += n
 
     def rerun_example(self) -> Callable[[], Any] | None:
@@ -213,8 +219,9 @@ def collect_statistics(
 
     with temporarily_unpacked(model):
         collected = hooked_pass(
-            targets, run, side=side, distributed=distributed, rerun_example=rerun_example
-        )
+            targets, run, side=side, padding=calibration.padding, distributed=distributed,
+            rerun_example=rerun_example,
+        )  # fmt: skip
     stats = Statistics(
         layers=collected.layers,
         num_samples=sum_over_processes(calibration.num_samples, distributed),

@@ -8,7 +8,7 @@ the first block, each block, the layers after the last) all get their statistics
 1. one accumulator per layer (:class:`~balf.calibration.accumulator.GramAccumulator` unless an
    :data:`~balf.calibration.accumulator.AccumulatorFactory` says otherwise) is registered as a
    forward hook with ``prepend=True``: it sees the layer's own output, before any forward hook of
-   the user changes it;
+   the user changes it; rows of padding tokens are left out (:mod:`balf.calibration.padding`);
 2. ``run()`` runs the forward passes; the hooks are removed afterwards, even on error;
 3. under ``torch.distributed`` (a process group of more than one process) the Gram matrices, row
    and call counts are summed over the processes: each process passes its own shard and all get
@@ -20,6 +20,7 @@ the first block, each block, the layers after the last) all get their statistics
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from balf.calibration.accumulator import Accumulator, AccumulatorFactory, GramAccumulator
+from balf.calibration.padding import PaddingMask
 from balf.calibration.statistics import LayerStatistics, check_finite
 from balf.calibration.uncalled import uncalled_reasons
 from balf.layers.dispatch import geometry_of
@@ -103,6 +105,7 @@ def hooked_pass(
     *,
     side: Side | None = None,
     accumulator: AccumulatorFactory | None = None,
+    padding: PaddingMask | None = None,
     distributed: bool | None = None,
     rerun_example: Callable[[], Any] | None = None,
 ) -> HookedPass[T]:
@@ -113,7 +116,9 @@ def hooked_pass(
         run: runs the forward passes (e.g. the model on every calibration batch).
         side: ``"input"``/``"output"`` for every layer; ``None``: each layer's cheaper side.
         accumulator: makes each layer's hook, ``accumulator(name, module, side)`` (``None``:
-            :class:`~balf.calibration.accumulator.GramAccumulator`).
+            :class:`~balf.calibration.accumulator.GramAccumulator`, leaving out the rows of
+            padding tokens that ``padding`` marks while ``run()`` runs).
+        padding: the padding mask ``run()`` sets for each batch (:mod:`balf.calibration.padding`).
         distributed: sum over the processes of ``torch.distributed``; ``None``: whenever a
             process group of more than one process is running.
         rerun_example: one forward pass on an example input, run only when a layer was never
@@ -126,7 +131,8 @@ def hooked_pass(
     Raises:
         StatisticsError: a layer's statistics hold NaN or Inf.
     """
-    accumulator = accumulator or GramAccumulator
+    if accumulator is None:
+        accumulator = functools.partial(GramAccumulator, padding=padding)
     accumulators = {
         name: accumulator(name, m, side or geometry_of(m).preferred_side())
         for name, m in modules.items()

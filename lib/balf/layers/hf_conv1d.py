@@ -49,6 +49,7 @@ class HFConv1DKind(LayerKind):
     name = "hf_conv1d"
     dense_type = Conv1D
     lowrank_type = LowRankHFConv1D
+    token_rows = True
 
     def geometry(self, module: Conv1D) -> LayerGeometry:
         return LayerGeometry(self.name, 1, module.nx, module.nf)

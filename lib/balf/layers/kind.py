@@ -47,6 +47,10 @@ class LayerKind:
         dense_type: the module type it factorizes (and its subclasses without a kind).
         lowrank_type: the replacement's class; it provides ``dense_spec(dense)``, ``spec()`` and
             ``from_spec(spec, device, dtype)`` (as :class:`balf.LowRankLinear` does).
+        token_rows: whether the rows are the vectors of every leading position of the input
+            and output (``(B, L, D)`` → ``B·L`` rows, as for ``nn.Linear``): a padding mask
+            ``(B, L)`` then selects the rows of real tokens (``False``: convolutions, whose
+            rows are pixels).
 
     Subclasses implement :meth:`geometry`, :meth:`weight_matrices`, :meth:`output_rows`,
     :meth:`input_rows` and :meth:`build`; the Gram matrices, rows per call and support check
@@ -59,6 +63,7 @@ class LayerKind:
     name: ClassVar[str]
     dense_type: ClassVar[type[nn.Module]]
     lowrank_type: ClassVar[type[nn.Module]]
+    token_rows: ClassVar[bool] = False
 
     def weight(self, module: nn.Module) -> Tensor:
         """The dense layer's weight parameter (its device, dtype and contents identify it)."""

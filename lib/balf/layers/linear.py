@@ -21,6 +21,7 @@ class LinearKind(LayerKind):
     name = "linear"
     dense_type = nn.Linear
     lowrank_type = LowRankLinear
+    token_rows = True
 
     def geometry(self, module: nn.Linear) -> LayerGeometry:
         return LayerGeometry(self.name, 1, module.in_features, module.out_features)

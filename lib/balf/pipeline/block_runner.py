@@ -8,7 +8,6 @@ the chain of blocks when the strategy names none.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -16,15 +15,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from balf.calibration.block_inputs import (
-    BlockInputs,
-    ChainInfo,
-    capture_first_inputs,
-    check_chain,
-    run_block,
-    run_tail,
-)
+from balf.calibration.block_inputs import ChainRecord, record_chain, run_block
+from balf.calibration.chain import ChainInfo, check_chain
 from balf.calibration.layer_pass import HookedPass, hooked_pass, sum_over_processes
+from balf.calibration.padding import PaddingMask
 from balf.decomposition import LayerDecomposition, decompose_layer
 from balf.errors import BALFError
 from balf.layers.attention import temporarily_unpacked
@@ -93,17 +87,6 @@ def _resolve_blocks(
     return {name: modules[name] for name in names}
 
 
-def _members(blocks: dict[str, nn.Module], targets: dict[str, nn.Module]) -> dict[str, list[str]]:
-    """The target layers of each block, by block name."""
-    out = {b: [] for b in blocks}
-    for t in targets:
-        for b in blocks:
-            if t.startswith(b + ".") or t == b:
-                out[b].append(t)
-                break
-    return out
-
-
 class BlockRunner:
     """Runs :class:`balf.BlockByBlock` on one :class:`CompressionContext` (keeps the allocation
     pass).
@@ -113,8 +96,7 @@ class BlockRunner:
     """
 
     def __init__(self, strategy: BlockOptions, context: CompressionContext) -> None:
-        data = context.data.data
-        if data is None:
+        if context.data.data is None:
             raise BALFError(
                 "block-by-block calibration needs calibration data (it collects statistics "
                 "block by block on the propagated inputs), not precomputed Statistics"
@@ -123,8 +105,9 @@ class BlockRunner:
         self.context = context
         self.blocks = _resolve_blocks(context.model, strategy.blocks, context.targets)
         self.chain: ChainInfo | None = None
+        self.padding = PaddingMask()
         self._candidates: list[LayerCandidate] | None = None
-        self._outside: dict[str, LayerDecomposition] = {}  # prefix layers, kept on the CPU
+        self._first: dict[str, LayerDecomposition] = {}  # installed first, kept on the CPU
         self._rows: dict[str, int] = {}
         self._num_samples = 0
         self.device = context.device
@@ -133,25 +116,9 @@ class BlockRunner:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _members(self, block: str) -> list[str]:
-        """The chosen layers inside ``block`` (in model order)."""
-        return _members(self.blocks, self.context.targets)[block]
-
     def _bar(self, desc: str) -> Callable[[Iterator], Iterator]:
         progress = self.context.data.progress
         return lambda it: tqdm(it, desc=desc, unit="batch", disable=not progress)
-
-    def _data_kwargs(self) -> dict[str, Any]:
-        d = self.context.data
-        return {"forward": d.forward, "batch_size": d.batch_size, "max_batches": d.max_batches}
-
-    def _check_chain(self, model: nn.Module) -> ChainInfo:
-        batch = next(iter(self.context.calibration_batches()), None)
-        if batch is None:
-            raise BALFError("the calibration data is empty: pass at least one non-empty batch")
-        return check_chain(
-            model, self.blocks, self.context.targets, batch, self.context.data.forward
-        )
 
     def _statistics(
         self, model: nn.Module, names: Sequence[str], run: Callable[[], Any]
@@ -160,7 +127,7 @@ class BlockRunner:
         of every strategy: :func:`balf.calibration.layer_pass.hooked_pass`)."""
         modules = {n: model.get_submodule(n) for n in names}
         return hooked_pass(
-            modules, run, side=self.context.data.side,
+            modules, run, side=self.context.data.side, padding=self.padding,
             rerun_example=self.context.rerun_example(model),
         )  # fmt: skip
 
@@ -186,6 +153,34 @@ class BlockRunner:
             self._rows[name] = st.rows
         return list(got.layers)
 
+    def _record_chain(self, model: nn.Module) -> ChainRecord:
+        """Every block's inputs on every batch (one forward pass of ``model``)."""
+        ctx = self.context
+        return record_chain(
+            model, {n: model.get_submodule(n) for n in self.blocks},
+            self._bar("block inputs")(ctx.calibration_batches()), ctx.run, ctx.batch_size_of,
+            activation_device=self.activation_device, padding=self.padding,
+        )  # fmt: skip
+
+    def _forward_all(self, model: nn.Module) -> None:
+        """One forward pass of ``model`` over the calibration data (statistics of the tail)."""
+        ctx = self.context
+        for batch in self._bar("tail")(ctx.calibration_batches()):
+            self.padding.set(batch)
+            try:
+                ctx.run(model, batch)
+            finally:
+                self.padding.current = None
+
+    def _runs(
+        self, block: nn.Module, position: int, record: ChainRecord, carried: list, keep: bool
+    ) -> Callable[[], list]:
+        name = list(self.blocks)[position]
+        return lambda: run_block(
+            block, position, name, record, carried, self.activation_device,
+            padding=self.padding, keep=keep,
+        )  # fmt: skip
+
     # -- pass 1: ranks from the original model ---------------------------------------------------
 
     def candidates(self, activation_aware: bool = True) -> list[LayerCandidate]:
@@ -201,64 +196,36 @@ class BlockRunner:
         return self._candidates
 
     def _allocation_pass(self) -> list[LayerCandidate]:
-        model = self.context.model
-        self.chain = self._check_chain(model)
-        prefix = [n for n in self.chain.prefix if not self._in_block(n)]
-        energies: dict[str, Tensor] = {}
-
-        captured = self._statistics(model, prefix, lambda: self._capture(model))
-        inputs: BlockInputs = captured.result
-        n = self._num_samples = sum_over_processes(inputs.num_samples)
-        for name, dec in self._decompose(model, self._record(captured), captured):
+        ctx, model = self.context, self.context.model
+        batch = next(iter(ctx.calibration_batches()), None)
+        if batch is None:
+            raise BALFError("the calibration data is empty: pass at least one non-empty batch")
+        with torch.no_grad():
+            self.chain = check_chain(model, self.blocks, ctx.targets, batch, ctx.run)
+        chain, energies = self.chain, {}
+        # one forward pass: every block's inputs, and the statistics of the layers outside the
+        # blocks (before, after, shared by several places) on the original model
+        outside = [*chain.prefix, *chain.shared, *chain.tail]
+        got = self._statistics(model, outside, lambda: self._record_chain(model))
+        record: ChainRecord = got.result
+        n = self._num_samples = sum_over_processes(record.num_samples)
+        installed_first = {*chain.prefix, *chain.shared}
+        for name, dec in self._decompose(model, self._record(got), got):
             energies[name] = dec.energies().cpu().numpy()
-            self._outside[name] = _to_cpu(dec)
-        hidden, inputs = inputs.hidden, inputs.with_hidden([])  # one set of hidden states held
-        for block_name, block in self.blocks.items():
-            step = inputs.with_hidden(hidden)
-            got = self._statistics(
-                model, self._members(block_name), self._runs(block, block_name, step)
-            )
+            if name in installed_first:
+                self._first[name] = _to_device(dec, torch.device("cpu"))
+        carried = record.first_inputs()
+        for position, (block_name, block) in enumerate(self.blocks.items()):
+            run = self._runs(block, position, record, carried, keep=True)
+            got = self._statistics(model, chain.members[block_name], run)
             for name, dec in self._decompose(model, self._record(got), got):
                 energies[name] = dec.energies().cpu().numpy()
-            hidden = got.result
-            del got, step
-        suffix = [t for t in self.context.targets if t not in energies]
-        if suffix:
-            got = self._statistics(
-                model, suffix, functools.partial(self._tail, model, hidden, inputs)
-            )
-            for name, dec in self._decompose(model, self._record(got), got):
-                energies[name] = dec.energies().cpu().numpy()
-                self._outside[name] = None  # recalibrated on propagated inputs in pass 2
+            carried = got.result
+            del got
         return [
             LayerCandidate(name, LayerCost(geometry_of(m), self._rows[name] / n), energies[name])
-            for name, m in self.context.targets.items()
+            for name, m in ctx.targets.items()
         ]
-
-    def _runs(
-        self, block: nn.Module, name: str, inputs: BlockInputs, keep: bool = True
-    ) -> Callable[[], list]:
-        return lambda: run_block(block, name, inputs, self.activation_device, keep)
-
-    def _in_block(self, name: str) -> bool:
-        return any(name == b or name.startswith(b + ".") for b in self.blocks)
-
-    def _capture(self, model: nn.Module) -> BlockInputs:
-        first = model.get_submodule(next(iter(self.blocks)))
-        return capture_first_inputs(
-            model,
-            first,
-            self.context.data.data,
-            activation_device=self.activation_device,
-            progress_bar=self._bar("block inputs"),
-            tuple_output=self.chain.tuple_output,
-            **self._data_kwargs(),
-        )
-
-    def _tail(self, model: nn.Module, hidden: list[Tensor], inputs: BlockInputs) -> None:
-        run_tail(
-            model, list(self.blocks), hidden, inputs, self.context.data.data, **self._data_kwargs()
-        )
 
     # -- pass 2: factors on propagated inputs ----------------------------------------------------
 
@@ -266,39 +233,37 @@ class BlockRunner:
         self, out: nn.Module, plan: InstallPlan
     ) -> Iterator[tuple[str, LayerDecomposition]]:
         """The propagation pass on ``out`` (a copy of the model, or the model itself): the
-        layers before the first block (their whole-model factors), then each block's layers
-        calibrated on the outputs of the blocks already installed, then the layers after the
-        last block on the last compressed block's outputs."""
+        layers before the first block and those shared by several places (their whole-model
+        factors), then each block's layers calibrated on the outputs of the blocks already
+        installed, then the layers after the last block on the compressed model's forward pass."""
         if not plan.activation_aware:
             yield from WholeModelRunner(self.context).decompositions_for_install(out, plan)
             return
         self.candidates(True)
+        chain = self.chain
         with self.context.timed("propagation_pass"), temporarily_unpacked(out):
             # projections not replaced stay packed after
-            blocks_out = {name: out.get_submodule(name) for name in self.blocks}
-            for name, dec in self._outside.items():
-                if dec is not None and name in plan.ranks:
+            for name, dec in self._first.items():
+                if name in plan.ranks:
                     yield name, _to_device(dec, self.device)
-            inputs = self._capture(out)
-            hidden, inputs = inputs.hidden, inputs.with_hidden([])  # one set of hidden states held
-            for block_name, block in blocks_out.items():
-                step = inputs.with_hidden(hidden)
-                members = [m for m in self._members(block_name) if m in plan.ranks]
+            record = self._record_chain(out)
+            carried = record.first_inputs()
+            for position, name in enumerate(self.blocks):
+                block = out.get_submodule(name)
+                members = [m for m in chain.members[name] if m in plan.ranks]
                 # statistics of the uncompressed block (its outputs are not needed)
-                got = self._statistics(
-                    out, members, self._runs(block, block_name, step, keep=False)
-                )
+                got = self._statistics(out, members, self._runs(block, position, record, carried,
+                                                                 keep=False))  # fmt: skip
                 _check_all_called(got)
                 yield from self._decompose(out, members, got)
                 del got
-                hidden = run_block(block, block_name, step, self.activation_device)
-                del step
-            suffix = [n for n, d in self._outside.items() if d is None and n in plan.ranks]
-            if suffix:
-                run = functools.partial(self._tail, out, hidden, inputs)
-                got = self._statistics(out, suffix, run)
+                carried = self._runs(block, position, record, carried, keep=True)()
+            del record, carried
+            tail = [n for n in chain.tail if n in plan.ranks]
+            if tail:
+                got = self._statistics(out, tail, lambda: self._forward_all(out))
                 _check_all_called(got)
-                yield from self._decompose(out, suffix, got)
+                yield from self._decompose(out, tail, got)
 
     # -- what the report reads -------------------------------------------------------------------
 
@@ -321,10 +286,6 @@ def _check_all_called(got: HookedPass) -> None:
             f"layers {sorted(got.skipped)} ran in the allocation pass but not on the compressed "
             "model's propagated inputs; exclude them (exclude=[...])"
         )
-
-
-def _to_cpu(dec: LayerDecomposition) -> LayerDecomposition:
-    return _to_device(dec, torch.device("cpu"))
 
 
 def _to_device(dec: LayerDecomposition, device: torch.device) -> LayerDecomposition:
