@@ -261,7 +261,14 @@ def test_every_name_of_a_core_module_has_one_home():
 
 @pytest.mark.parametrize(
     "old, new",
-    [("balf.statistics", "balf.calibration.collect"), ("balf.config", "balf.ranks.configs")],
+    [
+        ("balf.statistics", "balf.calibration.collect"),
+        ("balf.config", "balf.ranks.configs"),
+        ("balf.layer_kinds", "balf.layers.kind"),
+        ("balf.compressor", "balf.pipeline.compressor"),
+        ("balf.calibration.block_by_block", "balf.pipeline.block_by_block"),
+        ("balf.layers.install", "balf.pipeline.install"),
+    ],
 )
 def test_old_module_paths_warn_and_give_the_new_module(old, new):
     code = (
@@ -281,3 +288,19 @@ def test_old_module_paths_warn_and_give_the_new_module(old, new):
         env={"PYTHONPATH": str(LIB), "PATH": "/usr/bin:/bin"},
     )
     assert f"{old} moved to {new}" in done.stdout, done.stderr
+
+
+def test_every_moved_module_has_a_home_and_the_version_its_messages_name():
+    """Each old path points to a module that exists (``balf.layer_kinds`` pointed nowhere), and
+    the deprecation messages name the release that ``balf.__version__`` is (0.1.0 said 0.2)."""
+    import importlib.util
+
+    from balf import __version__
+    from balf._deprecated import MOVED_MODULES
+
+    missing = [f"{old} -> {new}" for old, new in MOVED_MODULES.items()
+               if importlib.util.find_spec(new) is None]  # fmt: skip
+    assert missing == []
+    source = (LIB / "balf" / "_deprecated.py").read_text()
+    named = set(re.findall(r"\(balf (\d+\.\d+)\)", source))
+    assert named == {".".join(__version__.split(".")[:2])}
