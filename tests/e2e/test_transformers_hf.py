@@ -157,7 +157,11 @@ def _unpadded_batches() -> list[dict]:
     return [{"input_ids": s[None]} for s in _sequences()]
 
 
-STRATEGIES = {"whole-model": None, "block-by-block": balf.BlockByBlock()}
+STRATEGIES = {
+    "whole-model": None,
+    "block-by-block": balf.BlockByBlock(),
+    "layer-sequential": balf.LayerSequential(balf.AnchoredRefit(0.5)),
+}
 
 
 def test_padded_rows_are_left_out_of_every_gram_matrix():

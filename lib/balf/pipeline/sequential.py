@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from balf._device import model_device
 from balf._eval_mode import eval_mode
 from balf.calibration.batches import as_call
+from balf.calibration.padding import PaddingMask
 from balf.decomposition import LayerDecomposition
 from balf.errors import BALFError
 from balf.layers.attention import temporarily_unpacked
@@ -201,9 +202,14 @@ def _cross_statistics(
     dense_layer, out_layer = dense_model.get_submodule(name), out_model.get_submodule(name)
     geo = geometry_of(dense_layer)
     stats = CrossStatistics.zeros(geo.groups, geo.in_dim, model_device(dense_model))
+    padding = PaddingMask()
     for batch in batches:
         xs = _inputs(dense_model, dense_layer, batch, calls, forward)
         xps = _inputs(out_model, out_layer, batch, calls, forward)
+        padding.set(batch)  # rows of padding tokens are left out, as in every statistic
+        real = [padding.rows(dense_layer, x) for x in xs]
+        xs = [x if r is None else x[r] for x, r in zip(xs, real, strict=True)]
+        xps = [x if r is None else x[r] for x, r in zip(xps, real, strict=False)]
         if len(xs) != len(xps):
             raise BALFError(
                 f"layer {name!r} was called {len(xs)} times by the dense model and {len(xps)} "
