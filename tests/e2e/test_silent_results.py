@@ -83,7 +83,7 @@ def test_same_data_in_a_loader_hits_the_cache_and_tag_is_only_a_label(tmp_path):
     balf.compress(
         model, loader, balf.BALFConfig(0.5), cache=balf.Cache(tmp_path, "b"), progress=False
     )
-    assert len(calls) - n <= 2  # FLOP counts only: the statistics were reused
+    assert len(calls) - n <= 3  # FLOP counts and the value check: the statistics were reused
     assert len(_entries(tmp_path)) == 1
 
 
