@@ -66,6 +66,7 @@ from balf.ranks.modes import Mode, register_modes
 from balf.ranks.objectives import (
     EnergyObjective,
     LogEnergyObjective,
+    LogSensitivityObjective,
     Objective,
     SensitivityObjective,
     register_objective,
@@ -83,6 +84,7 @@ __all__ = [
     "EnergyObjective",
     "LayerSequential",
     "LogEnergyObjective",
+    "LogSensitivityObjective",
     "Objective",
     "SensitivityObjective",
     "register_objective",

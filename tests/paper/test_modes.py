@@ -28,6 +28,8 @@ def test_registry_order_is_the_display_order():
         "params_auto_sensitivity",
         "flops_auto_log_energy",
         "params_auto_log_energy",
+        "flops_auto_log_sensitivity",
+        "params_auto_log_sensitivity",
         "energy",
         "energy_act_aware",
         "uniform",
@@ -38,7 +40,7 @@ def test_registry_order_is_the_display_order():
         "folding_r",
         "folding_none",
     ]
-    assert list(balf.MODES) == ALL_MODES[:13]
+    assert list(balf.MODES) == ALL_MODES[:15]
     assert FOLDING_MODES == {"folding_ar": "ar", "folding_r": "r", "folding_none": "none"}
 
 
