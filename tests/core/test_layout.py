@@ -301,6 +301,9 @@ def test_every_moved_module_has_a_home_and_the_version_its_messages_name():
     missing = [f"{old} -> {new}" for old, new in MOVED_MODULES.items()
                if importlib.util.find_spec(new) is None]  # fmt: skip
     assert missing == []
-    source = (LIB / "balf" / "_deprecated.py").read_text()
-    named = set(re.findall(r"\(balf (\d+\.\d+)\)", source))
+    named = {  # every "deprecated (balf X.Y)" / "moved to ... (balf X.Y)" of the package
+        match
+        for path in (LIB / "balf").rglob("*.py")
+        for match in re.findall(r"\(balf (\d+\.\d+)\)", path.read_text())
+    }
     assert named == {".".join(__version__.split(".")[:2])}

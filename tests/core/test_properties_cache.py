@@ -104,3 +104,21 @@ def test_unchanged_weights_hit_the_cache(tmp_path, source, monkeypatch):
     second = _compress(model, x, source, CONFIGS["balf"], None, cache)[1]
     assert calls == []
     assert second.ranks == first.ranks
+
+
+def test_entries_of_another_library_version_are_recomputed(tmp_path, monkeypatch):
+    """The library version is part of every key: what balf 0.1 cached, 0.2 recomputes (and
+    gets the same result), rather than loading entries another version's code wrote."""
+    import balf.io.cache as cache_module
+
+    torch.manual_seed(0)
+    model, x = _cnn(), torch.randn(24, 3, 8, 8)
+    cache = balf.Cache(tmp_path, data_tag="calib", data_size=len(x))
+    with monkeypatch.context() as m:
+        m.setattr(cache_module, "__version__", "0.1.0")
+        old_report = _compress(model, x, "data", CONFIGS["balf"], None, cache)[1]
+    old = set(tmp_path.rglob("*.pt"))
+    report = _compress(model, x, "data", CONFIGS["balf"], None, cache)[1]
+    new = set(tmp_path.rglob("*.pt")) - old
+    assert old and len(new) == len(old)
+    assert report.ranks == old_report.ranks

@@ -3,7 +3,7 @@
 :func:`save` writes one ``.safetensors`` file: every tensor of the model's ``state_dict`` and, in
 the file's header metadata under ``"balf"``, a small JSON spec::
 
-    {"format": "balf.factorized", "format_version": 1, "library_version": "0.1.0",
+    {"format": "balf.factorized", "format_version": 1, "library_version": "0.2.0",
      "layers": [{"name": "layer1.0.conv1", "kind": "conv2d", "rank": 5,
                  "dense": {"in_channels": 16, "out_channels": 16, "kernel_size": [3, 3], ...}}],
      "aliases": {}}

@@ -12,7 +12,7 @@ Imported (and registered) by :func:`balf.layers.optional.register_optional` once
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,9 +32,6 @@ class LowRankHFConv1D(LowRankLinear):
     Shape:
         input ``(*, nx)`` → output ``(*, nf)``.
     """
-
-    kind: ClassVar[str] = "hf_conv1d"
-    dense_type: ClassVar[type[nn.Module]] = Conv1D
 
     @staticmethod
     def _hyper_parameters(layer: nn.Module, bias: bool) -> dict[str, Any]:

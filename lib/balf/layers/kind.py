@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -27,6 +28,7 @@ __all__ = [
     "LayerKind",
     "add_kind_resolver",
     "kind_for",
+    "kind_name_of_class",
     "kind_named",
     "kind_of_lowrank",
     "layer_kinds",
@@ -196,13 +198,21 @@ def register_layer_kind(kind: LayerKind) -> LayerKind:
 
 
 _RESOLVERS: list[Callable[[type], object]] = []
+# types every resolver has seen: a resolver answers once per type (a type's defining module is
+# loaded by the time the type exists, so a later call would answer the same)
+_RESOLVED: weakref.WeakSet[type] = weakref.WeakSet()
 
 
 def add_kind_resolver(resolver: Callable[[type], object]) -> None:
-    """Call ``resolver(module_type)`` before every look-up by type: it may register a kind for
-    a type recognised on first sight (e.g. a known third-party conv that pads in forward)."""
+    """Call ``resolver(module_type)`` on the first look-up of each type: it may register a kind
+    for a type recognised on sight (e.g. a known third-party conv that pads in forward).
+
+    Each resolver sees each type once (adding a resolver shows it every type again), not once
+    per look-up: the look-ups run in every forward hook of every calibration batch.
+    """
     if resolver not in _RESOLVERS:
         _RESOLVERS.append(resolver)
+        _RESOLVED.clear()
 
 
 def kind_for(module: nn.Module) -> LayerKind | None:
@@ -212,8 +222,10 @@ def kind_for(module: nn.Module) -> LayerKind | None:
 
 def _kind_for_type(module_type: type) -> LayerKind | None:
     register_optional()
-    for resolver in _RESOLVERS:
-        resolver(module_type)
+    if module_type not in _RESOLVED:
+        for resolver in _RESOLVERS:
+            resolver(module_type)
+        _RESOLVED.add(module_type)
     for cls in module_type.__mro__:
         kind = _BY_TYPE.get(cls)
         if kind is not None:
@@ -225,6 +237,13 @@ def kind_named(name: str) -> LayerKind | None:
     """The kind registered under ``name`` (a save spec's ``"kind"``), or ``None``."""
     register_optional()
     return _BY_NAME.get(name)
+
+
+def kind_name_of_class(lowrank_type: type[nn.Module]) -> str | None:
+    """The name of the first registered kind whose replacement is exactly ``lowrank_type``
+    (the name a low-rank layer built directly, not by a kind, goes by), or ``None``."""
+    register_optional()
+    return next((k.name for k in _BY_NAME.values() if k.lowrank_type is lowrank_type), None)
 
 
 def kind_of_lowrank(module: nn.Module) -> LayerKind | None:
@@ -282,6 +301,8 @@ def _register_lowrank_class(cls: type[nn.Module]) -> LayerKind:
     )
     needed = ("kind", "dense_type", "dense_spec", "spec", "from_spec")
     missing = [m for m in needed if not hasattr(cls, m)]
+    if "kind" not in missing and not isinstance(cls.kind, str):
+        missing.insert(0, "kind (a class attribute naming it)")
     if missing:
         raise BALFError(f"{cls.__name__} cannot be registered: it lacks {', '.join(missing)}")
     other = _BY_NAME.get(cls.kind)

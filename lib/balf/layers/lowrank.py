@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from balf.layers.kind import kind_name_of_class
+
 __all__ = ["LowRankConv1d", "LowRankConv2d", "LowRankLinear"]
 
 
@@ -24,18 +26,32 @@ def _plain(value: Any) -> Any:
 class _LowRankBase(nn.Module):
     """Two standard layers in sequence, ``first`` then ``second`` (which holds the bias).
 
-    Subclasses declare the save-spec ``kind``, the ``dense_type`` they replace and
-    :meth:`_hyper_parameters` of a dense or low-rank layer; :meth:`spec`/:meth:`from_spec` follow.
+    Subclasses declare :meth:`_hyper_parameters` of a dense or low-rank layer;
+    :meth:`spec`/:meth:`from_spec` follow. The kind's name and dense type are declared once, by
+    the :class:`balf.LayerKind` whose ``lowrank_type`` the subclass is (:attr:`kind`).
     """
 
-    kind: ClassVar[str]
-    dense_type: ClassVar[type[nn.Module]]
     rank: int
     first: nn.Module
     second: nn.Module
 
     def forward(self, x: Tensor) -> Tensor:
         return self.second(self.first(x))
+
+    @property
+    def kind(self) -> str | None:
+        """The name of the layer kind that made this layer (written in save specs).
+
+        A layer a :class:`balf.LayerKind` built carries that kind's ``name`` (one low-rank class
+        may serve several kinds); one built directly (``LowRankLinear.from_linear``) the name of
+        the first registered kind whose ``lowrank_type`` is its class.
+        """
+        label = self.__dict__.get("_kind")
+        return label if label is not None else kind_name_of_class(type(self))
+
+    @kind.setter
+    def kind(self, name: str) -> None:
+        self.__dict__["_kind"] = name
 
     @staticmethod
     def _hyper_parameters(layer: nn.Module, bias: bool) -> dict[str, Any]:
@@ -136,9 +152,6 @@ class LowRankLinear(_LowRankBase):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
-
-    kind: ClassVar[str] = "linear"
-    dense_type: ClassVar[type[nn.Module]] = nn.Linear
 
     @staticmethod
     def _hyper_parameters(layer: nn.Module, bias: bool) -> dict[str, Any]:
@@ -250,8 +263,6 @@ class LowRankConv2d(_LowRankConvNd):
     """
 
     conv_type = nn.Conv2d
-    kind = "conv2d"
-    dense_type = nn.Conv2d
 
     @classmethod
     def from_conv_factors(
@@ -277,8 +288,6 @@ class LowRankConv1d(_LowRankConvNd):
     """
 
     conv_type = nn.Conv1d
-    kind = "conv1d"
-    dense_type = nn.Conv1d
 
 
 def _from_conv(cls: type, conv: nn.Module, a: Tensor, b: Tensor) -> nn.Module:
