@@ -33,6 +33,20 @@ class LowRankHFConv1D(LowRankLinear):
         input ``(*, nx)`` → output ``(*, nf)``.
     """
 
+    @property
+    def nx(self) -> int:
+        """Input features, as ``Conv1D.nx``."""
+        return self.in_features
+
+    @property
+    def nf(self) -> int:
+        """Output features, as ``Conv1D.nf``."""
+        return self.out_features
+
+    def _dense_weight(self) -> Tensor:
+        """``(nx, nf)``, as ``Conv1D.weight`` (the transpose of ``nn.Linear``'s layout)."""
+        return (self.second.weight @ self.first.weight).t()
+
     @staticmethod
     def _hyper_parameters(layer: nn.Module, bias: bool) -> dict[str, Any]:
         if isinstance(layer, Conv1D):

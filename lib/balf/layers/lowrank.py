@@ -53,6 +53,43 @@ class _LowRankBase(nn.Module):
     def kind(self, name: str) -> None:
         self.__dict__["_kind"] = name
 
+    # -- what models ask of the dense layer they hold ----------------------------------------
+    # Model code reads attributes of the layers it built (T5 casts its input to
+    # ``self.wo.weight.dtype`` in every forward); a factorized layer answers as the dense one.
+
+    @property
+    def weight(self) -> Tensor:
+        """The dense weight the factors multiply to, in the dense layer's layout (read-only).
+
+        Computed on demand from the factors at every read: one product costing
+        ``out·rank·in`` multiply-adds (per group for a grouped conv) and the memory of a dense
+        weight while the result is held; ``FlopCounterMode`` (and so ``balf.count_flops``)
+        counts it when a model reads it in ``forward``. The result is detached: writing to it
+        does not change the layer and no gradient flows through it (train the factors
+        ``first.weight``/``second.weight``). Use :attr:`dtype`/:attr:`device` when only those
+        are needed.
+        """
+        with torch.no_grad():
+            return self._dense_weight()
+
+    def _dense_weight(self) -> Tensor:
+        raise NotImplementedError
+
+    @property
+    def bias(self) -> Tensor | None:
+        """The bias the layer adds (that of the dense layer it replaced), or ``None``."""
+        return _final_bias(self)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the factors (that of the dense layer it replaced)."""
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the factors."""
+        return next(self.parameters()).device
+
     @staticmethod
     def _hyper_parameters(layer: nn.Module, bias: bool) -> dict[str, Any]:
         raise NotImplementedError
@@ -153,6 +190,10 @@ class LowRankLinear(_LowRankBase):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
 
+    def _dense_weight(self) -> Tensor:
+        """``(out_features, in_features)``, as ``nn.Linear.weight``."""
+        return self.second.weight @ self.first.weight
+
     @staticmethod
     def _hyper_parameters(layer: nn.Module, bias: bool) -> dict[str, Any]:
         return {"in_features": layer.in_features, "out_features": layer.out_features, "bias": bias}
@@ -217,6 +258,17 @@ class _LowRankConvNd(_LowRankBase):
         bias; the factors are cast to its dtype and device.
         """
         return _from_conv(cls, conv, a, b)
+
+    padding_mode: ClassVar[str] = "zeros"
+
+    def _dense_weight(self) -> Tensor:
+        """``(out_channels, in_channels/groups, *kernel_size)``, as the dense conv's weight."""
+        g = self.groups
+        first = self.first.weight.reshape(g, self.rank, -1)  # (G, r, C_in/g·∏kernel)
+        second = self.second.weight.reshape(g, self.out_channels // g, self.rank)  # (G, K, r)
+        return (second @ first).reshape(
+            self.out_channels, self.in_channels // g, *self.kernel_size
+        )
 
     def extra_repr(self) -> str:
         return (
