@@ -81,3 +81,36 @@ def test_frozen_layers_stay_frozen(frozen):
     assert all(r.factorized for r in report.layers.values())
     for name, p in small.named_parameters():
         assert p.requires_grad == (frozen == "bias" and not name.endswith("bias")), name
+
+
+class _Blocks(nn.Module):
+    """A chain of blocks (for block by block) whose first layer has a parametrized weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.utils.parametrizations.spectral_norm(nn.Linear(32, 48))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.utils.parametrizations.spectral_norm(nn.Linear(48, 48)), nn.Tanh())
+            for _ in range(2)
+        )
+        self.head = nn.Linear(48, 4)
+
+    def forward(self, x):
+        x = torch.tanh(self.stem(x))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+@pytest.mark.parametrize("strategy", ["whole-model", "block-by-block"])
+def test_spectral_norm_parametrizations_of_a_train_mode_model_are_unchanged(strategy):
+    """``torch.nn.utils.parametrizations.spectral_norm`` runs a power-iteration step at every
+    read of the weight in train mode: balf's reads must not advance the caller's ``_u``/``_v``."""
+    model = _Blocks().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kwargs = {"strategy": balf.BlockByBlock()} if strategy == "block-by-block" else {}
+    for config in (balf.BALFConfig(0.5), balf.UniformConfig(0.5, activation_aware=False)):
+        small, report = balf.compress(model, torch.randn(64, 32), config, progress=False, **kwargs)
+        assert any(report.layers[n].factorized for n in ("stem", "blocks.0.0", "blocks.1.0"))
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed == [] and model.training

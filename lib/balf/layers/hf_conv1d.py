@@ -66,7 +66,7 @@ class HFConv1DKind(LayerKind):
         return LayerGeometry(self.name, 1, module.nx, module.nf)
 
     def weight_matrices(self, module: Conv1D) -> Tensor:
-        return module.weight.detach().unsqueeze(0)  # (1, nx, nf): already (D, K)
+        return self.weight(module).detach().unsqueeze(0)  # (1, nx, nf): already (D, K)
 
     def output_rows(self, module: Conv1D, output: Tensor) -> Tensor:
         y = output.reshape(1, -1, module.nf)

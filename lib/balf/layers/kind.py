@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from balf._eval_mode import steady_parametrizations
 from balf.errors import BALFError
 from balf.layers.geometry import LayerGeometry
 from balf.layers.optional import register_optional
@@ -68,8 +69,14 @@ class LayerKind:
     token_rows: ClassVar[bool] = False
 
     def weight(self, module: nn.Module) -> Tensor:
-        """The dense layer's weight parameter (its device, dtype and contents identify it)."""
-        return module.weight
+        """The dense layer's weight (its device, dtype and contents identify it).
+
+        Read with the layer's parametrizations in eval mode (a spectral_norm in train mode
+        would otherwise advance its power iteration, changing the caller's model); kinds that
+        override this read through :func:`balf._eval_mode.steady_parametrizations` as well.
+        """
+        with steady_parametrizations(module):
+            return module.weight
 
     def unsupported_reason(self, module: nn.Module) -> str | None:
         """Why this particular module cannot be factorized, or ``None`` when it can."""

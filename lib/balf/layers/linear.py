@@ -27,7 +27,7 @@ class LinearKind(LayerKind):
         return LayerGeometry(self.name, 1, module.in_features, module.out_features)
 
     def weight_matrices(self, module: nn.Linear) -> Tensor:
-        return module.weight.detach().t().unsqueeze(0)
+        return self.weight(module).detach().t().unsqueeze(0)
 
     def output_rows(self, module: nn.Linear, output: Tensor) -> Tensor:
         y = output.reshape(1, -1, module.out_features)
