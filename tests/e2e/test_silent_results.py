@@ -297,6 +297,30 @@ def test_all_zero_calibration_data_warns():
         balf.collect_statistics(_cnn(), torch.randn(8, 3, 8, 8), progress=False)
 
 
+@pytest.mark.parametrize(
+    "images",
+    [torch.full((8, 3, 8, 8), 0.5), torch.linspace(-1, 1, 8).view(8, 1, 1, 1).expand(8, 3, 8, 8)],
+    ids=["one-value", "one-value-per-image"],
+)
+def test_constant_calibration_images_warn(images):
+    """Blank images (a failed decode, a wrong normalisation) are not all zero, yet carry no
+    information: layers looked low-rank and were cut hard at ``energy_kept ≈ 1.0``, silently."""
+    with pytest.warns(UserWarning, match="every calibration sample is constant"):
+        balf.collect_statistics(_cnn(), images, progress=False)
+
+
+def test_varying_inputs_beside_constant_ones_do_not_warn():
+    """Varying token ids, and images beside labels (one value per sample), do not warn."""
+    model = nn.Sequential(nn.Embedding(10, 8), nn.Flatten(), nn.Linear(48, 4))
+    ids = torch.randint(0, 10, (16, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        balf.collect_statistics(model, [((ids,), {})], progress=False)
+        balf.collect_statistics(
+            _cnn(), [(torch.randn(8, 3, 8, 8), torch.ones(8, dtype=torch.long))], progress=False
+        )
+
+
 # -- 5. sweeps -------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -59,6 +60,8 @@ class _CalibrationPass:
         self.example_kwargs: dict = {}
         self.digest = hashlib.blake2b(digest_size=16)
         self.floating = self.nonzero = False
+        # whether an input (bool masks, one-value-per-sample inputs aside) varies within a sample
+        self.has_samples = self.varies = False
 
     def run(self, batch: Any) -> None:
         """Run the model on one batch (skipped when it holds no sample)."""
@@ -68,7 +71,7 @@ class _CalibrationPass:
         n = batch_size_of(batch)
         if n == 0:
             return
-        self._record(batch)
+        self._record(batch, n)
         batch = to_device(batch, self.device)
         self.padding.set(batch)
         try:
@@ -96,12 +99,23 @@ class _CalibrationPass:
         kwargs = to_device(self.example_kwargs, self.device)
         return lambda: self.model(*args, **kwargs)
 
-    def _record(self, batch: Any) -> None:
+    def _record(self, batch: Any, n: int) -> None:
         for t in tensors_of(batch):
             update_with_tensor(self.digest, t)
             if t.is_floating_point() or t.is_complex():
                 self.floating = True
                 self.nonzero = self.nonzero or bool(t.any())
+            if t.dtype == torch.bool or self.varies:
+                continue
+            rows = t.reshape(n, -1) if t.dim() and t.shape[0] == n else t.reshape(1, -1)
+            if rows.shape[1] > 1:
+                self.has_samples = True
+                self.varies = bool((rows != rows[:, :1]).any())
+
+    @property
+    def constant(self) -> bool:
+        """Whether every sample held one value throughout (a blank image, one repeated token)."""
+        return self.has_samples and not self.varies
 
 
 def _progress_bar(
@@ -123,14 +137,24 @@ def _progress_bar(
     )
 
 
-def _check_collected(stats: Statistics, all_zero: bool) -> None:
-    """Raise on empty data or a layer never called, warn on all-zero inputs, check finiteness."""
+def _check_collected(stats: Statistics, all_zero: bool, constant: bool = False) -> None:
+    """Raise on empty data or a layer never called, warn on all-zero or constant inputs, check
+    finiteness."""
     if stats.num_samples == 0:
         raise BALFError("the calibration data is empty: pass at least one non-empty batch")
     if all_zero:
         warnings.warn(
             "the calibration inputs are all zero: the statistics carry no information about "
             "the data (check the data loading and normalisation)",
+            UserWarning,
+            stacklevel=3,  # the caller of collect_statistics
+        )
+    elif constant:
+        warnings.warn(
+            "every calibration sample is constant (each input holds a single value throughout, "
+            "e.g. a blank image): the statistics carry no information about the data, so layers "
+            "look low-rank and a budget cuts them hard at energy_kept ≈ 1.0 (check the data "
+            "loading, decoding and normalisation)",
             UserWarning,
             stacklevel=3,  # the caller of collect_statistics
         )
@@ -229,7 +253,9 @@ def collect_statistics(
         extra={"data_digest": calibration.digest.hexdigest(), "skipped": collected.skipped},
         example_kwargs=calibration.example_kwargs,
     )
-    _check_collected(stats, calibration.floating and not calibration.nonzero)
+    _check_collected(
+        stats, calibration.floating and not calibration.nonzero, calibration.constant
+    )
     log.info(
         "collected statistics for %d layers over %d samples",
         len(stats.layers),
