@@ -10,6 +10,7 @@ Activations are never stored: each call's product is added to the accumulator an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import warnings
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from balf._device import model_device
 from balf._eval_mode import eval_mode
 from balf.calibration.batches import (
+    SequenceFirstProbe,
     as_call,
     batch_size_of,
     first_call_sample,
@@ -62,30 +64,36 @@ class _CalibrationPass:
         self.floating = self.nonzero = False
         # whether an input (bool masks, one-value-per-sample inputs aside) varies within a sample
         self.has_samples = self.varies = False
+        self.dim: int | None = None  # the batch dimension, from the first batch (batch_dim)
 
     def run(self, batch: Any) -> None:
         """Run the model on one batch (skipped when it holds no sample)."""
         if self.forward is None:
             args, kwargs = as_call(batch)
             batch = (args, kwargs)
-        n = batch_size_of(batch)
-        if n == 0:
+        if batch_size_of(batch, self.dim or 0) == 0:
             return
-        self._record(batch, n)
-        batch = to_device(batch, self.device)
-        self.padding.set(batch)
+        on_device = to_device(batch, self.device)
+        probe = SequenceFirstProbe(self.model) if self.dim is None else contextlib.nullcontext()
+        self.padding.set(on_device)
         try:
-            if self.forward is not None:
-                if self.example is None:
-                    self.example = first_samples(batch, n)
-                self.forward(self.model, batch)
-            else:
-                args, kwargs = batch
-                if self.example is None:
-                    self.example, self.example_kwargs = first_call_sample(args, kwargs, n)
-                self.model(*args, **kwargs)
+            with probe:
+                if self.forward is not None:
+                    self.forward(self.model, on_device)
+                else:
+                    self.model(*on_device[0], **on_device[1])
         finally:
             self.padding.current = None
+        if self.dim is None:
+            self.dim = probe.dim(batch)
+        n = batch_size_of(batch, self.dim)
+        self._record(batch, n)
+        if self.example is None:
+            if self.forward is not None:
+                self.example = first_samples(batch, n, self.dim)
+            else:
+                args, kwargs = batch
+                self.example, self.example_kwargs = first_call_sample(args, kwargs, n, self.dim)
         self.num_samples += n
 
     def rerun_example(self) -> Callable[[], Any] | None:
