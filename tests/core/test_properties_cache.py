@@ -122,3 +122,23 @@ def test_entries_of_another_library_version_are_recomputed(tmp_path, monkeypatch
     new = set(tmp_path.rglob("*.pt")) - old
     assert old and len(new) == len(old)
     assert report.ranks == old_report.ranks
+
+
+def test_a_full_disk_while_writing_the_cache_warns_and_goes_on(tmp_path, monkeypatch):
+    """A cache is an optimisation: ENOSPC while writing an entry must not end a compression
+    (or the sweep around it); the result is the uncached one and nothing half-written stays."""
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    torch.manual_seed(0)
+    model, x = _cnn(), torch.randn(24, 3, 8, 8)
+    fresh_report = _compress(model, x, "data", CONFIGS["balf"], None, None)[1]
+    monkeypatch.setattr(os, "fsync", full)
+    cache = balf.Cache(tmp_path, data_tag="calib", data_size=len(x))
+    with pytest.warns(UserWarning, match="could not write the statistics cache entry.*space"):
+        report = _compress(model, x, "data", CONFIGS["balf"], None, cache)[1]
+    assert report.ranks == fresh_report.ranks
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
