@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -255,8 +256,58 @@ def load_checkpoint(
         >>> model = create_model("resnet20", pretrained=False, in_channels=1)
         >>> meta = load_checkpoint(model, "results/fashion-mnist/checkpoints/resnet20/model.pt")
     """
-    payload = torch.load(Path(path), map_location=map_location, weights_only=True)
+    payload = _read_torch_file(
+        Path(path), map_location, "a checkpoint written by balf_paper.models.save_checkpoint"
+    )
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise BALFError(f"{path} is not a balf checkpoint (written by save_checkpoint)")
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise BALFError(
+            f"{path} does not match {type(model).__name__} (another --model?): {exc}"
+        ) from exc
     return dict(payload["metadata"])
+
+
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def _read_torch_file(path: Path, map_location: str | torch.device, expected: str) -> Any:
+    """``torch.load(path, weights_only=True)``, or a BALFError saying what the file is instead.
+
+    Args:
+        expected: what the file should be, for the message (``"a balf checkpoint"``).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        BALFError: the file is a Git LFS pointer (the weights were never fetched), empty or
+            truncated, not a PyTorch file, or holds objects ``weights_only`` loading refuses
+            (nothing is unpickled beyond tensors and plain data).
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_LFS_POINTER))
+    except IsADirectoryError:
+        raise BALFError(f"{path} is a folder, not {expected}; pass the file") from None
+    if head == _LFS_POINTER:
+        raise BALFError(
+            f"{path} is a Git LFS pointer, not the weights: fetch them (git lfs pull) or pass "
+            "the downloaded file"
+        )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Weights only" in str(exc):
+            raise BALFError(
+                f"{path} holds Python objects other than tensors and plain data, which balf "
+                "does not unpickle (weights_only=True); save the state_dict instead of the "
+                "model object (balf_paper.models.save_checkpoint)"
+            ) from None
+        raise BALFError(f"{path} is not {expected}: it cannot be unpickled ({exc})") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise BALFError(
+            f"{path} is not {expected}: it is empty, truncated or of another format "
+            f"({type(exc).__name__}: {str(exc).split('. ')[0]}); "
+            "copy or train it again"
+        ) from None
