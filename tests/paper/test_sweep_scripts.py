@@ -263,6 +263,23 @@ def test_rerun_with_another_identity_is_refused(small_data, tmp_path, change):
 
 
 @pytest.mark.parametrize("small_data", ["cifar10"], indirect=True)
+def test_a_knob_stored_twice_in_a_damaged_results_file_is_refused_with_its_position(
+    small_data, tmp_path
+):
+    """Resuming used to keep both copies (and compute neither again)."""
+    _, root = small_data
+    script = load_script("cifar10/factorize_sweep.py")
+    argv = [*_common(root, tmp_path), "--modes", "flops_auto", "--knobs", "0.5", "0.8"]
+    script.main([*argv, "--stop-after", "1"])
+    results_path = tmp_path / "results" / "cifar10" / "resnet20" / "flops_auto" / "results.json"
+    results = json.loads(results_path.read_text())
+    results["points"].append(dict(results["points"][1]))  # knob 0.5 again
+    results_path.write_text(json.dumps(results))
+    with pytest.raises(BALFError, match=r"points\[2\] repeats knob 0\.5 of points\[1\]"):
+        script.main(argv)
+
+
+@pytest.mark.parametrize("small_data", ["cifar10"], indirect=True)
 def test_other_weights_into_the_same_folder_are_refused(small_data, tmp_path):
     from balf_paper.models import create_model, save_checkpoint
 

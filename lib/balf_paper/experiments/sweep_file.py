@@ -73,10 +73,33 @@ def _identity_of(old: Any, path: Path, config_class: type) -> dict[str, Any]:
             isinstance(p, dict) and "knob" in p for p in entries
         ):
             raise bad(f"every entry of '{field_name}' must be an object with a 'knob'")
+    _refuse_repeated_knobs(old, path)
     try:
         return config_class(**{"weights": "", "evaluation": {}, **old["config"]}).identity()
     except (TypeError, ValueError) as exc:
         raise bad(f"its 'config' is not a sweep config: {exc}") from exc
+
+
+def _refuse_repeated_knobs(old: dict[str, Any], path: Path) -> None:
+    """A knob stored twice (a damaged or hand-merged file) would be resumed and kept twice."""
+    first: dict[str, str] = {}
+    for field_name in ("points", "skipped"):
+        for i, entry in enumerate(old.get(field_name, [])):
+            try:
+                key = knob_key(entry["knob"])
+            except (TypeError, ValueError):
+                raise BALFError(
+                    f"{path}: {field_name}[{i}] has knob {entry['knob']!r}, not a number or "
+                    "'original'; move the file away to restart the sweep"
+                ) from None
+            where = f"{field_name}[{i}]"
+            if key in first:
+                raise BALFError(
+                    f"{path}: {where} repeats knob {entry['knob']!r} of {first[key]} (a damaged "
+                    "or merged file); delete one of the two entries, or move the file away to "
+                    "restart the sweep"
+                )
+            first[key] = where
 
 
 def done_keys(results: dict[str, Any], path: Path) -> set[str]:
