@@ -4,6 +4,9 @@ the scripts.
 - It runs the same sweep as the per-dataset script (same ``results.json`` points).
 - Every sweep script is this entry point with its experiment and datasets fixed.
 - Usage errors (no experiment, no or unknown dataset) end with exit status 2 and a message.
+- So do bad inputs: an invalid or mistyped YAML config, an ``--out-root`` that is a file or a
+  dangling link, a ``--checkpoint`` that is a Git LFS pointer, truncated or holds pickled
+  objects, a negative seed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from _fixtures import load_script, use_only_fixture_fashion_mnist, write_fashion
 
 from balf.errors import BALFError
 from balf_paper.experiments.main import EXPERIMENTS, main
+from balf_paper.experiments.options import run_script
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT_OF = {
@@ -115,3 +119,92 @@ def test_experiment_help_shows_the_datasets_yaml_defaults():
     proc = _run("n-iters", "--dataset", "fashion-mnist", "--help")
     assert proc.returncode == 0
     assert "--n-iters-values" in proc.stdout
+
+
+# -- bad inputs: a message and exit status 2, never a traceback ----------------------------------
+
+
+def _exit_message(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """Run the entry point as ``python -m balf_paper.experiments`` does (in this process)."""
+    with pytest.raises(SystemExit) as done:
+        run_script(lambda: main(argv))
+    err = capsys.readouterr().err
+    assert done.value.code == 2, err
+    assert "Traceback" not in err
+    return err
+
+
+YAML_CASES = {
+    "invalid-yaml": ("knobs: [0.5, 0.8\n", "is not valid YAML"),
+    "scalar-for-a-list": ("knobs: 0.5\n", "option 'knobs' takes a list"),
+    "list-for-a-scalar": ("calib-size: [8, 16]\n", "option 'calib-size' takes one value"),
+    "wrong-type": ("calib-size: many\n", "option 'calib-size': invalid value 'many'"),
+    "negative-seed": ("seeds: [0, -1]\n", "option 'seeds': invalid value -1"),
+    "not-a-mapping": ("- knobs\n", "not a mapping of option names"),
+}
+
+
+@pytest.mark.parametrize("case", list(YAML_CASES), ids=list(YAML_CASES))
+def test_a_bad_yaml_config_is_a_message(case, tmp_path, capsys):
+    text, message = YAML_CASES[case]
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    err = _exit_message(["factorize", "--dataset", "fashion-mnist", "--config", str(config)],
+                        capsys)  # fmt: skip
+    assert str(config) in err and message in err
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling-link", "below-a-file"])
+def test_an_out_root_that_cannot_be_a_folder_is_a_message(kind, tmp_path, capsys):
+    out = tmp_path / "out"
+    if kind == "file":
+        out.write_text("")
+    elif kind == "dangling-link":
+        out.symlink_to(tmp_path / "gone")
+    else:
+        (tmp_path / "file").write_text("")
+        out = tmp_path / "file" / "out"
+    err = _exit_message(["factorize", "--dataset", "fashion-mnist", "--out-root", str(out)],
+                        capsys)  # fmt: skip
+    assert f"--out-root {out}" in err
+
+
+def test_a_negative_seed_is_refused(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["factorize", "--dataset", "fashion-mnist", "--seeds", "0", "-1"])
+    assert done.value.code == 2
+    assert "--seeds: must be 0 or more, got -1" in capsys.readouterr().err
+
+
+def _checkpoint(kind: str, path: Path) -> Path:
+    import torch
+
+    from balf_paper.models import create_model, save_checkpoint
+
+    model = create_model("resnet20", pretrained=False, in_channels=1)
+    good = save_checkpoint(model, path.with_suffix(".good"))
+    if kind == "lfs-pointer":
+        path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n")
+    elif kind == "truncated":
+        path.write_bytes(good.read_bytes()[:1000])
+    else:  # a whole model object pickled: refused by weights_only loading
+        torch.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("lfs-pointer", "is a Git LFS pointer, not the weights"),
+        ("truncated", "is empty, truncated or of another format"),
+        ("pickled-object", "holds Python objects other than tensors"),
+    ],
+)
+def test_an_unusable_checkpoint_is_a_message(kind, message, tmp_path, monkeypatch, capsys):
+    root = write_fashion_mnist(tmp_path / "data")
+    use_only_fixture_fashion_mnist(monkeypatch, tmp_path)
+    checkpoint = _checkpoint(kind, tmp_path / "model.pt")
+    argv = [a for a in _args(root, tmp_path / "out") if a != "--random-weights"]
+    err = _exit_message(["factorize", "--dataset", "fashion-mnist", *argv,
+                         "--checkpoint", str(checkpoint)], capsys)  # fmt: skip
+    assert str(checkpoint) in err and message in err

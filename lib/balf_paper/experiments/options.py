@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,9 +26,11 @@ from balf_paper import package_file
 __all__ = [
     "add_common_arguments",
     "add_corruption_arguments",
+    "check_out_root",
     "configure_process",
     "find_config",
     "is_dataset_option",
+    "non_negative_int",
     "parse_with_yaml",
     "pop_dataset",
     "recorded_argv",
@@ -137,7 +140,14 @@ def parse_with_yaml(
 ) -> argparse.Namespace:
     """Parse ``argv`` with defaults taken from ``--config`` (a YAML mapping of option names).
 
-    YAML keys use the options' names with ``-`` or ``_``; unknown keys are an error.
+    YAML keys use the options' names with ``-`` or ``_``; each value is checked and converted
+    as the option's command-line value would be. ``--out-root``, when the parser has it, must
+    be a folder or creatable.
+
+    Raises:
+        BALFError: the YAML file is invalid, has an unknown option or a value of the wrong
+            kind (a scalar for a list option, ...), or ``--out-root`` is a file or a dangling
+            symbolic link (each named; scripts exit with status 2, see :func:`run_script`).
     """
     parser.add_argument(
         "--config",
@@ -155,25 +165,107 @@ def parse_with_yaml(
         if path is None:
             log.warning("%s not found; using the built-in defaults", default_config)
         else:
-            parser.set_defaults(**_yaml_defaults(path, {a.dest for a in parser._actions}))
+            parser.set_defaults(**_yaml_defaults(path, parser._actions))
             parser.epilog = (parser.epilog + "\n" if parser.epilog else "") + (
                 f"Defaults shown are those of {path} (command-line options override them)."
             )
     parser.formatter_class = _DefaultsHelpFormatter
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else None  # recorded in each run's command.txt
+    if getattr(args, "out_root", None) is not None:
+        check_out_root(args.out_root)
     return args
 
 
-def _yaml_defaults(path: Path, known: set[str]) -> dict[str, Any]:
-    values = yaml.safe_load(path.read_text()) or {}
+def _yaml_defaults(path: Path, actions: Sequence[argparse.Action]) -> dict[str, Any]:
+    """The YAML file's values as parser defaults, each checked and converted as the option's
+    command-line value would be (a list for ``nargs="+"`` options, the option's ``type``)."""
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise BALFError(f"{path} is not valid YAML ({exc}); fix the file") from exc
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise BALFError(
+            f"{path} holds a YAML {type(values).__name__}, not a mapping of option names to "
+            "values (e.g. 'calib-size: 1024')"
+        )
+    by_dest = {a.dest: a for a in actions}
     defaults = {}
     for key, value in values.items():
-        dest = key.replace("-", "_")
-        if dest not in known:
+        dest = str(key).replace("-", "_")
+        if dest not in by_dest:
             raise BALFError(f"{path}: unknown option {key!r}")
-        defaults[dest] = value
+        defaults[dest] = _yaml_value(path, key, value, by_dest[dest])
     return defaults
+
+
+def _yaml_value(path: Path, key: str, value: Any, action: argparse.Action) -> Any:
+    """``value`` as ``action`` would store it from the command line, or a BALFError naming the
+    file, the option, what it expects and what it got."""
+    option = f"{path}: option {key!r}"
+    if value is None or action.nargs == 0:  # store_true/false/const, --x/--no-x switches
+        if value is not None and not isinstance(value, bool):
+            raise BALFError(f"{option} is a switch: write true or false, not {value!r}")
+        return value
+    if action.nargs in ("+", "*") or isinstance(action.nargs, int):
+        if not isinstance(value, list):
+            raise BALFError(
+                f"{option} takes a list, got the {type(value).__name__} {value!r} "
+                f"(write {key}: [{value}])"
+            )
+        if action.nargs == "+" and not value:
+            raise BALFError(f"{option} takes at least one value, got an empty list")
+        return [_converted(option, v, action) for v in value]
+    if isinstance(value, list | dict):
+        raise BALFError(f"{option} takes one value, got the {type(value).__name__} {value!r}")
+    return _converted(option, value, action)
+
+
+def _converted(option: str, value: Any, action: argparse.Action) -> Any:
+    if isinstance(value, list | dict):
+        raise BALFError(f"{option}: each value is a single value, got {value!r}")
+    if isinstance(value, bool) and action.type is not None:
+        raise BALFError(f"{option}: invalid value {value!r} (a number or a name, not a switch)")
+    try:  # as argparse does: the option's type applied to the text
+        value = (action.type or str)(str(value))
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+        raise BALFError(f"{option}: invalid value {value!r} ({exc})") from None
+    if action.choices is not None and value not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        raise BALFError(f"{option}: invalid choice {value!r} (choose from {choices})")
+    return value
+
+
+def check_out_root(out_root: str | Path) -> None:
+    """The results folder exists as a folder, or can be created (not a file, not a link to
+    nowhere).
+
+    Raises:
+        BALFError: naming the path and the fix.
+    """
+    path = Path(out_root)
+    if path.is_symlink() and not path.exists():
+        raise BALFError(
+            f"--out-root {path} is a symbolic link to {os.readlink(path)}, which does not "
+            "exist: create its target or pass another folder"
+        )
+    if path.exists() and not path.is_dir():
+        raise BALFError(f"--out-root {path} is a file, not a folder: pass a folder")
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise BALFError(f"--out-root {path} cannot be created: {parent} is not a folder")
+            break
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse ``type``: a seed or count, ``0`` or more."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def configure_process(args: argparse.Namespace) -> None:
@@ -203,11 +295,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="use untrained weights (fixtures and benchmarks only)",
     )
     g.add_argument("--calib-size", type=int, default=1024, help="calibration images")
-    g.add_argument("--seed", type=int, default=0, help="seed of calibration/evaluation subsets")
+    g.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of calibration/evaluation subsets"
+    )
     g.add_argument(
         "--seeds",
         nargs="+",
-        type=int,
+        type=non_negative_int,
         default=None,
         metavar="S",
         help="run once per seed, each drawing its own calibration subset (evaluation subset: "
