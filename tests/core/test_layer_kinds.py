@@ -114,7 +114,8 @@ def test_a_kind_name_is_declared_once_on_the_kind(name):
     kind = kinds.kind_named(name)
     assert "kind" not in vars(kind.lowrank_type) and "dense_type" not in vars(kind.lowrank_type)
     if name == "linear":
-        layer = balf.LowRankLinear.from_linear(nn.Linear(6, 4), torch.randn(6, 2), torch.randn(2, 4))
+        a, b = torch.randn(6, 2), torch.randn(2, 4)
+        layer = balf.LowRankLinear.from_linear(nn.Linear(6, 4), a, b)
         assert layer.kind == "linear" and layer.spec()["kind"] == "linear"
 
 

@@ -281,8 +281,10 @@ def test_exclude_naming_a_transformers_block_and_attention_excludes_their_layers
     torch.manual_seed(0)
     model = LlamaForCausalLM(tiny_llama_config()).eval()
     ids = torch.randint(0, 64, (4, 16))
-    _, report = balf.compress(model, [{"input_ids": ids}], balf.BALFConfig(0.8),
-                              exclude=["model.layers.0", "self_attn", "*.mlp"], progress=False)  # fmt: skip
+    exclude = ["model.layers.0", "self_attn", "*.mlp"]
+    _, report = balf.compress(
+        model, [{"input_ids": ids}], balf.BALFConfig(0.8), exclude=exclude, progress=False
+    )
     inside = ("model.layers.0.", ".self_attn.", ".mlp.")
     assert not [n for n in report.layers if any(part in n for part in inside)]
     assert report.skipped["model.layers.1.self_attn.q_proj"] == "excluded by exclude='self_attn'"
