@@ -56,8 +56,10 @@ def find_blocks(model: nn.Module, targets: dict[str, nn.Module]) -> list[str]:
         if not isinstance(module, (nn.ModuleList, nn.Sequential)) or len(module) < 2:
             continue
         prefix = f"{name}." if name else ""
-        size = sum(
-            m.weight.numel() for t, m in targets.items() if t.startswith(prefix) and t != name
+        size = sum(  # by geometry: reading a parametrized weight could advance its state
+            geometry_of(m).dense_params
+            for t, m in targets.items()
+            if t.startswith(prefix) and t != name
         )
         if size > best_size:
             best, best_size = name, size

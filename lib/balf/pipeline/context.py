@@ -236,7 +236,7 @@ class CompressionContext:
         CPU (the statistics' when collected, else read from the data); ``None`` without data."""
         d = self.data
         if self._statistics is None and d.data is not None and self.baseline.example is None:
-            self.baseline.example, d.data = first_example(d.data, d.forward)
+            self.baseline.example, d.data = first_example(d.data, d.forward, self.model)
         return self.baseline.example_call(self._statistics)
 
     def rows_per_sample(self) -> dict[str, float] | None:
