@@ -299,3 +299,55 @@ def test_save_pretrained_needs_a_transformers_model(tmp_path):
 def test_load_pretrained_needs_a_config(tmp_path):
     with pytest.raises(balf.SaveFormatError, match="has no config.json"):
         balf.load_pretrained(tmp_path)
+
+
+# -- the class and the device asked for ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["current", "balf 0.2"])
+def test_load_pretrained_on_the_meta_device_gives_the_structure_on_meta(
+    tmp_path, compressed, layout
+):
+    """``device="meta"`` used to load on the CPU (balf 0.2 folders) or fail inside transformers
+    (``from_pretrained`` refuses meta): now the architecture with its factorized layers."""
+    small, _ = compressed["llama"]
+    if layout == "current":
+        folder = _save(small, tmp_path / "saved", "balf.save_pretrained")
+    else:
+        folder = _legacy_folder(small, tmp_path / "old")
+    again = balf.load_pretrained(folder, device="meta")
+    assert type(again) is type(small) and _ranks(again) == _ranks(small)
+    assert all(t.is_meta for t in again.parameters())
+
+
+@pytest.mark.parametrize("layout", ["current", "balf 0.2"])
+@pytest.mark.parametrize(
+    "model_class, error, message",
+    [
+        ("BertModel", balf.BALFError, r"'BertModel' builds from a BertConfig.* LlamaConfig"),
+        ("AutoModelForImageClassification", balf.BALFError, r"Auto class with no model for Llama"),
+        ("not-a-class", TypeError, r"'not-a-class' is not a class"),
+    ],
+    ids=["another-family", "auto-for-another-task", "not-a-class"],
+)
+def test_a_model_class_that_cannot_build_the_folder_is_named(
+    tmp_path, compressed, layout, model_class, error, message
+):
+    """A BertModel asked for a Llama folder loaded a random BERT silently (or failed deep inside
+    transformers with an AttributeError)."""
+    small, _ = compressed["llama"]
+    if layout == "current":
+        folder = _save(small, tmp_path / "saved", "balf.save_pretrained")
+    else:
+        folder = _legacy_folder(small, tmp_path / "old")
+    with pytest.raises(error, match=message):
+        balf.load_pretrained(folder, model_class=getattr(transformers, model_class, model_class))
+
+
+def test_a_balf_0_2_spec_naming_an_auto_class_builds_the_mapped_class(tmp_path, compressed):
+    small, _ = compressed["llama"]
+    folder = _legacy_folder(small, tmp_path / "old")
+    (folder / "balf_spec.json").write_text(json.dumps({"model_class": "AutoModelForCausalLM"}))
+    again = balf.load_pretrained(folder)
+    assert type(again) is type(small)
+    torch.testing.assert_close(_out(again), _out(small), rtol=0, atol=0)

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from balf.errors import BALFError
-from balf.io.serialization import SaveFormatError, load
+from balf.io.serialization import SaveFormatError, apply_spec, load
 
 __all__ = ["LEGACY_SPEC_FILE", "LEGACY_WEIGHTS_FILE", "load_pretrained", "save_pretrained"]
 
@@ -143,17 +143,72 @@ def _read_config(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _model_class(transformers, config: dict[str, Any], model_class, recorded: str | None):
-    if model_class is not None:
-        return model_class
-    name = recorded or (config.get("architectures") or [None])[0]
-    cls = getattr(transformers, name, None) if name else None
-    if cls is None:
-        raise BALFError(
-            f"cannot tell the model class of this folder (recorded: {name!r}); pass "
-            "model_class=, e.g. transformers.AutoModelForCausalLM"
+def _model_class(
+    transformers, config: dict[str, Any], model_class, recorded: str | None, folder: Path
+):
+    """The class to build: ``model_class``, else the one recorded (``architectures``, or a
+    balf 0.2 folder's ``balf_spec.json``); checked against the folder's config.
+
+    Raises:
+        TypeError: ``model_class`` is not a class.
+        BALFError: the class does not build from this config (another model family; an Auto
+            class with no model for it), or no class is recorded.
+    """
+    given = model_class is not None
+    if not given:
+        name = recorded or (config.get("architectures") or [None])[0]
+        model_class = getattr(transformers, name, None) if name else None
+        if model_class is None:
+            raise BALFError(
+                f"cannot tell the model class of {folder} (recorded: {name!r}); pass "
+                "model_class=, e.g. transformers.AutoModelForCausalLM"
+            )
+    label = (
+        f"model_class={getattr(model_class, '__name__', model_class)!r}"
+        if given
+        else f"the class recorded in {folder} ({model_class.__name__})"
+    )
+    if not isinstance(model_class, type):
+        raise TypeError(
+            f"{label} is not a class; pass a transformers model class or an Auto class "
+            "(e.g. transformers.AutoModelForCausalLM)"
         )
-    return cls
+    model_type = config.get("model_type")
+    configs = transformers.CONFIG_MAPPING  # a lazy mapping: its .get() finds nothing
+    config_class = configs[model_type] if model_type in configs else None
+    mapping = getattr(model_class, "_model_mapping", None)  # an Auto class
+    if mapping is not None and config_class is not None and config_class not in mapping:
+        raise BALFError(
+            f"{label} is an Auto class with no model for {config_class.__name__} (model_type "
+            f"{model_type!r} in {folder}/config.json); pass an Auto class for this task, or "
+            "leave model_class out"
+        )
+    expected = getattr(model_class, "config_class", None)
+    if mapping is None and isinstance(expected, type) and config_class is not None:
+        if not issubclass(config_class, expected):
+            raise BALFError(
+                f"{label} builds from a {expected.__name__}, but {folder}/config.json holds a "
+                f"{config_class.__name__} (model_type {model_type!r}): it would load a model "
+                "of another family with random weights; pass the class of "
+                f"config.json's architectures ({config.get('architectures')}) or leave "
+                "model_class out"
+            )
+    return model_class
+
+
+def _structure_on_meta(transformers, folder: Path, cls: type, config: dict[str, Any]) -> nn.Module:
+    """The architecture on the meta device with the folder's factorized layers (its spec), in
+    the config's dtype: ``device="meta"`` reads no tensor (``from_pretrained`` refuses meta)."""
+    hf_config = transformers.AutoConfig.from_pretrained(folder)
+    with torch.device("meta"):
+        model = cls.from_config(hf_config) if hasattr(cls, "from_config") else cls(hf_config)
+    dtype = getattr(hf_config, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        model = model.to(dtype)
+    quantization = config.get("quantization_config")
+    if isinstance(quantization, dict) and quantization.get("quant_method") == "balf":
+        model = apply_spec(model, quantization.get("spec", {}), device="meta")
+    return model.eval()
 
 
 def load_pretrained(
@@ -168,7 +223,9 @@ def load_pretrained(
         folder: the saved folder.
         model_class: the transformers class (or auto class) to build (default: the one in
             ``config.json``'s ``architectures``).
-        device: where the tensors go (default: the CPU).
+        device: where the tensors go (default: the CPU); ``"meta"`` gives the structure alone
+            (the architecture with its factorized layers, every tensor on the meta device in
+            the config's dtype; nothing read).
 
     Returns:
         The model in eval mode. For a current folder this is
@@ -180,6 +237,9 @@ def load_pretrained(
     Raises:
         SaveFormatError: the folder has no ``config.json``, or its spec or weights do not fit
             the architecture.
+        BALFError: ``model_class`` does not build from the folder's config (a model of another
+            family, an Auto class for another task).
+        TypeError: ``model_class`` is not a class.
 
     Example:
         >>> again = balf.load_pretrained("smollm-balf", device="cuda")
@@ -195,8 +255,10 @@ def load_pretrained(
 
     if not is_balf:
         log.info("%s has no factorized layers: loading it as a plain Hugging Face folder", folder)
-    cls = _model_class(transformers, config, model_class, None)
+    cls = _model_class(transformers, config, model_class, None, folder)
     device_map = None if device is None else torch.device(device)
+    if device_map is not None and device_map.type == "meta":
+        return _structure_on_meta(transformers, folder, cls, config)
     return cls.from_pretrained(folder, device_map=device_map).eval()
 
 
@@ -219,7 +281,7 @@ def _load_legacy(transformers, folder: Path, model_class, device) -> nn.Module:
     if (folder / LEGACY_SPEC_FILE).is_file():
         recorded = json.loads((folder / LEGACY_SPEC_FILE).read_text()).get("model_class")
     config = transformers.AutoConfig.from_pretrained(folder)
-    cls = _model_class(transformers, config.to_dict(), model_class, recorded)
+    cls = _model_class(transformers, config.to_dict(), model_class, recorded, folder)
     with _empty_parameters():
         model = cls(config) if not hasattr(cls, "from_config") else cls.from_config(config)
     model = load(folder / LEGACY_WEIGHTS_FILE, model, device=device or "cpu")
