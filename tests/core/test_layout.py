@@ -307,3 +307,28 @@ def test_every_moved_module_has_a_home_and_the_version_its_messages_name():
         for match in re.findall(r"\(balf (\d+\.\d+)\)", path.read_text())
     }
     assert named == {".".join(__version__.split(".")[:2])}
+
+
+TESTS = LIB.parent / "tests"
+
+
+def test_test_modules_are_named_after_concepts_and_import_no_other_test_module():
+    """Helpers shared by tests live in ``tests/_*.py`` modules; a test module importing another
+    runs (or collects) it twice and hides what it needs. File names and module docstrings say
+    what is tested, not which round or issue asked for it."""
+    history = re.compile(r"round\s*\d|\bissue\s+\d", re.IGNORECASE)
+    problems = []
+    for path in sorted(TESTS.rglob("*.py")):
+        if history.search(path.stem.replace("_", " ")):
+            problems.append(f"{path.name}: named after history")
+        tree = ast.parse(path.read_text())
+        doc = ast.get_docstring(tree) or ""
+        if history.search(doc):
+            problems.append(f"{path.name}: its docstring names an issue or round")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("test_"):
+                problems.append(f"{path.name} imports {node.module}")
+            if isinstance(node, ast.Import):
+                problems += [f"{path.name} imports {a.name}" for a in node.names
+                             if a.name.startswith("test_")]  # fmt: skip
+    assert problems == []

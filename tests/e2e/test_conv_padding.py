@@ -1,4 +1,4 @@
-"""Conv subclasses that pad in their own forward (issue 24 item 2): handled exactly or kept dense.
+"""Conv subclasses that pad in their own forward: handled exactly or kept dense.
 
 TensorFlow ports (timm's ``Conv2dSame``, EfficientNet-PyTorch's ``Conv2dStaticSamePadding``)
 subclass ``nn.Conv2d`` with ``padding=0`` and pad inside ``forward``. balf used to factorize them

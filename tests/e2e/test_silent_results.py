@@ -1,4 +1,4 @@
-"""Issue 11: scenarios that used to return a wrong result without a warning.
+"""Scenarios that used to return a wrong result without a warning.
 
 One test per scenario; each reproduces it and asserts the right result or a clear error.
 Cache identity and integrity, shared and tied weights, calibration inputs, sweeps.

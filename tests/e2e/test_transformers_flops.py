@@ -1,4 +1,4 @@
-"""Attention counted as the math it does (issue 22, item 1).
+"""Attention counted as the math it does, on batches of every layout.
 
 ``balf.count_flops`` (and with it every report ratio, the sweeps and the benchmarks, which all
 count through it) must give the FLOPs of the unfused computation for fused attention: SDPA on the

@@ -1,4 +1,4 @@
-"""Hugging Face in and out (issue 22, item 3).
+"""Hugging Face in and out.
 
 Mapping batches (dicts, a tokenizer's ``BatchEncoding``, a ``DataLoader`` with
 ``DataCollatorWithPadding``) calibrate without ``forward=``; ``balf.save``/``balf.load`` work on

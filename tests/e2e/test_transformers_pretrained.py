@@ -1,4 +1,4 @@
-"""Compressed Hugging Face models through ``save_pretrained``/``from_pretrained`` (issue 30.2).
+"""Compressed Hugging Face models through ``save_pretrained``/``from_pretrained``.
 
 A compressed model saved with its own ``model.save_pretrained`` or with ``balf.save_pretrained``
 (the same folder) reloads exactly with ``from_pretrained``, the auto classes or

@@ -1,4 +1,4 @@
-"""Every projection reachable (issue 22, item 2).
+"""Every projection reachable.
 
 ``nn.MultiheadAttention``'s packed ``in_proj_weight`` and its ``out_proj``, and Hugging Face's
 ``Conv1D`` compress, save, reload and export like ``nn.Linear``; layers the forward pass never

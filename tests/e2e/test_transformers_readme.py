@@ -1,4 +1,4 @@
-"""The README's "Transformers and Hugging Face" example, run exactly as written (issue 22)."""
+"""The README's "Transformers and Hugging Face" example, run exactly as written."""
 
 from __future__ import annotations
 

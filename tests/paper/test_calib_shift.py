@@ -13,8 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _fixtures import load_script, tiny_sweep_args, write_imagenet
-from test_cifar10_jpeg import write_cifar10_jpeg
+from _fixtures import (
+    load_script,
+    tiny_sweep_args,
+    write_cifar10_jpeg,
+    write_imagenet,
+    write_imagenet_c,
+    write_imagenet_v2,
+)
 from torch.utils.data import Subset
 
 from balf.errors import BALFError
@@ -164,7 +170,6 @@ def test_calib_shift_script_and_unknown_corruption(jpeg_root, tmp_path):
 
 def test_calib_shift_on_imagenet_c_and_v2(tmp_path):
     """ImageNet: calibration sets read from ImageNet-C and ImageNet-V2 layouts."""
-    from test_imagenet_shift import write_imagenet_c, write_imagenet_v2
 
     root = write_imagenet(tmp_path / "data")
     wnids = sorted(p.name for p in (root / "imagenet-val").iterdir())

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _fixtures import REPO, load_script, tiny_sweep_args
+from _fixtures import REPO, load_script, tiny_sweep_args, write_cifar10_jpeg
 from PIL import Image
 
 from balf.errors import BALFError, DatasetNotFoundError
@@ -30,19 +30,6 @@ from balf_paper.models import (
 )
 
 SHARED_MODELS = REPO.parent / "shared" / "models" / "cifar10-resnets-akamaster"
-
-
-def write_cifar10_jpeg(root: Path, train: int = 2, test: int = 1, size: int = 32) -> Path:
-    """``root/{train,test}/<class>/<NNNN>.jpg``: ``train``/``test`` random JPEGs per class."""
-    rng = np.random.default_rng(0)
-    for split, per_class in (("train", train), ("test", test)):
-        for name in CIFAR10_CLASSES:
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i:04d}.jpg", quality=90)
-    return root
 
 
 @pytest.fixture

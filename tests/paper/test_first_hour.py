@@ -1,4 +1,4 @@
-"""Issue 11, a clean first hour: the quickstart leaves the checkout clean and compares its run
+"""A clean first hour: the quickstart leaves the checkout clean and compares its run
 with the committed reference; scripts report missing inputs as one message (exit 2) and check
 local inputs before any download; ``--help`` shows the YAML's defaults.
 """

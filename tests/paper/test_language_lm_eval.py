@@ -1,4 +1,4 @@
-"""Zero-shot scores with lm-evaluation-harness in the language sweep (issue 30.3), offline.
+"""Zero-shot scores with lm-evaluation-harness in the language sweep, offline.
 
 A tiny local multiple-choice task (a task YAML over a JSON file written here) scores a tiny
 random Llama with a word-level tokenizer built here: lm-eval's accuracy equals the one computed

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from _fixtures import tiny_sweep_args
-from test_cifar10_jpeg import write_cifar10_jpeg
+from _fixtures import tiny_sweep_args, write_cifar10_jpeg
 
 from balf_paper.experiments.main import main as experiments_main
 from balf_paper.experiments.render import render_model

@@ -11,8 +11,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from _fixtures import tiny_sweep_args
-from test_cifar10_jpeg import write_cifar10_jpeg
+from _fixtures import tiny_sweep_args, write_cifar10_jpeg
 
 from balf.errors import BALFError
 from balf_paper.experiments.datasets import experiment_data

@@ -1,5 +1,6 @@
-"""The caller's model is left as it was (issue 24 item 6): train/eval flags after a latency
-compression and after fold_batchnorm, spectral_norm buffers, and frozen layers staying frozen.
+"""The caller's model is left as it was: train/eval flags after a latency compression and after
+fold_batchnorm, spectral_norm buffers (hook-based and parametrizations, whole-model and block by
+block), and frozen layers staying frozen.
 """
 
 import pytest

@@ -1,5 +1,5 @@
 """Inputs that ended in a raw KeyError/TypeError/OSError/pickle or torch error now give a
-BALFError naming the input and the fix (issue 24 item 10); killed saves leave no orphans."""
+BALFError naming the input and the fix; killed saves leave no orphans."""
 
 from __future__ import annotations
 
