@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The ImageNet-samples study (1,300 val / 1,000 train images; README "Results on ImageNet samples"):
+# The ImageNet-samples study (1,300 val / 1,000 train images; results/imagenet-samples/README.md):
 # lay the samples out, then for MobileNetV2 (mobilenet_v2_q8) and EfficientNet-Lite0
 # (efficientnet_lite0): the four ratio modes at MobileNetV2's table ratios 0.7/0.75/0.8/0.9/0.97,
 # the energy modes at the paper's thresholds, the rest of the paper's ratio grid; then the
