@@ -1,6 +1,7 @@
-"""Keep the README's result tables equal to the rendered Markdown tables they quote.
+"""Keep the documentation's result tables equal to the rendered Markdown tables they quote.
 
-A quoted table in the README is a block
+The documentation is ``README.md``, ``docs/*.md`` and every ``results/**/README.md``
+(:func:`documentation_files`). A quoted table in any of them is a block
 
 .. code-block:: markdown
 
@@ -11,21 +12,39 @@ A quoted table in the README is a block
     <!-- /table -->
 
 whose body is the Markdown table (the ``|`` lines, without the caption) of the named file,
-which :mod:`balf_paper.experiments.render` writes from the ``results.json`` files.
-:func:`sync_readme` rewrites every block from its file; :func:`stale_blocks` lists the blocks
-that differ (the tests run it on the committed README).
+which :mod:`balf_paper.experiments.render` writes from the ``results.json`` files. The path is
+relative to the repository root, whichever file quotes it. :func:`sync_documentation` rewrites
+every block of every documentation file from its file; :func:`stale_documentation` lists the
+blocks that differ (the tests run it on the committed files). ``python -m
+balf_paper.experiments.readme [--check] [ROOT]`` does either from the command line.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from balf.errors import BALFError
 from balf.io.atomic import atomic_write_text
 
-__all__ = ["TableBlock", "find_blocks", "stale_blocks", "sync_readme", "table_lines"]
+__all__ = [
+    "DOCUMENTATION",
+    "TableBlock",
+    "documentation_files",
+    "find_blocks",
+    "stale_blocks",
+    "stale_documentation",
+    "sync_documentation",
+    "sync_readme",
+    "table_lines",
+]
+
+DOCUMENTATION = ("README.md", "docs/*.md", "results/**/README.md")
+"""Glob patterns, relative to the repository root, of the files whose tables are kept in sync."""
 
 _BLOCK = re.compile(
     r"^<!-- table: (?P<path>\S+) -->\n(?P<body>.*?)^<!-- /table -->$", re.MULTILINE | re.DOTALL
@@ -52,12 +71,24 @@ def table_lines(markdown: str) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _quoted(block: TableBlock, repo_root: Path) -> str:
+def documentation_files(repo_root: Path) -> list[Path]:
+    """The files of :data:`DOCUMENTATION` under ``repo_root`` that exist, sorted.
+
+    Example:
+        >>> [p.name for p in documentation_files(Path("."))][:1]  # doctest: +SKIP
+        ['README.md']
+    """
+    root = Path(repo_root)
+    found = {p for pattern in DOCUMENTATION for p in root.glob(pattern) if p.is_file()}
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _quoted(block: TableBlock, repo_root: Path, where: str = "README") -> str:
     source = repo_root / block.path
     if not source.is_file():
         raise BALFError(
-            f"README quotes {block.path}, which does not exist; render it first "
-            "(bash scripts/render_results.sh) or fix the path in the README"
+            f"{where} quotes {block.path}, which does not exist; render it first "
+            f"(bash scripts/render_results.sh) or fix the path in {where}"
         )
     table = table_lines(source.read_text())
     if not table:
@@ -66,21 +97,29 @@ def _quoted(block: TableBlock, repo_root: Path) -> str:
 
 
 def stale_blocks(readme: Path, repo_root: Path | None = None) -> list[str]:
-    """Paths of the README blocks whose text differs from the table they quote."""
+    """Paths of the blocks of ``readme`` whose text differs from the table they quote.
+
+    Quoted paths are relative to ``repo_root`` (default: the folder of ``readme``).
+    """
     readme = Path(readme)
     root = readme.parent if repo_root is None else Path(repo_root)
-    return [b.path for b in find_blocks(readme.read_text()) if b.body != _quoted(b, root)]
+    text = readme.read_text()
+    return [b.path for b in find_blocks(text) if b.body != _quoted(b, root, str(readme))]
 
 
 def sync_readme(readme: Path, repo_root: Path | None = None) -> list[str]:
-    """Rewrite every quoted table of ``readme`` from its file; return the paths that changed."""
+    """Rewrite every quoted table of ``readme`` from its file; return the paths that changed.
+
+    Quoted paths are relative to ``repo_root`` (default: the folder of ``readme``); the file is
+    rewritten (atomically) only when a table changed.
+    """
     readme = Path(readme)
     root = readme.parent if repo_root is None else Path(repo_root)
     text = readme.read_text()
     changed: list[str] = []
     pieces, last = [], 0
     for block in find_blocks(text):
-        table = _quoted(block, root)
+        table = _quoted(block, root, str(readme))
         if table != block.body:
             changed.append(block.path)
         pieces += [text[last : block.span[0]], table]
@@ -89,3 +128,47 @@ def sync_readme(readme: Path, repo_root: Path | None = None) -> list[str]:
     if changed:
         atomic_write_text("".join(pieces), readme)
     return changed
+
+
+def stale_documentation(repo_root: Path) -> dict[str, list[str]]:
+    """``{file: [quoted paths]}`` of each documentation file with a stale block (relative paths)."""
+    root = Path(repo_root)
+    files = documentation_files(root)
+    stale = {f.relative_to(root).as_posix(): stale_blocks(f, root) for f in files}
+    return {name: paths for name, paths in stale.items() if paths}
+
+
+def sync_documentation(repo_root: Path) -> dict[str, list[str]]:
+    """Rewrite the quoted tables of every documentation file; ``{file: [changed paths]}``."""
+    root = Path(repo_root)
+    files = documentation_files(root)
+    changed = {f.relative_to(root).as_posix(): sync_readme(f, root) for f in files}
+    return {name: paths for name, paths in changed.items() if paths}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Sync (or with ``--check`` only list) the quoted tables of the documentation files."""
+    parser = argparse.ArgumentParser(
+        prog="python -m balf_paper.experiments.readme",
+        description="Rewrite the <!-- table: path --> blocks of README.md, docs/*.md and "
+        "results/**/README.md from the rendered tables they quote.",
+    )
+    parser.add_argument("root", nargs="?", default=".", help="repository root (default: .)")
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 when a block is stale"
+    )
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_documentation(Path(args.root))
+        for name, paths in stale.items():
+            print(f"{name}: stale {', '.join(paths)}")
+        return 1 if stale else 0
+    changed = sync_documentation(Path(args.root))
+    for name, paths in changed.items():
+        print(f"{name}: updated {', '.join(paths)}")
+    print("quoted tables updated:", sum(map(len, changed.values())) or "none")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

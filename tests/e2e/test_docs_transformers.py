@@ -1,4 +1,4 @@
-"""The README's "Transformers and Hugging Face" example, run exactly as written."""
+"""The example of docs/transformers.md ("A complete example"), run exactly as written."""
 
 from __future__ import annotations
 
@@ -10,22 +10,22 @@ import torch
 
 import balf
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "transformers.md"
 
 
 def _section_code() -> str:
-    text = README.read_text()
-    section = text.split("## Transformers and Hugging Face\n", 1)[1].split("\n## ", 1)[0]
+    text = PAGE.read_text()
+    section = text.split("## A complete example\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert len(blocks) == 1, "expected one python block in the section"
     return blocks[0]
 
 
-def test_the_readme_example_runs_and_round_trips(tmp_path, monkeypatch):
+def test_the_example_runs_and_round_trips(tmp_path, monkeypatch):
     pytest.importorskip("transformers")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(_section_code(), "README.md (Transformers and Hugging Face)", "exec"), namespace)
+    exec(compile(_section_code(), "docs/transformers.md (A complete example)", "exec"), namespace)
     small, again, report = namespace["small"], namespace["again"], namespace["report"]
     assert report.skipped["lm_head"] == "excluded by exclude='lm_head'"
     assert any(name.endswith("self_attn.q_proj") for name in report.layers)
