@@ -53,15 +53,15 @@ _BLOCK = re.compile(
 
 @dataclass(frozen=True)
 class TableBlock:
-    """One quoted table: the file it quotes and the README text between the markers."""
+    """One quoted table: the file it quotes and the page's text between the markers."""
 
     path: str
     body: str
-    span: tuple[int, int]  # character span of ``body`` in the README text
+    span: tuple[int, int]  # character span of ``body`` in the page's text
 
 
 def find_blocks(text: str) -> list[TableBlock]:
-    """Every ``<!-- table: ... -->`` block of a README, in order."""
+    """Every ``<!-- table: ... -->`` block of a page, in order."""
     return [TableBlock(m["path"], m["body"], m.span("body")) for m in _BLOCK.finditer(text)]
 
 
