@@ -15,16 +15,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from balf_paper.experiments.cli import (
+from balf_paper.experiments.cli.image import (
     ExperimentContext,
     add_common_arguments,
     configure_process,
     parse_with_yaml,
     run_script,
 )
-from balf_paper.experiments.compare import compare_runs
-from balf_paper.experiments.render import render_model
-from balf_paper.experiments.tables import matched_reduction_table, to_markdown
+from balf_paper.experiments.render.compare import compare_runs
+from balf_paper.experiments.render.tables import matched_reduction_table, to_markdown
+from balf_paper.experiments.render.tree import render_model
 
 DATASET = "fashion-mnist"
 

@@ -7,8 +7,8 @@ The same as `python -m balf_paper.experiments calib-size --dataset imagenet ...`
 
 from __future__ import annotations
 
-from balf_paper.experiments.main import experiment_script
-from balf_paper.experiments.options import run_script
+from balf_paper.experiments.cli.main import experiment_script
+from balf_paper.experiments.cli.options import run_script
 
 main = experiment_script("calib-size", ("imagenet", "imagenet-samples"))
 

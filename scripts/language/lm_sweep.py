@@ -15,8 +15,8 @@ Example:
 
 from __future__ import annotations
 
-from balf_paper.experiments.language.cli import build_parser, main
-from balf_paper.experiments.options import run_script
+from balf_paper.experiments.cli.language import build_parser, main
+from balf_paper.experiments.cli.options import run_script
 
 __all__ = ["build_parser", "main"]
 

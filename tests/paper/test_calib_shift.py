@@ -27,14 +27,14 @@ from balf.errors import BALFError
 from balf_paper.data import shifted_calibration
 from balf_paper.data.imagenet import imagenet_folder
 from balf_paper.data.shifted_calibration import NormalisedImages, raw_images, shifted_images
-from balf_paper.experiments.calib_shift_report import (
+from balf_paper.experiments.cli.main import main as experiments_main
+from balf_paper.experiments.render.calib_shift import (
     calib_shift_group_table,
     calib_shift_table,
     load_calib_shift,
 )
-from balf_paper.experiments.datasets import experiment_data
-from balf_paper.experiments.main import main as experiments_main
-from balf_paper.experiments.render import render_model
+from balf_paper.experiments.render.tree import render_model
+from balf_paper.experiments.tasks.image.data import experiment_data
 from balf_paper.models import eval_transform
 
 SETS = ["clean", "gaussian_noise-s1", "gaussian_noise-s3", "contrast-s3"]

@@ -18,10 +18,10 @@ from PIL import Image
 
 from balf.errors import BALFError, DatasetNotFoundError
 from balf_paper.data import CIFAR10_CLASSES, CIFAR10C, ImageFolderTensors, load_image_folder
-from balf_paper.experiments import plots
-from balf_paper.experiments.datasets import experiment_data, experiment_model
-from balf_paper.experiments.labels import dataset_label, other_works_source
-from balf_paper.experiments.render import render_model
+from balf_paper.experiments.render import plots
+from balf_paper.experiments.render.labels import dataset_label, other_works_source
+from balf_paper.experiments.render.tree import render_model
+from balf_paper.experiments.tasks.image.data import experiment_data, experiment_model
 from balf_paper.models import (
     THIRD_PARTY_CHECKPOINTS,
     create_model,

@@ -20,8 +20,8 @@ import pytest
 from _fixtures import load_script, use_only_fixture_fashion_mnist, write_fashion_mnist
 
 from balf.errors import BALFError
-from balf_paper.experiments.main import EXPERIMENTS, main
-from balf_paper.experiments.options import run_script
+from balf_paper.experiments.cli.main import EXPERIMENTS, main
+from balf_paper.experiments.cli.options import run_script
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT_OF = {

@@ -16,7 +16,7 @@ import yaml
 from _fixtures import load_script, use_only_fixture_fashion_mnist, write_fashion_mnist
 
 from balf.errors import DatasetNotFoundError, WeightsNotFoundError
-from balf_paper.experiments import cli
+from balf_paper.experiments.cli import image as cli
 
 REPO = Path(__file__).resolve().parents[2]
 MODES = ("flops_auto", "energy", "energy_act_aware", "uniform")
@@ -86,7 +86,7 @@ def test_quickstart_leaves_git_clean_and_compares_with_the_reference(quickstart_
 
 
 def test_compare_runs_lists_missing_points_and_rank_changes(tmp_path: Path):
-    from balf_paper.experiments.compare import compare_runs
+    from balf_paper.experiments.render.compare import compare_runs
 
     point = {"knob": 0.5, "accuracy": 0.9, "loss": 0.3, "flops_ratio": 0.5, "params_ratio": 0.4}
     for name, ranks, extra in (("a", {"l": 3}, []), ("b", {"l": 4}, [{**point, "knob": 0.7}])):

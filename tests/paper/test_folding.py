@@ -26,7 +26,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 import balf
-from balf_paper.experiments.sweep import SWEEP_VALUES, SweepConfig, default_knobs
+from balf_paper.experiments.sweep.runner import SWEEP_VALUES, SweepConfig, default_knobs
 from balf_paper.folding import (
     FOLDING_MODES,
     ar_scale,

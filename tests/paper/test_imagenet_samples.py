@@ -25,7 +25,7 @@ from balf_paper.data.imagenet_samples import (
     read_val_labels,
     samples_root,
 )
-from balf_paper.experiments.labels import dataset_label
+from balf_paper.experiments.render.labels import dataset_label
 from balf_paper.models import preprocessing_of
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ WORDS = [f"w{i}" for i in range(40)] + ["the", "a", "is", "of", "."]
 
 
 def test_windows_are_disjoint_and_sized():
-    from balf_paper.experiments.language.text_data import split_windows
+    from balf_paper.experiments.tasks.language.text_data import split_windows
 
     ids = torch.arange(1000)
     calib, evaluation = split_windows(ids, 3, 50, 2, 100)
@@ -34,7 +34,7 @@ def test_windows_are_disjoint_and_sized():
 
 
 def test_spearman_ranks_with_ties():
-    from balf_paper.experiments.language.metrics import spearman
+    from balf_paper.experiments.tasks.language.metrics import spearman
 
     a = np.array([1.0, 2.0, 3.0, 4.0])
     assert spearman(a, a**3) == pytest.approx(1.0)
@@ -50,7 +50,7 @@ def test_energy_threshold_meets_the_parameter_ratio():
     from balf.layers.geometry import LayerGeometry
     from balf.ranks.configs import LayerCandidate
     from balf.ranks.costs import LayerCost
-    from balf_paper.experiments.language.sweep import _params_ratio, energy_threshold_for
+    from balf_paper.experiments.sweep.language import _params_ratio, energy_threshold_for
 
     rng = np.random.default_rng(0)
     candidates = []
@@ -135,7 +135,7 @@ def _points(out: Path) -> dict:
 
 
 def test_wikitext_sweep_end_to_end_and_resume(wikitext, tmp_path):
-    from balf_paper.experiments.language.cli import main
+    from balf_paper.experiments.cli.language import main
 
     model_dir, data_dir = wikitext
     out = tmp_path / "out"
@@ -175,7 +175,7 @@ def test_wikitext_sweep_end_to_end_and_resume(wikitext, tmp_path):
 
 
 def test_stsb_sweep_end_to_end(stsb, tmp_path):
-    from balf_paper.experiments.language.cli import main
+    from balf_paper.experiments.cli.language import main
 
     model_dir, data_dir = stsb
     out = tmp_path / "out"

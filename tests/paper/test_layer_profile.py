@@ -11,7 +11,7 @@ from torch import nn
 
 import balf
 from balf.ranks.modes import mode_spec
-from balf_paper.experiments.layer_profile import depth_summary, layer_role, layer_rows
+from balf_paper.experiments.benchmarks.layer_profile import depth_summary, layer_role, layer_rows
 
 
 def _net() -> nn.Module:

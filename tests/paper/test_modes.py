@@ -11,9 +11,9 @@ from balf.layers.geometry import SIDES
 from balf.ranks.costs import registered_metrics
 from balf.ranks.modes import MethodConfig, mode_spec, registered_modes
 from balf_paper.experiments.modes import display_of
-from balf_paper.experiments.plots import mode_style
-from balf_paper.experiments.sweep import default_knobs
-from balf_paper.experiments.tables import mode_label
+from balf_paper.experiments.render.plots import mode_style
+from balf_paper.experiments.render.tables import mode_label
+from balf_paper.experiments.sweep.runner import default_knobs
 from balf_paper.folding import FOLDING_MODES, FoldingConfig
 
 ALL_MODES = list(registered_modes())
@@ -97,6 +97,21 @@ def test_the_paper_modules_old_paths_warn_and_give_the_new_modules():
     import balf_paper.experiments.sweep as new
 
     assert old is new
+
+
+def test_the_module_paths_before_the_subfolders_warn_and_give_the_new_modules():
+    import importlib
+    import warnings
+
+    import balf_paper.experiments.render.plots as new
+
+    with pytest.warns(DeprecationWarning, match="moved to balf_paper.experiments.render.plots"):
+        old = importlib.import_module("balf_paper.experiments.plots")
+    assert old is new
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from balf_paper.experiments.tables import mode_label
+    assert mode_label("flops_auto") == "BALF (FLOPs budget)"
 
 
 def test_python_m_with_the_old_entry_point_still_runs():

@@ -2,7 +2,7 @@
 
 - ``scripts/fashion_mnist/quickstart.py`` runs end to end on fixture Fashion-MNIST (random
   weights) and writes JSON, figures and tables; ``--resume`` reuses every point.
-- :mod:`balf_paper.experiments.readme` rewrites stale ``<!-- table: path -->`` blocks of
+- :mod:`balf_paper.experiments.render.readme` rewrites stale ``<!-- table: path -->`` blocks of
   README.md, docs/*.md and results/**/README.md (paths from the repository root) and names a
   missing file.
 - The committed pages quote every committed table exactly, each study has a page listed in the
@@ -22,7 +22,7 @@ from _fixtures import load_script, write_fashion_mnist
 
 from balf.errors import BALFError
 from balf_paper.data import fashion_mnist
-from balf_paper.experiments.readme import (
+from balf_paper.experiments.render.readme import (
     documentation_files,
     find_blocks,
     main,
@@ -32,7 +32,7 @@ from balf_paper.experiments.readme import (
     sync_readme,
     table_lines,
 )
-from balf_paper.experiments.render import render_all
+from balf_paper.experiments.render.tree import render_all
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART_MODES = ("flops_auto", "energy", "energy_act_aware", "uniform")

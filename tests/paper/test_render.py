@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from balf.errors import BALFError
-from balf_paper.experiments import plots, tables
+from balf_paper.experiments.render import plots, tables
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "render_results.py"
 OTHER_WORKS = Path(__file__).resolve().parents[2] / "data" / "other_works.csv"
@@ -327,7 +327,7 @@ def test_render_results_script(tree: Path):
 
 
 def test_points_table_lists_every_compressed_point_with_seeds_as_mean_std():
-    from balf_paper.experiments.tables import points_table
+    from balf_paper.experiments.render.tables import points_table
 
     def point(knob, acc, std=None, factorized=3):
         p = {"knob": knob, "accuracy": acc, "loss": 1.0, "flops_ratio": knob,

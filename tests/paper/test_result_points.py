@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from balf.errors import BALFError
-from balf_paper.experiments.points import ResultPoint, SkippedPoint, read_points
-from balf_paper.experiments.tables import best_point_within, best_within
+from balf_paper.experiments.render.tables import best_point_within, best_within
+from balf_paper.experiments.sweep.points import ResultPoint, SkippedPoint, read_points
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = sorted((REPO / "results").rglob("results.json"))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from balf import BALFError, Compressor
-from balf_paper.experiments.sweep import SweepConfig, run_sweep
+from balf_paper.experiments.sweep.runner import SweepConfig, run_sweep
 
 _HOLD = """
 import fcntl, os, sys

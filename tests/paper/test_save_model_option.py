@@ -15,8 +15,8 @@ from _fixtures import load_script, use_only_fixture_fashion_mnist, write_fashion
 
 import balf
 from balf_paper.data import make_loader
-from balf_paper.experiments.datasets import experiment_data, experiment_model
-from balf_paper.experiments.evaluation import evaluate
+from balf_paper.experiments.tasks.image.data import experiment_data, experiment_model
+from balf_paper.experiments.tasks.image.evaluation import evaluate
 
 
 def test_save_model_saves_the_chosen_points(tmp_path, monkeypatch):

@@ -14,11 +14,11 @@ import pytest
 from _fixtures import tiny_sweep_args, write_cifar10_jpeg
 
 from balf.errors import BALFError
-from balf_paper.experiments.datasets import experiment_data
-from balf_paper.experiments.main import main as experiments_main
-from balf_paper.experiments.render import render_model
-from balf_paper.experiments.seeds import aggregate_seeds, load_seed_runs, seed_dir
-from balf_paper.experiments.tables import matched_reduction_table
+from balf_paper.experiments.cli.main import main as experiments_main
+from balf_paper.experiments.render.tables import matched_reduction_table
+from balf_paper.experiments.render.tree import render_model
+from balf_paper.experiments.sweep.seeds import aggregate_seeds, load_seed_runs, seed_dir
+from balf_paper.experiments.tasks.image.data import experiment_data
 
 
 def _point(knob, accuracy, flops=None):
@@ -116,7 +116,7 @@ def test_duplicate_seeds_are_refused(jpeg_root, tmp_path):
 
 
 def test_the_uncompressed_model_is_evaluated_once_for_all_seeds(jpeg_root, tmp_path, monkeypatch):
-    from balf_paper.experiments import sweep
+    from balf_paper.experiments.sweep import runner as sweep
 
     calls = []
     real = sweep._PointMaker.original

@@ -29,7 +29,7 @@ from balf.io.export import fold_batchnorm
 from balf.ranks.configs import config_for_mode
 from balf_paper.data import make_loader
 from balf_paper.experiments.benchmarks.timing import latencies
-from balf_paper.experiments.datasets import benchmark_model, experiment_data
+from balf_paper.experiments.tasks.image.data import benchmark_model, experiment_data
 
 __all__ = ["calibration", "measure_model"]
 

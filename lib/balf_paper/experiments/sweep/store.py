@@ -1,0 +1,159 @@
+"""The ``results.json`` of a sweep run: read, resume (same sweep identity only), add points.
+
+``{"config": …, "environment": …, "points": [...], "original": {...}, "skipped": [...]}``; points
+are :class:`~balf_paper.experiments.sweep.points.ResultPoint` objects as JSON, kept in knob order
+(``"original"`` first, then the config's knobs). The file is rewritten atomically on every change
+(by the main process only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from balf.calibration.distributed import is_main_process
+from balf.errors import BALFError
+from balf.io.atomic import atomic_json_dump
+from balf_paper.experiments.sweep.points import ResultPoint, SkippedPoint, knob_key, read_points
+
+__all__ = [
+    "add_point",
+    "add_skipped",
+    "done_keys",
+    "load_results",
+    "read_json_file",
+    "read_results_file",
+    "resume",
+]
+
+log = logging.getLogger(__name__)
+
+
+def read_json_file(path: Path) -> Any | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        log.warning("skipping %s: %s", path, exc)
+        return None
+
+
+def read_results_file(path: Path) -> dict[str, Any] | None:
+    """A results dict with at least one point (checked to be result points), else ``None``."""
+    results = read_json_file(path)
+    if not isinstance(results, dict) or not results.get("points"):
+        return None
+    read_points(results, path)  # BALFError naming the file and the missing field
+    return results
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """Read a ``results.json``."""
+    return json.loads(Path(path).read_text())
+
+
+def resume(path: Path, config: Any, env: dict[str, Any]) -> dict[str, Any]:
+    """Existing results for the same sweep identity, or a fresh results dict.
+
+    Args:
+        config: the :class:`~balf_paper.experiments.sweep.runner.SweepConfig` of the run.
+    """
+    fresh = {"config": asdict(config), "environment": env, "points": []}
+    if not path.exists():
+        return fresh
+    try:
+        old = load_results(path)
+    except json.JSONDecodeError as exc:
+        raise BALFError(f"{path} is not valid JSON ({exc}); move it away to restart") from exc
+    old_identity = _identity_of(old, path, type(config))
+    if old_identity != config.identity():
+        raise BALFError(
+            f"{path} holds a different sweep ({old_identity}) than requested "
+            f"({config.identity()}); use another output folder or delete it"
+        )
+    log.info("resuming %s: %d points done", path, len(old["points"]))
+    old["config"] = asdict(config)
+    old["environment"] = env
+    return old
+
+
+def _identity_of(old: Any, path: Path, config_class: type) -> dict[str, Any]:
+    """The sweep identity of loaded results; a clear error when they are not a results file."""
+    fix = "move it away to restart the sweep"
+
+    def bad(what: str) -> BALFError:
+        return BALFError(f"{path} is not a balf results file ({what}); {fix}")
+
+    if not isinstance(old, dict):
+        raise bad(f"a JSON {type(old).__name__}, not an object")
+    for key, kind in (("config", dict), ("points", list)):
+        if not isinstance(old.get(key), kind):
+            raise bad(f"'{key}' is missing or not a JSON {'object' if kind is dict else 'array'}")
+    for field_name in ("points", "skipped"):
+        entries = old.get(field_name, [])
+        if not isinstance(entries, list) or not all(
+            isinstance(p, dict) and "knob" in p for p in entries
+        ):
+            raise bad(f"every entry of '{field_name}' must be an object with a 'knob'")
+    _refuse_repeated_knobs(old, path)
+    try:
+        return config_class(**{"weights": "", "evaluation": {}, **old["config"]}).identity()
+    except (TypeError, ValueError) as exc:
+        raise bad(f"its 'config' is not a sweep config: {exc}") from exc
+
+
+def _refuse_repeated_knobs(old: dict[str, Any], path: Path) -> None:
+    """A knob stored twice (a damaged or hand-merged file) would be resumed and kept twice."""
+    first: dict[str, str] = {}
+    for field_name in ("points", "skipped"):
+        for i, entry in enumerate(old.get(field_name, [])):
+            try:
+                key = knob_key(entry["knob"])
+            except (TypeError, ValueError):
+                raise BALFError(
+                    f"{path}: {field_name}[{i}] has knob {entry['knob']!r}, not a number or "
+                    "'original'; move the file away to restart the sweep"
+                ) from None
+            where = f"{field_name}[{i}]"
+            if key in first:
+                raise BALFError(
+                    f"{path}: {where} repeats knob {entry['knob']!r} of {first[key]} (a damaged "
+                    "or merged file); delete one of the two entries, or move the file away to "
+                    "restart the sweep"
+                )
+            first[key] = where
+
+
+def done_keys(results: dict[str, Any], path: Path) -> set[str]:
+    """:func:`~balf_paper.experiments.sweep.points.knob_key` of every point and skipped knob
+    stored."""
+    done = {ResultPoint.from_dict(p, path).key for p in results["points"]}
+    return done | {
+        knob_key(SkippedPoint.from_dict(s, path).knob) for s in results.get("skipped", [])
+    }
+
+
+def add_point(results: dict[str, Any], point: ResultPoint, path: Path) -> None:
+    """Add ``point`` (non-finite numbers stored as ``null``) in knob order; rewrite ``path``."""
+    stored = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in point.to_dict().items()
+    }
+    results["points"].append(stored)
+    order = {knob_key(k): i for i, k in enumerate(["original", *results["config"]["knobs"]])}
+    results["points"].sort(key=lambda p: order.get(knob_key(p["knob"]), len(order)))
+    _write(results, path)
+
+
+def add_skipped(results: dict[str, Any], skipped: SkippedPoint, path: Path) -> None:
+    """Record a knob whose budget cannot be met; rewrite ``path``."""
+    results.setdefault("skipped", []).append(skipped.to_dict())
+    _write(results, path)
+
+
+def _write(results: dict[str, Any], path: Path) -> None:
+    if is_main_process():
+        atomic_json_dump(results, path)
