@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from balf_paper.experiments.cli.image import parse_with_yaml, run_script
+from balf_paper.experiments.cli.options import parse_with_yaml, run_script
 from balf_paper.experiments.render.plots import load_other_works
 from balf_paper.experiments.render.readme import sync_readme
 from balf_paper.experiments.render.tables import DEFAULT_TARGETS

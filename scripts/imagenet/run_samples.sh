@@ -16,11 +16,11 @@ RATIO_MODES=(flops_auto params_auto uniform uniform_act_aware)
 OUT=results/imagenet-samples/benchmarks
 bash scripts/imagenet/get_samples.sh "${SHARED_DIR:-../shared/data/imagenet-samples}" datasets/imagenet-samples
 for model in "${MODELS[@]}"; do
-  S=(scripts/imagenet/factorize_sweep.py --dataset imagenet-samples --model "$model")
+  S=(-m balf_paper.experiments factorize --dataset imagenet-samples --model "$model")
   "$PY" "${S[@]}" --knobs 0.7 0.75 0.8 0.9 0.97 --modes "${RATIO_MODES[@]}" "$@"
   "$PY" "${S[@]}" --modes energy_act_aware energy "$@"
   "$PY" "${S[@]}" --modes "${RATIO_MODES[@]}" "$@"
-  "$PY" scripts/imagenet/calib_size_sweep.py --dataset imagenet-samples --model "$model" "$@"
+  "$PY" -m balf_paper.experiments calib-size --dataset imagenet-samples --model "$model" "$@"
 done
 "$PY" scripts/imagenet/measure_compression_time.py --resume --models "${MODELS[@]}" \
   --data-root datasets/imagenet-samples --real-calib-size 1000 --batch-size 50 --ratio 0.9 \

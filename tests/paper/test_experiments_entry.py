@@ -1,8 +1,9 @@
-"""``python -m balf_paper.experiments EXPERIMENT --dataset NAME``: the one entry point behind
-the scripts.
+"""``python -m balf_paper.experiments EXPERIMENT --dataset NAME``: the one entry point of the
+sweeps (the per-dataset ``.py`` scripts are gone; the ``.sh`` wrappers call it).
 
-- It runs the same sweep as the per-dataset script (same ``results.json`` points).
-- Every sweep script is this entry point with its experiment and datasets fixed.
+- It runs a sweep end to end, and a rerun resumes it (nothing recomputed).
+- Every experiment is reached with its selector (``--dataset``; ``--task`` for ``language``);
+  the last one given counts, so a wrapper's default is overridden by the caller's.
 - Usage errors (no experiment, no or unknown dataset) end with exit status 2 and a message.
 - So do bad inputs: an invalid or mistyped YAML config, an ``--out-root`` that is a file or a
   dangling link, a ``--checkpoint`` that is a Git LFS pointer, truncated or holds pickled
@@ -17,19 +18,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from _fixtures import load_script, use_only_fixture_fashion_mnist, write_fashion_mnist
+from _fixtures import use_only_fixture_fashion_mnist, write_fashion_mnist
 
 from balf.errors import BALFError
-from balf_paper.experiments.cli.main import EXPERIMENTS, main
+from balf_paper.experiments.cli.main import EXPERIMENTS, Experiment, main
 from balf_paper.experiments.cli.options import run_script
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT_OF = {
-    "factorize": "factorize_sweep",
-    "calib-size": "calib_size_sweep",
-    "n-iters": "n_iters_sweep",
-    "corrupted": "corrupted_sweep",
-}
 
 
 def _args(root: Path, out: Path) -> list[str]:
@@ -42,45 +37,42 @@ def _args(root: Path, out: Path) -> list[str]:
 
 def _points(out: Path, mode: str) -> list[dict]:
     points = json.loads((out / "fashion-mnist/resnet20" / mode / "results.json").read_text())
-    timing = {"timings", "eval_seconds"}  # wall-clock measurements differ between runs
+    timing = {"timings", "eval_seconds", "compress_seconds"}  # wall-clock measurements
     return [{k: v for k, v in p.items() if k not in timing} for p in points["points"]]
 
 
-def test_entry_point_runs_the_scripts_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_entry_point_runs_a_sweep_and_a_rerun_resumes_it(tmp_path: Path, monkeypatch):
     root = write_fashion_mnist(tmp_path / "data")
     use_only_fixture_fashion_mnist(monkeypatch, tmp_path)
-    main(["factorize", "--dataset", "fashion-mnist", *_args(root, tmp_path / "entry")])
-    load_script("fashion_mnist/factorize_sweep.py").main(_args(root, tmp_path / "script"))
-    for mode in ("flops_auto", "uniform"):
-        ours, theirs = _points(tmp_path / "entry", mode), _points(tmp_path / "script", mode)
-        assert len(ours) == 3  # the uncompressed point and two knobs
-        assert ours == theirs
+    argv = ["factorize", "--dataset", "fashion-mnist", *_args(root, tmp_path / "out")]
+    main(argv)
+    first = {mode: _points(tmp_path / "out", mode) for mode in ("flops_auto", "uniform")}
+    for points in first.values():
+        assert [p["knob"] for p in points] == ["original", 0.5, 0.8]
+        assert all(0 <= p["metrics"]["accuracy"] <= 1 for p in points)
+    stored = json.loads((tmp_path / "out/fashion-mnist/resnet20/uniform/results.json").read_text())
+    assert stored["format"] == 2 and stored["metric"] == {"name": "accuracy",
+                                                          "higher_is_better": True}  # fmt: skip
+    assert stored["config"]["task"] == "image-classification"
+    command = (tmp_path / "out/fashion-mnist/resnet20/uniform/command.txt").read_text()
+    assert command.startswith("python -m balf_paper.experiments factorize --dataset fashion-mnist")
+    main(argv)  # resumed: the same points, none recomputed
+    assert {mode: _points(tmp_path / "out", mode) for mode in first} == first
 
 
-@pytest.mark.parametrize(
-    "folder, datasets",
-    [
-        ("cifar10", ("cifar10", "cifar10-jpeg")),
-        ("fashion_mnist", ("fashion-mnist",)),
-        ("imagenet", ("imagenet",)),
-    ],
-)
-def test_every_sweep_script_is_the_entry_point(folder, datasets, monkeypatch):
-    """Each script forwards to its experiment with its own dataset choices (first: default)."""
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_every_experiment_takes_its_selector_and_the_last_one_counts(name, monkeypatch):
+    experiment = EXPERIMENTS[name]
     seen = []
-    for experiment, stem in SCRIPT_OF.items():
-        path = REPO / "scripts" / folder / f"{stem}.py"
-        if not path.exists():
-            continue
-        monkeypatch.setitem(EXPERIMENTS, experiment, lambda argv, ds: seen.append((ds, argv)))
-        script = load_script(f"{folder}/{stem}.py")
-        script.main(["--seed", "3"])
-        assert seen.pop() == (datasets[0], ["--seed", "3"])
-        for dataset in datasets:
-            script.main(["--dataset", dataset, "--seed", "3"])
-            assert seen.pop() == (dataset, ["--seed", "3"])
-        with pytest.raises(BALFError, match="--dataset must be one of"):
-            script.main(["--dataset", "mnist"])
+    monkeypatch.setitem(
+        EXPERIMENTS, name, Experiment(lambda argv, v: seen.append((v, argv)), experiment.option,
+                                      experiment.choices)
+    )  # fmt: skip
+    first, last = list(experiment.choices())[:2]
+    main([name, experiment.option, first, "--seed", "3", f"{experiment.option}={last}"])
+    assert seen.pop() == (last, ["--seed", "3"])
+    with pytest.raises(BALFError, match=f"{experiment.option} must be one of"):
+        main([name, experiment.option, "mnist"])
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -93,10 +85,10 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_usage_without_an_experiment_lists_experiments_and_datasets():
+def test_usage_without_an_experiment_lists_experiments_datasets_and_tasks():
     proc = _run()
     assert proc.returncode == 2
-    for name in (*EXPERIMENTS, "cifar10-jpeg", "fashion-mnist"):
+    for name in (*EXPERIMENTS, "cifar10-jpeg", "fashion-mnist", "wikitext", "stsb"):
         assert name in proc.stdout
 
 

@@ -1,4 +1,5 @@
-"""``python -m balf_paper.experiments EXPERIMENT --dataset NAME [options]`` (see :mod:`.main`)."""
+"""``python -m balf_paper.experiments EXPERIMENT --dataset NAME [options]``
+(see :mod:`balf_paper.experiments.cli.main`)."""
 
 import sys
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset, Subset
@@ -41,12 +40,13 @@ from balf_paper.data.shifted_calibration import (
     shifted_images,
     tensor_steps,
 )
-from balf_paper.experiments.cli.image import ExperimentContext
+from balf_paper.experiments.cli.image import model_dir
 from balf_paper.experiments.cli.options import (
     add_common_arguments,
     configure_process,
     parse_with_yaml,
 )
+from balf_paper.experiments.cli.setting import Calibration, ImageSetting
 from balf_paper.experiments.layout import CALIB_SHIFT_DIR
 from balf_paper.experiments.sweep.seeds import run_dir_of, seeds_of
 
@@ -113,56 +113,52 @@ def _base_transform(dataset: Dataset) -> Any:
 
 
 def _sweep_set(
-    ctx: ExperimentContext,
-    args: argparse.Namespace,
-    dataset: str,
-    seed: int,
-    name: str,
-    calibration: Dataset,
-    shift: dict[str, Any],
+    setting: ImageSetting, clean: Calibration, name: str, data: Dataset, shift: dict[str, Any]
 ) -> None:
-    """Every mode of ``args.modes`` calibrated on ``calibration`` (set ``name``)."""
-    tag = ctx.data.data_tag if name == "clean" else f"{ctx.data.data_tag}-{name}"
-    ctx.recalibrate(calibration, tag, {"set": name, **shift})
+    """Every mode of ``--modes`` calibrated on ``data`` (calibration set ``name``)."""
+    args = setting.args
+    tag = clean.tag if name == "clean" else f"{clean.tag}-{name}"
+    calibration = Calibration(data, tag, clean.size, clean.seed, {"set": name, **shift})
+    runner = setting.runner(calibration)
     for mode in args.modes:
-        run_dir = Path(args.out_root) / dataset / args.model / CALIB_SHIFT_DIR / name / mode
-        ctx.sweep(mode, args.ratios, run_dir_of(args, run_dir, seed))
+        config = setting.config(calibration, mode, args.ratios)
+        run_dir = model_dir(args, setting.dataset, CALIB_SHIFT_DIR, name, mode)
+        setting.sweep(runner, config, run_dir_of(args, run_dir, clean.seed))
 
 
 def calib_shift_main(argv: Sequence[str] | None, dataset: str) -> None:
     """Calibration under shift (see the module docstring)."""
     args = parse_with_yaml(_parser(dataset), argv, f"{dataset}_calib_shift_sweep.yaml")
     configure_process(args)
+    setting = ImageSetting(args, dataset)
     for seed in seeds_of(args):
-        ctx = ExperimentContext(args, dataset, calib_seed=seed)
-        clean = ctx.data.calibration
+        clean = setting.clean(seed=seed)
         if not args.no_clean:
-            _sweep_set(ctx, args, dataset, seed, "clean", clean, {"source": "clean"})
+            _sweep_set(setting, clean, "clean", clean.data, {"source": "clean"})
         raw = None
         for corruption in args.corruptions:
             for severity in args.severities:
                 shift = {"corruption": corruption, "severity": severity,
                          "group": imagenet_c_group(corruption)}  # fmt: skip
                 if args.imagenet_c_root:
-                    _, normalise = tensor_steps(_base_transform(clean))
+                    _, normalise = tensor_steps(_base_transform(clean.data))
                     from torchvision import transforms as T  # on use: --help stays fast
 
                     tensor_only = T.Compose([T.ToTensor(), normalise])  # ImageNet-C: 224 crops
                     full = imagenet_c(args.imagenet_c_root, corruption, severity, tensor_only)
-                    calibration = calibration_subset(full, min(ctx.calib_size, len(full)), seed)
+                    data = calibration_subset(full, min(clean.size, len(full)), seed)
                     shift |= {"source": "imagenet-c", "root": str(args.imagenet_c_root)}
                 else:
-                    raw = raw if raw is not None else raw_images(clean)
+                    raw = raw if raw is not None else raw_images(clean.data)
                     images, entry = shifted_images(
-                        args.shift_root, ctx.data.data_tag, raw, corruption, severity, seed
+                        args.shift_root, clean.tag, raw, corruption, severity, seed
                     )
-                    calibration = NormalisedImages(images, raw.labels, raw.mean, raw.std)
+                    data = NormalisedImages(images, raw.labels, raw.mean, raw.std)
                     shift |= {"source": "corrupted here", "sha256": entry["sha256"]}
-                name = set_name(corruption, severity)
-                _sweep_set(ctx, args, dataset, seed, name, calibration, shift)
+                _sweep_set(setting, clean, set_name(corruption, severity), data, shift)
         for variant in args.imagenet_v2_variants if args.imagenet_v2_root else []:
-            full = imagenet_v2(args.imagenet_v2_root, variant, _base_transform(clean))
-            calibration = calibration_subset(full, min(ctx.calib_size, len(full)), seed)
+            full = imagenet_v2(args.imagenet_v2_root, variant, _base_transform(clean.data))
+            data = calibration_subset(full, min(clean.size, len(full)), seed)
             shift = {"source": "imagenet-v2", "variant": variant, "group": "imagenet-v2",
                      "root": str(args.imagenet_v2_root)}  # fmt: skip
-            _sweep_set(ctx, args, dataset, seed, f"imagenet-v2-{variant}", calibration, shift)
+            _sweep_set(setting, clean, f"imagenet-v2-{variant}", data, shift)

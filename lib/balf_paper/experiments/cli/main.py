@@ -1,16 +1,13 @@
 """One entry point for the paper's sweeps:
-``python -m balf_paper.experiments EXPERIMENT --dataset NAME``.
+``python -m balf_paper.experiments EXPERIMENT --dataset NAME`` (``--task NAME`` for ``language``).
 
-``EXPERIMENT`` is one of :data:`EXPERIMENTS` (``factorize``, ``calib-size``, ``n-iters``,
-``corrupted``: evaluate on corrupted test sets, ``calib-shift``: calibrate on corrupted images,
-evaluate on clean ones); ``--dataset`` one of the registered datasets
-(:mod:`balf_paper.data.registry`).
-Every other option is the experiment's own (``... factorize --dataset cifar10 --help``), with
-defaults from ``configs/<dataset>_<experiment>_sweep.yaml``.
-
-The per-dataset scripts (``scripts/<dataset>/<experiment>_sweep.py``) are this entry point with
-the experiment fixed and the dataset choices narrowed (:func:`experiment_script`); their ``.sh``
-wrappers call them.
+``EXPERIMENT`` is one of :data:`EXPERIMENTS`: ``factorize``, ``calib-size``, ``n-iters``,
+``corrupted`` (evaluate on corrupted test sets), ``calib-shift`` (calibrate on corrupted images,
+evaluate on clean ones) on a registered image dataset (:mod:`balf_paper.data.registry`), and
+``language`` on a language task (``wikitext``, ``stsb``). Every other option is the experiment's
+own (``... factorize --dataset cifar10 --help``), with defaults from
+``configs/<dataset>_<experiment>_sweep.yaml`` (``configs/language_<task>.yaml``). The ``.sh``
+wrappers under ``scripts/`` run the paper's configurations through it.
 """
 
 from __future__ import annotations
@@ -18,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from balf_paper.data.registry import registered_datasets
 from balf_paper.experiments.cli.calib_shift import calib_shift_main
@@ -27,52 +26,41 @@ from balf_paper.experiments.cli.image import (
     factorize_sweep_main,
     n_iters_sweep_main,
 )
-from balf_paper.experiments.cli.options import is_dataset_option, pop_dataset
+from balf_paper.experiments.cli.language import language_main
+from balf_paper.experiments.cli.options import is_option, pop_option
 from balf_paper.experiments.environment import set_program
+from balf_paper.experiments.tasks.language.task import TASKS
 
-__all__ = ["EXPERIMENTS", "experiment_script", "main"]
+__all__ = ["EXPERIMENTS", "Experiment", "main"]
 
-#: ``(argv, dataset) -> None`` per experiment name.
-EXPERIMENTS: dict[str, Callable[[Sequence[str] | None, str], None]] = {
-    "factorize": factorize_sweep_main,
-    "calib-size": calib_size_sweep_main,
-    "n-iters": n_iters_sweep_main,
-    "corrupted": corrupted_sweep_main,
-    "calib-shift": calib_shift_main,
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment of the entry point: ``run(argv, choice)`` with ``choice`` the value of
+    ``option`` (one of ``choices()``)."""
+
+    run: Callable[[Sequence[str] | None, str], Any]
+    option: str = "--dataset"
+    choices: Callable[[], Sequence[str]] = registered_datasets
+
+
+#: experiment name -> :class:`Experiment`.
+EXPERIMENTS: dict[str, Experiment] = {
+    "factorize": Experiment(factorize_sweep_main),
+    "calib-size": Experiment(calib_size_sweep_main),
+    "n-iters": Experiment(n_iters_sweep_main),
+    "corrupted": Experiment(corrupted_sweep_main),
+    "calib-shift": Experiment(calib_shift_main),
+    "language": Experiment(language_main, "--task", lambda: TASKS),
 }
 
 
-def run_experiment(
-    experiment: str,
-    argv: Sequence[str] | None,
-    datasets: Sequence[str],
-    default_dataset: str,
-) -> None:
-    """Run ``experiment`` with ``--dataset`` taken from ``argv`` (one of ``datasets``)."""
-    dataset, rest = pop_dataset(argv, datasets, default_dataset)
-    EXPERIMENTS[experiment](rest, dataset)
-
-
-def experiment_script(
-    experiment: str, datasets: Sequence[str]
-) -> Callable[[Sequence[str] | None], None]:
-    """``main(argv)`` of a per-dataset script: ``experiment`` on ``datasets`` (default: first)."""
-    if experiment not in EXPERIMENTS:
-        raise KeyError(f"unknown experiment {experiment!r}; choose one of {tuple(EXPERIMENTS)}")
-
-    def script_main(argv: Sequence[str] | None = None) -> None:
-        run_experiment(experiment, argv, tuple(datasets), datasets[0])
-
-    script_main.__doc__ = f"Run the {experiment!r} experiment on {' or '.join(datasets)}."
-    return script_main
-
-
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> Any:
     """``python -m balf_paper.experiments EXPERIMENT --dataset NAME [options]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog="python -m balf_paper.experiments",
-        description="Run one of the paper's sweeps on a registered dataset. "
+        description="Run one of the paper's sweeps on a registered dataset (or language task). "
         "Options after EXPERIMENT are the experiment's own (add --help after it).",
         usage="%(prog)s {" + ",".join(EXPERIMENTS) + "} --dataset NAME [options]",
     )
@@ -80,16 +68,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         print(f"\ndatasets: {', '.join(registered_datasets())}")
+        print(f"language tasks (--task): {', '.join(TASKS)}")
         if not argv:
             raise SystemExit(2)
-        return
-    experiment = parser.parse_args(argv[:1]).experiment
-    rest = argv[1:]
-    if not any(is_dataset_option(a) for a in rest) and not ({"-h", "--help"} & set(rest)):
-        parser.error(f"{experiment}: --dataset is required ({', '.join(registered_datasets())})")
-    datasets = registered_datasets()
-    set_program(["-m", "balf_paper.experiments", experiment])  # command.txt: the full command
+        return None
+    name = parser.parse_args(argv[:1]).experiment
+    experiment, rest = EXPERIMENTS[name], argv[1:]
+    choices = list(experiment.choices())
+    asks_help = bool({"-h", "--help"} & set(rest))
+    if experiment.option == "--dataset" and not any(is_option(a) for a in rest) and not asks_help:
+        parser.error(f"{name}: --dataset is required ({', '.join(choices)})")
+    value, rest = pop_option(rest, experiment.option, choices, choices[0])
+    set_program(["-m", "balf_paper.experiments", name])  # command.txt: the full command
     try:
-        run_experiment(experiment, rest, datasets, datasets[0])
+        return experiment.run(rest, value)
     finally:
         set_program([])

@@ -29,10 +29,13 @@ __all__ = [
     "check_out_root",
     "configure_process",
     "find_config",
+    "add_method_arguments",
     "is_dataset_option",
     "non_negative_int",
+    "is_option",
     "parse_with_yaml",
     "pop_dataset",
+    "pop_option",
     "recorded_argv",
     "run_script",
 ]
@@ -89,50 +92,67 @@ def run_script(main: Callable[[], Any]) -> None:
     raise SystemExit(code if isinstance(code, int) else 0)
 
 
+def is_option(arg: str, option: str = "--dataset") -> bool:
+    """Whether a command-line word is ``option`` or ``option=VALUE``."""
+    return arg == option or arg.startswith(option + "=")
+
+
 def is_dataset_option(arg: str) -> bool:
     """Whether a command-line word is ``--dataset`` or ``--dataset=NAME``."""
-    return arg == "--dataset" or arg.startswith("--dataset=")
+    return is_option(arg, "--dataset")
 
 
-def recorded_argv(argv: Sequence[str] | None, dataset: str) -> list[str]:
-    """``argv`` (default ``sys.argv[1:]``) with ``--dataset`` put back, for ``command.txt``.
+def recorded_argv(
+    argv: Sequence[str] | None, value: str, option: str = "--dataset"
+) -> list[str]:
+    """``argv`` (default ``sys.argv[1:]``) with ``option value`` put back, for ``command.txt``.
 
-    :func:`pop_dataset` takes ``--dataset`` out before the options are parsed; the recorded
-    command must still name it, or rerunning it would sweep the script's default dataset.
+    :func:`pop_option` takes ``--dataset`` (``--task``) out before the options are parsed; the
+    recorded command must still name it, or rerunning it would run the default.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    if any(is_dataset_option(a) for a in args):
+    if any(is_option(a, option) for a in args):
         return args
-    return ["--dataset", dataset, *args]
+    return [option, value, *args]
+
+
+def pop_option(
+    argv: Sequence[str] | None, option: str, choices: Sequence[str], default: str
+) -> tuple[str, list[str]]:
+    """Take every ``option NAME`` (or ``option=NAME``) out of ``argv``; the last one counts,
+    as with any option (a wrapper's ``--dataset cifar10`` is overridden by a later
+    ``--dataset cifar10-jpeg``).
+
+    Lets one entry point serve several datasets (tasks), each with its own
+    ``configs/<dataset>_*.yaml`` defaults.
+
+    Returns:
+        ``(value, remaining argv)``.
+
+    Raises:
+        BALFError: for a value outside ``choices`` or a missing value.
+    """
+    words = list(sys.argv[1:] if argv is None else argv)
+    value, rest, i = default, [], 0
+    while i < len(words):
+        arg = words[i]
+        if is_option(arg, option):
+            inline = "=" in arg
+            value = arg.partition("=")[2] if inline else (words[i + 1] if i + 1 < len(words) else "")
+            i += 1 if inline else 2
+            continue
+        rest.append(arg)
+        i += 1
+    if value not in choices:
+        raise BALFError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+    return value, rest
 
 
 def pop_dataset(
     argv: Sequence[str] | None, choices: Sequence[str], default: str
 ) -> tuple[str, list[str]]:
-    """Take ``--dataset NAME`` (or ``--dataset=NAME``) out of ``argv``.
-
-    Lets one script serve several variants of a dataset (``cifar10`` and its JPEG release
-    ``cifar10-jpeg``), each with its own ``configs/<dataset>_*.yaml`` defaults.
-
-    Returns:
-        ``(dataset, remaining argv)``.
-
-    Raises:
-        BALFError: for a value outside ``choices`` or a missing value.
-    """
-    rest = list(sys.argv[1:] if argv is None else argv)
-    dataset = default
-    for i, arg in enumerate(rest):
-        if is_dataset_option(arg):
-            inline = "=" in arg
-            dataset = (
-                arg.partition("=")[2] if inline else (rest[i + 1] if i + 1 < len(rest) else "")
-            )
-            del rest[i : i + (1 if inline else 2)]
-            break
-    if dataset not in choices:
-        raise BALFError(f"--dataset must be one of {', '.join(choices)}, got {dataset!r}")
-    return dataset, rest
+    """:func:`pop_option` of ``--dataset``."""
+    return pop_option(argv, "--dataset", choices, default)
 
 
 def parse_with_yaml(
@@ -347,6 +367,33 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="compute at most this many new points per sweep, then stop",
     )
+    add_method_arguments(parser)
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.replace("-", "_"), yaml.safe_load(value)
+
+
+def add_method_arguments(parser: argparse.ArgumentParser, strategy: bool = True) -> None:
+    """``--method-option KEY=VALUE`` (repeatable: further fields of the mode's config, passed
+    through; VALUE is read as YAML) and, with ``strategy``, ``--strategy`` (the calibration
+    strategy, one of the registered ones)."""
+    from balf_paper.experiments.sweep.methods import registered_strategies
+
+    g = parser.add_argument_group("method")
+    g.add_argument(
+        "--method-option", dest="method_options", type=_key_value, action="append", default=None,
+        metavar="KEY=VALUE", help="a further field of the mode's config, e.g. rank_multiple=8",
+    )  # fmt: skip
+    if strategy:
+        strategies = registered_strategies()
+        g.add_argument(
+            "--strategy", default="whole", choices=strategies,
+            help="calibration strategy: whole-model statistics, or block by block",
+        )  # fmt: skip
 
 
 def add_corruption_arguments(parser: argparse.ArgumentParser, out: str) -> None:

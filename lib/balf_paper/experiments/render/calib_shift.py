@@ -30,7 +30,7 @@ from balf_paper.experiments.layout import CALIB_SHIFT_DIR
 from balf_paper.experiments.render.labels import dataset_label
 from balf_paper.experiments.render.plot_style import save_figure
 from balf_paper.experiments.render.tables import _frame, mode_label, write_table
-from balf_paper.experiments.sweep.points import compressed_of, finite, read_points
+from balf_paper.experiments.sweep.points import compressed_of, read_points
 from balf_paper.experiments.sweep.seeds import aggregate_seeds, load_seed_runs, mean_std_text
 
 __all__ = ["calib_shift_group_table", "calib_shift_table", "load_calib_shift",
@@ -94,7 +94,7 @@ def calib_shift_table(runs: Runs) -> pd.DataFrame:
             if p is None:
                 row.append(math.nan)
                 continue
-            std = finite(p.extra.get("accuracy_std"))
+            std = p.std("accuracy")
             row.append(mean_std_text(100 * p.accuracy, None if std is None else 100 * std))
         rows[name] = row
     return _frame(rows, [f"{mode_label(m)} {k:g}" for m, k in columns], "Calibration set")

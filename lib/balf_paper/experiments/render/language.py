@@ -1,30 +1,62 @@
-"""Tables and figure of a language sweep, rendered only from its stored JSON points.
+"""Table and figure of a task swept per calibration strategy (the language tasks), rendered only
+from the stored run folders ``<out>/<strategy>/<mode>/results.json``.
 
-Writes ``<out>/table.md`` (rows: mode × strategy; columns: parameter ratio; cells: the metric),
+Writes ``<out>/table.md`` (rows: mode × strategy; columns: knob, the kept parameter ratio;
+cells: the task's metric, "n/a" where the budget could not be met, "—" where there is no point),
 ``<out>/table.tex`` and ``<out>/figure.{png,pdf}`` (metric vs kept parameter ratio of the
-compressed layers; solid: whole-model calibration, dashed: block by block).
+compressed layers; solid: whole-model calibration, dashed: block by block; log scale for
+perplexity), with the uncompressed model's score as its own row and line.
 """
 
 from __future__ import annotations
 
-import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from balf.io.atomic import atomic_write_text, read_json_or_none
+from balf.io.atomic import atomic_write_text
 from balf_paper.experiments.modes import display_of, mode_order
-from balf_paper.experiments.tasks.language.lm_eval_tasks import latex_tables, markdown_tables
+from balf_paper.experiments.render.plot_style import save_figure
+from balf_paper.experiments.sweep.methods import uses_calibration
+from balf_paper.experiments.sweep.points import ResultPoint, SkippedPoint, read_points
+from balf_paper.experiments.sweep.store import metric_of, read_results_file
+from balf_paper.experiments.tasks.base import Metric
 
-__all__ = ["load_points", "render"]
+__all__ = ["StrategySweeps", "load_strategy_sweeps", "render_language"]
 
 _STRATEGY_LABEL = {"whole": "whole-model", "block": "block by block"}
+_DIGITS = {"perplexity": 2}  # others: 4
+_LOG_SCALE = ("perplexity",)
 
 
-def load_points(out: Path) -> list[dict[str, Any]]:
-    """Every stored point under ``out/points`` (sorted by strategy, mode, ratio)."""
-    points = [json.loads(p.read_text()) for p in sorted((out / "points").rglob("*.json"))]
-    return sorted(points, key=lambda p: (p["strategy"], p["mode"], -p["ratio"]))
+@dataclass
+class StrategySweeps:
+    """The stored sweeps of one task folder, by (mode, strategy)."""
+
+    metric: Metric
+    points: dict[tuple[str, str], list[ResultPoint]] = field(default_factory=dict)
+    skipped: dict[tuple[str, str], list[SkippedPoint]] = field(default_factory=dict)
+    baseline: ResultPoint | None = None
+    weights: str = ""
+
+
+def load_strategy_sweeps(out: Path) -> StrategySweeps | None:
+    """Every ``<out>/<strategy>/<mode>/results.json`` (``None`` when there is none)."""
+    found: StrategySweeps | None = None
+    for path in sorted(Path(out).glob("*/*/results.json")):
+        results = read_results_file(path)
+        if results is None:
+            continue
+        config = results.get("config", {})
+        key = (config.get("mode", path.parent.name), path.parent.parent.name)
+        if found is None:
+            found = StrategySweeps(metric_of(results), weights=str(config.get("weights", "")))
+        points = read_points(results, path)
+        found.points[key] = [p for p in points if not p.is_original]
+        found.skipped[key] = [SkippedPoint.from_dict(s, path) for s in results.get("skipped", [])]
+        found.baseline = found.baseline or next((p for p in points if p.is_original), None)
+    return found
 
 
 def _label(mode: str) -> str:
@@ -32,114 +64,87 @@ def _label(mode: str) -> str:
     return display.label if display is not None else mode
 
 
-def _rows(points: list[dict[str, Any]]) -> tuple[list[float], list[tuple[str, str]], dict]:
-    ratios = sorted({p["ratio"] for p in points}, reverse=True)
+def _keys(sweeps: StrategySweeps) -> list[tuple[str, str]]:
     order = {m: i for i, m in enumerate(mode_order())}
-    keys = sorted(
-        {(p["mode"], p["strategy"]) for p in points},
-        key=lambda k: (order.get(k[0], 99), k[1] != "whole"),
-    )
-    cells = {(p["mode"], p["strategy"], p["ratio"]): p for p in points}
-    return ratios, keys, cells
+    keys = set(sweeps.points) | set(sweeps.skipped)
+    return sorted(keys, key=lambda k: (order.get(k[0], 99), k[1] != "whole", k))
 
 
-def _row_label(mode: str, strategy: str) -> list[str]:
-    calibration = "none (data-free)" if mode == "uniform" else _STRATEGY_LABEL[strategy]
-    return [_label(mode), calibration]
-
-
-def _cell(point: dict[str, Any] | None, metric: str, digits: int) -> str:
-    if point is None:
-        return "—"
-    if "skipped" in point:
-        return "n/a"
-    value = point.get(metric)
+def _value(value: Any, digits: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return f"{value:.3g}" if abs(value) >= 1e5 else f"{value:.{digits}f}"
 
 
-def render(out: Path) -> list[Path]:
-    """Render the tables and figure of the sweep stored in ``out``; returns the files written."""
+def render_language(out: Path) -> list[Path]:
+    """Render the table and figure of the sweeps stored under ``out``; the files written."""
     out = Path(out)
-    points = load_points(out)
-    baseline = read_json_or_none(out / "baseline.json") or {}
-    if not points:
+    sweeps = load_strategy_sweeps(out)
+    if sweeps is None:
         return []
-    metric = (
-        "perplexity"
-        if "perplexity" in baseline or any("perplexity" in p for p in points)
-        else "spearman"
-    )
-    digits = 2 if metric == "perplexity" else 4
-    ratios, keys, cells = _rows(points)
+    metric, digits = sweeps.metric.name, _DIGITS.get(sweeps.metric.name, 4)
+    keys = _keys(sweeps)
+    knobs = {float(p.knob) for ps in sweeps.points.values() for p in ps}
+    knobs |= {float(s.knob) for ss in sweeps.skipped.values() for s in ss}
+    ratios = sorted(knobs, reverse=True)
     head = "| mode | calibration | " + " | ".join(f"{r:g}" for r in ratios) + " |"
     lines = [head, "|---|---|" + "--:|" * len(ratios)]
     for mode, strategy in keys:
-        row = [_cell(cells.get((mode, strategy, r)), metric, digits) for r in ratios]
-        lines.append("| " + " | ".join([*_row_label(mode, strategy), *row]) + " |")
-    if metric in baseline:
+        points = sweeps.points.get((mode, strategy), [])
+        cells = {float(p.knob): _value(p.metric(metric), digits) for p in points}
+        cells |= {float(s.knob): "n/a" for s in sweeps.skipped.get((mode, strategy), [])}
+        row = [cells.get(r, "—") for r in ratios]
+        calibration = _STRATEGY_LABEL.get(strategy, strategy)
+        if not uses_calibration(mode):
+            calibration = "none (data-free)"
+        lines.append(f"| {_label(mode)} | {calibration} | " + " | ".join(row) + " |")
+    base = None if sweeps.baseline is None else sweeps.baseline.metric(metric)
+    if base is not None:
         lines.append(
-            f"| uncompressed | — | {baseline[metric]:.{digits}f} (all ratios) |"
-            + " |" * (len(ratios) - 1)
+            f"| uncompressed | — | {base:.{digits}f} (all ratios) |" + " |" * (len(ratios) - 1)
         )
     md = out / "table.md"
-    table_args = (points, baseline, ratios, keys, cells, _row_label)
-    lm_eval_md = markdown_tables(*table_args)  # zero-shot scores (--lm-eval-tasks), if any
-    atomic_write_text("\n".join(lines) + "\n" + (f"\n{lm_eval_md}\n" if lm_eval_md else ""), md)
+    atomic_write_text("\n".join(lines) + "\n", md)
     tex_rows = [" & ".join(["mode", "calibration", *[f"{r:g}" for r in ratios]]) + r" \\"]
     for line in lines[2:]:
         tex_rows.append(" & ".join(c.strip() for c in line.strip("|").split("|")) + r" \\")
     tex = out / "table.tex"
-    atomic_write_text(
-        "\\begin{tabular}{ll"
-        + "r" * len(ratios)
-        + "}\n"
-        + "\n".join(tex_rows)
-        + "\n\\end{tabular}\n"
-        + (f"\n{latex_tables(*table_args)}\n" if lm_eval_md else ""),
-        tex,
-    )
-    written = [md, tex]
-    written += _figure(out, points, keys, metric, baseline)
-    return written
+    body = "\n".join(tex_rows)
+    head_tex = f"\\begin{{tabular}}{{ll{'r' * len(ratios)}}}"
+    atomic_write_text(f"{head_tex}\n{body}\n\\end{{tabular}}\n", tex)
+    return [md, tex, *_figure(out, sweeps, keys, base)]
 
 
-def _figure(out, points, keys, metric, baseline) -> list[Path]:
-    import matplotlib
+def _figure(out: Path, sweeps: StrategySweeps, keys: list, base: float | None) -> list[Path]:
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    metric = sweeps.metric.name
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for mode, strategy in keys:
-        pts = [p for p in points if p["mode"] == mode and p["strategy"] == strategy and metric in p]
+        pts = [p for p in sweeps.points.get((mode, strategy), []) if p.metric(metric) is not None]
         if not pts:
             continue
-        pts.sort(key=lambda p: p["ratio"])
+        pts.sort(key=lambda p: float(p.knob))
         display = display_of(mode)
         ax.plot(
-            [p.get("layer_params_ratio", p["ratio"]) for p in pts],
-            [p[metric] for p in pts],
+            [p.layer_params_ratio if p.layer_params_ratio is not None else p.knob for p in pts],
+            [p.metric(metric) for p in pts],
             linestyle="-" if strategy == "whole" else "--",
             marker=display.marker if display else "o",
             color=display.color if display else None,
-            label=f"{_label(mode)}, {_STRATEGY_LABEL[strategy]}"
-            if mode != "uniform"
+            label=f"{_label(mode)}, {_STRATEGY_LABEL.get(strategy, strategy)}"
+            if uses_calibration(mode)
             else _label(mode),
         )
-    if metric in baseline:
-        ax.axhline(baseline[metric], color="black", linewidth=0.8, label="uncompressed")
-    if metric == "perplexity":
+    if base is not None:
+        ax.axhline(base, color="black", linewidth=0.8, label="uncompressed")
+    if metric in _LOG_SCALE:
         ax.set_yscale("log")
     ax.set_xlabel("parameters kept (compressed layers)")
     ax.set_ylabel(metric)
-    ax.set_title(baseline.get("provenance", ""), fontsize=8)
+    ax.set_title(sweeps.weights, fontsize=8)
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    paths = [out / "figure.png", out / "figure.pdf"]
-    for path in paths:
-        fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out / "figure", ("png", "pdf"), dpi=150, tight=False)

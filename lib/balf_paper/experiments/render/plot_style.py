@@ -71,9 +71,16 @@ def ratio_styles(color: str, knobs: Sequence[float]) -> dict[float, dict[str, An
 
 
 def save_figure(
-    fig: Figure, out_stem: str | Path, formats: Sequence[str] = ("pdf", "png"), dpi: int = 150
+    fig: Figure,
+    out_stem: str | Path,
+    formats: Sequence[str] = ("pdf", "png"),
+    dpi: int = 150,
+    tight: bool = True,
 ) -> list[Path]:
-    """Write ``fig`` to ``<out_stem>.<fmt>`` for each format, atomically; return the paths."""
+    """Write ``fig`` to ``<out_stem>.<fmt>`` for each format, atomically; return the paths.
+
+    ``tight``: crop to the drawn area (``bbox_inches="tight"``); PDFs carry no creation date,
+    so rendering twice writes the same bytes."""
     out_stem = Path(out_stem)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
@@ -86,7 +93,8 @@ def save_figure(
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; use the usual mode
         metadata = {"CreationDate": None} if fmt == "pdf" else None
         try:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
+            bbox = "tight" if tight else None
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches=bbox, metadata=metadata)
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

@@ -44,7 +44,6 @@ from balf_paper.experiments.render.plot_style import (
 from balf_paper.experiments.sweep.points import (
     ResultPoint,
     compressed_of,
-    finite,
     original_of,
     read_points,
 )
@@ -122,7 +121,7 @@ def _draw_mode(ax: Axes, mode: str, points: Sequence[ResultPoint], quantity: str
     pts = sorted(
         (p for p in points if p.ratio(quantity) is not None), key=lambda p: p.ratio(quantity)
     )
-    stds = [finite(p.extra.get("accuracy_std")) for p in pts]  # means over seeds
+    stds = [p.std("accuracy") for p in pts]  # means over seeds
     seeded = bool(pts) and all(s is not None for s in stds)
     kwargs = dict(
         color=style.color,
@@ -136,7 +135,7 @@ def _draw_mode(ax: Axes, mode: str, points: Sequence[ResultPoint], quantity: str
     if not seeded:
         ax.plot(x, y, label=style.label, **kwargs)
         return
-    n = len(pts[0].extra.get("seeds", []))
+    n = len(pts[0].seeds or [])
     label = f"{style.label} (mean ± std, {n} seeds)"
     ax.errorbar(x, y, yerr=[100 * s for s in stds], capsize=2, label=label, **kwargs)
 

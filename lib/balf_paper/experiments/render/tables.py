@@ -51,7 +51,6 @@ __all__ = [
     "best_point_within",
     "best_within",
     "calibration_size_table",
-    "compressed_points",
     "compression_time_table",
     "corruption_table",
     "load_benchmark_rows",
@@ -88,15 +87,9 @@ def mode_label(mode: str) -> str:
 # --------------------------------------------------------------------------- points
 
 
-def original_point(results: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The uncompressed model's point (knob ``"original"``) of a results dict, as stored."""
-    base = original_of(read_points(results))
-    return None if base is None else base.to_dict()
-
-
-def compressed_points(results: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The compressed points (knob ≠ ``"original"``) that have an accuracy, as stored."""
-    return [p.to_dict() for p in compressed_of(read_points(results))]
+def original_point(results: Mapping[str, Any]) -> ResultPoint | None:
+    """The uncompressed model's point (knob ``"original"``) of a results dict."""
+    return original_of(read_points(results))
 
 
 def best_within(
@@ -166,7 +159,7 @@ def matched_reduction_table(
             best = best_within(points, quantity, t)
             ok = base is not None and best is not None
             drop = 100.0 * (base.accuracy - best.accuracy) if ok else math.nan
-            std = finite(best.extra.get("accuracy_std")) if ok else None
+            std = best.std("accuracy") if ok else None
             row.append(drop if std is None else mean_std_text(drop, 100.0 * std))
         rows[mode_label(mode)] = row
     return _frame(rows, [f"{t:g}" for t in targets], "Mode")
@@ -183,7 +176,7 @@ def points_table(results_by_mode: Mapping[str, Mapping[str, Any]]) -> pd.DataFra
     rows: dict[str, list[Any]] = {}
     for mode, results in results_by_mode.items():
         for p in sorted(compressed_of(read_points(results)), key=lambda p: float(p.knob)):
-            std = finite(p.extra.get("accuracy_std"))
+            std = p.std("accuracy")
             top1 = mean_std_text(100.0 * p.accuracy, None if std is None else 100.0 * std)
             ratios = [
                 math.nan if r is None else f"{r:.3f}" for r in (p.flops_ratio, p.params_ratio)

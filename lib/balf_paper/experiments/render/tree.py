@@ -11,8 +11,10 @@
 - ``figures/calib_shift.*`` and ``tables/calib_shift{,_groups}.{tex,md}`` from
   ``calib-shift/<set>/<mode>/`` (:mod:`balf_paper.experiments.render.calib_shift`);
 
-and ``<root>/benchmarks/compression_time.{tex,md}`` from ``benchmarks/compression_time.json``;
-the single-layer, speed and latency studies' figures and tables beside their JSON
+a language task's folder (``<root>/language/<task>/<strategy>/<mode>/``) gets its table and
+figure (:mod:`balf_paper.experiments.render.language`); and
+``<root>/benchmarks/compression_time.{tex,md}`` from ``benchmarks/compression_time.json``; the
+single-layer, speed and latency studies' figures and tables beside their JSON
 (:func:`balf_paper.experiments.render.studies.render_studies`).
 ``<root>/quickstart/`` is a results tree of its own (the quickstart's output). Missing inputs
 are skipped with a log line; rerunning rewrites byte-identical files. Nothing is recomputed.
@@ -31,6 +33,7 @@ import pandas as pd
 from balf.errors import BALFError
 from balf_paper.experiments.render.calib_shift import render_calib_shift
 from balf_paper.experiments.render.labels import dataset_label
+from balf_paper.experiments.render.language import render_language
 from balf_paper.experiments.render.plots import (
     plot_accuracy_vs_ratio,
     plot_calibration_size,
@@ -52,6 +55,8 @@ from balf_paper.experiments.render.tables import (
     write_table,
 )
 from balf_paper.experiments.sweep.seeds import with_seeds
+from balf_paper.experiments.sweep.store import read_json_file
+from balf_paper.experiments.tasks.image.task import IMAGE_CLASSIFICATION
 
 __all__ = ["render_all", "render_benchmark", "render_model"]
 
@@ -140,7 +145,7 @@ def render_model(
     sweeps = with_seeds(model_dir, load_mode_results(model_dir, modes))  # mean ± std over seeds
     if sweeps:
         base = next((b for b in map(original_point, sweeps.values()) if b), None)
-        base_text = f" Original: {100 * base['accuracy']:.2f}%." if base else ""
+        base_text = f" Original: {100 * base.accuracy:.2f}%." if base else ""
         for q in ("flops", "params"):
             written += _guarded(
                 f"{name} accuracy vs {q}",
@@ -235,6 +240,16 @@ def _has_results(model_dir: Path) -> bool:
     )
 
 
+def _task_of(model_dir: Path) -> str:
+    """The task kind of the sweeps in ``model_dir`` (their configs'; older files: images)."""
+    for pattern in ("*/results.json", "*/*/results.json"):
+        for path in sorted(model_dir.glob(pattern)):
+            results = read_json_file(path)
+            if isinstance(results, dict) and isinstance(results.get("config"), dict):
+                return str(results["config"].get("task", IMAGE_CLASSIFICATION))
+    return IMAGE_CLASSIFICATION
+
+
 def render_all(
     root: Path,
     *,
@@ -266,6 +281,11 @@ def render_all(
         for model_dir in _subdirs(dataset_dir, models):
             if not _has_results(model_dir):
                 log.info("%s: no results to render", model_dir)
+                continue
+            if _task_of(model_dir) != IMAGE_CLASSIFICATION:  # swept per calibration strategy
+                files = render_language(model_dir)
+                log.info("%s: %d files", model_dir, len(files))
+                written += files
                 continue
             model_options = dict(options)
             if model_dir.name in COMPACT_MODELS and tuple(targets) == DEFAULT_TARGETS:

@@ -1,25 +1,30 @@
-"""The one sweep runner: compress a model at every knob value of a mode and evaluate each point.
+"""The one sweep runner: compress a task's model at every knob of a mode and score each point.
 
-``<out_dir>/results.json`` holds ``{"config": …, "environment": …, "points": [...]}``; each point
-has ``knob`` (the mode's value, or ``"original"``), ``accuracy`` (0–1), ``loss``,
-``flops_ratio`` and ``params_ratio`` (whole model, measured), the per-layer ``ranks`` and more
-(Model Folding modes: empty ``ranks`` and the ``kept_channels`` of every channel group): a
-:class:`~balf_paper.experiments.sweep.points.ResultPoint` as JSON. The file
-(:mod:`~balf_paper.experiments.sweep.store`) is rewritten atomically after every point, and a rerun
-skips the points already there.
-The run directory also keeps ``config.json`` (resolved), ``environment.json`` and ``command.txt``.
+A :class:`Runner` serves one :class:`~balf_paper.experiments.tasks.base.Task` (any kind: image
+classification, language modelling, sentence similarity). :meth:`Runner.sweep` runs one sweep
+(:class:`~balf_paper.experiments.sweep.config.SweepConfig`) into a run folder;
+:meth:`Runner.sweeps` several, sweep after sweep or knob after knob. Every run folder keeps
+``results.json`` (:mod:`~balf_paper.experiments.sweep.store`: rewritten atomically after every
+point, resumed by a rerun, one process at a time: :mod:`~balf_paper.experiments.sweep.lock`),
+``config.json`` (resolved), ``environment.json`` and ``command.txt``. Points are
+:class:`~balf_paper.experiments.sweep.points.ResultPoint` objects (one format for every task).
+
+Shared work: the runner makes one :class:`balf.Compressor` per calibration strategy (statistics
+and decompositions computed once for every sweep), evaluates the uncompressed model once per
+evaluation (:class:`DenseEvaluations`, shareable between runners of tasks with the same
+``evaluation_id``: seeds, calibration sizes, calibration sets), and scores a compressed model
+that is identical to one already scored (same strategy, same factorization, same ranks) once:
+the later point records ``same_ranks_as``.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import logging
-import math
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from importlib import resources
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,109 +35,294 @@ from tqdm.auto import tqdm
 from balf.calibration.distributed import is_main_process
 from balf.compressor import Compressor
 from balf.counting.flops import count_flops, count_params
-from balf.errors import BALFError, BudgetError
+from balf.errors import BudgetError
 from balf.io.atomic import atomic_json_dump, atomic_write_text
-from balf.io.serialization import save as balf_save
+from balf.io.cache import Cache
 from balf.ranks.configs import CompressionConfig
-from balf.ranks.modes import MethodConfig, mode_spec
+from balf.ranks.modes import mode_spec
 from balf_paper.experiments.environment import command_line, environment_info
-from balf_paper.experiments.modes import sweep_values_of
-from balf_paper.experiments.sweep.lock import locks_out_dir
-from balf_paper.experiments.sweep.points import ResultPoint, SkippedPoint, knob_key
-from balf_paper.experiments.sweep.save import check_save_dir
-from balf_paper.experiments.sweep.store import (
-    add_point,
-    add_skipped,
-    done_keys,
-    load_results,
-    resume,
-)
-from balf_paper.experiments.tasks.image.evaluation import EvalResult, evaluate
-from balf_paper.folding import FoldingConfig, kept_channels
-from balf_paper.models import THIRD_PARTY_CHECKPOINTS
+from balf_paper.experiments.sweep.config import SweepConfig, default_knobs
+from balf_paper.experiments.sweep.lock import run_folder_lock
+from balf_paper.experiments.sweep.methods import apply_method, method_for, strategy_for
+from balf_paper.experiments.sweep.points import ORIGINAL, ResultPoint, SkippedPoint, knob_key
+from balf_paper.experiments.sweep.save import check_save_dir, save_point_model, wants_save
+from balf_paper.experiments.sweep.store import add_point, add_skipped, done_keys, resume
+from balf_paper.experiments.tasks.base import Task
+from balf_paper.experiments.tasks.image.task import image_task
 
-__all__ = ["SWEEP_VALUES", "SweepConfig", "default_knobs", "load_results", "run_sweep"]
+__all__ = ["DenseEvaluations", "RunOptions", "Runner", "SweepConfig", "default_knobs", "run_sweep"]
 
 log = logging.getLogger(__name__)
 
-SWEEP_VALUES = "sweep_values.json"
-"""The paper's sweep values, shipped as package data of :mod:`balf_paper.experiments`."""
-
 
 @dataclass
-class SweepConfig:
-    """Everything that defines a sweep (and must match for a rerun to resume it).
+class RunOptions:
+    """How sweeps run; none of it is part of a sweep's identity.
 
     Attributes:
-        dataset, model, mode: what is compressed and how (a registered mode,
-            :func:`balf.ranks.modes.registered_modes`).
-        knobs: the mode's values (keep-ratios, energy thresholds, or Model Folding's ``keep``).
-        calib_size: calibration images; seed: their draw (and of evaluation subsets).
-        n_iters: allocator iterations (allocator modes).
-        eval_size: evaluation subset size (``None``: full set).
-        weights: identity of the model's weights (checkpoint path and hash, or random seed).
-        evaluation: settings of a non-standard evaluation (e.g. corruptions and severities).
-        extra: free-form settings recorded with the results (checkpoint, batch size, ...).
-        eval_seed: seed of the evaluation subset when it differs from ``seed`` (``--seeds``);
-            ``None``: ``seed``.
-        calibration_shift: the corruption applied to the calibration images (``calib-shift``
-            experiment: corruption, severity, cache manifest digest); empty: clean images.
+        device: where the model is compressed and evaluated.
+        cache: a :class:`balf.Cache` for whole-model statistics and decompositions.
+        progress: progress bars.
+        stop_after: compute at most this many new points per sweep, then stop (tests, limits).
+        argv: the command's arguments, recorded in ``command.txt`` (default: ``sys.argv``).
+        save_knobs: with a sweep's ``save_dir``, save only these knob values (default: all).
+        reuse_identical: score a model identical to one already scored only once.
     """
 
-    dataset: str
-    model: str
-    mode: str
-    knobs: list[float]
-    calib_size: int
-    seed: int = 0
-    n_iters: int = 300
-    eval_size: int | None = None
-    weights: str = ""
-    evaluation: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-    eval_seed: int | None = None
-    calibration_shift: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        mode_spec(self.mode)  # BALFError naming the known modes
-        if not self.knobs:
-            raise BALFError("a sweep needs at least one knob value")
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that must match for results to be resumed (all but the knob list)."""
-        d = asdict(self)
-        d.pop("knobs")
-        d.pop("extra")
-        return d
+    device: torch.device | str = "cpu"
+    cache: Cache | None = None
+    progress: bool = True
+    stop_after: int | None = None
+    argv: Sequence[str] | None = None
+    save_knobs: Sequence[float] | None = None
+    reuse_identical: bool = True
 
 
-def default_knobs(mode: str, model: str, path: str | Path | None = None) -> list[float]:
-    """The paper's sweep values for ``mode`` and ``model``.
+class DenseEvaluations:
+    """The uncompressed model's point per evaluation (a task's ``evaluation_id``)."""
 
-    The mode's sweep-values key (:func:`balf_paper.experiments.modes.sweep_values_of`) names
-    its entry in the table (``path``, or
-    by default the package's :data:`SWEEP_VALUES`): a list, or a table of lists by model name.
-    A third-party option-A ResNet (``resnet20a``) takes the values of the same-depth paper model.
+    def __init__(self) -> None:
+        self._points: dict[str, ResultPoint] = {}
+
+    @staticmethod
+    def _key(task: Task) -> str:
+        return task.evaluation_id or f"task-{id(task)}"
+
+    def get(self, task: Task) -> ResultPoint | None:
+        """The stored point of ``task``'s evaluation, if any."""
+        return self._points.get(self._key(task))
+
+    def put(self, task: Task, point: ResultPoint) -> None:
+        """Remember ``point`` as the uncompressed model's point of ``task``'s evaluation."""
+        self._points[self._key(task)] = point
+
+
+class Runner:
+    """Runs sweeps of one task (see the module docstring).
+
+    Args:
+        task: what is compressed and how it is scored.
+        options: how the sweeps run.
+        dense: shared uncompressed points (several runners of one evaluation share it).
+        compressors: ready compressors by strategy name (default: made on first use).
+
+    Example:
+        >>> runner = Runner(task, RunOptions(progress=False))  # doctest: +SKIP
+        >>> runner.sweep(SweepConfig("cifar10", "resnet20", "flops_auto", [0.5], 1024),
+        ...              "runs/resnet20/flops_auto")  # doctest: +SKIP
     """
-    mode_spec(mode)  # BALFError naming the known modes
-    key = sweep_values_of(mode)
-    if key is None:
-        raise BALFError(f"mode {mode!r} has no default knobs; pass knobs explicitly")
-    if path is None:
-        text = resources.files("balf_paper.experiments").joinpath(SWEEP_VALUES).read_text()
-    else:
-        text = Path(path).read_text()
-    values = json.loads(text)[key]
-    if isinstance(values, dict):
-        if model in THIRD_PARTY_CHECKPOINTS and model not in values and model[:-1] in values:
-            model = model[:-1]
-        if model not in values:
-            raise BALFError(f"no default {mode} knobs for {model!r}; pass knobs explicitly")
-        values = values[model]
-    return list(values)
+
+    def __init__(
+        self,
+        task: Task,
+        options: RunOptions | None = None,
+        dense: DenseEvaluations | None = None,
+        compressors: dict[str, Compressor] | None = None,
+    ) -> None:
+        self.task = task
+        self.options = options or RunOptions()
+        self.dense = dense or DenseEvaluations()
+        self._compressors: dict[str, Compressor] = dict(compressors or {})
+        self._scored: dict[tuple, tuple[str, ResultPoint]] = {}
+        self._counts: tuple[int | None, int] | None = None
+        self.new_points = 0
+        """Points computed (not resumed) by this runner so far."""
+
+    # -- public --------------------------------------------------------------------------------
+
+    def sweep(
+        self, config: SweepConfig, out_dir: str | Path, *, save_dir: str | Path | None = None
+    ) -> dict[str, Any]:
+        """Run (or resume) one sweep into ``out_dir``; its results (as in ``results.json``).
+
+        ``save_dir``: save every newly computed compressed model there with :func:`balf.save`
+        (``<knob>.safetensors``); the point gets ``saved_model``.
+        """
+        return self.sweeps([(config, out_dir, save_dir)])[0]
+
+    def sweeps(
+        self,
+        planned: Sequence[tuple[SweepConfig, str | Path, str | Path | None]],
+        *,
+        knob_major: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Run ``(config, out_dir, save_dir)`` sweeps: one after the other, or with
+        ``knob_major`` every sweep's first knob, then every sweep's second, ... (the order the
+        knobs are listed in, across sweeps). Every run folder is locked for the duration."""
+        with contextlib.ExitStack() as stack:
+            runs = [stack.enter_context(_Run(self, c, Path(o), s)) for c, o, s in planned]
+            if knob_major:
+                knobs = list(dict.fromkeys(k for run in runs for k in run.todo))
+                for knob in tqdm(knobs, unit="knob", disable=not self.options.progress):
+                    for run in runs:
+                        if knob in run.todo:
+                            run.compute(knob)
+            else:
+                for run in runs:
+                    desc = f"{run.config.model} {run.config.mode}"
+                    hide = not self.options.progress
+                    for knob in tqdm(run.todo, desc=desc, unit="point", disable=hide):
+                        run.compute(knob)
+        return [run.results for run in runs]
+
+    def compressor(self, config: SweepConfig) -> Compressor:
+        """The compressor of ``config``'s calibration strategy (made once)."""
+        key = _strategy_key(config)
+        if key not in self._compressors:
+            strategy = strategy_for(config)
+            self._compressors[key] = Compressor(
+                self.task.model, self.task.calibration, self.task.layers,
+                cache=self.options.cache if strategy is None else None,
+                progress=self.options.progress, forward=self.task.forward, strategy=strategy,
+            )  # fmt: skip
+        return self._compressors[key]
+
+    # -- points --------------------------------------------------------------------------------
+
+    def counts(self) -> tuple[int | None, int]:
+        """Whole-model FLOPs and parameters of the uncompressed model (measured once)."""
+        if self._counts is None:
+            self._counts = self._measure(self.task.model)
+        return self._counts
+
+    def _measure(self, model: nn.Module) -> tuple[int | None, int]:
+        example = self.task.example_input
+        flops = None if example is None else count_flops(model, example, forward=self.task.forward)
+        return flops, count_params(model)
+
+    def dense_point(self) -> ResultPoint:
+        """The uncompressed model's point (evaluated once per evaluation)."""
+        point = self.dense.get(self.task)
+        if point is None:
+            start = time.perf_counter()
+            scores = self.task.score(self.task.model)
+            flops, params = self.counts()
+            point = ResultPoint.from_dict({
+                "knob": ORIGINAL, "metrics": dict(scores.metrics), "eval_samples": scores.samples,
+                "flops_ratio": 1.0, "params_ratio": 1.0, "flops": flops, "params": params,
+                "ranks": {}, "eval_seconds": time.perf_counter() - start,
+            })  # fmt: skip
+            self.dense.put(self.task, point)
+        return point
+
+    def _identity(self, config: SweepConfig, point: ResultPoint) -> tuple | None:
+        """What makes two compressed models identical (``None``: never shared)."""
+        spec = mode_spec(config.mode)
+        if not issubclass(spec.config_class, CompressionConfig) or not point.ranks:
+            return None
+        aware = getattr(spec.make(0.5, **config.method_kwargs()), "activation_aware", None)
+        ranks = tuple(sorted(point.ranks.items()))
+        return (_strategy_key(config), aware, ranks)
+
+    def remember(self, config: SweepConfig, point: ResultPoint) -> None:
+        """Offer a scored point for reuse by identical models (stored points included)."""
+        key = self._identity(config, point)
+        if key is not None and point.same_ranks_as is None:
+            self._scored.setdefault(key, (config.mode, point))
+
+    def compressed_point(
+        self, config: SweepConfig, knob: float, small: nn.Module, fields: dict[str, Any]
+    ) -> ResultPoint:
+        """The point of ``small`` at ``knob``: scored (or reused), measured, with ``fields``."""
+        flops0, params0 = self.counts()
+        flops, params = self._measure(small)
+        measured = {
+            "flops_ratio": None if flops is None or not flops0 else flops / flops0,
+            "params_ratio": params / params0, "flops": flops, "params": params,
+        }  # fmt: skip
+        draft = ResultPoint.from_dict({"knob": knob, "metrics": {}, **measured, **fields})
+        key = self._identity(config, draft) if self.options.reuse_identical else None
+        if key in self._scored:
+            mode, twin = self._scored[key]
+            scored = {"metrics": dict(twin.metrics), "eval_samples": twin.eval_samples}
+            after = {"same_ranks_as": mode}
+        else:
+            start = time.perf_counter()
+            scores = self.task.score(small)
+            scored = {"metrics": dict(scores.metrics), "eval_samples": scores.samples}
+            after = {"eval_seconds": time.perf_counter() - start}
+        point = ResultPoint.from_dict({"knob": knob, **scored, **measured, **fields, **after})
+        self.remember(config, point)
+        return point
 
 
-@locks_out_dir  # one process per run folder: no finished point is lost
+def _strategy_key(config: SweepConfig) -> str:
+    return config.strategy + json.dumps(config.strategy_options, sort_keys=True, default=str)
+
+
+class _Run:
+    """One run folder while a sweep runs in it: locked, resumed, filled point by point."""
+
+    def __init__(
+        self, runner: Runner, config: SweepConfig, out_dir: Path, save_dir: str | Path | None
+    ) -> None:
+        self.runner, self.config, self.out_dir = runner, config, out_dir
+        self.save_dir = None if save_dir is None else Path(save_dir)
+        self.path = out_dir / "results.json"
+        self.new = 0
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> _Run:
+        if self.save_dir is not None:  # before any point is computed
+            check_save_dir(self.save_dir)
+        self._stack.enter_context(run_folder_lock(self.out_dir))
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.close()
+
+    def _start(self) -> None:
+        runner, options = self.runner, self.runner.options
+        env = environment_info(options.device)
+        self.results = resume(self.path, self.config, env, runner.task.metric)
+        if is_main_process():
+            atomic_json_dump(asdict(self.config), self.out_dir / "config.json")
+            atomic_json_dump(env, self.out_dir / "environment.json")
+            atomic_write_text(command_line(options.argv) + "\n", self.out_dir / "command.txt")
+        runner.task.model = runner.task.model.to(options.device).eval()
+        done = done_keys(self.results, self.path)
+        flops0, params0 = runner.counts()
+        self.results["original"] = {"flops": flops0, "params": params0}
+        if ORIGINAL not in done:
+            add_point(self.results, runner.dense_point(), self.path)
+        for stored in self.results["points"]:
+            runner.remember(self.config, ResultPoint.from_dict(stored, self.path))
+        self.todo = [k for k in self.config.knobs if knob_key(k) not in done]
+
+    def compute(self, knob: float) -> None:
+        """Compress at ``knob``, score, store (a budget that cannot be met: a skipped knob)."""
+        stop_after = self.runner.options.stop_after
+        if stop_after is not None and self.new >= stop_after:
+            return
+        config, runner = self.config, self.runner
+        spec = mode_spec(config.mode)
+        is_balf = issubclass(spec.config_class, CompressionConfig)
+        compressor = runner.compressor(config) if is_balf else None
+        start = time.perf_counter()
+        try:
+            method = method_for(config, knob, compressor)
+            model, calibration = runner.task.model, runner.task.calibration
+            seed = config.seed
+            small, fields, report = apply_method(method, model, compressor, calibration, seed)
+        except BudgetError as exc:
+            log.warning("%s %g skipped: %s", config.mode, knob, exc)
+            add_skipped(self.results, SkippedPoint(knob, str(exc)), self.path)
+            return
+        fields["compress_seconds"] = time.perf_counter() - start
+        if wants_save(method, knob, self.save_dir, runner.options.save_knobs):
+            path = self.save_dir / f"{knob_key(knob)}.safetensors"
+            fields["saved_model"] = save_point_model(small, report, path)
+        point = runner.compressed_point(config, knob, small, fields)
+        add_point(self.results, point, self.path)
+        self.new += 1
+        runner.new_points += 1
+
+
 def run_sweep(
     config: SweepConfig,
     model: nn.Module,
@@ -141,201 +331,33 @@ def run_sweep(
     out_dir: str | Path,
     *,
     example_input: Tensor,
-    device: torch.device | str = "cpu",
-    cache=None,
-    progress: bool = True,
-    evaluate_fn: Callable[[nn.Module], dict[str, Any]] | None = None,
-    stop_after: int | None = None,
-    original: dict[str, Any] | None = None,
+    evaluate_fn: Any = None,
     compressor: Compressor | None = None,
-    argv: Sequence[str] | None = None,
     save_dir: str | Path | None = None,
-    save_knobs: Sequence[float] | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Run (or resume) a sweep and return the results dict written to ``results.json``.
+    """Run (or resume) an image-classification sweep: a :class:`Runner` of
+    :func:`~balf_paper.experiments.tasks.image.task.image_task`.
 
     Args:
         config: the sweep.
-        model: the trained model (not modified).
-        calibration: calibration batches (``None`` for data-free modes).
-        evaluation: ``(images, labels)`` batches for accuracy and loss.
+        model: the trained model (not modified); calibration: its calibration batches
+            (``None`` for data-free modes); evaluation: ``(images, labels)`` batches.
         out_dir: run directory (created).
         example_input: one input ``(1, ...)`` for whole-model FLOP counts.
-        cache: optional :class:`balf.Cache`.
-        evaluate_fn: replaces the accuracy/loss evaluation; returns the metrics of a point
-            (e.g. per-corruption accuracies). Must include ``accuracy`` and ``loss``.
-        stop_after: compute at most this many new points, then return (tests, time limits).
-        original: the uncompressed model's point from another sweep of the same model and
-            evaluation data, reused instead of evaluating the model again.
-        compressor: a :class:`balf.Compressor` of ``model`` shared across sweeps (statistics
-            and decompositions computed once); made from ``calibration`` when ``None``.
-        argv: the script's arguments, recorded in ``command.txt`` (default: ``sys.argv``).
-        save_dir: save every newly computed compressed model there with :func:`balf.save`
-            (``<knob>.safetensors``, the report in the header's ``"report"``); the point gets
-            ``saved_model``. Model Folding modes change the architecture and are not saved.
-        save_knobs: only these knob values (default: all).
+        evaluate_fn: replaces the accuracy/loss evaluation (``model -> metrics dict`` with
+            ``accuracy`` and ``loss``).
+        compressor: a :class:`balf.Compressor` of ``model`` shared across sweeps.
+        save_dir: save every newly computed compressed model there (:meth:`Runner.sweep`).
+        **options: :class:`RunOptions` fields (``device``, ``cache``, ``progress``,
+            ``stop_after``, ``argv``, ``save_knobs``).
     """
-    out_dir = Path(out_dir)
-    if save_dir is not None:  # before any point is computed
-        check_save_dir(save_dir)
-    results_path = out_dir / "results.json"
-    results = _start(config, out_dir, device, argv)
-    model = model.to(device).eval()
-    done = done_keys(results, results_path)
-    maker = _PointMaker(evaluation, evaluate_fn, example_input.to(device), device, progress)
-    maker.set_original(model)
-    results["original"] = {"flops": maker.flops0, "params": maker.params0}
-    if "original" not in done:
-        reused = None if original is None else ResultPoint.from_dict(original)
-        add_point(results, reused or maker.original(model), results_path)
-    if compressor is None and issubclass(mode_spec(config.mode).config_class, CompressionConfig):
-        compressor = Compressor(model, calibration, cache=cache, progress=progress)
-    todo = [k for k in config.knobs if knob_key(k) not in done]
-    new, desc = 0, f"{config.model} {config.mode}"
-    for knob in tqdm(todo, desc=desc, unit="point", disable=not progress):
-        if stop_after is not None and new >= stop_after:
-            break
-        try:
-            small, fields = _compress_point(config, knob, model, compressor, calibration)
-        except BudgetError as exc:
-            log.warning("%s %g skipped: %s", config.mode, knob, exc)
-            add_skipped(results, SkippedPoint(knob, str(exc)), results_path)
-            continue
-        report = fields.pop("report", None)
-        point = maker.compressed(knob, small, fields)
-        if _wants_save(config, knob, save_dir, save_knobs):
-            point = _save(small, report, Path(save_dir) / f"{knob_key(knob)}.safetensors", point)
-        add_point(results, point, results_path)
-        new += 1
-        del small
-    return results
-
-
-def _start(
-    config: SweepConfig, out_dir: Path, device: torch.device | str, argv: Sequence[str] | None
-) -> dict[str, Any]:
-    """Create ``out_dir``, resume its results, write config, environment and command line."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    env = environment_info(device)
-    results = resume(out_dir / "results.json", config, env)
-    if is_main_process():
-        atomic_json_dump(asdict(config), out_dir / "config.json")
-        atomic_json_dump(env, out_dir / "environment.json")
-        atomic_write_text(command_line(argv) + "\n", out_dir / "command.txt")
-    return results
-
-
-@dataclass
-class _PointMaker:
-    """Evaluates a model and measures its cost into a :class:`ResultPoint`."""
-
-    evaluation: Iterable
-    evaluate_fn: Callable[[nn.Module], dict[str, Any]] | None
-    example: Tensor
-    device: torch.device | str
-    progress: bool
-    flops0: int = 0
-    params0: int = 0
-
-    def set_original(self, model: nn.Module) -> None:
-        """Measure the uncompressed model's whole-model FLOPs and parameters."""
-        self.flops0, self.params0 = count_flops(model, self.example), count_params(model)
-
-    def metrics(self, model: nn.Module) -> dict[str, Any]:
-        """``accuracy``, ``loss`` and the rest of the evaluation of ``model``."""
-        if self.evaluate_fn is not None:
-            return self.evaluate_fn(model)
-        r: EvalResult = evaluate(model, self.evaluation, self.device, progress=self.progress)
-        return {"accuracy": r.accuracy, "loss": r.loss, "eval_samples": r.samples}
-
-    def original(self, model: nn.Module) -> ResultPoint:
-        """The point of the uncompressed model."""
-        start = time.perf_counter()
-        point = {"knob": "original", **self.metrics(model), "flops_ratio": 1.0,
-                 "params_ratio": 1.0, "flops": self.flops0, "params": self.params0,
-                 "ranks": {}}  # fmt: skip
-        return ResultPoint.from_dict({**point, "eval_seconds": time.perf_counter() - start})
-
-    def compressed(self, knob: float, small: nn.Module, fields: dict[str, Any]) -> ResultPoint:
-        """The point of ``small`` at ``knob``, with the method's ``fields`` (ranks, timings…)."""
-        start = time.perf_counter()
-        measured = self.metrics(small)
-        eval_seconds = time.perf_counter() - start
-        flops, params = count_flops(small, self.example), count_params(small)
-        point = {"knob": knob, **measured, "flops_ratio": flops / self.flops0,
-                 "params_ratio": params / self.params0, "flops": flops, "params": params,
-                 **fields}  # fmt: skip
-        return ResultPoint.from_dict({**point, "eval_seconds": eval_seconds})
-
-
-def _save(small: nn.Module, report: Any, path: Path, point: ResultPoint) -> ResultPoint:
-    """Save ``small`` (its report in the header) with :func:`balf.save`; ``point`` with
-    ``saved_model``."""
-    if is_main_process():
-        meta = {"report": json.dumps(report.to_dict())} if report is not None else None
-        balf_save(small, path, metadata=meta)
-    return replace(point, saved_model=str(path))
-
-
-def _wants_save(
-    config: SweepConfig, knob: float, save_dir: Any, save_knobs: Sequence[float] | None
-) -> bool:
-    if save_dir is None:
-        return False
-    if issubclass(mode_spec(config.mode).config_class, FoldingConfig):
-        log.warning("%s changes the architecture: --save-model skips its points", config.mode)
-        return False
-    return save_knobs is None or any(math.isclose(knob, k) for k in save_knobs)
-
-
-def _compress_point(
-    config: SweepConfig,
-    knob: float,
-    model: nn.Module,
-    compressor: Compressor | None,
-    calibration: Iterable | None,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """The model compressed at ``knob`` and the method-specific fields of its point."""
-    spec = mode_spec(config.mode)
-    options = {"n_iters": config.n_iters} if spec.accepts("n_iters") else {}
-    method = spec.make(knob, **options)
-    return _apply_method(method, model, compressor, calibration, config.seed)
-
-
-@functools.singledispatch
-def _apply_method(
-    method: MethodConfig,
-    model: nn.Module,
-    compressor: Compressor | None,
-    calibration: Iterable | None,
-    seed: int,
-) -> tuple[nn.Module, dict[str, Any]]:
-    raise BALFError(f"the sweep runner cannot run a {type(method).__name__}")
-
-
-@_apply_method.register
-def _(method: CompressionConfig, model, compressor, calibration, seed):
-    small, report = compressor.compress(method)
-    return small, {
-        "layer_flops_ratio": report.layer_flops_ratio,
-        "layer_params_ratio": report.layer_params_ratio,
-        "budget": report.budget,
-        "achieved": report.achieved,
-        "factorized_layers": sum(lr.factorized for lr in report.layers.values()),
-        "ranks": report.ranks,
-        "timings": report.timings,
-        "report": report,
-    }
-
-
-@_apply_method.register
-def _(method: FoldingConfig, model, compressor, calibration, seed):
-    """Model Folding of ``model`` (only repair ``"r"`` reads ``calibration``)."""
-    start = time.perf_counter()
-    small = method.apply(model, calibration, seed=seed)
-    return small, {
-        "repair": method.repair,
-        "kept_channels": kept_channels(model, method.keep),
-        "ranks": {},
-        "timings": {"fold": time.perf_counter() - start},
-    }
+    run_options = RunOptions(**options)
+    task = image_task(
+        model, evaluation, example_input, calibration=calibration, device=run_options.device,
+        progress=run_options.progress, evaluate_fn=evaluate_fn,
+    )  # fmt: skip
+    compressors = {_strategy_key(config): compressor} if compressor is not None else None
+    return Runner(task, run_options, compressors=compressors).sweep(
+        config, out_dir, save_dir=save_dir
+    )

@@ -9,8 +9,8 @@ stays in ``<run dir>`` as before.
 
 For tables and plots, :func:`aggregate_seeds` merges the runs of one folder into one results
 dict whose points are the **mean over seeds** of every knob that every seed has, with the
-standard deviation (``accuracy_std``, sample std, ``ddof=1``), the seeds and the per-seed
-accuracies kept as extra point fields. A folder with one seed is returned unchanged.
+standard deviation of every metric (``metric_std``, sample std, ``ddof=1``), the seeds and the
+per-seed values. A folder with one seed is returned unchanged.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from balf.errors import BALFError
-from balf_paper.experiments.sweep.points import finite, read_points
-from balf_paper.experiments.sweep.store import read_results_file
+from balf_paper.experiments.sweep.points import ResultPoint, finite, read_points
+from balf_paper.experiments.sweep.store import metric_of, read_results_file
 
 __all__ = [
     "SEED_PREFIX",
@@ -37,7 +37,6 @@ __all__ = [
 ]
 
 SEED_PREFIX = "seed"
-_MEANED = ("accuracy", "loss", "flops_ratio", "params_ratio", "corrupted_accuracy")
 
 
 def seeds_of(args: argparse.Namespace) -> list[int]:
@@ -85,43 +84,53 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def aggregate_seeds(runs: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+def _mean_point(group: Sequence[ResultPoint], seeds: list[int]) -> dict[str, Any]:
+    """The mean point of one knob over the seeds' points (format 2, with the stds)."""
+    names = [n for n in group[0].metrics if all(finite(p.metric(n)) is not None for p in group)]
+    per = {n: [float(p.metric(n)) for p in group] for n in names}
+    ratios = {}
+    for name in ("flops_ratio", "params_ratio"):
+        values = [finite(getattr(p, name)) for p in group]
+        ratios[name] = _mean_std(values)[0] if all(v is not None for v in values) else None
+    return {
+        "knob": group[0].knob,
+        "metrics": {n: _mean_std(v)[0] for n, v in per.items()},
+        **ratios,
+        "ranks": {},
+        "seeds": seeds,
+        "metric_std": {n: _mean_std(v)[1] for n, v in per.items()},
+        "metric_per_seed": per,
+    }
+
+
+def aggregate_seeds(
+    runs: Mapping[int, Mapping[str, Any]], metric: str | None = None
+) -> dict[str, Any]:
     """One results dict of mean points over the seeds' runs (the run itself for one seed).
 
-    Only knobs present (with a finite accuracy) in every run are kept, so each point is a mean
-    over the same seeds. Point fields: the means of accuracy, loss, the FLOPs/params ratios
-    (and ``corrupted_accuracy`` where stored), plus ``accuracy_std``, ``seeds`` and
-    ``accuracy_per_seed``; ``config`` is the first seed's with ``seeds`` added.
+    Only knobs present with a finite ``metric`` (default: the runs' task metric,
+    :func:`~balf_paper.experiments.sweep.store.metric_of`) in every run are kept, so each point
+    is a mean over the same seeds. Points: the means of every metric all seeds have and of the
+    FLOPs/params ratios, with ``metric_std`` (sample std, ``ddof=1``), ``metric_per_seed`` and
+    ``seeds``; ``config`` is the first seed's with ``seeds`` added.
     """
     if not runs:
         raise BALFError("no runs to aggregate")
     if len(runs) == 1:
         return dict(next(iter(runs.values())))
     seeds = list(runs)
+    first = runs[seeds[0]]
+    metric = metric or metric_of(first).name
     by_seed = []
     for results in runs.values():
-        pts = {p.key: p for p in read_points(results) if finite(p.accuracy) is not None}
-        by_seed.append(pts)
-    first = runs[seeds[0]]
+        points = read_points(results)
+        by_seed.append({p.key: p for p in points if finite(p.metric(metric)) is not None})
     order = [p.key for p in read_points(first)]
     common = [k for k in order if all(k in pts for pts in by_seed)]
-    points = []
-    for key in common:
-        group = [pts[key] for pts in by_seed]
-        point: dict[str, Any] = {"knob": group[0].knob}
-        for name in _MEANED:
-            values = [finite(getattr(p, name)) for p in group]
-            if all(v is not None for v in values):
-                point[name] = _mean_std(values)[0]
-            elif name in ("accuracy", "loss", "flops_ratio", "params_ratio"):
-                point[name] = None
-        point["accuracy_std"] = _mean_std([p.accuracy for p in group])[1]
-        point["seeds"] = seeds
-        point["accuracy_per_seed"] = [p.accuracy for p in group]
-        point["ranks"] = {}
-        points.append(point)
+    points = [_mean_point([pts[key] for pts in by_seed], seeds) for key in common]
     config = {**first.get("config", {}), "seeds": seeds}
-    return {"config": config, "points": points, "original": first.get("original")}
+    out = {"config": config, "points": points, "original": first.get("original")}
+    return out | ({"metric": first["metric"]} if "metric" in first else {})
 
 
 def with_seeds(model_dir: str | Path, results_by_mode: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,11 @@
 """The ``results.json`` of a sweep run: read, resume (same sweep identity only), add points.
 
+``{"format": 2, "config": …, "metric": {"name": …, "higher_is_better": …}, "environment": …,
+"points": [...], "original": {...}, "skipped": [...]}``: ``metric`` is the task's metric (a file
+without it is an image-classification run: ``accuracy``, higher is better). A format-1 file (no
+``"format"``) is read through the converter of :mod:`~balf_paper.experiments.sweep.points` and,
+when a sweep resumes it, rewritten in format 2 (every point converted, nothing dropped).
+
 ``{"config": …, "environment": …, "points": [...], "original": {...}, "skipped": [...]}``; points
 are :class:`~balf_paper.experiments.sweep.points.ResultPoint` objects as JSON, kept in knob order
 (``"original"`` first, then the config's knobs). The file is rewritten atomically on every change
@@ -11,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,13 +25,21 @@ from typing import Any
 from balf.calibration.distributed import is_main_process
 from balf.errors import BALFError
 from balf.io.atomic import atomic_json_dump
-from balf_paper.experiments.sweep.points import ResultPoint, SkippedPoint, knob_key, read_points
+from balf_paper.experiments.sweep.points import (
+    FORMAT,
+    ResultPoint,
+    SkippedPoint,
+    knob_key,
+    read_points,
+)
+from balf_paper.experiments.tasks.base import Metric
 
 __all__ = [
     "add_point",
     "add_skipped",
     "done_keys",
     "load_results",
+    "metric_of",
     "read_json_file",
     "read_results_file",
     "resume",
@@ -33,7 +48,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+IMAGE_METRIC = Metric("accuracy", higher_is_better=True)
+"""The metric of a results file that names none (format 1: image classification)."""
+
+
+def metric_of(results: Mapping[str, Any]) -> Metric:
+    """The task metric a results dict records (:data:`IMAGE_METRIC` when it records none)."""
+    stored = results.get("metric")
+    if not isinstance(stored, Mapping):
+        return IMAGE_METRIC
+    return Metric(str(stored["name"]), bool(stored["higher_is_better"]))
+
+
 def read_json_file(path: Path) -> Any | None:
+    """The JSON in ``path``, or ``None`` (logged) when it cannot be read or parsed."""
     try:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -55,15 +83,17 @@ def load_results(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def resume(path: Path, config: Any, env: dict[str, Any]) -> dict[str, Any]:
-    """Existing results for the same sweep identity, or a fresh results dict.
+def resume(path: Path, config: Any, env: dict[str, Any], metric: Metric) -> dict[str, Any]:
+    """Existing results for the same sweep identity (in format 2), or a fresh results dict.
 
     Args:
-        config: the :class:`~balf_paper.experiments.sweep.runner.SweepConfig` of the run.
+        config: the :class:`~balf_paper.experiments.sweep.config.SweepConfig` of the run.
+        env: the environment record of this process.
+        metric: the task's metric.
     """
-    fresh = {"config": asdict(config), "environment": env, "points": []}
+    head = {"format": FORMAT, "config": asdict(config), "metric": metric.to_dict()}
     if not path.exists():
-        return fresh
+        return {**head, "environment": env, "points": []}
     try:
         old = load_results(path)
     except json.JSONDecodeError as exc:
@@ -75,9 +105,9 @@ def resume(path: Path, config: Any, env: dict[str, Any]) -> dict[str, Any]:
             f"({config.identity()}); use another output folder or delete it"
         )
     log.info("resuming %s: %d points done", path, len(old["points"]))
-    old["config"] = asdict(config)
-    old["environment"] = env
-    return old
+    points = [ResultPoint.from_dict(p, path).to_dict() for p in old["points"]]  # format 2
+    rest = {k: v for k, v in old.items() if k not in ("format", "config", "metric")}
+    return {**head, **rest, "environment": env, "points": points}
 
 
 def _identity_of(old: Any, path: Path, config_class: type) -> dict[str, Any]:
@@ -136,13 +166,20 @@ def done_keys(results: dict[str, Any], path: Path) -> set[str]:
     }
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (nested ones included) as ``None``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def add_point(results: dict[str, Any], point: ResultPoint, path: Path) -> None:
     """Add ``point`` (non-finite numbers stored as ``null``) in knob order; rewrite ``path``."""
-    stored = {
-        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-        for k, v in point.to_dict().items()
-    }
-    results["points"].append(stored)
+    results["points"].append(_json_safe(point.to_dict()))
     order = {knob_key(k): i for i, k in enumerate(["original", *results["config"]["knobs"]])}
     results["points"].sort(key=lambda p: order.get(knob_key(p["knob"]), len(order)))
     _write(results, path)

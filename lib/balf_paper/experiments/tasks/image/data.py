@@ -27,8 +27,7 @@ from balf_paper.data.registry import DatasetInfo, dataset_info, registered_datas
 from balf_paper.models import (
     THIRD_PARTY_CHECKPOINTS,
     create_model,
-    load_checkpoint,
-    load_third_party_checkpoint,
+    model_entry,
     preprocessing_of,
 )
 
@@ -176,10 +175,8 @@ def _build_model(info: DatasetInfo, model_name: str, checkpoint: Path | None) ->
     model = create_model(
         model_name, pretrained=False, in_channels=info.channels, num_classes=info.num_classes
     )
-    if checkpoint is not None and model_name in THIRD_PARTY_CHECKPOINTS:
-        load_third_party_checkpoint(model, checkpoint)
-    elif checkpoint is not None:
-        load_checkpoint(model, checkpoint)
+    if checkpoint is not None:
+        model_entry(model_name).load_checkpoint(model, checkpoint)  # the family's file format
     return model.eval()
 
 
