@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _experiments import experiment
 from _fixtures import (
-    load_script,
     tiny_sweep_args,
     write_cifar10_jpeg,
     write_imagenet,
@@ -129,7 +129,7 @@ def test_calib_shift_end_to_end(jpeg_root, tmp_path):
                 points = results["points"]
                 assert [p["knob"] for p in points] == ["original", 0.5, 0.8]
                 assert all(p["eval_samples"] == 6 for p in points)
-                originals.add(points[0]["accuracy"])
+                originals.add(points[0]["metrics"]["accuracy"])
                 ranks[(name, mode, seed)] = points[1]["ranks"]
     assert len(originals) == 1  # every set is evaluated on the same clean images
     # the calibration images matter: shifted statistics give other ranks somewhere
@@ -151,8 +151,9 @@ def test_calib_shift_end_to_end(jpeg_root, tmp_path):
     assert "±" in str(table.loc["clean"].iloc[0])  # two seeds: mean ± std
     groups = calib_shift_group_table(runs)
     assert [i.split()[0] for i in groups.index] == ["noise", "digital"]
-    clean_acc = runs["clean"]["flops_auto"]["points"][1]["accuracy"]
-    noise = [runs[s]["flops_auto"]["points"][1]["accuracy"] for s in sets if "noise" in s]
+    clean_acc = runs["clean"]["flops_auto"]["points"][1]["metrics"]["accuracy"]
+    noise = [runs[s]["flops_auto"]["points"][1]["metrics"]["accuracy"] for s in sets
+             if "noise" in s]  # fmt: skip
     expected = 100 * (sum(noise) / len(noise) - clean_acc)
     assert groups.loc["noise (2 sets)"].iloc[1] == pytest.approx(expected)  # flops_auto 0.5
     files = render_model(model_dir, "cifar10-jpeg", "resnet20", formats=("png",))
@@ -161,7 +162,7 @@ def test_calib_shift_end_to_end(jpeg_root, tmp_path):
 
 
 def test_calib_shift_script_and_unknown_corruption(jpeg_root, tmp_path):
-    script = load_script("cifar10/calib_shift_sweep.py")
+    script = experiment("calib-shift", "cifar10")
     argv = _calib_shift(jpeg_root, tmp_path)[1:]
     argv[argv.index("gaussian_noise")] = "not_a_corruption"
     with pytest.raises(BALFError, match="not_a_corruption"):
@@ -176,7 +177,7 @@ def test_calib_shift_on_imagenet_c_and_v2(tmp_path):
     c_root = write_imagenet_c(tmp_path / "imagenet-c", wnids, {"fog": [2]})
     v2_root = write_imagenet_v2(tmp_path / "v2", [0, 1, 2])
     torch.manual_seed(0)
-    script = load_script("imagenet/calib_shift_sweep.py")
+    script = experiment("calib-shift", "imagenet")
     script.main([*tiny_sweep_args(root, tmp_path, calib_size=4), "--model", "resnet18",
                  "--eval-size", "2", "--modes", "flops_auto", "--ratios", "0.5",
                  "--corruptions", "fog", "--severities", "2",

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _experiments import experiment
 from _fixtures import REPO, load_script, tiny_sweep_args, write_cifar10_jpeg
 from PIL import Image
 
@@ -190,13 +191,13 @@ def _common(root: Path, tmp_path: Path) -> list[str]:
 
 
 def test_sweeps_write_under_their_own_dataset_name(jpeg_root, tmp_path):
-    load_script("cifar10/factorize_sweep.py").main(
+    experiment("factorize", "cifar10")(
         [*_common(jpeg_root, tmp_path), "--modes", "flops_auto", "energy", "--knobs", "0.6"]
     )
-    load_script("cifar10/n_iters_sweep.py").main(
+    experiment("n-iters", "cifar10")(
         [*_common(jpeg_root, tmp_path), "--n-iters-values", "2", "--ratios", "0.6"]
     )
-    load_script("cifar10/calib_size_sweep.py").main(
+    experiment("calib-size", "cifar10")(
         [*_common(jpeg_root, tmp_path), "--calib-sizes", "4", "--ratios", "0.7"]
     )
     out = tmp_path / "results" / "cifar10-jpeg" / "resnet20"
@@ -231,7 +232,7 @@ def test_corrupted_sweep_on_a_cifar10c_made_by_the_repository(jpeg_root, tmp_pat
     block = CIFAR10C(corrupted, "gaussian_noise", 5)
     assert len(block) == 10 and block.targets.tolist() == list(range(10))
 
-    load_script("cifar10/corrupted_sweep.py").main(
+    experiment("corrupted", "cifar10")(
         [
             *_common(jpeg_root, tmp_path),
             "--corrupted-root",
@@ -248,7 +249,7 @@ def test_corrupted_sweep_on_a_cifar10c_made_by_the_repository(jpeg_root, tmp_pat
     )
     run = tmp_path / "results" / "cifar10-jpeg" / "resnet20" / "corruption" / "params_auto"
     points = json.loads((run / "results.json").read_text())["points"]
-    assert all(set(p["corrupted"]) == {"fog"} for p in points)
+    assert all(set(p["metrics"]["corrupted"]) == {"fog"} for p in points)
 
 
 def test_third_party_model_sweeps_from_its_checkpoint(jpeg_root, tmp_path):
@@ -256,7 +257,7 @@ def test_third_party_model_sweeps_from_its_checkpoint(jpeg_root, tmp_path):
     model = create_model("resnet20a", pretrained=False)
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
     argv = [a for a in _common(jpeg_root, tmp_path) if a != "--random-weights"]
-    load_script("cifar10/factorize_sweep.py").main(
+    experiment("factorize", "cifar10")(
         [*argv, "--model", "resnet20a", "--checkpoint", str(path), "--modes", "energy_act_aware"]
     )
     run = tmp_path / "results" / "cifar10-jpeg" / "resnet20a" / "energy_act_aware"

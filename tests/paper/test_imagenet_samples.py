@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from _experiments import experiment
 from _fixtures import IMAGENET_SAMPLES_TRAIN as TRAIN
 from _fixtures import IMAGENET_SAMPLES_VAL as VAL
 from _fixtures import IMAGENET_SAMPLES_WNIDS as WNIDS
-from _fixtures import load_script, tiny_sweep_args, write_imagenet_samples, write_noise_jpeg
+from _fixtures import tiny_sweep_args, write_imagenet_samples, write_noise_jpeg
 
 from balf.errors import BALFError, DatasetNotFoundError
 from balf_paper.data import dataset_info, imagenet_folder
@@ -147,7 +148,7 @@ def test_factorize_sweep_on_the_samples(shared, tmp_path):
     """The ImageNet sweep runs unchanged on the laid-out samples, under the samples' name."""
     root = tmp_path / "datasets"
     layout_imagenet_samples(shared, root / "imagenet-samples")
-    factorize = load_script("imagenet/factorize_sweep.py")
+    factorize = experiment("factorize", "imagenet")
     args = tiny_sweep_args(root, tmp_path, calib_size=2)
     args[args.index("--eval-size") + 1] = "3"
     factorize.main(["--dataset", "imagenet-samples", "--model", "mobilenet_v2", *args,

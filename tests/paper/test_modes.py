@@ -13,7 +13,7 @@ from balf.ranks.modes import MethodConfig, mode_spec, registered_modes
 from balf_paper.experiments.modes import display_of
 from balf_paper.experiments.render.plots import mode_style
 from balf_paper.experiments.render.tables import mode_label
-from balf_paper.experiments.sweep.runner import default_knobs
+from balf_paper.experiments.sweep.config import default_knobs
 from balf_paper.folding import FOLDING_MODES, FoldingConfig
 
 ALL_MODES = list(registered_modes())

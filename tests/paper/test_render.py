@@ -330,12 +330,12 @@ def test_points_table_lists_every_compressed_point_with_seeds_as_mean_std():
     from balf_paper.experiments.render.tables import points_table
 
     def point(knob, acc, std=None, factorized=3):
-        p = {"knob": knob, "accuracy": acc, "loss": 1.0, "flops_ratio": knob,
+        p = {"knob": knob, "metrics": {"accuracy": acc, "loss": 1.0}, "flops_ratio": knob,
              "params_ratio": knob / 2, "factorized_layers": factorized}  # fmt: skip
-        return p if std is None else {**p, "accuracy_std": std}
+        return p if std is None else {**p, "metric_std": {"accuracy": std}}
 
     original = {"knob": "original", "accuracy": 0.9, "loss": 0.5, "flops_ratio": 1.0,
-                "params_ratio": 1.0}  # fmt: skip
+                "params_ratio": 1.0}  # fmt: skip  (format 1: read through the converter)
     sweeps = {
         "uniform": {"points": [original, point(0.9, 0.5), point(0.5, 0.1, factorized=None)]},
         "flops_auto": {"points": [original, point(0.7, 0.8, std=0.01)]},

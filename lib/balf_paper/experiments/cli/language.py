@@ -32,7 +32,6 @@ from balf_paper.experiments.cli.options import (
     pop_option,
     recorded_argv,
 )
-from balf_paper.experiments.render.language import render_language
 from balf_paper.experiments.sweep.config import SweepConfig
 from balf_paper.experiments.sweep.methods import registered_strategies, uses_calibration
 from balf_paper.experiments.sweep.runner import Runner, RunOptions
@@ -123,6 +122,8 @@ def language_main(argv: Sequence[str] | None, task: str) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out or f"results/language/{task}")
+    from balf_paper.experiments.render.language import render_language  # on use: matplotlib
+
     if args.render_only:
         return {"rendered": [str(p) for p in render_language(out)]}
     if args.data_dir is None:

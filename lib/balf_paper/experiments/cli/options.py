@@ -138,7 +138,8 @@ def pop_option(
         arg = words[i]
         if is_option(arg, option):
             inline = "=" in arg
-            value = arg.partition("=")[2] if inline else (words[i + 1] if i + 1 < len(words) else "")
+            following = words[i + 1] if i + 1 < len(words) else ""
+            value = arg.partition("=")[2] if inline else following
             i += 1 if inline else 2
             continue
         rest.append(arg)

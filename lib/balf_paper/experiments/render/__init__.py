@@ -4,9 +4,6 @@
 :mod:`.table_format`), figures (:mod:`.plots`, :mod:`.plot_studies`, :mod:`.plot_style`), the
 calibration-under-shift and language views (:mod:`.calib_shift`, :mod:`.language`), the studies
 outside the sweeps (:mod:`.studies`), README table sync (:mod:`.readme`) and run comparison
-(:mod:`.compare`) are its parts.
+(:mod:`.compare`) are its parts. Nothing is imported here: the command lines' ``--help`` stays
+free of matplotlib and pandas.
 """
-
-from balf_paper.experiments.render.tree import render_all, render_benchmark, render_model
-
-__all__ = ["render_all", "render_benchmark", "render_model"]
