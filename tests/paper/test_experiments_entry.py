@@ -200,3 +200,38 @@ def test_an_unusable_checkpoint_is_a_message(kind, message, tmp_path, monkeypatc
     err = _exit_message(["factorize", "--dataset", "fashion-mnist", *argv,
                          "--checkpoint", str(checkpoint)], capsys)  # fmt: skip
     assert str(checkpoint) in err and message in err
+
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_a_variant_config_lists_only_what_differs_from_its_base(path: Path):
+    import yaml
+
+    from balf_paper.experiments.cli.options import EXTENDS, read_config
+
+    own = yaml.safe_load(path.read_text()) or {}
+    if EXTENDS not in own:
+        return
+    base = read_config(path.parent / own[EXTENDS])
+    repeated = [k for k in own if k != EXTENDS
+                and base.get(k.replace("-", "_"), (0, 0, object()))[2] == own[k]]  # fmt: skip
+    assert repeated == [], f"{path.name} repeats its base's {repeated}"
+    assert {k for k in read_config(path)} >= {k for k in base}  # every base key inherited
+
+
+def test_extends_overrides_and_its_errors_name_the_files(tmp_path: Path):
+    from balf_paper.experiments.cli.options import read_config
+
+    (tmp_path / "base.yaml").write_text("model: resnet20\ncalib-size: 1024\n")
+    (tmp_path / "variant.yaml").write_text("extends: base.yaml\ncalib_size: 8\n")
+    assert {k: v for k, (_, _, v) in read_config(tmp_path / "variant.yaml").items()} == {
+        "model": "resnet20", "calib_size": 8}  # fmt: skip
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(BALFError, match=r"'extends' loops \(a.yaml -> b.yaml -> a.yaml\)"):
+        read_config(tmp_path / "a.yaml")
+    (tmp_path / "lost.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(BALFError, match="lost.yaml: extends nowhere.yaml, which is not found"):
+        read_config(tmp_path / "lost.yaml")

@@ -36,6 +36,7 @@ __all__ = [
     "parse_with_yaml",
     "pop_dataset",
     "pop_option",
+    "read_config",
     "recorded_argv",
     "run_script",
 ]
@@ -162,7 +163,8 @@ def parse_with_yaml(
     """Parse ``argv`` with defaults taken from ``--config`` (a YAML mapping of option names).
 
     YAML keys use the options' names with ``-`` or ``_``; each value is checked and converted
-    as the option's command-line value would be. ``--out-root``, when the parser has it, must
+    as the option's command-line value would be. A file may ``extends: <base>.yaml``: a variant
+    lists only what differs (:func:`read_config`). ``--out-root``, when the parser has it, must
     be a folder or creatable.
 
     Raises:
@@ -198,9 +200,12 @@ def parse_with_yaml(
     return args
 
 
-def _yaml_defaults(path: Path, actions: Sequence[argparse.Action]) -> dict[str, Any]:
-    """The YAML file's values as parser defaults, each checked and converted as the option's
-    command-line value would be (a list for ``nargs="+"`` options, the option's ``type``)."""
+EXTENDS = "extends"
+"""The YAML key naming the config file a variant extends (its keys override the base's)."""
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML config file (an empty file: ``{}``)."""
     try:
         values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -212,15 +217,46 @@ def _yaml_defaults(path: Path, actions: Sequence[argparse.Action]) -> dict[str, 
             f"{path} holds a YAML {type(values).__name__}, not a mapping of option names to "
             "values (e.g. 'calib-size: 1024')"
         )
+    return values
+
+
+def read_config(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, tuple[Path, str, Any]]:
+    """``{option dest: (file, key as written, value)}`` of a YAML config, over those of the
+    file it ``extends`` (looked up beside it, then as :func:`find_config` finds names),
+    recursively; ``file`` is the one that sets the value.
+
+    Raises:
+        BALFError: a file is not a YAML mapping, the base is not found, or the chain of
+            ``extends`` loops.
+    """
+    path = Path(path)
+    values = _load_yaml(path)
+    own = {str(k).replace("-", "_"): (path, str(k), v) for k, v in values.items() if k != EXTENDS}
+    base_name = values.get(EXTENDS)
+    if base_name is None:
+        return own
+    beside = path.parent / str(base_name)
+    base = beside if beside.is_file() else find_config(str(base_name))
+    if base is None:
+        raise BALFError(f"{path}: extends {base_name}, which is not found")
+    chain = (*_seen, path.resolve())
+    if base.resolve() in chain:
+        names = " -> ".join(p.name for p in (*chain, base))
+        raise BALFError(f"{path}: 'extends' loops ({names})")
+    return {**read_config(base, chain), **own}
+
+
+def _yaml_defaults(path: Path, actions: Sequence[argparse.Action]) -> dict[str, Any]:
+    """The YAML file's values (and its bases') as parser defaults, each checked and converted
+    as the option's command-line value would be (a list for ``nargs="+"`` options, the
+    option's ``type``)."""
     by_dest = {a.dest: a for a in actions}
     defaults = {}
-    for key, value in values.items():
-        dest = str(key).replace("-", "_")
+    for dest, (source, key, value) in read_config(path).items():
         if dest not in by_dest:
-            raise BALFError(f"{path}: unknown option {key!r}")
-        defaults[dest] = _yaml_value(path, key, value, by_dest[dest])
+            raise BALFError(f"{source}: unknown option {key!r}")
+        defaults[dest] = _yaml_value(source, key, value, by_dest[dest])
     return defaults
-
 
 def _yaml_value(path: Path, key: str, value: Any, action: argparse.Action) -> Any:
     """``value`` as ``action`` would store it from the command line, or a BALFError naming the
