@@ -346,3 +346,27 @@ def test_points_table_lists_every_compressed_point_with_seeds_as_mean_std():
     assert table.loc["BALF (FLOPs budget) 0.7"].tolist() == ["80.00 ± 1.00", "0.700", "0.350", "3"]
     assert table.loc["Uniform, plain SVD 0.9", "Top-1 (%)"] == 50.0
     assert math.isnan(table.loc["Uniform, plain SVD 0.5", "Layers factorized"])  # none stored
+
+
+def test_format_1_and_format_2_results_render_the_same_tables_and_figures(tmp_path: Path):
+    """The committed format-1 files render through the converter exactly as their format-2
+    conversion does (what a resumed sweep writes)."""
+    from balf_paper.experiments.render.tree import render_model
+    from balf_paper.experiments.sweep.points import ResultPoint
+
+    source = Path(__file__).resolve().parents[2] / "results/quickstart/fashion-mnist/resnet20"
+    rendered = {}
+    for name in ("v1", "v2"):
+        model_dir = tmp_path / name / "resnet20"
+        for results in source.glob("*/results.json"):
+            data = json.loads(results.read_text())
+            assert "format" not in data  # committed in format 1
+            if name == "v2":
+                data["points"] = [ResultPoint.from_dict(p).to_dict() for p in data["points"]]
+                assert all("metrics" in p for p in data["points"])
+            target = model_dir / results.parent.name / "results.json"
+            target.parent.mkdir(parents=True)
+            target.write_text(json.dumps(data))
+        files = render_model(model_dir, "fashion-mnist", "resnet20", formats=("png",))
+        rendered[name] = {f.relative_to(model_dir): f.read_bytes() for f in files}
+    assert rendered["v1"] and rendered["v1"] == rendered["v2"]
