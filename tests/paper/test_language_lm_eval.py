@@ -3,7 +3,8 @@
 A tiny local multiple-choice task (a task YAML over a JSON file written here) scores a tiny
 random Llama with a word-level tokenizer built here: lm-eval's accuracy equals the one computed
 by hand from the model's log-likelihoods, the model object itself is evaluated (no reload), and
-the sweep writes the scores into its points, baseline and tables.
+the language experiment writes the scores into every point's metrics (the uncompressed model's
+included) and its tables, through the one sweep runner.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ pytest.importorskip("lm_eval", reason="lm-eval is not installed (the [lm-eval] e
 transformers = pytest.importorskip("transformers")
 from _hf_models import tiny_llama_config  # noqa: E402 (needs transformers)
 
-from balf_paper.experiments.language import lm_eval_tasks  # noqa: E402
-from balf_paper.experiments.language.lm_eval_tasks import (  # noqa: E402
+from balf_paper.experiments.tasks.language import lm_eval_tasks  # noqa: E402
+from balf_paper.experiments.tasks.language.lm_eval_tasks import (  # noqa: E402
     LmEvalOptions,
     evaluate,
     parse_tasks,
@@ -143,12 +144,17 @@ def _wikitext(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _points(out: Path) -> dict[tuple[str, str], dict]:
-    return {(p.parent.parent.name, p.parent.name): json.loads(p.read_text())
-            for p in (out / "points").rglob("*.json")}  # fmt: skip
+    """``{(strategy, mode): point}`` of the compressed points (one knob per sweep here)."""
+    return {(p.parent.parent.name, p.parent.name): json.loads(p.read_text())["points"][1]
+            for p in out.glob("*/*/results.json")}  # fmt: skip
+
+
+def _baselines(out: Path) -> list[dict]:
+    return [json.loads(p.read_text())["points"][0] for p in out.glob("*/*/results.json")]
 
 
 def test_the_sweep_writes_zero_shot_scores_into_points_and_tables(tmp_path):
-    from balf_paper.experiments.language.cli import main
+    from balf_paper.experiments.cli.language import main
 
     model_dir, data_dir = _wikitext(tmp_path)
     tasks = _write_task(tmp_path / "tasks", _docs())
@@ -165,11 +171,12 @@ def test_the_sweep_writes_zero_shot_scores_into_points_and_tables(tmp_path):
     with_lm_eval = [*argv, "--lm-eval-tasks", TASK, "--lm-eval-include-path", str(tasks)]
     assert main(with_lm_eval)["points"] == 3  # points without the scores are computed again
     points = _points(out)
-    baseline = json.loads((out / "baseline.json").read_text())
-    for point in [baseline, *points.values()]:
-        assert 0 <= point["lm_eval"][TASK]["acc"] <= 1
-    assert points[("whole", "flops_auto")]["same_ranks_as"] == "params_auto"
-    assert points[("whole", "flops_auto")]["lm_eval"] == points[("whole", "params_auto")]["lm_eval"]
+    for point in [*_baselines(out), *points.values()]:
+        assert 0 <= point["metrics"]["lm_eval"][TASK]["acc"] <= 1
+        assert point["metrics"]["perplexity"] > 0  # the task's own metric stays
+    flops, params = points[("whole", "flops_auto")], points[("whole", "params_auto")]
+    assert flops["same_ranks_as"] == "params_auto"
+    assert flops["metrics"]["lm_eval"] == params["metrics"]["lm_eval"]
     table = (out / "table.md").read_text()
     assert f"### lm-eval {TASK}: acc (zero-shot)" in table and "uncompressed" in table
     assert f"lm-eval {TASK.replace('_', chr(92) + '_')}: acc" in (out / "table.tex").read_text()
@@ -177,7 +184,8 @@ def test_the_sweep_writes_zero_shot_scores_into_points_and_tables(tmp_path):
     both = [*argv, "--lm-eval-tasks", f"{TASK},balf_tiny_second", "--lm-eval-include-path",
             str(tasks)]  # fmt: skip
     assert main(both)["points"] == 3
-    assert all(set(p["lm_eval"]) == {TASK, "balf_tiny_second"} for p in _points(out).values())
+    assert all(set(p["metrics"]["lm_eval"]) == {TASK, "balf_tiny_second"}
+               for p in [*_baselines(out), *_points(out).values()])  # fmt: skip
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -208,7 +216,7 @@ def test_lm_eval_not_installed_is_named_with_the_extra(monkeypatch):
 
 
 def test_lm_eval_tasks_need_a_causal_lm():
-    from balf_paper.experiments.language.tasks import build_task
+    from balf_paper.experiments.tasks.language.task import build_task
 
     args = argparse.Namespace(task="stsb", seed=0, lm_eval_tasks="arc_easy")
     with pytest.raises(BALFError, match="use it with --task wikitext"):

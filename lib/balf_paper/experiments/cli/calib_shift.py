@@ -40,7 +40,7 @@ from balf_paper.data.shifted_calibration import (
     shifted_images,
     tensor_steps,
 )
-from balf_paper.experiments.cli.image import model_dir
+from balf_paper.experiments.cli.image import model_dir, run_name
 from balf_paper.experiments.cli.options import (
     add_common_arguments,
     configure_process,
@@ -122,7 +122,7 @@ def _sweep_set(
     runner = setting.runner(calibration)
     for mode in args.modes:
         config = setting.config(calibration, mode, args.ratios)
-        run_dir = model_dir(args, setting.dataset, CALIB_SHIFT_DIR, name, mode)
+        run_dir = model_dir(args, setting.dataset, CALIB_SHIFT_DIR, name, run_name(args, mode))
         setting.sweep(runner, config, run_dir_of(args, run_dir, clean.seed))
 
 

@@ -32,16 +32,50 @@ __all__ = [
     "calib_size_sweep_main",
     "corrupted_sweep_main",
     "factorize_sweep_main",
+    "add_refit_arguments",
+    "apply_refit_arguments",
     "model_dir",
     "n_iters_sweep_main",
+    "run_name",
 ]
 
 
 def model_dir(args: argparse.Namespace, dataset: str, *parts: str) -> Path:
-    """``<out-root>/<dataset>/<model>/<parts>`` (a non-whole ``--strategy`` adds its folder)."""
+    """``<out-root>/<dataset>/<model>/<parts>``."""
+    return Path(args.out_root) / dataset / args.model / Path(*parts)
+
+
+def run_name(args: argparse.Namespace, name: str) -> str:
+    """A mode's (or an experiment's) folder name: ``name``, or ``name+<strategy>`` for a
+    calibration strategy other than whole-model (``flops_auto+refit``, shown as its own row)."""
     strategy = getattr(args, "strategy", "whole")
-    extra = () if strategy == "whole" else (strategy,)
-    return Path(args.out_root) / dataset / args.model / Path(*extra, *parts)
+    return name if strategy == "whole" else f"{name}+{strategy}"
+
+
+def add_refit_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--refit-beta`` / ``--refit-samples``: the ``refit`` calibration strategy."""
+    parser.add_argument(
+        "--refit-beta",
+        type=float,
+        default=None,
+        help="refit every factorized layer in forward order on its propagated inputs "
+        "(balf.LayerSequential) towards the blend beta of X'W (0) and the dense XW (1) targets; "
+        "run folders get the suffix +refit (default: no refit)",
+    )
+    parser.add_argument(
+        "--refit-samples",
+        type=int,
+        default=None,
+        help="calibration images the refit runs on (default: all)",
+    )
+
+
+def apply_refit_arguments(args: argparse.Namespace) -> None:
+    """``--refit-beta B [--refit-samples N]`` as ``--strategy refit`` with its options."""
+    if getattr(args, "refit_beta", None) is None:
+        return
+    args.strategy = "refit"
+    args.strategy_options = {"beta": args.refit_beta, "samples": args.refit_samples}
 
 
 def factorize_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
@@ -76,8 +110,10 @@ def factorize_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
         help="override the paper's sweep values (same for every mode)",
     )
     parser.add_argument("--n-iters", type=int, default=300, help="allocator iterations")
+    add_refit_arguments(parser)
     args = parse_with_yaml(parser, argv, f"{dataset}_factorize_sweep.yaml")
     configure_process(args)
+    apply_refit_arguments(args)
     setting = ImageSetting(args, dataset)
     for seed in seeds_of(args):
         calibration = setting.clean(seed=seed)
@@ -85,7 +121,8 @@ def factorize_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
         for mode in args.modes:
             knobs = args.knobs or default_knobs(mode, args.model)
             config = setting.config(calibration, mode, knobs, args.n_iters)
-            setting.sweep(runner, config, run_dir_of(args, model_dir(args, dataset, mode), seed))
+            run_dir = model_dir(args, dataset, run_name(args, mode))
+            setting.sweep(runner, config, run_dir_of(args, run_dir, seed))
 
 
 def calib_size_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
@@ -104,7 +141,7 @@ def calib_size_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
         for size in args.calib_sizes:
             calibration = setting.clean(size, seed)
             config = setting.config(calibration, args.mode, args.ratios)
-            run_dir = model_dir(args, dataset, CALIB_SIZE_DIR, f"calib{size}")
+            run_dir = model_dir(args, dataset, run_name(args, CALIB_SIZE_DIR), f"calib{size}")
             setting.sweep(setting.runner(calibration), config, run_dir_of(args, run_dir, seed))
 
 
@@ -128,7 +165,7 @@ def n_iters_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
         runner = setting.runner(calibration)
         for n in args.n_iters_values:
             config = setting.config(calibration, args.mode, args.ratios, n)
-            run_dir = model_dir(args, dataset, N_ITERS_DIR, f"iters{n}")
+            run_dir = model_dir(args, dataset, run_name(args, N_ITERS_DIR), f"iters{n}")
             setting.sweep(runner, config, run_dir_of(args, run_dir, seed))
 
 
@@ -175,5 +212,6 @@ def corrupted_sweep_main(argv: Sequence[str] | None, dataset: str) -> None:
         runner = setting.runner(calibration, robustness, "corrupted")
         for mode in args.modes:
             config = setting.config(calibration, mode, args.ratios, evaluation=evaluation)
-            run_dir = run_dir_of(args, model_dir(args, dataset, CORRUPTION_DIR, mode), seed)
+            run_dir = model_dir(args, dataset, CORRUPTION_DIR, run_name(args, mode))
+            run_dir = run_dir_of(args, run_dir, seed)
             setting.sweep(runner, config, run_dir)

@@ -4,7 +4,9 @@ whole-model and block-by-block calibration, on a language task (:mod:`~balf_pape
 
 One run folder per (strategy, mode): ``<out>/<strategy>/<mode>/results.json`` (default
 ``results/language/<task>``), resumable; the sweeps run knob after knob (the ratios in the order
-given, the most informative first). A knob is the kept parameter ratio of the compressed layers
+given, the most informative first). ``--lm-eval-tasks`` adds lm-evaluation-harness zero-shot
+scores to every point's metrics (``metrics["lm_eval"]``; stored points without them are computed
+again). A knob is the kept parameter ratio of the compressed layers
 (``knob_target="params_ratio"``): ratio modes take it as is, the energy modes' threshold is solved
 for it. Data-free modes (plain SVD) do not depend on the calibration strategy and run once,
 under ``whole``.
@@ -33,16 +35,40 @@ from balf_paper.experiments.cli.options import (
     recorded_argv,
 )
 from balf_paper.experiments.sweep.config import SweepConfig
-from balf_paper.experiments.sweep.methods import registered_strategies, uses_calibration
+from balf_paper.experiments.sweep.methods import (
+    has_objective_options,
+    registered_strategies,
+    uses_calibration,
+)
 from balf_paper.experiments.sweep.runner import Runner, RunOptions
 from balf_paper.experiments.tasks.language.task import KINDS, TASKS, build_task, model_name
 
-__all__ = ["DEFAULT_MODES", "build_parser", "language_configs", "language_main", "main"]
+__all__ = [
+    "DEFAULT_MODES",
+    "PROBE_SAMPLES",
+    "build_parser",
+    "language_configs",
+    "language_main",
+    "main",
+]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODES = ["params_auto", "flops_auto", "uniform_act_aware", "energy_act_aware", "uniform"]
+DEFAULT_MODES = [
+    "params_auto",
+    "flops_auto",
+    "uniform_act_aware",
+    "energy_act_aware",
+    "uniform",
+    "params_auto_sensitivity",
+    "params_auto_log_energy",
+]
 """The modes of the paper's language study (any registered mode may be given)."""
+
+PROBE_SAMPLES = 2
+"""Calibration samples (windows or sentences) the sensitivity probes of ``*_sensitivity`` modes
+run on, unless ``--probe-samples`` says otherwise (each layer's probe is one forward pass over
+them)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +104,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-windows", type=int, default=8)
     p.add_argument("--eval-len", type=int, default=1024)
     p.add_argument("--calib-sentences", type=int, default=512)
+    p.add_argument(
+        "--lm-eval-tasks",
+        default=None,
+        help="lm-evaluation-harness tasks scored zero-shot on every model, comma-separated "
+        "(e.g. arc_easy,arc_challenge,hellaswag,piqa,winogrande,openbookqa,boolq; their data "
+        "must be in the Hugging Face datasets cache; needs the [lm-eval] extra; default: none)",
+    )
+    p.add_argument(
+        "--lm-eval-limit", type=float, default=None,
+        help="at most this many examples per lm-eval task (a fraction if < 1; default: all)",
+    )  # fmt: skip
+    p.add_argument(
+        "--lm-eval-include-path", default=None,
+        help="folder of lm-eval task YAML files of your own (default: none)",
+    )  # fmt: skip
+    p.add_argument("--lm-eval-batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--probe-samples",
+        type=int,
+        default=PROBE_SAMPLES,
+        help="calibration windows/sentences the sensitivity probes of *_sensitivity modes run on",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", default=None, help="run folder (default: results/language/<task>)")
     p.add_argument("--render-only", action="store_true", help="only render tables and figure")
@@ -96,6 +144,7 @@ def language_configs(
     options, so converted folders resume.
     """
     calib_size = args.calib_windows if args.task == "wikitext" else args.calib_sentences
+    probes = {"probe_samples": getattr(args, "probe_samples", PROBE_SAMPLES)}
     keys = ("calib_len", "calib_batch_size", "eval_windows", "eval_len", "data_dir")
     extra = {k: getattr(args, k) for k in keys if args.task == "wikitext" or k == "data_dir"}
     out = []
@@ -109,6 +158,7 @@ def language_configs(
                 seed=args.seed, weights=args.provenance, evaluation=dict(data), extra=extra,
                 task=KINDS[args.task], strategy=strategy, knob_target="params_ratio",
                 method_options=dict(getattr(args, "method_options", None) or {}),
+                objective_options=probes if has_objective_options(mode, probes) else {},
             )  # fmt: skip
             out.append((strategy, mode, config))
     return out

@@ -23,6 +23,7 @@ from balf_paper.data import make_loader
 from balf_paper.data.registry import dataset_info
 from balf_paper.experiments.cli.options import recorded_argv
 from balf_paper.experiments.sweep.config import SweepConfig
+from balf_paper.experiments.sweep.methods import strategy_for
 from balf_paper.experiments.sweep.runner import DenseEvaluations, Runner, RunOptions
 from balf_paper.experiments.tasks.image.data import (
     experiment_data,
@@ -128,16 +129,23 @@ class ImageSetting:
         n_iters: int = 300,
         evaluation: dict[str, Any] | None = None,
     ) -> SweepConfig:
-        """The sweep of ``mode`` over ``knobs`` calibrated on ``calibration``."""
+        """The sweep of ``mode`` over ``knobs`` calibrated on ``calibration`` (with
+        ``--strategy`` and its options; ``extra`` records the strategy object's settings)."""
         a = self.args
+        strategy = getattr(a, "strategy", "whole")
+        strategy_options = dict(getattr(a, "strategy_options", None) or {})
+        extra: dict[str, Any] = {"data_root": str(a.data_root), "batch_size": a.batch_size}
+        if strategy != "whole":
+            probe = SweepConfig(self.dataset, a.model, mode, [1.0], 1, strategy=strategy,
+                                strategy_options=strategy_options)  # fmt: skip
+            extra["strategy"] = strategy_for(probe).to_dict()
         return SweepConfig(
             dataset=self.dataset, model=a.model, mode=mode, knobs=[float(k) for k in knobs],
             calib_size=calibration.size, seed=calibration.seed,
             eval_seed=None if calibration.seed == a.seed or a.eval_size is None else a.seed,
             calibration_shift=dict(calibration.shift), n_iters=n_iters, eval_size=a.eval_size,
-            weights=self.weights, evaluation=evaluation or {},
-            extra={"data_root": str(a.data_root), "batch_size": a.batch_size},
-            strategy=getattr(a, "strategy", "whole"),
+            weights=self.weights, evaluation=evaluation or {}, extra=extra,
+            strategy=strategy, strategy_options=strategy_options,
             method_options=dict(getattr(a, "method_options", None) or {}),
         )  # fmt: skip
 

@@ -5,7 +5,9 @@ Writes ``<out>/table.md`` (rows: mode × strategy; columns: knob, the kept param
 cells: the task's metric, "n/a" where the budget could not be met, "—" where there is no point),
 ``<out>/table.tex`` and ``<out>/figure.{png,pdf}`` (metric vs kept parameter ratio of the
 compressed layers; solid: whole-model calibration, dashed: block by block; log scale for
-perplexity), with the uncompressed model's score as its own row and line.
+perplexity), with the uncompressed model's score as its own row and line. Zero-shot scores of
+lm-evaluation-harness (``metrics["lm_eval"]``) follow the main table, one table per task and
+metric (:func:`~balf_paper.experiments.tasks.language.lm_eval_tasks.markdown_tables`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from balf_paper.experiments.sweep.methods import uses_calibration
 from balf_paper.experiments.sweep.points import ResultPoint, SkippedPoint, read_points
 from balf_paper.experiments.sweep.store import metric_of, read_results_file
 from balf_paper.experiments.tasks.base import Metric
+from balf_paper.experiments.tasks.language.lm_eval_tasks import latex_tables, markdown_tables
 
 __all__ = ["StrategySweeps", "load_strategy_sweeps", "render_language"]
 
@@ -70,6 +73,23 @@ def _keys(sweeps: StrategySweeps) -> list[tuple[str, str]]:
     return sorted(keys, key=lambda k: (order.get(k[0], 99), k[1] != "whole", k))
 
 
+def _row_label(mode: str, strategy: str) -> list[str]:
+    calibration = _STRATEGY_LABEL.get(strategy, strategy)
+    return [_label(mode), calibration if uses_calibration(mode) else "none (data-free)"]
+
+
+def _lm_eval_args(sweeps: StrategySweeps, keys: list, ratios: list[float]) -> tuple:
+    """The arguments of the lm-eval table makers: the points' metrics as the stored dicts they
+    read (``{"lm_eval": ...}``, ``{"skipped": ...}`` for a skipped knob)."""
+    cells: dict[tuple, dict[str, Any]] = {}
+    for (mode, strategy), points in sweeps.points.items():
+        cells |= {(mode, strategy, float(p.knob)): dict(p.metrics) for p in points}
+    for (mode, strategy), skipped in sweeps.skipped.items():
+        cells |= {(mode, strategy, float(s.knob)): {"skipped": s.reason} for s in skipped}
+    baseline = dict(sweeps.baseline.metrics) if sweeps.baseline is not None else {}
+    return list(cells.values()), baseline, ratios, keys, cells, _row_label
+
+
 def _value(value: Any, digits: int) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
@@ -94,24 +114,24 @@ def render_language(out: Path) -> list[Path]:
         cells = {float(p.knob): _value(p.metric(metric), digits) for p in points}
         cells |= {float(s.knob): "n/a" for s in sweeps.skipped.get((mode, strategy), [])}
         row = [cells.get(r, "—") for r in ratios]
-        calibration = _STRATEGY_LABEL.get(strategy, strategy)
-        if not uses_calibration(mode):
-            calibration = "none (data-free)"
-        lines.append(f"| {_label(mode)} | {calibration} | " + " | ".join(row) + " |")
+        lines.append("| " + " | ".join([*_row_label(mode, strategy), *row]) + " |")
     base = None if sweeps.baseline is None else sweeps.baseline.metric(metric)
     if base is not None:
         lines.append(
             f"| uncompressed | — | {base:.{digits}f} (all ratios) |" + " |" * (len(ratios) - 1)
         )
     md = out / "table.md"
-    atomic_write_text("\n".join(lines) + "\n", md)
+    lm_eval = _lm_eval_args(sweeps, keys, ratios)
+    lm_eval_md = markdown_tables(*lm_eval)  # zero-shot scores (--lm-eval-tasks), if any
+    atomic_write_text("\n".join(lines) + "\n" + (f"\n{lm_eval_md}\n" if lm_eval_md else ""), md)
     tex_rows = [" & ".join(["mode", "calibration", *[f"{r:g}" for r in ratios]]) + r" \\"]
     for line in lines[2:]:
         tex_rows.append(" & ".join(c.strip() for c in line.strip("|").split("|")) + r" \\")
     tex = out / "table.tex"
     body = "\n".join(tex_rows)
     head_tex = f"\\begin{{tabular}}{{ll{'r' * len(ratios)}}}"
-    atomic_write_text(f"{head_tex}\n{body}\n\\end{{tabular}}\n", tex)
+    lm_eval_tex = f"\n{latex_tables(*lm_eval)}\n" if lm_eval_md else ""
+    atomic_write_text(f"{head_tex}\n{body}\n\\end{{tabular}}\n{lm_eval_tex}", tex)
     return [md, tex, *_figure(out, sweeps, keys, base)]
 
 

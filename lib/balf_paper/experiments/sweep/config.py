@@ -52,6 +52,8 @@ class SweepConfig:
         method_options: further fields of the mode's config, passed through to it (e.g.
             ``{"rank_multiple": 8}``, or the options of a newly registered mode).
         knob_target: what a knob means (:data:`KNOB_TARGETS`).
+        objective_options: fields of the mode's allocation objective, set where the objective
+            has them (e.g. ``{"probe_samples": 2}`` for the sensitivity-weighted objective).
     """
 
     dataset: str
@@ -72,6 +74,7 @@ class SweepConfig:
     strategy_options: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, Any] = field(default_factory=dict)
     knob_target: str | None = None
+    objective_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         spec = mode_spec(self.mode)  # BALFError naming the known modes

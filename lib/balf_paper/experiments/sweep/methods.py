@@ -7,16 +7,21 @@ Model Folding's: the runner knows no mode by name. A mode's config is ``spec.mak
 ``SweepConfig.method_options``. Three small registries hold what the paper adds:
 
 - calibration strategies by name (:func:`register_strategy`): ``"whole"`` (whole-model
-  statistics) and ``"block"`` (:class:`balf.BlockByBlock`, options passed through);
+  statistics), ``"block"`` (:class:`balf.BlockByBlock`, options passed through) and ``"refit"``
+  (:class:`balf.LayerSequential` with :class:`balf.AnchoredRefit`: options ``beta``, ``samples``);
 - knob solvers by config class (:func:`register_knob_solver`): with
   ``knob_target="params_ratio"`` a mode whose knob is no ratio is solved for it; the energy
   modes' threshold is the largest whose ranks keep at most the ratio of the compressed
   layers' parameters (:func:`energy_threshold_for`). Ratio modes take the ratio as their knob;
 - how a config class is applied (:func:`apply_method`, one function per class).
+
+``SweepConfig.objective_options`` set fields of the mode's allocation objective where it has
+them (``probe_samples`` of the sensitivity-weighted objective).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterable
@@ -25,8 +30,8 @@ from typing import Any
 from torch import nn
 
 import balf
-from balf.compressor import Compressor
 from balf.errors import BALFError, BudgetError
+from balf.pipeline.compressor import Compressor
 from balf.ranks.configs import CompressionConfig, LayerCandidate
 from balf.ranks.modes import MethodConfig, mode_spec
 from balf_paper.experiments.sweep.config import SweepConfig
@@ -35,12 +40,14 @@ from balf_paper.folding import FoldingConfig, kept_channels
 __all__ = [
     "apply_method",
     "energy_threshold_for",
+    "has_objective_options",
     "method_for",
     "register_knob_solver",
     "register_strategy",
     "registered_strategies",
     "strategy_for",
     "uses_calibration",
+    "with_objective_options",
 ]
 
 #: name -> ``(options -> strategy object or None)``.
@@ -70,8 +77,13 @@ def strategy_for(config: SweepConfig) -> Any:
     return _STRATEGIES[config.strategy](**config.strategy_options)
 
 
+def _refit(beta: float, samples: int | None = None) -> balf.LayerSequential:
+    return balf.LayerSequential(balf.AnchoredRefit(beta=beta), samples=samples)
+
+
 register_strategy("whole", lambda **options: None)
 register_strategy("block", lambda **options: balf.BlockByBlock(**options))
+register_strategy("refit", _refit)
 
 
 def register_knob_solver(
@@ -100,8 +112,28 @@ def method_for(config: SweepConfig, knob: float, compressor: Compressor | None) 
     kwargs = config.method_kwargs()
     solver = _SOLVERS.get((spec.config_class, config.knob_target))
     if config.knob_target is None or solver is None:
-        return spec.make(knob, **kwargs)
-    return solver(spec, knob, compressor, kwargs)
+        method = spec.make(knob, **kwargs)
+    else:
+        method = solver(spec, knob, compressor, kwargs)
+    return with_objective_options(method, config.objective_options)
+
+
+def has_objective_options(mode: str, options: dict[str, Any]) -> bool:
+    """Whether ``mode``'s allocation objective has every field of ``options``."""
+    objective = getattr(mode_spec(mode).make(0.5), "objective", None)
+    names = {f.name for f in dataclasses.fields(objective)} if objective is not None else set()
+    return bool(options) and set(options) <= names
+
+
+def with_objective_options(method: MethodConfig, options: dict[str, Any]) -> MethodConfig:
+    """``method`` with its objective's fields set from ``options`` (unchanged when its objective
+    lacks one of them)."""
+    objective = getattr(method, "objective", None)
+    if not options or objective is None:
+        return method
+    if not set(options) <= {f.name for f in dataclasses.fields(objective)}:
+        return method
+    return dataclasses.replace(method, objective=dataclasses.replace(objective, **options))
 
 
 def _params_ratio(candidates: list[LayerCandidate], ranks: list[int]) -> float:
@@ -162,6 +194,8 @@ def _(method: CompressionConfig, model, compressor, calibration, seed):
         "ranks": report.ranks,
         "timings": report.timings,
     }
+    if getattr(report, "objective", None):
+        fields["objective"] = report.objective
     return small, fields, report
 
 

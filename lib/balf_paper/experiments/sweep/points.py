@@ -108,7 +108,8 @@ class ResultPoint:
         layer_flops_ratio, layer_params_ratio: the same ratios over the chosen layers only.
         budget, achieved: the allocator's budget and the cost it reached (chosen layers).
         factorized_layers: how many layers were factorized.
-        method: the method's config (``to_dict()``), e.g. the energy threshold that meets a ratio.
+        method: the method's config (``to_dict()``), e.g. the energy threshold that meets a ratio;
+            objective: the allocation objective as the report gives it (e.g. measured weights).
         repair, kept_channels: Model Folding's repair and the kept channels of every group.
         ranks: ``{layer name: rank}`` of the factorized layers (empty for the original).
         timings: seconds per compression phase; compress_seconds: wall time of the compression;
@@ -141,6 +142,7 @@ class ResultPoint:
     achieved: float | None = None
     factorized_layers: int | None = None
     method: Mapping[str, Any] | None = None
+    objective: Mapping[str, Any] | None = None
     repair: str | None = None
     kept_channels: Mapping[str, int] | None = None
     ranks: Mapping[str, int] | None = None

@@ -20,6 +20,7 @@ the later point records ``same_ranks_as``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -33,11 +34,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from balf.calibration.distributed import is_main_process
-from balf.compressor import Compressor
 from balf.counting.flops import count_flops, count_params
 from balf.errors import BudgetError
 from balf.io.atomic import atomic_json_dump, atomic_write_text
 from balf.io.cache import Cache
+from balf.pipeline.compressor import Compressor
 from balf.ranks.configs import CompressionConfig
 from balf.ranks.modes import mode_spec
 from balf_paper.experiments.environment import command_line, environment_info
@@ -46,7 +47,13 @@ from balf_paper.experiments.sweep.lock import run_folder_lock
 from balf_paper.experiments.sweep.methods import apply_method, method_for, strategy_for
 from balf_paper.experiments.sweep.points import ORIGINAL, ResultPoint, SkippedPoint, knob_key
 from balf_paper.experiments.sweep.save import check_save_dir, save_point_model, wants_save
-from balf_paper.experiments.sweep.store import add_point, add_skipped, done_keys, resume
+from balf_paper.experiments.sweep.store import (
+    add_point,
+    add_skipped,
+    done_keys,
+    drop_points,
+    resume,
+)
 from balf_paper.experiments.tasks.base import Task
 from balf_paper.experiments.tasks.image.task import image_task
 
@@ -170,9 +177,10 @@ class Runner:
         key = _strategy_key(config)
         if key not in self._compressors:
             strategy = strategy_for(config)
+            uses_cache = strategy is None or strategy.uses_cache
             self._compressors[key] = Compressor(
                 self.task.model, self.task.calibration, self.task.layers,
-                cache=self.options.cache if strategy is None else None,
+                cache=self.options.cache if uses_cache else None,
                 progress=self.options.progress, forward=self.task.forward, strategy=strategy,
             )  # fmt: skip
         return self._compressors[key]
@@ -190,9 +198,14 @@ class Runner:
         flops = None if example is None else count_flops(model, example, forward=self.task.forward)
         return flops, count_params(model)
 
-    def dense_point(self) -> ResultPoint:
-        """The uncompressed model's point (evaluated once per evaluation)."""
-        point = self.dense.get(self.task)
+    def dense_point(self, stored: ResultPoint | None = None) -> ResultPoint:
+        """The uncompressed model's point (evaluated once per evaluation; a shared or
+        ``stored`` point that lacks extra metrics asked for gets them, the rest is kept)."""
+        point = self.dense.get(self.task) or stored
+        if point is not None and not self.task.is_complete(point.metrics):
+            metrics = {**point.metrics, **self.task.extra_scores(self.task.model)}
+            point = dataclasses.replace(point, metrics=metrics)
+            self.dense.put(self.task, point)
         if point is None:
             start = time.perf_counter()
             scores = self.task.score(self.task.model)
@@ -215,9 +228,11 @@ class Runner:
         return (_strategy_key(config), aware, ranks)
 
     def remember(self, config: SweepConfig, point: ResultPoint) -> None:
-        """Offer a scored point for reuse by identical models (stored points included)."""
+        """Offer a scored point for reuse by identical models (stored points included; not
+        one that lacks extra metrics asked for)."""
         key = self._identity(config, point)
-        if key is not None and point.same_ranks_as is None:
+        complete = self.task.is_complete(point.metrics)
+        if key is not None and point.same_ranks_as is None and complete:
             self._scored.setdefault(key, (config.mode, point))
 
     def compressed_point(
@@ -288,10 +303,14 @@ class _Run:
         done = done_keys(self.results, self.path)
         flops0, params0 = runner.counts()
         self.results["original"] = {"flops": flops0, "params": params0}
+        stored = {p.key: p for p in map(ResultPoint.from_dict, self.results["points"])}
+        stale = {k for k, p in stored.items() if not runner.task.is_complete(p.metrics)}
+        drop_points(self.results, stale)  # computed again: scores asked for since
+        done -= stale
         if ORIGINAL not in done:
-            add_point(self.results, runner.dense_point(), self.path)
-        for stored in self.results["points"]:
-            runner.remember(self.config, ResultPoint.from_dict(stored, self.path))
+            add_point(self.results, runner.dense_point(stored.get(ORIGINAL)), self.path)
+        for point in stored.values():
+            runner.remember(self.config, point)
         self.todo = [k for k in self.config.knobs if knob_key(k) not in done]
 
     def compute(self, knob: float) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "add_point",
     "add_skipped",
     "done_keys",
+    "drop_points",
     "load_results",
     "metric_of",
     "read_json_file",
@@ -183,6 +184,11 @@ def add_point(results: dict[str, Any], point: ResultPoint, path: Path) -> None:
     order = {knob_key(k): i for i, k in enumerate(["original", *results["config"]["knobs"]])}
     results["points"].sort(key=lambda p: order.get(knob_key(p["knob"]), len(order)))
     _write(results, path)
+
+
+def drop_points(results: dict[str, Any], keys: set[str]) -> None:
+    """Remove the points whose :func:`knob_key` is in ``keys`` (the next write stores it)."""
+    results["points"] = [p for p in results["points"] if knob_key(p["knob"]) not in keys]
 
 
 def add_skipped(results: dict[str, Any], skipped: SkippedPoint, path: Path) -> None:

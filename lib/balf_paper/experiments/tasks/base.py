@@ -13,7 +13,9 @@ FLOP counts, and the evaluation, which returns :class:`Scores` (a dict of metric
 - ``sentence-similarity``: one tokenised sentence per batch; ``spearman`` (higher is better).
 
 Further per-point metrics (e.g. zero-shot scores of a language model) are added with
-:attr:`Task.extra_metrics`: each evaluator's dict is merged into every point's ``metrics``.
+:attr:`Task.extra_metrics`: each evaluator's dict is merged into every point's ``metrics``. An
+evaluator with a ``complete(metrics) -> bool`` method says whether stored metrics already hold
+its scores; the runner computes a stored point again when they do not (scores asked for later).
 """
 
 from __future__ import annotations
@@ -118,7 +120,8 @@ class Task:
             on the batch's first element, balf's default).
         layers: names of the candidate layers (``None``: every supported layer).
         extra_metrics: further evaluators ``model -> {name: value}``, merged into each point's
-            metrics (their names must not repeat the evaluation's).
+            metrics (their names must not repeat the evaluation's); one with a
+            ``complete(metrics)`` method marks stored points without its scores incomplete.
         evaluation_id: what the evaluation data is; tasks with equal ids share the uncompressed
             model's point (``None``: not shared beyond one runner).
 
@@ -144,6 +147,19 @@ class Task:
     def metric(self) -> Metric:
         """The metric reported first (tables, figures, matched reductions)."""
         return task_kind(self.kind).metric
+
+    def is_complete(self, metrics: Mapping[str, Any]) -> bool:
+        """Whether stored ``metrics`` hold every extra metric's scores (evaluators without a
+        ``complete`` method are always satisfied)."""
+        checks = [getattr(e, "complete", None) for e in self.extra_metrics]
+        return all(check(metrics) for check in checks if check is not None)
+
+    def extra_scores(self, model: nn.Module) -> dict[str, Any]:
+        """The extra metrics of ``model`` alone (e.g. to complete a stored point)."""
+        out: dict[str, Any] = {}
+        for extra in self.extra_metrics:
+            out.update(extra(model))
+        return out
 
     def score(self, model: nn.Module) -> Scores:
         """``evaluate`` plus every extra metric.

@@ -24,8 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from balf.errors import BALFError
 from balf.layers.selection import resolve_layers
 from balf_paper.experiments.tasks.base import Scores, Task
+from balf_paper.experiments.tasks.language.lm_eval_tasks import scorer_for
 from balf_paper.experiments.tasks.language.metrics import encode_sentences, perplexity, spearman
 from balf_paper.experiments.tasks.language.models import load_causal_lm, load_encoder
 from balf_paper.experiments.tasks.language.text_data import (
@@ -101,15 +103,26 @@ def _wikitext(args: Any) -> LanguageTask:
     def evaluate(m: nn.Module) -> Scores:
         return Scores({"perplexity": perplexity(m, evaluation)}, samples=len(evaluation))
 
+    scorer = scorer_for(
+        getattr(args, "lm_eval_tasks", None), tokenizer,
+        include_path=getattr(args, "lm_eval_include_path", None),
+        limit=getattr(args, "lm_eval_limit", None),
+        batch_size=getattr(args, "lm_eval_batch_size", 8),
+    )  # fmt: skip  (lm-eval's zero-shot scores, --lm-eval-tasks)
     task = Task(
         KINDS["wikitext"], model, evaluate, batches[0], calibration=batches,
         forward=_causal_forward, layers=_layers(model, []),
+        extra_metrics=[scorer] if scorer is not None else [],
         evaluation_id=f"wikitext/{data['evaluation']}",
     )  # fmt: skip
     return LanguageTask("wikitext", task, data)
 
 
 def _stsb(args: Any) -> LanguageTask:
+    if getattr(args, "lm_eval_tasks", None):
+        raise BALFError(
+            "--lm-eval-tasks scores causal language models; use it with --task wikitext"
+        )
     train, test = read_sts(args.data_dir, "train"), read_sts(args.data_dir, "test")
     tokenizer, model = load_encoder(args.model_dir)
     sentences = [s for pair in zip(train.first, train.second, strict=True) for s in pair]
