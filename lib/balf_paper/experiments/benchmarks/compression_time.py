@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from balf.compressor import Compressor
 from balf.errors import BALFError
+from balf.pipeline.compressor import Compressor
 from balf.ranks.configs import MODES
 from balf.report import Report
 from balf_paper.data import make_loader

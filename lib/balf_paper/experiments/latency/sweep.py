@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from balf.compressor import Compressor
 from balf.counting.flops import count_flops, count_params
 from balf.errors import BudgetError
 from balf.io.export import fold_batchnorm
+from balf.pipeline.compressor import Compressor
 from balf.ranks.configs import BALFConfig
 from balf.ranks.latency import LatencyTable
 from balf.report import Report
