@@ -99,12 +99,14 @@ def test_the_paper_modules_old_paths_warn_and_give_the_new_modules():
     assert old is new
 
 
-def test_the_module_paths_before_the_subfolders_warn_and_give_the_new_modules():
+def test_the_module_paths_before_the_subfolders_warn_and_give_the_new_modules(monkeypatch):
     import importlib
+    import sys
     import warnings
 
     import balf_paper.experiments.render.plots as new
 
+    monkeypatch.delitem(sys.modules, "balf_paper.experiments.plots", raising=False)  # imported
     with pytest.warns(DeprecationWarning, match="moved to balf_paper.experiments.render.plots"):
         old = importlib.import_module("balf_paper.experiments.plots")
     assert old is new

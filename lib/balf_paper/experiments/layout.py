@@ -3,7 +3,9 @@ read by the renderer).
 
 ``<out-root>/<dataset>/<model>/`` holds one folder per mode sweep (``<mode>/``) and one per
 experiment below: ``calib-size/calib<N>/``, ``n-iters/iters<N>/``, ``corruption/<mode>/``,
-``calib-shift/<set>/<mode>/``; language tasks ``<strategy>/<mode>/``. A run folder of seed
+``calib-shift/<set>/<mode>/``; a mode calibrated with another strategy than whole-model is
+``<mode>+<strategy>/`` (``flops_auto+refit``); language tasks ``<strategy>/<mode>/``
+(``results/language/<task>/``). A run folder of seed
 ``k > 0`` is ``<run folder>/seed<k>/`` (:mod:`balf_paper.experiments.sweep.seeds`). Figures and
 tables are rendered into ``figures/`` and ``tables/`` beside them.
 """
