@@ -269,7 +269,7 @@ def test_a_knob_stored_twice_in_a_damaged_results_file_is_refused_with_its_posit
 ):
     """Resuming used to keep both copies (and compute neither again)."""
     _, root = small_data
-    script = load_script("cifar10/factorize_sweep.py")
+    script = experiment("factorize", "cifar10")
     argv = [*_common(root, tmp_path), "--modes", "flops_auto", "--knobs", "0.5", "0.8"]
     script.main([*argv, "--stop-after", "1"])
     results_path = tmp_path / "results" / "cifar10" / "resnet20" / "flops_auto" / "results.json"
