@@ -53,6 +53,7 @@ _RENAMED = {
     "seconds_compress": "compress_seconds",
     "seconds_evaluate": "eval_seconds",
     "same_ranks_as": "same_ranks_as",
+    "objective": "objective",
 }
 
 
