@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from balf.io.atomic import atomic_write_text
-from balf_paper.experiments.render.tables import mode_label
 from balf_paper.experiments.render.loaders import load_mode_results
+from balf_paper.experiments.render.tables import mode_label
 from balf_paper.experiments.sweep.points import ResultPoint, read_points
 from balf_paper.experiments.sweep.seeds import with_seeds
 
