@@ -8,4 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 "$PY" scripts/render_results.py --config configs/render_results.yaml "$@"
+"$PY" -m balf_paper.experiments.render.objectives results
 "$PY" -m balf_paper.experiments.render.readme .

@@ -9,6 +9,7 @@ from pathlib import Path
 from _fixtures import tiny_sweep_args, write_cifar10_jpeg
 
 from balf_paper.experiments.cli.main import main as experiments_main
+from balf_paper.experiments.render.objectives import render_study
 from balf_paper.experiments.render.tree import render_model
 
 
@@ -32,3 +33,6 @@ def test_sensitivity_log_energy_and_refit_sweeps_run_and_render(tmp_path: Path):
     render_model(model_dir, "cifar10-jpeg", "resnet20", formats=("png",))
     table = (model_dir / "tables" / "matched_flops.md").read_text()
     assert "sensitivity-weighted" in table and "refit" in table
+    written = render_study(tmp_path / "results")
+    study = (tmp_path / "results" / "objectives" / "tables" / "resnet20.md").read_text()
+    assert written and "refit" in study and "log-energy" in study and "uncompressed" in study
