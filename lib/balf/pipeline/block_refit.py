@@ -60,6 +60,16 @@ __all__ = [
 Outcome = dict[str, dict[str, Any]]
 """``{layer: {"refit": bool, "rows": N, "note": str | None, "bias_shift": float | None}}``."""
 
+FIRST_NOTE = (
+    "before the first block: its inputs are the dense model's (X' = X), where every β gives "
+    "these whole-model factors (no refit)"
+)
+SHARED_NOTE = "called in several places: whole-model factors, installed first (no refit)"
+TAIL_NOTE = (
+    "after the last block: fitted on the compressed model's inputs as without the refit "
+    "(target X'W, β = 0; no refit)"
+)
+
 
 def cross_statistics_of(st: LayerStatistics) -> CrossStatistics:
     """The :class:`CrossStatistics` packed in ``st.gram`` ``(G, D, 2D + 2)`` (views, no copy):
@@ -179,7 +189,8 @@ def paired_block_runs(
     activation_device: torch.device,
 ) -> Carried:
     """Run block number ``position`` (uncompressed) on every batch: on its dense hidden state,
-    then on its propagated one (``runs`` tells the hooks which), see the module docstring.
+    then on its propagated one (``runs`` tells the hooks which; only the first run when the
+    block has no layer to refit), see the module docstring.
 
     Returns:
         Per batch, the dense outputs the next block takes (the next dense hidden state).
@@ -190,6 +201,8 @@ def paired_block_runs(
             one = ChainRecord([entry])
             runs.run(dense=True)
             out += run_block(block, position, name, one, [x], activation_device)
+            if not runs.accumulators:  # no layer to refit in this block
+                continue
             runs.run(dense=False)
             run_block(block, position, name, one, [x_prop], activation_device,
                       padding=runs.padding, keep=False)  # fmt: skip

@@ -25,6 +25,9 @@ from balf.errors import BALFError
 from balf.layers.attention import temporarily_unpacked
 from balf.layers.dispatch import geometry_of
 from balf.pipeline.block_refit import (
+    FIRST_NOTE,
+    SHARED_NOTE,
+    TAIL_NOTE,
     Outcome,
     PairedRuns,
     first_block_inputs,
@@ -273,7 +276,7 @@ class BlockRunner:
             for name, dec in self._first.items():
                 if name in plan.ranks:
                     if refit is not None and name in plan.replaced:
-                        self._note(name, _FIRST_NOTE if name in chain.prefix else _SHARED_NOTE)
+                        self._note(name, FIRST_NOTE if name in chain.prefix else SHARED_NOTE)
                     yield name, _to_device(dec, self.device)
             record = self._record_chain(out, digests)
             carried = record.first_inputs()
@@ -301,7 +304,7 @@ class BlockRunner:
                 if refit is not None:
                     for name in tail:
                         if name in plan.replaced:
-                            self._note(name, _TAIL_NOTE, got.layers[name].rows)
+                            self._note(name, TAIL_NOTE, got.layers[name].rows)
                 yield from self._decompose(out, tail, got)
 
     # -- the anchored refit (balf.pipeline.block_refit) ----------------------------------------
@@ -362,17 +365,6 @@ class BlockRunner:
 
     def layer_notes(self) -> dict[str, str | None]:
         return {n: o["note"] for n, o in self.outcome.items()}
-
-
-_FIRST_NOTE = (
-    "before the first block: its inputs are the dense model's (X' = X), where every β gives "
-    "these whole-model factors (no refit)"
-)
-_SHARED_NOTE = "called in several places: whole-model factors, installed first (no refit)"
-_TAIL_NOTE = (
-    "after the last block: fitted on the compressed model's inputs as without the refit "
-    "(target X'W, β = 0; no refit)"
-)
 
 
 def _check_all_called(got: HookedPass) -> None:
