@@ -211,3 +211,34 @@ def test_missing_data_stops_with_a_message(tmp_path):
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 2 and "--task must be one of" in proc.stderr
+
+
+def test_block_refit_strategy_is_recorded_and_resumed_per_refit(wikitext, tmp_path):
+    """``--strategies ... block-refit``: points under points/block-refit/ record the refit; with
+    β = 0 and no ridge the perplexity is block by block's; another β recomputes only those."""
+    from balf_paper.experiments.language.cli import main
+
+    model_dir, data_dir = wikitext
+    out = tmp_path / "out"
+    argv = [
+        "--task", "wikitext", "--model-dir", str(model_dir), "--gguf-file", "",
+        "--data-dir", str(data_dir), "--modes", "params_auto", "--ratios", "0.6",
+        "--calib-windows", "4", "--calib-len", "16", "--calib-batch-size", "2",
+        "--eval-windows", "2", "--eval-len", "32", "--out", str(out),
+        "--strategies", "whole", "block", "block-refit",
+    ]  # fmt: skip
+    assert main([*argv, "--refit-beta", "0", "--refit-ridge", "0"])["points"] == 3
+    points = _points(out)
+    block = points[("block", "params_auto", "0.6000")]
+    refit = points[("block-refit", "params_auto", "0.6000")]
+    assert refit["strategy"] == "block-refit" and "refit" not in block
+    assert refit["refit"] == {"type": "AnchoredRefit", "beta": 0.0, "ridge": 0.0,
+                              "bias_correction": False, "min_rows_per_input": 1.0}  # fmt: skip
+    assert refit["ranks"] == block["ranks"] and refit["refitted_layers"] > 0
+    assert refit["perplexity"] == pytest.approx(block["perplexity"], rel=1e-4)
+    assert "block by block + refit (β = 0)" in (out / "table.md").read_text()
+    assert main([*argv, "--refit-beta", "1"])["points"] == 1  # only the refit's point again
+    again = _points(out)[("block-refit", "params_auto", "0.6000")]
+    assert again["refit"]["beta"] == 1.0 and again["refit"]["ridge"] == 1e-3
+    assert np.isfinite(again["perplexity"])
+    assert json.loads((out / "config.json").read_text())["refit_beta"] == 1.0

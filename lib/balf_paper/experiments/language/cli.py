@@ -19,9 +19,16 @@ import torch
 
 from balf.errors import BALFError
 from balf.io.atomic import atomic_json_dump, atomic_write_text
+from balf.refit import AnchoredRefit
 from balf_paper.experiments.environment import environment_info
 from balf_paper.experiments.language.render import render
-from balf_paper.experiments.language.sweep import MODES, PROBE_SAMPLES, STRATEGIES, run_points
+from balf_paper.experiments.language.sweep import (
+    DEFAULT_STRATEGIES,
+    MODES,
+    PROBE_SAMPLES,
+    STRATEGIES,
+    run_points,
+)
 from balf_paper.experiments.language.tasks import TASKS, build_task
 from balf_paper.experiments.options import parse_with_yaml
 
@@ -52,7 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=[0.95, 0.9, 0.8, 0.7, 0.6, 0.5],
         help="parameter keep-ratios of the compressed layers, run in this order",
     )
-    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    p.add_argument(
+        "--strategies", nargs="+", default=list(DEFAULT_STRATEGIES), choices=STRATEGIES,
+        help="calibration strategies: whole (whole-model), block (block by block), block-refit "
+        "(block by block with the anchored refit: --refit-beta, --refit-ridge)",
+    )  # fmt: skip
+    p.add_argument(
+        "--refit-beta", type=float, default=1.0,
+        help="block-refit: target blend β, 0 (X'W, block by block's own target) … 1 (XW, the "
+        "dense model's outputs)",
+    )  # fmt: skip
+    p.add_argument(
+        "--refit-ridge", type=float, default=1e-3,
+        help="block-refit: ridge relative to the inputs' mean energy",
+    )  # fmt: skip
     p.add_argument("--calib-windows", type=int, default=32)
     p.add_argument("--calib-len", type=int, default=512)
     p.add_argument("--calib-batch-size", type=int, default=4)
@@ -111,9 +131,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config = {k: v for k, v in vars(args).items() if k not in ("argv", "render_only")}
     atomic_json_dump(config, out / "config.json")
     atomic_json_dump(environment_info("cpu"), out / "environment.json")
+    refit = AnchoredRefit(beta=args.refit_beta, ridge=args.refit_ridge)
     points = run_points(
-        loaded, out, args.modes, args.ratios, args.strategies, probe_samples=args.probe_samples
-    )
+        loaded, out, args.modes, args.ratios, args.strategies, probe_samples=args.probe_samples,
+        refit=refit,
+    )  # fmt: skip
     rendered = render(out)
     return {"points": len(points), "rendered": [str(p) for p in rendered]}
 

@@ -2,7 +2,8 @@
 
 Writes ``<out>/table.md`` (rows: mode × strategy; columns: parameter ratio; cells: the metric),
 ``<out>/table.tex`` and ``<out>/figure.{png,pdf}`` (metric vs kept parameter ratio of the
-compressed layers; solid: whole-model calibration, dashed: block by block).
+compressed layers; solid: whole-model calibration, dashed: block by block, dotted: block by
+block with the anchored refit).
 """
 
 from __future__ import annotations
@@ -18,7 +19,21 @@ from balf_paper.experiments.modes import display_of, mode_order
 
 __all__ = ["load_points", "render"]
 
-_STRATEGY_LABEL = {"whole": "whole-model", "block": "block by block"}
+_STRATEGY_LABEL = {
+    "whole": "whole-model",
+    "block": "block by block",
+    "block-refit": "block by block + refit",
+}
+_LINESTYLE = {"whole": "-", "block": "--", "block-refit": ":"}
+
+
+def _strategy_labels(points: list[dict[str, Any]]) -> dict[str, str]:
+    """Each strategy's label; the refit's with its β (``+ refit β=…``, several if they differ)."""
+    labels = dict(_STRATEGY_LABEL)
+    betas = sorted({p["refit"]["beta"] for p in points if isinstance(p.get("refit"), dict)})
+    if betas:
+        labels["block-refit"] += " (β = " + ", ".join(f"{b:g}" for b in betas) + ")"
+    return labels
 
 
 def load_points(out: Path) -> list[dict[str, Any]]:
@@ -37,14 +52,15 @@ def _rows(points: list[dict[str, Any]]) -> tuple[list[float], list[tuple[str, st
     order = {m: i for i, m in enumerate(mode_order())}
     keys = sorted(
         {(p["mode"], p["strategy"]) for p in points},
-        key=lambda k: (order.get(k[0], 99), k[1] != "whole"),
+        key=lambda k: (order.get(k[0], 99), list(_STRATEGY_LABEL).index(k[1])
+                       if k[1] in _STRATEGY_LABEL else 99, k[1]),  # fmt: skip
     )
     cells = {(p["mode"], p["strategy"], p["ratio"]): p for p in points}
     return ratios, keys, cells
 
 
-def _row_label(mode: str, strategy: str) -> list[str]:
-    calibration = "none (data-free)" if mode == "uniform" else _STRATEGY_LABEL[strategy]
+def _row_label(mode: str, strategy: str, labels: dict[str, str] = _STRATEGY_LABEL) -> list[str]:
+    calibration = "none (data-free)" if mode == "uniform" else labels.get(strategy, strategy)
     return [_label(mode), calibration]
 
 
@@ -73,18 +89,23 @@ def render(out: Path) -> list[Path]:
     )
     digits = 2 if metric == "perplexity" else 4
     ratios, keys, cells = _rows(points)
+    labels = _strategy_labels(points)
+
+    def row_label(mode: str, strategy: str) -> list[str]:
+        return _row_label(mode, strategy, labels)
+
     head = "| mode | calibration | " + " | ".join(f"{r:g}" for r in ratios) + " |"
     lines = [head, "|---|---|" + "--:|" * len(ratios)]
     for mode, strategy in keys:
         row = [_cell(cells.get((mode, strategy, r)), metric, digits) for r in ratios]
-        lines.append("| " + " | ".join([*_row_label(mode, strategy), *row]) + " |")
+        lines.append("| " + " | ".join([*row_label(mode, strategy), *row]) + " |")
     if metric in baseline:
         lines.append(
             f"| uncompressed | — | {baseline[metric]:.{digits}f} (all ratios) |"
             + " |" * (len(ratios) - 1)
         )
     md = out / "table.md"
-    table_args = (points, baseline, ratios, keys, cells, _row_label)
+    table_args = (points, baseline, ratios, keys, cells, row_label)
     lm_eval_md = markdown_tables(*table_args)  # zero-shot scores (--lm-eval-tasks), if any
     atomic_write_text("\n".join(lines) + "\n" + (f"\n{lm_eval_md}\n" if lm_eval_md else ""), md)
     tex_rows = [" & ".join(["mode", "calibration", *[f"{r:g}" for r in ratios]]) + r" \\"]
@@ -101,11 +122,11 @@ def render(out: Path) -> list[Path]:
         tex,
     )
     written = [md, tex]
-    written += _figure(out, points, keys, metric, baseline)
+    written += _figure(out, points, keys, metric, baseline, labels)
     return written
 
 
-def _figure(out, points, keys, metric, baseline) -> list[Path]:
+def _figure(out, points, keys, metric, baseline, labels) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,10 +142,10 @@ def _figure(out, points, keys, metric, baseline) -> list[Path]:
         ax.plot(
             [p.get("layer_params_ratio", p["ratio"]) for p in pts],
             [p[metric] for p in pts],
-            linestyle="-" if strategy == "whole" else "--",
+            linestyle=_LINESTYLE.get(strategy, "-."),
             marker=display.marker if display else "o",
             color=display.color if display else None,
-            label=f"{_label(mode)}, {_STRATEGY_LABEL[strategy]}"
+            label=f"{_label(mode)}, {labels.get(strategy, strategy)}"
             if mode != "uniform"
             else _label(mode),
         )

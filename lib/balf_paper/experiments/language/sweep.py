@@ -13,8 +13,10 @@ is not recomputed. Modes and how their knob meets a parameter ratio ρ (of the c
 * ``uniform`` (plain SVD, data-free): ``UniformConfig(ρ, activation_aware=False)``; it does not
   depend on the calibration strategy and is run once, under ``whole``.
 
-Strategies: ``whole`` (whole-model calibration) and ``block`` (:class:`balf.BlockByBlock`, blocks
-auto-detected: the decoder/encoder layers).
+Strategies: ``whole`` (whole-model calibration), ``block`` (:class:`balf.BlockByBlock`, blocks
+auto-detected: the decoder/encoder layers) and ``block-refit`` (block by block with the anchored
+refit, ``BlockByBlock(refit=AnchoredRefit(β, ridge))``: ``--refit-beta``, ``--refit-ridge``; its
+points record the refit, and a stored point of another refit is computed again).
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ from balf.ranks.objectives import SensitivityObjective
 from balf_paper.experiments.language.lm_eval_tasks import POINT_KEY
 from balf_paper.experiments.language.tasks import Task
 
-__all__ = ["MODES", "STRATEGIES", "energy_threshold_for", "point_path", "run_points"]
+__all__ = [
+    "DEFAULT_STRATEGIES",
+    "MODES",
+    "STRATEGIES",
+    "energy_threshold_for",
+    "point_path",
+    "run_points",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +60,10 @@ MODES = (
 #: run on, unless ``--probe-samples`` says otherwise (each layer's probe is one forward pass
 #: over them).
 PROBE_SAMPLES = 2
-STRATEGIES = ("whole", "block")
+STRATEGIES = ("whole", "block", "block-refit")
+#: What a sweep runs unless ``--strategies`` says otherwise (the refit costs one more forward
+#: pass of every block per config).
+DEFAULT_STRATEGIES = ("whole", "block")
 
 
 def point_path(out: Path, strategy: str, mode: str, ratio: float) -> Path:
@@ -89,16 +101,24 @@ class _Strategy:
     """One calibration strategy's Compressor, made on first use."""
 
     def __init__(
-        self, task: Task, name: str, layers: list[str], probe_samples: int = PROBE_SAMPLES
+        self,
+        task: Task,
+        name: str,
+        layers: list[str],
+        probe_samples: int = PROBE_SAMPLES,
+        refit: balf.AnchoredRefit | None = None,
     ) -> None:
         self.task, self.name, self.layers = task, name, layers
         self.probe_samples = probe_samples
+        self.refit = (refit or balf.AnchoredRefit()) if name == "block-refit" else None
         self._compressor: balf.Compressor | None = None
 
     @property
     def compressor(self) -> balf.Compressor:
         if self._compressor is None:
-            strategy = balf.BlockByBlock() if self.name == "block" else None
+            strategy = None
+            if self.name in ("block", "block-refit"):
+                strategy = balf.BlockByBlock(refit=self.refit)
             self._compressor = balf.Compressor(
                 self.task.model,
                 self.task.calibration,
@@ -136,8 +156,13 @@ def run_points(
     ratios: list[float],
     strategies: list[str],
     probe_samples: int = PROBE_SAMPLES,
+    refit: balf.AnchoredRefit | None = None,
 ) -> list[dict[str, Any]]:
-    """Compute every missing point; returns the points computed in this call."""
+    """Compute every missing point; returns the points computed in this call.
+
+    Args:
+        refit: the anchored refit of the ``block-refit`` strategy (``None``: ``AnchoredRefit()``).
+    """
     baseline_path = out / "baseline.json"
     baseline = read_json_or_none(baseline_path)
     if baseline is None:
@@ -157,14 +182,14 @@ def run_points(
         atomic_json_dump({**baseline, **task.extra_scores(task.model)}, baseline_path)
     layers = _layers(task)
     done: list[dict[str, Any]] = []
-    runners = {s: _Strategy(task, s, layers, probe_samples) for s in strategies}
+    runners = {s: _Strategy(task, s, layers, probe_samples, refit) for s in strategies}
     for ratio in ratios:
         for strategy in strategies:
             for mode in modes:
                 if mode == "uniform" and strategy != "whole":
                     continue  # data-free: the strategy does not apply
                 path = point_path(out, strategy, mode, ratio)
-                if path.exists() and _complete(task, read_json_or_none(path)):
+                if path.exists() and _complete(task, read_json_or_none(path), runners[strategy]):
                     continue
                 point = _point(task, runners[strategy], out, mode, ratio)
                 atomic_json_dump(point, path)
@@ -173,9 +198,16 @@ def run_points(
     return done
 
 
-def _complete(task: Task, point: dict[str, Any] | None) -> bool:
-    """A stored point holds every score asked for (else it is computed again)."""
-    return point is not None and (task.extra_scores is None or task.extra_scores.complete(point))
+def _complete(task: Task, point: dict[str, Any] | None, runner: _Strategy | None = None) -> bool:
+    """A stored point holds every score asked for and was computed with the same refit (else it
+    is computed again)."""
+    if point is None or (runner is not None and _refit_of(runner) != point.get("refit")):
+        return False
+    return task.extra_scores is None or task.extra_scores.complete(point)
+
+
+def _refit_of(runner: _Strategy) -> dict[str, Any] | None:
+    return runner.refit.to_dict() if runner.refit is not None else None
 
 
 def _point(task: Task, runner: _Strategy, out: Path, mode: str, ratio: float) -> dict[str, Any]:
@@ -187,6 +219,8 @@ def _point(task: Task, runner: _Strategy, out: Path, mode: str, ratio: float) ->
         "provenance": task.provenance,
         "data": task.data,
     }
+    if runner.refit is not None:
+        base["refit"] = runner.refit.to_dict()
     start = time.perf_counter()
     try:
         config, extra = runner.config(mode, ratio)
@@ -201,7 +235,7 @@ def _point(task: Task, runner: _Strategy, out: Path, mode: str, ratio: float) ->
             for c, r in zip(candidates, config.select_ranks(candidates)[0], strict=True)
         ]
         same = twin is not None and "ranks" in twin and list(twin["ranks"].values()) == ranks
-        if same and _complete(task, twin):
+        if same and _complete(task, twin, runner):
             keep = ("metric_value", task.metric, "layer_params_ratio", "layer_flops_ratio",
                     POINT_KEY)  # fmt: skip
             return {
@@ -221,6 +255,10 @@ def _point(task: Task, runner: _Strategy, out: Path, mode: str, ratio: float) ->
     start = time.perf_counter()
     value = task.evaluate(small)
     extra = task.extra_scores(small) if task.extra_scores is not None else {}
+    if runner.refit is not None and report.strategy and "layers" in report.strategy:
+        outcome = report.strategy["layers"].values()
+        extra["refitted_layers"] = sum(bool(o["refit"]) for o in outcome)
+        extra["refit_kept_layers"] = sum(not o["refit"] for o in outcome)
     return {
         **base,
         task.metric: value,
