@@ -274,18 +274,21 @@ def test_the_report_and_the_strategys_dict_record_the_refit():
 transformers = pytest.importorskip("transformers", reason="transformers is not installed")
 
 
-def _tiny_llama():
-    from _hf_models import tiny_llama_config
+def _tiny(kind: str):
+    from _hf_models import tiny_gpt2_config, tiny_llama_config
 
     torch.manual_seed(0)
+    if kind == "gpt2":  # Conv1D projections
+        return transformers.GPT2LMHeadModel(tiny_gpt2_config()).eval(), "transformer.h.1.mlp.c_fc"
     config = tiny_llama_config(intermediate_size=48, num_hidden_layers=3)
-    return transformers.LlamaForCausalLM(config).eval()
+    return transformers.LlamaForCausalLM(config).eval(), "model.layers.2.mlp.down_proj"
 
 
-def test_tiny_llama_compresses_with_the_refit_and_runs():
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_tiny_hf_models_compress_with_the_refit_and_run(kind):
     """Padded batches (padding left out of the paired statistics); β = 0 without ridge is
     today's block by block there too, and β = 1 runs."""
-    model, g = _tiny_llama(), torch.Generator().manual_seed(0)
+    (model, refitted), g = _tiny(kind), torch.Generator().manual_seed(0)
     data = []
     for _ in range(3):
         mask = torch.ones(2, 16, dtype=torch.long)
@@ -301,7 +304,7 @@ def test_tiny_llama_compresses_with_the_refit_and_runs():
     zero, rz = _compress(model, data, config, _refit(0.0), forward=forward)
     one, ro = _compress(model, data, config, _refit(1.0, 1e-3), forward=forward)
     assert rz.ranks == rt.ranks == ro.ranks
-    assert ro.strategy["layers"]["model.layers.2.mlp.down_proj"]["refit"]
+    assert ro.strategy["layers"][refitted]["refit"]
     for batch, a, b, c in zip(data, _outputs(zero, data, forward), _outputs(today, data, forward),
                               _outputs(one, data, forward), strict=True):  # fmt: skip
         real = batch["attention_mask"].bool()
