@@ -25,7 +25,11 @@ def _model() -> nn.Module:
     ).eval()
 
 
-STRATEGIES = {"whole-model": None, "block-by-block": balf.BlockByBlock()}
+STRATEGIES = {
+    "whole-model": None,
+    "block-by-block": balf.BlockByBlock(),
+    "block-by-block-refit": balf.BlockByBlock(refit=balf.AnchoredRefit(1.0)),
+}
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES.values(), ids=list(STRATEGIES))

@@ -111,7 +111,11 @@ def _shift(module, args, output):
     return output + torch.arange(output.shape[-1], dtype=output.dtype)
 
 
-STRATEGIES = {"whole-model": None, "block-by-block": balf.BlockByBlock()}
+STRATEGIES = {
+    "whole-model": None,
+    "block-by-block": balf.BlockByBlock(),
+    "block-by-block-refit": balf.BlockByBlock(refit=balf.AnchoredRefit(1.0)),
+}
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES.values(), ids=list(STRATEGIES))

@@ -160,6 +160,7 @@ def _unpadded_batches() -> list[dict]:
 STRATEGIES = {
     "whole-model": None,
     "block-by-block": balf.BlockByBlock(),
+    "block-by-block-refit": balf.BlockByBlock(refit=balf.AnchoredRefit(1.0)),
     "layer-sequential": balf.LayerSequential(balf.AnchoredRefit(0.5)),
 }
 

@@ -43,12 +43,21 @@ curves. Time: per pass one forward pass of the model plus about two block forwar
 statistics and one of the compressed blocks, and one more forward pass for the layers after the
 chain; two rounds of decompositions.
 
+**Anchored refit** (``BlockByBlock(refit=balf.AnchoredRefit(beta, ridge, ...))``, see
+:mod:`balf.pipeline.block_refit`): the propagation pass also carries the dense model's hidden
+states, runs each uncompressed block on both, and fits every member layer whose calibration rows
+determine it to the blend ``(1 − β)·X'W + β·XW`` of targets (:mod:`balf.refit`); the others, the
+layers before the chain (where ``X' = X``) and those after it keep the fit above, and the report
+says why. Memory: the paired statistics of one block and two sets of hidden states; time: one more
+block forward pass per block, and a forward pass to the first block when a layer before the chain
+is factorized.
+
 Data-free configs (``activation_aware=False``) have nothing to calibrate and run as usual.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -56,6 +65,7 @@ from balf.errors import BALFError
 from balf.pipeline.block_runner import BlockRunner
 from balf.pipeline.context import CompressionContext
 from balf.pipeline.strategy import CalibrationStrategy, refuse_one_shot_data
+from balf.refit import AnchoredRefit
 
 __all__ = ["BlockByBlock"]
 
@@ -78,6 +88,9 @@ class BlockByBlock(CalibrationStrategy):
             (``"cpu"`` by default; ``None``: the model's device).
         decomposition_device: where one block's statistics are decomposed (``None``: where they
             were collected, the model's device).
+        refit: fit each block's layers on their propagated inputs towards a blend of the
+            dense model's outputs (:class:`balf.AnchoredRefit`: β, ridge, bias correction, rows
+            guard); ``None`` (the default): each layer's own problem on its propagated inputs.
 
     Language models: calibrate without a key/value cache, e.g.
     ``forward=lambda model, batch: model(**batch, use_cache=False)``.
@@ -85,14 +98,21 @@ class BlockByBlock(CalibrationStrategy):
     Example:
         >>> small, report = balf.compress(model, batches, balf.BALFConfig(0.6),
         ...                               strategy=balf.BlockByBlock())
+        >>> strategy = balf.BlockByBlock(refit=balf.AnchoredRefit(beta=1.0))
+        >>> small, report = balf.compress(model, batches, balf.BALFConfig(0.6), strategy=strategy)
+        >>> report.strategy["layers"]["layers.3.mlp.down_proj"]["refit"]
+        True
     """
 
     uses_cache: ClassVar[bool] = False
     blocks: Sequence[str] | None = None
     activation_device: str | None = "cpu"
     decomposition_device: str | None = None
+    refit: AnchoredRefit | None = None
 
     def __post_init__(self) -> None:
+        if self.refit is not None and not isinstance(self.refit, AnchoredRefit):
+            raise BALFError(f"refit must be a balf.AnchoredRefit or None, got {self.refit!r}")
         if isinstance(self.blocks, str):
             raise BALFError(
                 f"blocks must be a list of module names, got the string {self.blocks!r}"
@@ -103,13 +123,34 @@ class BlockByBlock(CalibrationStrategy):
                 raise BALFError("blocks is empty: name at least one block, or pass None")
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"type": "BlockByBlock", ...}``, JSON-serialisable."""
-        return {
+        """``{"type": "BlockByBlock", ...}``, JSON-serialisable (``"refit"`` only when set)."""
+        out = {
             "type": type(self).__name__,
             "blocks": list(self.blocks) if self.blocks is not None else None,
             "activation_device": self.activation_device,
             "decomposition_device": self.decomposition_device,
         }
+        if self.refit is not None:
+            out["refit"] = self.refit.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BlockByBlock:
+        """The strategy :meth:`to_dict` describes (a report's ``strategy`` too: the entries a
+        compression adds, ``"layers"``, are left out).
+
+        Raises:
+            BALFError: the dict describes another strategy.
+        """
+        if data.get("type", cls.__name__) != cls.__name__:
+            raise BALFError(f"not a BlockByBlock description: type {data.get('type')!r}")
+        refit = data.get("refit")
+        return cls(
+            blocks=data.get("blocks"),
+            activation_device=data.get("activation_device", "cpu"),
+            decomposition_device=data.get("decomposition_device"),
+            refit=AnchoredRefit.from_dict(refit) if refit is not None else None,
+        )
 
     def check(self, context: CompressionContext) -> None:
         refuse_one_shot_data(context, "block-by-block calibration")

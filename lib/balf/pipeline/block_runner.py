@@ -8,14 +8,15 @@ the chain of blocks when the strategy names none.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from balf.calibration.block_inputs import ChainRecord, record_chain, run_block
+from balf.calibration.accumulator import AccumulatorFactory
+from balf.calibration.block_inputs import Carried, ChainRecord, record_chain, run_block
 from balf.calibration.chain import ChainInfo, check_chain
 from balf.calibration.layer_pass import HookedPass, hooked_pass, sum_over_processes
 from balf.calibration.padding import PaddingMask
@@ -23,9 +24,21 @@ from balf.decomposition import LayerDecomposition, decompose_layer
 from balf.errors import BALFError
 from balf.layers.attention import temporarily_unpacked
 from balf.layers.dispatch import geometry_of
+from balf.pipeline.block_refit import (
+    FIRST_NOTE,
+    SHARED_NOTE,
+    TAIL_NOTE,
+    Outcome,
+    PairedRuns,
+    first_block_inputs,
+    paired_block_runs,
+    refit_members,
+    same_batches,
+)
 from balf.pipeline.context import CompressionContext
 from balf.pipeline.strategy import InstallPlan, WholeModelRunner
 from balf.ranks.costs import LayerCandidate, LayerCost
+from balf.refit import AnchoredRefit
 
 __all__ = ["BlockOptions", "BlockRunner", "find_blocks"]
 
@@ -36,6 +49,7 @@ class BlockOptions(Protocol):
     blocks: Sequence[str] | None
     activation_device: str | None
     decomposition_device: str | None
+    refit: AnchoredRefit | None
 
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -112,6 +126,7 @@ class BlockRunner:
         self._first: dict[str, LayerDecomposition] = {}  # installed first, kept on the CPU
         self._rows: dict[str, int] = {}
         self._num_samples = 0
+        self.outcome: Outcome = {}  # the refit's per-layer outcome (report)
         self.device = context.device
         ad = strategy.activation_device
         self.activation_device = torch.device(ad) if ad is not None else self.device
@@ -123,14 +138,18 @@ class BlockRunner:
         return lambda it: tqdm(it, desc=desc, unit="batch", disable=not progress)
 
     def _statistics(
-        self, model: nn.Module, names: Sequence[str], run: Callable[[], Any]
+        self,
+        model: nn.Module,
+        names: Sequence[str],
+        run: Callable[[], Any],
+        accumulator: AccumulatorFactory | None = None,
     ) -> HookedPass:
         """Statistics of layers ``names`` of ``model`` while ``run()`` runs (the one hook path
         of every strategy: :func:`balf.calibration.layer_pass.hooked_pass`)."""
         modules = {n: model.get_submodule(n) for n in names}
         return hooked_pass(
             modules, run, side=self.context.data.side, padding=self.padding,
-            rerun_example=self.context.rerun_example(model),
+            rerun_example=self.context.rerun_example(model), accumulator=accumulator,
         )  # fmt: skip
 
     def _decompose(
@@ -155,12 +174,16 @@ class BlockRunner:
             self._rows[name] = st.rows
         return list(got.layers)
 
-    def _record_chain(self, model: nn.Module) -> ChainRecord:
-        """Every block's inputs on every batch (one forward pass of ``model``)."""
+    def _record_chain(self, model: nn.Module, digests: list[str] | None = None) -> ChainRecord:
+        """Every block's inputs on every batch (one forward pass of ``model``; ``digests``: the
+        batches must be those of an earlier pass, see :func:`same_batches`)."""
         ctx = self.context
+        batches = ctx.calibration_batches()
+        if digests is not None:
+            batches = same_batches(batches, digests)
         return record_chain(
             model, {n: model.get_submodule(n) for n in self.blocks},
-            self._bar("block inputs")(ctx.calibration_batches()), ctx.run, ctx.batch_size_of,
+            self._bar("block inputs")(batches), ctx.run, ctx.batch_size_of,
             activation_device=self.activation_device, padding=self.padding,
         )  # fmt: skip
 
@@ -242,30 +265,89 @@ class BlockRunner:
             yield from WholeModelRunner(self.context).decompositions_for_install(out, plan)
             return
         self.candidates(True)
-        chain = self.chain
+        chain, refit = self.chain, self.strategy.refit
+        self.outcome = {}
         with self.context.timed("propagation_pass"), temporarily_unpacked(out):
             # projections not replaced stay packed after
+            dense, digests = None, None
+            if refit is not None and plan.replaced.intersection(self._first):
+                # the refit's dense side: the first block's inputs before anything is installed
+                dense, digests = self._dense_first_inputs(out)
             for name, dec in self._first.items():
                 if name in plan.ranks:
+                    if refit is not None and name in plan.replaced:
+                        self._note(name, FIRST_NOTE if name in chain.prefix else SHARED_NOTE)
                     yield name, _to_device(dec, self.device)
-            record = self._record_chain(out)
+            record = self._record_chain(out, digests)
             carried = record.first_inputs()
+            if dense is None:
+                dense = record.first_inputs()
             for position, name in enumerate(self.blocks):
                 block = out.get_submodule(name)
                 members = [m for m in chain.members[name] if m in plan.ranks]
-                # statistics of the uncompressed block (its outputs are not needed)
-                got = self._statistics(out, members, self._runs(block, position, record, carried,
-                                                                 keep=False))  # fmt: skip
-                _check_all_called(got)
-                yield from self._decompose(out, members, got)
-                del got
+                if refit is not None:
+                    dense = yield from self._refit_block(out, position, members, record, dense,
+                                                         carried, plan)  # fmt: skip
+                else:
+                    # statistics of the uncompressed block (its outputs are not needed)
+                    run = self._runs(block, position, record, carried, keep=False)
+                    got = self._statistics(out, members, run)
+                    _check_all_called(got)
+                    yield from self._decompose(out, members, got)
+                    del got
                 carried = self._runs(block, position, record, carried, keep=True)()
-            del record, carried
+            del record, carried, dense
             tail = [n for n in chain.tail if n in plan.ranks]
             if tail:
                 got = self._statistics(out, tail, lambda: self._forward_all(out))
                 _check_all_called(got)
+                if refit is not None:
+                    for name in tail:
+                        if name in plan.replaced:
+                            self._note(name, TAIL_NOTE, got.layers[name].rows)
                 yield from self._decompose(out, tail, got)
+
+    # -- the anchored refit (balf.pipeline.block_refit) ----------------------------------------
+
+    def _dense_first_inputs(self, out: nn.Module) -> tuple[Carried, list[str]]:
+        """The first block's inputs on ``out`` before anything is installed, and the digests
+        of the batches (the recording pass must see the same)."""
+        first = out.get_submodule(next(iter(self.blocks)))
+        batches = self._bar("dense inputs")(self.context.calibration_batches())
+        return first_block_inputs(out, first, batches, self.context.run, self.activation_device)
+
+    def _refit_block(
+        self,
+        out: nn.Module,
+        position: int,
+        members: list[str],
+        record: ChainRecord,
+        dense: Carried,
+        carried: Carried,
+        plan: InstallPlan,
+    ) -> Generator[tuple[str, LayerDecomposition], nn.Module | None, Carried]:
+        """One block's members refitted (:func:`refit_members`) from paired runs of the
+        uncompressed block on the dense and the propagated hidden states; returns the next
+        block's dense hidden states."""
+        name = list(self.blocks)[position]
+        block = out.get_submodule(name)
+        runs = PairedRuns(self.padding)
+        got = self._statistics(
+            out, members, lambda: paired_block_runs(block, position, name, record, dense,
+                                                    carried, runs, self.activation_device),
+            accumulator=runs.accumulator,
+        )  # fmt: skip
+        _check_all_called(got)
+        dense = got.result
+        yield from refit_members(
+            out, got, members, plan.ranks, plan.replaced, self.strategy.refit, self.outcome,
+            side=self.context.data.side, device=self.strategy.decomposition_device,
+        )  # fmt: skip
+        return dense
+
+    def _note(self, name: str, note: str, rows: int | None = None) -> None:
+        rows = self._rows.get(name, 0) if rows is None else rows
+        self.outcome[name] = {"refit": False, "rows": rows, "note": note, "bias_shift": None}
 
     # -- what the report reads -------------------------------------------------------------------
 
@@ -276,10 +358,13 @@ class BlockRunner:
         return self._num_samples
 
     def describe(self) -> dict[str, Any]:
-        return {**self.strategy.to_dict(), "blocks": list(self.blocks)}
+        described = {**self.strategy.to_dict(), "blocks": list(self.blocks)}
+        if self.strategy.refit is not None:
+            described["layers"] = {n: dict(o) for n, o in self.outcome.items()}
+        return described
 
     def layer_notes(self) -> dict[str, str | None]:
-        return {}
+        return {n: o["note"] for n, o in self.outcome.items()}
 
 
 def _check_all_called(got: HookedPass) -> None:

@@ -40,7 +40,7 @@ from balf.pipeline.strategy import (
     WholeModelRunner,
     refuse_one_shot_data,
 )
-from balf.refit import AnchoredRefit, CrossStatistics, anchored_decomposition, bias_shift
+from balf.refit import AnchoredRefit, CrossStatistics, anchored_decomposition, correct_bias
 
 __all__ = ["LayerSequential", "LayerSequentialRunner", "call_order", "refit_in_order"]
 
@@ -282,20 +282,7 @@ def refit_in_order(
             small = yield name, dec
             shift = None
             if refit.bias_correction and small is not None:
-                shift = _correct_bias(small, w, dec, ranks[name], stats, refit.beta)
+                shift = correct_bias(small, w, dec, ranks[name], stats, refit.beta)
             outcome[name] = {"refit": True, "rows": stats.rows, "note": None, "bias_shift": shift}
             del stats
 
-
-@torch.no_grad()
-def _correct_bias(
-    small: nn.Module, w: Tensor, dec: LayerDecomposition, rank: int, stats, beta: float
-) -> float | None:
-    """Add the mean-output shift to the installed layer's bias; its norm, or ``None`` when the
-    layer has no bias."""
-    bias = getattr(getattr(small, "second", None), "bias", None)
-    if bias is None:
-        return None
-    shift = bias_shift(w, dec.factors(w, rank), stats, beta).reshape(-1)
-    bias.add_(shift.to(device=bias.device, dtype=bias.dtype))
-    return float(shift.norm())
