@@ -18,6 +18,7 @@ from balf.ranks.configs import BALFConfig, config_for_mode, config_from_dict
 from balf.ranks.costs import LayerCandidate, LayerCost
 from balf.ranks.objectives import (
     EnergyObjective,
+    FisherSensitivityObjective,
     LogEnergyObjective,
     LogSensitivityObjective,
     Objective,
@@ -55,7 +56,7 @@ class _SquareRoot(Objective):
 
 
 OBJECTIVES = [EnergyObjective(), LogEnergyObjective(), SensitivityObjective(),
-              LogSensitivityObjective(), _SquareRoot()]  # fmt: skip
+              LogSensitivityObjective(), FisherSensitivityObjective(), _SquareRoot()]  # fmt: skip
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: o.name)
@@ -122,8 +123,9 @@ def test_weights_change_the_allocation_towards_sensitive_layers():
 
 @pytest.mark.parametrize(
     "objective",
-    [EnergyObjective(), LogEnergyObjective(), SensitivityObjective(0.3, 16, "kl", {"a": 2.0}),
-     _SquareRoot()],  # fmt: skip
+    [EnergyObjective(), LogEnergyObjective(),
+     SensitivityObjective(0.3, 16, "kl", "probe", {"a": 2.0}),
+     FisherSensitivityObjective(probe_samples=8), _SquareRoot()],  # fmt: skip
     ids=lambda o: o.name,
 )
 def test_configs_round_trip(objective):
@@ -140,6 +142,8 @@ def test_configs_round_trip(objective):
 def test_modes_and_names():
     assert config_for_mode("flops_auto_sensitivity", 0.5).objective == SensitivityObjective()
     assert config_for_mode("params_auto_log_energy", 0.5).objective == LogEnergyObjective()
+    fisher = config_for_mode("params_auto_fisher", 0.5).objective
+    assert fisher == FisherSensitivityObjective() and fisher.estimator == "fisher"
     assert BALFConfig(0.5).objective == EnergyObjective()  # the paper's is the default
     assert objective_named("test_square_root") == _SquareRoot()
 
@@ -156,7 +160,8 @@ def test_unknown_objective_is_a_clear_error(bad):
 @pytest.mark.parametrize(
     "kwargs",
     [{"probe_keep": 1.0}, {"probe_keep": 0}, {"probe_samples": 0}, {"divergence": "l2"},
-     {"weights": {"a": float("nan")}}, {"weights": {"a": -1.0}}],  # fmt: skip
+     {"weights": {"a": float("nan")}}, {"weights": {"a": -1.0}},
+     {"estimator": "grad"}],  # fmt: skip
 )
 def test_bad_sensitivity_settings(kwargs):
     with pytest.raises(BALFError):

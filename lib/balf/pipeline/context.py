@@ -35,6 +35,7 @@ from balf.pipeline.baseline import BaselineCounts
 from balf.pipeline.cached import load_or_collect_statistics, load_or_decompose
 from balf.pipeline.input_checks import check_latency_example
 from balf.pipeline.sensitivity import load_or_measure_sensitivities, measure_sensitivities
+from balf.pipeline.sensitivity_fisher import estimate_fisher_sensitivities
 from balf.pipeline.shape_check import LayerShapeError, value_errors
 from balf.ranks.costs import LayerCandidate
 from balf.ranks.latency.source import LatencySource
@@ -42,6 +43,12 @@ from balf.ranks.latency.table import LatencyTable
 from balf.ranks.objectives import SensitivityObjective
 
 __all__ = ["CompressionContext", "DataOptions"]
+
+#: How each :data:`balf.ranks.objectives.ESTIMATORS` entry obtains the sensitivity weights.
+_SENSITIVITY_ESTIMATORS = {
+    "probe": measure_sensitivities,
+    "fisher": estimate_fisher_sensitivities,
+}
 
 Forward = Callable[[nn.Module, Any], Any]
 
@@ -352,13 +359,14 @@ class CompressionContext:
                 "pass calibration data (not only Statistics), or give the weights"
             )
         memo = (objective.probe_keep, objective.probe_samples, objective.divergence,
-                tuple(c.name for c in candidates))  # fmt: skip
+                objective.estimator, tuple(c.name for c in candidates))  # fmt: skip
         if memo in self._sensitivities:
             return self._sensitivities[memo]
         decompositions = self.decompositions(True)
+        estimate = _SENSITIVITY_ESTIMATORS[objective.estimator]
 
         def measure(data):
-            return measure_sensitivities(
+            return estimate(
                 self.model, candidates, self.targets, self.aliases, decompositions, data,
                 objective, forward=d.forward, batch_size=d.batch_size,
                 max_batches=d.max_batches, progress=d.progress,

@@ -39,13 +39,21 @@ from balf.layers.factorize import factorize_layer
 from balf.ranks.costs import LayerCandidate
 from balf.ranks.objectives import SensitivityObjective, probe_rank
 
-__all__ = ["measure_sensitivities", "model_output", "output_divergence"]
+__all__ = [
+    "MIN_LOST",
+    "finish_weights",
+    "measure_sensitivities",
+    "model_output",
+    "output_divergence",
+    "probe_batches",
+    "runner",
+]
 
 log = logging.getLogger(__name__)
 
 #: A probe losing less than this fraction of the layer's energy measures nothing reliable (e.g.
 #: a layer that saw fewer calibration rows than the probe rank): such a layer gets the median.
-_MIN_LOST = 1e-6
+MIN_LOST = 1e-6
 #: Weights are at least this fraction of the median: a probe whose output did not move (to
 #: float precision) must not make the layer free to cut.
 _FLOOR = 1e-3
@@ -171,7 +179,7 @@ def probe_batches(
     return out
 
 
-def _runner(forward: Callable[[nn.Module, Any], Any] | None) -> Callable[[nn.Module, Any], Any]:
+def runner(forward: Callable[[nn.Module, Any], Any] | None) -> Callable[[nn.Module, Any], Any]:
     if forward is not None:
         return forward
 
@@ -213,7 +221,7 @@ def measure_sensitivities(
         ``{name: w_l}``, finite and ``>= 0``.
     """
     device = model_device(model)
-    run = _runner(forward)
+    run = runner(forward)
     batches = probe_batches(
         data, objective.probe_samples, device, batch_size=batch_size, max_batches=max_batches
     )
@@ -223,7 +231,7 @@ def measure_sensitivities(
         for cand in tqdm(candidates, desc="sensitivity", unit="layer", disable=not progress):
             rank = probe_rank(cand, objective.probe_keep)
             lost = 1.0 - float(cand.energies[rank - 1])
-            if not lost > _MIN_LOST:
+            if not lost > MIN_LOST:
                 weights[cand.name] = None
                 continue
             dense = modules[cand.name]
@@ -241,9 +249,15 @@ def measure_sensitivities(
                     f"truncated to rank {rank}; give the weights or use another objective"
                 )
             weights[cand.name] = max(divergence, 0.0) / lost
+    log.info("sensitivity weights of %d layers (kind %s)", len(weights), probe.kind)
+    return finish_weights(weights)
+
+
+def finish_weights(weights: Mapping[str, float | None]) -> dict[str, float]:
+    """Weights with the unmeasured layers (``None``) at the median of the measured ones, and
+    none below :data:`_FLOOR` of that median."""
     measured = [w for w in weights.values() if w is not None]
     fill = float(np.median(measured)) if measured else 1.0
-    log.info("sensitivity weights of %d layers (kind %s)", len(measured), probe.kind)
     return {n: max(w, _FLOOR * fill) if w is not None else fill for n, w in weights.items()}
 
 
@@ -276,6 +290,8 @@ def load_or_measure_sensitivities(
     names = [c.name for c in candidates]
     # the probes' settings only: every sensitivity objective reads the same measurement
     settings = [objective.probe_keep, objective.probe_samples, objective.divergence]
+    if objective.estimator != "probe":  # keys of the probes' weights as before
+        settings.append(objective.estimator)
     key = cache.key(
         "sensitivities",
         model=model_fingerprint(model),

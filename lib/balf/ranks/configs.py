@@ -106,6 +106,8 @@ _AWARE = {"activation_aware": True}
     Mode("params_auto_log_energy", {"metric": "params", "objective": "log_energy"}),
     Mode("flops_auto_log_sensitivity", {"metric": "flops", "objective": "log_sensitivity"}),
     Mode("params_auto_log_sensitivity", {"metric": "params", "objective": "log_sensitivity"}),
+    Mode("flops_auto_fisher", {"metric": "flops", "objective": "fisher_sensitivity"}),
+    Mode("params_auto_fisher", {"metric": "params", "objective": "fisher_sensitivity"}),
 )
 @dataclass(frozen=True)
 class BALFConfig(CompressionConfig):
@@ -123,7 +125,8 @@ class BALFConfig(CompressionConfig):
         objective: what the allocator maximises (:mod:`balf.ranks.objectives`): an
             :class:`~balf.ranks.objectives.Objective`, a registered objective's name
             (``"energy"``, the paper's sum of kept-energy fractions and the default;
-            ``"log_energy"``; ``"sensitivity"``), or its ``to_dict()``.
+            ``"log_energy"``; ``"sensitivity"``; ``"log_sensitivity"``; ``"fisher_sensitivity"``),
+            or its ``to_dict()``.
     """
 
     activation_aware: ClassVar[bool] = True

@@ -4,15 +4,18 @@ The allocator (:func:`balf.ranks.allocation.allocate`) maximises ``Σ_l v_l(r_l)
 an :class:`Objective` says what ``v_l(r)`` is, given the layer's kept-energy curve ``e_l(r)``
 (``(R,)``, :attr:`balf.ranks.costs.LayerCandidate.energies`):
 
-==============================  ===============================  =================================
-objective                       ``v_l(r)``                       measured first
-==============================  ===============================  =================================
-:class:`EnergyObjective`        ``e_l(r)``                       nothing (the paper's, the default)
-:class:`LogEnergyObjective`     ``log e_l(r)``                   nothing (maximises ``Π_l e_l``)
-:class:`SensitivityObjective`   ``w_l · e_l(r)``                 ``w_l``: how much the model's
-                                                                 output moves per unit of lost
-                                                                 energy of layer ``l``
-==============================  ===============================  =================================
+======================================  ======================  ==================================
+objective                               ``v_l(r)``              measured first
+======================================  ======================  ==================================
+:class:`EnergyObjective`                ``e_l(r)``              nothing (the paper's, the default)
+:class:`LogEnergyObjective`             ``log e_l(r)``          nothing (maximises ``Π_l e_l``)
+:class:`SensitivityObjective`           ``w_l · e_l(r)``        ``w_l``: how much the model's output
+                                                                moves per unit of lost energy of
+                                                                layer ``l`` (one probe per layer)
+:class:`LogSensitivityObjective`        ``w_l · log e_l(r)``    the same probes
+:class:`FisherSensitivityObjective`     ``w_l · e_l(r)``        ``w_l`` estimated to second order
+                                                                (one backward pass for all layers)
+======================================  ======================  ==================================
 
 The paper's objective treats every layer alike: a unit of output energy lost in the classifier
 costs the same as one lost in the first convolution. :class:`SensitivityObjective` measures, for
@@ -42,7 +45,9 @@ from balf.ranks.rules import uniform_rank
 
 __all__ = [
     "DIVERGENCES",
+    "ESTIMATORS",
     "EnergyObjective",
+    "FisherSensitivityObjective",
     "LogEnergyObjective",
     "LogSensitivityObjective",
     "Objective",
@@ -127,6 +132,12 @@ def probe_rank(candidate: LayerCandidate, keep: float) -> int:
 #: two dimensions, or an output with a ``logits`` entry), ``"relative_error"`` otherwise.
 DIVERGENCES = ("auto", "kl", "relative_error")
 
+#: How ``D_l`` is obtained (:mod:`balf.pipeline`): ``"probe"`` — measured, one forward pass over
+#: the probe samples per layer (:mod:`balf.pipeline.sensitivity`); ``"fisher"`` — estimated to
+#: second order for every layer at once from one forward and one backward pass
+#: (:mod:`balf.pipeline.sensitivity_fisher`).
+ESTIMATORS = ("probe", "fisher")
+
 
 @dataclass(frozen=True)
 class SensitivityObjective(Objective):
@@ -144,6 +155,7 @@ class SensitivityObjective(Objective):
         probe_keep: the fraction of a layer's parameters its probe truncation keeps.
         probe_samples: calibration samples the probes run on (``None``: all of them).
         divergence: one of :data:`DIVERGENCES`.
+        estimator: one of :data:`ESTIMATORS` (measured probes by default).
         weights: measured weights by layer name (filled by :meth:`prepare`; given, they are
             used as they are and nothing is measured).
     """
@@ -152,6 +164,7 @@ class SensitivityObjective(Objective):
     probe_keep: float = 0.5
     probe_samples: int | None = 128
     divergence: str = "auto"
+    estimator: str = "probe"
     weights: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
@@ -164,6 +177,8 @@ class SensitivityObjective(Objective):
             raise BALFError(f"probe_samples must be a positive integer or None, got {n!r}")
         if self.divergence not in DIVERGENCES:
             raise BALFError(f"divergence must be one of {DIVERGENCES}, got {self.divergence!r}")
+        if self.estimator not in ESTIMATORS:
+            raise BALFError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
         if self.weights is not None:
             weights = {str(k): float(v) for k, v in dict(self.weights).items()}
             bad = {k: v for k, v in weights.items() if not (math.isfinite(v) and v >= 0)}
@@ -173,7 +188,7 @@ class SensitivityObjective(Objective):
 
     def __hash__(self) -> int:  # weights is a dict
         items = tuple(sorted(self.weights.items())) if self.weights is not None else None
-        return hash((self.probe_keep, self.probe_samples, self.divergence, items))
+        return hash((self.probe_keep, self.probe_samples, self.divergence, self.estimator, items))
 
     def prepare(self, candidates, context):
         if self.weights is not None:
@@ -225,6 +240,16 @@ class LogSensitivityObjective(SensitivityObjective):
         return candidate.weight * LogEnergyObjective().values(candidate)
 
 
+@dataclass(frozen=True)
+class FisherSensitivityObjective(SensitivityObjective):
+    """:class:`SensitivityObjective` with ``D_l`` estimated to second order from one forward and
+    one backward pass for all layers (``estimator="fisher"``): the cost of a few forward passes
+    over the probe samples instead of one per layer (:mod:`balf.pipeline.sensitivity_fisher`)."""
+
+    name: ClassVar[str] = "fisher_sensitivity"
+    estimator: str = "fisher"
+
+
 _OBJECTIVES: dict[str, type[Objective]] = {}
 
 
@@ -272,5 +297,11 @@ def objective_from_dict(data: Mapping[str, Any] | str) -> Objective:
     return cls(**data)
 
 
-for _cls in (EnergyObjective, LogEnergyObjective, SensitivityObjective, LogSensitivityObjective):
+for _cls in (
+    EnergyObjective,
+    LogEnergyObjective,
+    SensitivityObjective,
+    LogSensitivityObjective,
+    FisherSensitivityObjective,
+):
     register_objective(_cls)

@@ -73,6 +73,16 @@ for _mode, _display, _values in (
         _RATIOS,
     ),
     ("params_auto_log_energy", ModeDisplay("BALF, log-energy (params)", "#42d4f4", "s"), _RATIOS),
+    (
+        "flops_auto_fisher",
+        ModeDisplay("BALF, Fisher-weighted (FLOPs)", "#911eb4", "*", True),
+        _RATIOS,
+    ),
+    (
+        "params_auto_fisher",
+        ModeDisplay("BALF, Fisher-weighted (params)", "#f032e6", "P", True),
+        _RATIOS,
+    ),
     ("energy", ModeDisplay("Energy, plain SVD", "#7f7f7f", "v"), "energy_thresholds"),
     (
         "energy_act_aware",

@@ -32,6 +32,7 @@ _IMAGE_MODES = (
     "flops_auto_log_energy",
     "flops_auto_sensitivity",
     "flops_auto_log_sensitivity",
+    "flops_auto_fisher",
     "flops_auto+refit",
     "flops_auto_sensitivity+refit",
 )
@@ -42,6 +43,7 @@ _LANGUAGE_MODES = (  # every language rule's knob is the parameter ratio
     "params_auto_log_energy",
     "params_auto_sensitivity",
     "params_auto_log_sensitivity",
+    "params_auto_fisher",
 )
 
 #: ``(name, results folder, modes, metric, higher is better)`` of every network of the study.

@@ -1,0 +1,145 @@
+"""First-order (Fisher) sensitivity estimates: they agree with the measured probes where the
+second-order expansion is exact, cost one forward and one backward pass whatever the number of
+layers, and leave the model as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import balf
+from balf.pipeline.sensitivity import measure_sensitivities
+from balf.pipeline.sensitivity_fisher import estimate_fisher_sensitivities, output_seed
+from balf.ranks.configs import BALFConfig, config_for_mode
+from balf.ranks.objectives import FisherSensitivityObjective, SensitivityObjective
+
+
+def _classifier() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 6)
+    ).eval()
+
+
+class _TokenModel(nn.Module):
+    """A per-token language model: logits ``(B, L, V)``, no mixing between positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(20, 12)
+        self.up = nn.Linear(12, 16)
+        self.down = nn.Linear(16, 20)
+
+    def forward(self, ids):
+        return self.down(torch.tanh(self.up(self.embed(ids))))
+
+
+def _both(model, data, keep, samples, batch_size=512):
+    compressor = balf.Compressor(model, data, progress=False, batch_size=batch_size)
+    cands = compressor.candidates(True)
+    args = (model, cands, compressor.targets, compressor.aliases, compressor.decompositions(True))
+    probe = SensitivityObjective(probe_keep=keep, probe_samples=samples)
+    fisher = FisherSensitivityObjective(probe_keep=keep, probe_samples=samples)
+    kw = {"batch_size": batch_size, "progress": False}
+    return measure_sensitivities(*args, data, probe, **kw), estimate_fisher_sensitivities(
+        *args, data, fisher, **kw
+    )
+
+
+def test_estimate_agrees_with_the_probes_on_small_truncations():
+    """Where a truncation loses little, the KL is its second-order expansion, and the estimate
+    (random labels from the model's softmax, 4,096 samples) is the probes' weight."""
+    x = torch.randn(4096, 12)
+    probe, fisher = _both(_classifier(), x, keep=0.97, samples=None)
+    for name in probe:
+        assert fisher[name] == pytest.approx(probe[name], rel=0.15), name
+
+
+def test_token_rows_agree_with_the_probes():
+    """Logits with a row per token: one seed per token and the token rows squared apiece, which
+    is exact for a model that mixes no positions."""
+    ids = torch.randint(0, 20, (64, 32))
+    probe, fisher = _both(_TokenModel(), ids, keep=0.97, samples=None, batch_size=16)
+    assert set(probe) == {"up", "down"}
+    for name in probe:
+        assert fisher[name] == pytest.approx(probe[name], rel=0.15), name
+
+
+def test_relative_error_outputs_agree_with_the_probes():
+    """A model returning an embedding (3-D, not logits): Gaussian seeds, ``‖Jδ‖² / ‖y‖²`` per
+    batch as the probes' relative error."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8)).eval()
+    x = torch.randn(256, 16, 8)
+    probe, fisher = _both(model, x, keep=0.9, samples=None, batch_size=32)
+    for name in probe:
+        assert fisher[name] == pytest.approx(probe[name], rel=0.2), name
+
+
+def test_one_forward_pass_per_batch_whatever_the_number_of_layers():
+    model, x = _classifier(), torch.randn(64, 12)
+    calls = []
+    model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    compressor = balf.Compressor(model, x, progress=False, batch_size=16)
+    cands = compressor.candidates(True)
+    args = (model, cands, compressor.targets, compressor.aliases, compressor.decompositions(True))
+    calls.clear()
+    estimate_fisher_sensitivities(
+        *args, x, FisherSensitivityObjective(probe_samples=32), batch_size=16, progress=False
+    )
+    assert len(calls) == 2  # two batches of 16
+    calls.clear()
+    measure_sensitivities(
+        *args, x, SensitivityObjective(probe_samples=32), batch_size=16, progress=False
+    )
+    assert len(calls) == 2 * (1 + len(cands))
+
+
+def test_the_model_ends_as_it_started_even_under_no_grad():
+    model, x = _classifier(), torch.randn(64, 12)
+    model[0].weight.requires_grad_(False)  # the caller's choices are kept
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    with torch.no_grad():
+        small, report = balf.compress(
+            model, x, BALFConfig(0.6, "params", objective="fisher_sensitivity"), progress=False
+        )
+    assert report.objective["type"] == "fisher_sensitivity"
+    assert set(report.objective["weights"]) == {"0", "2", "4"}
+    assert all(np.isfinite(w) and w > 0 for w in report.objective["weights"].values())
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert all(p.grad is None for p in model.parameters())
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_seeds():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 7, 4)
+    s = output_seed(logits, "kl", g)
+    assert s.shape == logits.shape
+    assert torch.allclose(s.sum(-1), torch.zeros(5, 7), atol=1e-6)  # onehot − p
+    assert ((s > 0).sum(-1) == 1).all()  # the drawn label
+    r = output_seed(logits, "relative_error", g)
+    assert r.shape == logits.shape and torch.isfinite(r).all()
+
+
+def test_estimates_are_cached_apart_from_the_probes(tmp_path):
+    model, x = _classifier(), torch.randn(64, 12)
+    weights = {}
+    for mode in ("params_auto_sensitivity", "params_auto_fisher"):
+        cache = balf.Cache(tmp_path)
+        _, first = balf.compress(model, x, config_for_mode(mode, 0.6), cache=cache, progress=False)
+        _, again = balf.compress(
+            model, x, config_for_mode(mode, 0.6), cache=balf.Cache(tmp_path), progress=False
+        )
+        assert again.objective["weights"] == first.objective["weights"]
+        weights[mode] = first.objective["weights"]
+    assert weights["params_auto_sensitivity"] != weights["params_auto_fisher"]
+    assert (
+        len(list((tmp_path / "activation-cache").glob("sensitivities*"))) >= 2
+        or len(list((tmp_path / "activation-cache").glob("*.pt"))) >= 3
+    )
