@@ -17,7 +17,7 @@ from balf import _deprecated
 from balf._version import __version__
 from balf.calibration import LayerStatistics, Statistics, collect_statistics
 from balf.counting.flops import count_flops, count_params
-from balf.decomposition import LayerDecomposition, decompose_layer
+from balf.decomposition import LayerDecomposition, decompose_layer, decompose_layers
 from balf.errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
 from balf.io import export
 from balf.io.cache import Cache
@@ -119,6 +119,7 @@ __all__ = [
     "count_flops",
     "count_params",
     "decompose_layer",
+    "decompose_layers",
     "export",
     "factorize_layer",
     "latency",

@@ -1,0 +1,161 @@
+"""Numerics of the decompositions: which precision an eigendecomposition runs in, and whitening.
+
+Two choices make the per-layer decompositions cheap without giving up the Eckart–Young optimum
+(method §2) beyond a stated tolerance:
+
+* **The spectral step in float32** (the eigendecomposition of ``Γ = YᵀY``, or of the whitened
+  ``S W Wᵀ Sᵀ``): a symmetric eigensolver is backward stable, so in float32 it returns the
+  exact eigenpairs of a matrix within about ``n·eps32·‖M‖`` of ``M``. The activation error of the
+  truncated layer then exceeds the bound ``Σ_{i>r} σ_i²`` by at most that much, which
+  :func:`spectral_dtype` keeps below :data:`F32_ENERGY_TOLERANCE` of the layer's output energy
+  ``tr(M)`` by a cheap check (``‖M‖_F``, an upper bound of ``‖M‖``, one pass over ``M``).
+  Spectra dominated by a few directions (outlier features) fail the check and stay in float64;
+  so do float64 layers (whose users asked for float64 accuracy).
+* **Whitening by Cholesky** (input route): any ``S`` with ``SᵀS = C`` whitens ``C = XᵀX``; the
+  Cholesky factor ``C = L Lᵀ`` (``S = Lᵀ``) costs about a fifteenth of an eigendecomposition.
+  It is used when ``C`` is well conditioned — Cholesky succeeds and a condition estimate
+  (:func:`condition_estimate`: ``tr(C)/λ_min`` with ``λ_min`` from a few steps of inverse
+  iteration, never below the square of the ratio of ``L``'s extreme diagonal entries) is at
+  most :data:`CHOLESKY_MAX_CONDITION`, where its float64 rounding errors change the solution by
+  less than ``D·eps64·κ`` relatively. Otherwise (rank-deficient or ill-conditioned ``C``: fewer
+  rows than ``D``, dead or duplicated channels) the float64 eigendecomposition ``C = QΛQᵀ`` with
+  eigenvalues below a relative tolerance dropped, as the paper does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "CHOLESKY_MAX_CONDITION",
+    "F32_ENERGY_TOLERANCE",
+    "Whitening",
+    "condition_estimate",
+    "descending_eigh",
+    "safe_rsqrt",
+    "spectral_dtype",
+]
+
+_F64 = torch.float64
+_F32 = torch.float32
+
+#: Largest share of a layer's output energy that the float32 spectral step may add to the
+#: Eckart–Young bound (and its largest error on an energy ``e(r)``); property-tested.
+F32_ENERGY_TOLERANCE = 1e-5
+
+#: Largest estimated condition number of ``C`` whitened by its Cholesky factor.
+CHOLESKY_MAX_CONDITION = 1e10
+
+_INVERSE_ITERATIONS = 8
+
+
+def spectral_dtype(m: Tensor, layer_dtype: torch.dtype) -> torch.dtype:
+    """float32 or float64 for the eigendecomposition of the PSD matrices ``m`` ``(G, n, n)``.
+
+    float32 when the layer is float32 or narrower and, for every group,
+    ``n·eps32·‖M‖_F ≤ F32_ENERGY_TOLERANCE·tr(M)`` (the float32 rounding floor is a negligible
+    share of the output energy); float64 otherwise.
+    """
+    if layer_dtype == _F64:
+        return _F64
+    n = m.shape[-1]
+    trace = m.diagonal(dim1=-2, dim2=-1).sum(-1)
+    frobenius = torch.linalg.matrix_norm(m)
+    floor = n * torch.finfo(_F32).eps * frobenius
+    return _F32 if bool((floor <= F32_ENERGY_TOLERANCE * trace).all()) else _F64
+
+
+def descending_eigh(m: Tensor, dtype: torch.dtype = _F64) -> tuple[Tensor, Tensor]:
+    """Eigenvalues ``(G, n)`` (clamped at 0, descending) and eigenvectors ``(G, n, n)`` of the
+    symmetric ``m``, computed in ``dtype`` and returned in float64."""
+    evals, evecs = torch.linalg.eigh(m.to(dtype))
+    return evals.flip(-1).clamp_min(0).to(_F64), evecs.flip(-1).to(_F64)
+
+
+def safe_rsqrt(x: Tensor, dtype: torch.dtype = _F64) -> Tensor:
+    """``x^{-1/2}`` where ``x`` is above ``n·eps(dtype)`` of its row maximum, else 0.
+
+    ``dtype`` is the precision ``x`` was computed in (its rounding floor).
+    """
+    tol = x.shape[-1] * torch.finfo(dtype).eps * x.amax(-1, keepdim=True)
+    keep = x > tol
+    return torch.where(keep, x.clamp_min(torch.finfo(x.dtype).tiny).rsqrt(), torch.zeros_like(x))
+
+
+def condition_estimate(gram: Tensor, chol: Tensor) -> float:
+    """An estimate of the largest condition number of the ``(G, D, D)`` ``gram`` from its
+    Cholesky factor ``chol``, in ``O(D²)`` per group.
+
+    ``tr(C)/λ̂_min`` (``tr(C) ≥ λ_max``; ``λ̂_min`` from :data:`_INVERSE_ITERATIONS` steps of
+    inverse iteration from a seeded random start), and at least ``(max L_ii / min L_ii)²``,
+    a lower bound of the condition number.
+    """
+    diag = chol.diagonal(dim1=-2, dim2=-1)
+    if not bool((diag > 0).all()):
+        return float("inf")
+    lower = float(((diag.amax(-1) / diag.amin(-1)) ** 2).max())
+    g = torch.Generator(device=gram.device).manual_seed(0)
+    x = torch.randn(*gram.shape[:-1], 1, generator=g, device=gram.device, dtype=gram.dtype)
+    growth = torch.ones(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    for _ in range(_INVERSE_ITERATIONS):
+        x = x / x.norm(dim=1, keepdim=True)
+        x = torch.cholesky_solve(x, chol)
+        growth = x.norm(dim=1).squeeze(-1)  # ‖C⁻¹x‖ → 1/λ_min
+    trace = gram.diagonal(dim1=-2, dim2=-1).sum(-1)
+    estimate = float((trace * growth).max())
+    if estimate != estimate:  # NaN
+        return float("inf")
+    return max(lower, estimate)
+
+
+@dataclass
+class Whitening:
+    """A factor ``S`` (``(G, D, D)``) with ``SᵀS = C`` on the data's row space, from ``C = XᵀX``.
+
+    Cholesky form: ``S = Lᵀ`` (``chol`` = ``L``, lower). Eigen form: ``S = Λ^{1/2} Qᵀ`` with the
+    eigenvalues below a relative tolerance dropped (``q``, ``sqrt_lam``, ``inv_sqrt_lam``).
+    """
+
+    chol: Tensor | None = None
+    q: Tensor | None = None
+    sqrt_lam: Tensor | None = None
+    inv_sqrt_lam: Tensor | None = None
+
+    @property
+    def kind(self) -> str:
+        """``"cholesky"`` or ``"eigen"``."""
+        return "cholesky" if self.chol is not None else "eigen"
+
+    @classmethod
+    def of(cls, gram: Tensor) -> Whitening:
+        """Whitening of the float64 ``(G, D, D)`` Gram matrices ``gram`` (see the module doc)."""
+        chol, info = torch.linalg.cholesky_ex(gram)
+        if bool((info == 0).all()) and condition_estimate(gram, chol) <= CHOLESKY_MAX_CONDITION:
+            return cls(chol=chol)
+        del chol
+        lam, q = descending_eigh(gram)  # C = Q Λ Qᵀ
+        inv_sqrt_lam = safe_rsqrt(lam)
+        sqrt_lam = torch.where(inv_sqrt_lam > 0, lam.sqrt(), torch.zeros_like(lam))
+        return cls(q=q, sqrt_lam=sqrt_lam, inv_sqrt_lam=inv_sqrt_lam)
+
+    def whiten(self, m: Tensor) -> Tensor:
+        """``S m Sᵀ`` for symmetric ``m`` ``(G, D, D)``."""
+        if self.chol is not None:
+            return self.chol.transpose(1, 2) @ m @ self.chol
+        s = self.sqrt_lam[:, :, None] * self.q.transpose(1, 2)
+        return s @ m @ s.transpose(1, 2)
+
+    def solve(self, x: Tensor) -> Tensor:
+        """``S⁺ x`` for ``x`` ``(G, D, R)`` (the pseudo-inverse on the dropped eigenvalues)."""
+        if self.chol is not None:
+            return torch.linalg.solve_triangular(self.chol.transpose(1, 2), x, upper=True)
+        return (self.q * self.inv_sqrt_lam[:, None, :]) @ x
+
+    def left_apply(self, ut: Tensor) -> Tensor:
+        """``Uᵀ S`` for ``ut`` = ``Uᵀ`` ``(G, R, D)``."""
+        if self.chol is not None:
+            return ut @ self.chol.transpose(1, 2)
+        return (ut * self.sqrt_lam[:, None, :]) @ self.q.transpose(1, 2)
