@@ -93,16 +93,19 @@ class LayerDecomposition:
 
         Returns:
             ``A`` ``(G, D, rank)`` and ``B`` ``(G, rank, K)`` in float64, with ``A_g B_g ≈ W_g``.
+            The product with the weight runs in float64 for a float64 weight, else in float32
+            (its rounding is of the order of the float32 layer's own arithmetic).
         """
         if not 1 <= rank <= self.max_rank:
             raise ValueError(f"rank must be in [1, {self.max_rank}], got {rank}")
         w = weight.to(device=self.basis.device)  # float64 one slice at a time (wide layers)
+        matmul = _f64_matmul if w.dtype == _F64 else _f32_matmul
         if self.route == "output":
             v = self.basis[:, :, :rank]
-            a = _f64_matmul(w, v, along_rows=True) * self.left_scale[:, None, :rank]
+            a = matmul(w, v, along_rows=True) * self.left_scale[:, None, :rank]
             b = (v * self.right_scale[:, None, :rank]).transpose(1, 2)
             return a, b
-        return self.basis[:, :, :rank], _f64_matmul(self.projection[:, :rank], w)
+        return self.basis[:, :, :rank], matmul(self.projection[:, :rank], w)
 
     def to_state(self) -> dict:
         """Plain dict of tensors/strings for ``torch.save`` (cache)."""
@@ -141,6 +144,12 @@ def _f64_matmul(a: Tensor, b: Tensor, along_rows: bool = False) -> Tensor:
     return out
 
 
+def _f32_matmul(a: Tensor, b: Tensor, along_rows: bool = False) -> Tensor:
+    """``a @ b`` computed in float32 (a float32-or-narrower weight), returned in float64."""
+    del along_rows  # the weight is float32 already: no slicing needed
+    return (a.to(torch.float32) @ b.to(torch.float32)).to(_F64)
+
+
 def _row_gram(w: Tensor) -> Tensor:
     """``W Wᵀ`` ``(G, D, D)`` in float64 of ``w`` ``(G, D, K)``, summed over column slices."""
     step = max(1, _F64_SLICE // max(1, w.shape[0] * w.shape[1]))
@@ -173,11 +182,15 @@ def _input_route(
     sigma2, u = descending_eigh(m, dtype)
     del m
     sigma2, u = sigma2[:, :r_max], u[:, :, :r_max]
-    inv_sqrt_sigma = safe_rsqrt(sigma2, dtype).sqrt()  # Σ^{-1/2}, 0 on the null space
-    sqrt_sigma = torch.where(inv_sqrt_sigma > 0, sigma2.sqrt().sqrt(), torch.zeros_like(sigma2))
-    left = whitening.solve(u * sqrt_sigma[:, None, :])  # S⁺ U Σ^{1/2}      (G, D, R)
+    # Σ^{±1/2} only balances A against B (their product S⁺ U_r U_rᵀ S W does not depend on it):
+    # singular values at the eigensolver's rounding floor (or zero) are balanced at the floor,
+    # never inverted, and no direction is dropped
+    floor = sigma2.shape[-1] * torch.finfo(dtype).eps * sigma2.amax(-1, keepdim=True)
+    balance = torch.maximum(sigma2, floor)
+    balance = torch.where(balance > 0, balance, torch.ones_like(balance)).sqrt().sqrt()
+    left = whitening.solve(u * balance[:, None, :])  # S⁺ U Σ^{1/2}       (G, D, R)
     projection = whitening.left_apply(u.transpose(1, 2))  # Uᵀ S          (G, R, D)
-    projection *= inv_sqrt_sigma[:, :, None]
+    projection /= balance[:, :, None]  # Σ^{-1/2} Uᵀ S
     return LayerDecomposition("input", True, sigma2, left, projection=projection)
 
 
