@@ -48,6 +48,7 @@ from balf.pipeline import (
     LayerSequential,
     WholeModel,
     compress,
+    compress_to_latency,
 )
 from balf.ranks import latency
 from balf.ranks.configs import (
@@ -114,6 +115,7 @@ __all__ = [
     "apply_spec",
     "collect_statistics",
     "compress",
+    "compress_to_latency",
     "config_for_mode",
     "config_from_dict",
     "count_flops",
