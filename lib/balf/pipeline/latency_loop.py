@@ -1,16 +1,16 @@
 """Latency budgets that land: allocate on the measured table, time the result, correct, repeat.
 
-The latency table (:mod:`balf.ranks.latency.measure`) times every layer alone, on a random input, warm in the
-caches; inside the model the same layers run cold, next to other operators, and a factorized
-layer is two calls with an intermediate tensor between them. So the whole-model latency that an
-allocation on the table *predicts* misses the one measured on the compressed model, by an amount
-that depends on the model, the batch size and the machine. :func:`compress_to_latency` closes the
-loop: it compresses at the requested ratio, times the compressed model against the original
-(BatchNorm folded in both, interleaved rounds, fastest call of each), and, while the measured
-ratio is off by more than ``tolerance``, asks the allocator for a corrected ratio — a secant step
-on ``requested ↦ measured`` (the first step assumes slope 1), regula falsi once two steps bracket
-the target — for at most ``iterations`` compressions. It returns the compressed model whose
-measured ratio came closest, and records every step in ``report.latency_fit``.
+The latency table (:mod:`balf.ranks.latency.measure`) times every layer alone, on a random input,
+warm in the caches; inside the model the same layers run cold, next to other operators, and a
+factorized layer is two calls with an intermediate tensor between them. So the whole-model latency
+that an allocation on the table *predicts* misses the one measured on the compressed model, by an
+amount that depends on the model, the batch size and the machine. :func:`compress_to_latency`
+closes the loop: it compresses at the requested ratio, times the compressed model against the
+original (BatchNorm folded in both, interleaved rounds, fastest call of each), and, while the
+measured ratio is off by more than ``tolerance``, asks the allocator for a corrected ratio — a
+secant step on ``requested ↦ measured`` (the first step assumes slope 1), regula falsi once two
+steps bracket the target — for at most ``iterations`` compressions. It returns the compressed model
+whose measured ratio came closest, and records every step in ``report.latency_fit``.
 
 Example:
     >>> compressor = balf.Compressor(model, calib_loader, latency={"batch_size": 8})
