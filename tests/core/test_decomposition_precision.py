@@ -259,3 +259,44 @@ def test_output_rows_helper_matches_reference():
     torch.testing.assert_close(
         _true_sigma2(layer, x), torch.linalg.svdvals(y[0]).square(), rtol=1e-10, atol=1e-12
     )
+
+
+def test_the_input_gram_of_a_tensor_read_by_several_layers_is_computed_once(monkeypatch):
+    """Accumulation side of the sharing: one input Gram per call and tensor, same statistics."""
+    import balf.calibration.accumulator as accumulator
+
+    torch.manual_seed(0)
+    model = _Block()
+    x = torch.randn(60, 12)
+    separate = balf.collect_statistics(model, x, progress=False, batch_size=20)
+    calls = []
+    original = accumulator.input_gram
+    monkeypatch.setattr(accumulator, "input_gram", lambda *a: calls.append(a[0]) or original(*a))
+    shared = balf.collect_statistics(model, x, progress=False, batch_size=20)
+    # per batch: gate and up share one Gram (x), other has its own (2·x): 2 Grams, 3 batches
+    assert len(calls) == 6 and {id(m) for m in calls} == {id(model.gate), id(model.other)}
+    for name in ("gate", "up", "other", "down"):
+        torch.testing.assert_close(shared.layers[name].gram, separate.layers[name].gram)
+    assert torch.equal(shared.layers["gate"].gram, shared.layers["up"].gram)
+
+
+def test_an_input_changed_in_place_between_readers_is_not_shared():
+    class InPlace(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(6, 20)
+            self.b = nn.Linear(6, 20)
+
+        def forward(self, x):
+            x = x.clone()
+            y = self.a(x)
+            x.mul_(3)  # b reads the same tensor object, changed
+            return y + self.b(x)
+
+    torch.manual_seed(0)
+    model = InPlace()
+    x = torch.randn(30, 6)
+    stats = balf.collect_statistics(model, x, progress=False)
+    torch.testing.assert_close(
+        stats.layers["b"].gram, 9 * stats.layers["a"].gram, rtol=1e-5, atol=0
+    )

@@ -8,7 +8,8 @@ the first block, each block, the layers after the last) all get their statistics
 1. one accumulator per layer (:class:`~balf.calibration.accumulator.GramAccumulator` unless an
    :data:`~balf.calibration.accumulator.AccumulatorFactory` says otherwise) is registered as a
    forward hook with ``prepend=True``: it sees the layer's own output, before any forward hook of
-   the user changes it;
+   the user changes it; the Gram accumulators of one pass compute the input Gram of a tensor that
+   several layers read once per call;
 2. ``run()`` runs the forward passes; the hooks are removed afterwards, even on error;
 3. under ``torch.distributed`` (a process group of more than one process) the Gram matrices, row
    and call counts are summed over the processes: each process passes its own shard and all get
@@ -28,7 +29,12 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch import nn
 
-from balf.calibration.accumulator import Accumulator, AccumulatorFactory, GramAccumulator
+from balf.calibration.accumulator import (
+    Accumulator,
+    AccumulatorFactory,
+    GramAccumulator,
+    SharedInputGram,
+)
 from balf.calibration.statistics import LayerStatistics, check_finite
 from balf.calibration.uncalled import uncalled_reasons
 from balf.layers.dispatch import geometry_of
@@ -126,7 +132,12 @@ def hooked_pass(
     Raises:
         StatisticsError: a layer's statistics hold NaN or Inf.
     """
-    accumulator = accumulator or GramAccumulator
+    if accumulator is None:
+        shared = SharedInputGram()  # one input Gram per call for layers reading one tensor
+
+        def accumulator(name: str, module: nn.Module, side: Side) -> Accumulator:
+            return GramAccumulator(name, module, side, shared)
+
     accumulators = {
         name: accumulator(name, m, side or geometry_of(m).preferred_side())
         for name, m in modules.items()
