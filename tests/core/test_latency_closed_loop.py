@@ -7,10 +7,13 @@ model's size), as the real one is a biased function of the allocation.
 - It returns the closest step, records every step, and stops at once when the first lands.
 - An unreachable ratio is a BudgetError, as in the open loop.
 - The secant step is bounded and stays within [lowest, 1].
-- The real timing runs on a tiny model (a smoke test: finite, positive ratios).
+- The real timing runs (a smoke test: finite, positive ratios; the injected table keeps the
+  budget reachable whatever the machine's speed).
 """
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -18,7 +21,7 @@ from torch import nn
 
 import balf
 from balf.counting.flops import count_params
-from balf.pipeline.latency_loop import LatencyFit, compress_to_latency
+from balf.pipeline.latency_loop import LatencyFit, compress_to_latency, measured_latency_ratio
 from balf.ranks.latency import LatencyTable, LayerLatency
 
 WIDTHS = (32, 64, 64, 96, 64, 80, 64, 48, 64)
@@ -64,9 +67,7 @@ def _biased_timing(bias: float, scale: float):
 def test_the_loop_lands_where_the_open_loop_misses(target, bias, scale):
     model = _model()
     measure, calls = _biased_timing(bias, scale)
-    _, open_report = compress_to_latency(
-        _compressor(model), target, iterations=1, measure=measure
-    )
+    _, open_report = compress_to_latency(_compressor(model), target, iterations=1, measure=measure)
     open_error = abs(open_report.latency_fit["measured"][0] - target)
     small, report = compress_to_latency(
         _compressor(model), target, iterations=6, tolerance=0.02, measure=measure
@@ -131,20 +132,15 @@ def test_secant_steps_are_bounded(requested, measured, expected):
 
 
 def test_the_real_timing_runs_on_a_tiny_model():
+    """The timing itself (no assertion on the machine's speed beyond sanity)."""
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.Flatten(),
-        nn.Linear(32 * 8 * 8, 10),
-    ).eval()
-    x = torch.randn(16, 3, 8, 8)
-    compressor = balf.Compressor(
-        model, x, latency={"batch_size": 2, "points": 3, "min_run_time": 0.001}, progress=False
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 64)).eval()
+    x = torch.randn(8, 64)
+    ratio = measured_latency_ratio(model, model, x, rounds=3, min_time=0.0)
+    assert math.isfinite(ratio) and ratio > 0
+    small, report = compress_to_latency(
+        _compressor(_model()), 0.8, iterations=2, rounds=2, min_time=0.0
     )
-    # ratio 1 is reachable on any machine (what factorization gains here depends on it)
-    _, report = compress_to_latency(compressor, 1.0, iterations=2, rounds=2, min_time=0.0)
     fit = report.latency_fit
-    assert all(m > 0 for m in fit["measured"]) and 1 <= len(fit["measured"]) <= 2
+    assert all(math.isfinite(m) and m > 0 for m in fit["measured"])
+    assert 1 <= len(fit["measured"]) <= 2

@@ -6,8 +6,8 @@ factorized layer is two calls with an intermediate tensor between them. So the w
 that an allocation on the table *predicts* misses the one measured on the compressed model, by an
 amount that depends on the model, the batch size and the machine. :func:`compress_to_latency`
 closes the loop: it compresses at the requested ratio, times the compressed model against the
-original (BatchNorm folded in both, interleaved rounds, fastest call of each), and, while the
-measured ratio is off by more than ``tolerance``, asks the allocator for a corrected ratio — a
+original (BatchNorm folded in both, interleaved rounds, median of the per-round ratios), and, while
+the measured ratio is off by more than ``tolerance``, asks the allocator for a corrected ratio — a
 secant step on ``requested ↦ measured`` (the first step assumes slope 1), regula falsi once two
 steps bracket the target — for at most ``iterations`` compressions. It returns the compressed model
 whose measured ratio came closest, and records every step in ``report.latency_fit``.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -54,8 +55,9 @@ class LatencyFit:
         target: the requested whole-model latency ratio.
         requested: the ratio passed to the allocator at each step.
         predicted: the ratio the latency table predicted at each step.
-        measured: the measured whole-model ratio at each step (fastest call of the
-            compressed model over fastest call of the original, interleaved rounds).
+        measured: the measured whole-model ratio at each step (median over interleaved rounds
+            of the compressed model's call over the original's, see
+            :func:`measured_latency_ratio`).
         chosen: index of the step whose model is returned (closest to ``target``).
         batch_size: the batch size timed.
         seconds: wall time of the loop (compressions and timings).
@@ -110,34 +112,37 @@ def measured_latency_ratio(
     min_time: float = 0.0,
     max_rounds: int = 200,
 ) -> float:
-    """Fastest call of ``compressed(x)`` over fastest call of ``original(x)``.
+    """Latency of ``compressed(x)`` over that of ``original(x)``: the median over rounds of
+    the ratio of their calls in the round.
 
     The two are called in turn (one warm-up call each, then at least ``rounds`` rounds, and
-    more until ``min_time`` seconds have passed): a drift of the machine's load hits both alike,
-    and the fastest call is the one least disturbed by other work.
+    more until ``min_time`` seconds have passed, at most ``max_rounds``): a drift of the
+    machine's load hits both calls of a round alike, and the median ignores the rounds that
+    other work (or a clock glitch) disturbed.
     """
     sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
-    best = [math.inf, math.inf]
+    ratios: list[float] = []
     models = (original, compressed)
     with torch.inference_mode():
         for m in models:
             m(x)
-        begin, done = time.perf_counter(), 0
+        begin = time.perf_counter()
 
         def more() -> bool:
-            if done < max(rounds, 1):
+            if len(ratios) < max(rounds, 1):
                 return True
-            return time.perf_counter() - begin < min_time and done < max_rounds
+            return time.perf_counter() - begin < min_time and len(ratios) < max_rounds
 
         while more():
-            for i, m in enumerate(models):
+            seconds = []
+            for m in models:
                 sync()
                 start = time.perf_counter()
                 m(x)
                 sync()
-                best[i] = min(best[i], time.perf_counter() - start)
-            done += 1
-    return best[1] / best[0]
+                seconds.append(time.perf_counter() - start)
+            ratios.append(seconds[1] / max(seconds[0], 1e-12))
+    return statistics.median(ratios)
 
 
 def _predicted(compressor: Compressor, report: Report, rank_multiple: int) -> float:
