@@ -92,20 +92,24 @@ class LayerDecomposition:
             rank: 1 ≤ rank ≤ R.
 
         Returns:
-            ``A`` ``(G, D, rank)`` and ``B`` ``(G, rank, K)`` in float64, with ``A_g B_g ≈ W_g``.
-            The product with the weight runs in float64 for a float64 weight, else in float32
-            (its rounding is of the order of the float32 layer's own arithmetic).
+            ``A`` ``(G, D, rank)`` and ``B`` ``(G, rank, K)``, with ``A_g B_g ≈ W_g``: in float64
+            for a float64 weight (the weight converted a slice at a time), else in float32, the
+            product with the weight computed in float32 (its rounding is of the order of the
+            float32 layer's own arithmetic, and no float64 copy of a wide factor is made).
         """
         if not 1 <= rank <= self.max_rank:
             raise ValueError(f"rank must be in [1, {self.max_rank}], got {rank}")
-        w = weight.to(device=self.basis.device)  # float64 one slice at a time (wide layers)
-        matmul = _f64_matmul if w.dtype == _F64 else _f32_matmul
+        w = weight.to(device=self.basis.device)
+        if w.dtype == _F64:
+            matmul, dtype = _f64_matmul, _F64
+        else:
+            matmul, dtype = _f32_matmul, torch.float32
         if self.route == "output":
-            v = self.basis[:, :, :rank]
-            a = matmul(w, v, along_rows=True) * self.left_scale[:, None, :rank]
-            b = (v * self.right_scale[:, None, :rank]).transpose(1, 2)
+            v = self.basis[:, :, :rank].to(dtype)
+            a = matmul(w, v, along_rows=True) * self.left_scale[:, None, :rank].to(dtype)
+            b = (v * self.right_scale[:, None, :rank].to(dtype)).transpose(1, 2)
             return a, b
-        return self.basis[:, :, :rank], matmul(self.projection[:, :rank], w)
+        return self.basis[:, :, :rank].to(dtype), matmul(self.projection[:, :rank], w)
 
     def to_state(self) -> dict:
         """Plain dict of tensors/strings for ``torch.save`` (cache)."""
@@ -145,9 +149,9 @@ def _f64_matmul(a: Tensor, b: Tensor, along_rows: bool = False) -> Tensor:
 
 
 def _f32_matmul(a: Tensor, b: Tensor, along_rows: bool = False) -> Tensor:
-    """``a @ b`` computed in float32 (a float32-or-narrower weight), returned in float64."""
-    del along_rows  # the weight is float32 already: no slicing needed
-    return (a.to(torch.float32) @ b.to(torch.float32)).to(_F64)
+    """``a @ b`` in float32 (a float32-or-narrower weight and a float64 basis)."""
+    del along_rows  # no slicing: the float32 operands are no larger than the weight
+    return a.to(torch.float32) @ b.to(torch.float32)
 
 
 def _row_gram(w: Tensor) -> Tensor:
