@@ -148,7 +148,7 @@ class Whitening:
     def whiten(self, m: Tensor) -> Tensor:
         """``S m Sᵀ`` for symmetric ``m`` ``(G, D, D)``."""
         if self.chol is not None:
-            return self.chol.transpose(1, 2) @ m @ self.chol
+            return _lt_m_l(m, self.chol)
         s = self.sqrt_lam[:, :, None] * self.q.transpose(1, 2)
         return s @ m @ s.transpose(1, 2)
 
@@ -163,3 +163,29 @@ class Whitening:
         if self.chol is not None:
             return ut @ self.chol.transpose(1, 2)
         return (ut * self.sqrt_lam[:, None, :]) @ self.q.transpose(1, 2)
+
+
+def _panels(d: int, width: int = 128, most: int = 16) -> list[tuple[int, int]]:
+    """``(start, end)`` of up to ``most`` column panels of at least ``width`` columns."""
+    n = max(1, min(most, d // width))
+    edges = [round(i * d / n) for i in range(n + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _lt_m_l(m: Tensor, chol: Tensor) -> Tensor:
+    """``Lᵀ M L`` ``(G, D, D)`` for symmetric ``m`` and lower-triangular ``chol`` = ``L``.
+
+    By column panels, skipping the zero blocks of ``L``: ``T = M L`` reads ``M[:, a:]`` for the
+    columns ``a:b`` and the upper triangle of ``Lᵀ T`` reads ``T[a:, a:]`` for the rows ``a:b``
+    (the lower triangle is its transpose): about 0.9 of one ``D³`` product instead of two.
+    """
+    panels = _panels(m.shape[-1])
+    t = torch.empty_like(m)
+    for a, b in panels:
+        t[:, :, a:b] = m[:, :, a:] @ chol[:, a:, a:b]
+    out = torch.empty_like(m)
+    for a, b in panels:
+        block = chol[:, a:, a:b].transpose(1, 2) @ t[:, a:, a:]  # rows a:b, columns a:
+        out[:, a:b, a:] = block
+        out[:, b:, a:b] = block[:, :, b - a :].transpose(1, 2)
+    return out

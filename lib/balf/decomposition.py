@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from balf._spectral import Whitening, descending_eigh, safe_rsqrt, spectral_dtype
 from balf.calibration.statistics import LayerStatistics, Statistics
 from balf.errors import StatisticsError
+from balf.layers._grams import gram_2d
 from balf.layers.dispatch import dense_weight, geometry_of, weight_matrices
 
 __all__ = ["LayerDecomposition", "decompose_layer", "decompose_layers"]
@@ -155,12 +156,17 @@ def _f32_matmul(a: Tensor, b: Tensor, along_rows: bool = False) -> Tensor:
 
 
 def _row_gram(w: Tensor) -> Tensor:
-    """``W Wᵀ`` ``(G, D, D)`` in float64 of ``w`` ``(G, D, K)``, summed over column slices."""
+    """``W Wᵀ`` ``(G, D, D)`` in float64 of ``w`` ``(G, D, K)``, summed over column slices
+    (each slice's upper triangle by panels, :func:`balf.layers._grams.gram_2d`)."""
     step = max(1, _F64_SLICE // max(1, w.shape[0] * w.shape[1]))
     gram = torch.zeros(w.shape[0], w.shape[1], w.shape[1], dtype=_F64, device=w.device)
     for start in range(0, w.shape[2], step):
         part = w[:, :, start : start + step].to(_F64)
-        gram += part @ part.transpose(1, 2)
+        if w.shape[1] < 256:  # narrow groups (grouped convolutions): one batched product
+            gram += part @ part.transpose(1, 2)
+            continue
+        for g in range(w.shape[0]):
+            gram[g] += gram_2d(part[g].transpose(0, 1))
     return gram
 
 

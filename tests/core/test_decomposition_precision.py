@@ -300,3 +300,24 @@ def test_an_input_changed_in_place_between_readers_is_not_shared():
     torch.testing.assert_close(
         stats.layers["b"].gram, 9 * stats.layers["a"].gram, rtol=1e-5, atol=0
     )
+
+
+@pytest.mark.parametrize("d", [100, 300, 700])
+def test_blocked_products_equal_the_plain_ones(d):
+    """The panel products of the whitening (``Lᵀ M L``) and of ``W Wᵀ`` skip zero blocks and
+    mirror the symmetric half: equal to the plain products."""
+    from balf._spectral import _lt_m_l
+    from balf.decomposition import _row_gram
+
+    torch.manual_seed(0)
+    x = torch.randn(2 * d, d, dtype=F64)
+    chol = torch.linalg.cholesky((x.T @ x)[None])
+    m = torch.randn(d, d, dtype=F64)
+    m = (m + m.T)[None]
+    ref = chol.transpose(1, 2) @ m @ chol
+    torch.testing.assert_close(
+        _lt_m_l(m, chol), ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max())
+    )
+    w = torch.randn(2, d, 3 * d)
+    ref = w.to(F64) @ w.to(F64).transpose(1, 2)
+    torch.testing.assert_close(_row_gram(w), ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))
