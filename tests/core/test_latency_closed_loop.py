@@ -144,3 +144,16 @@ def test_the_real_timing_runs_on_a_tiny_model():
     fit = report.latency_fit
     assert all(math.isfinite(m) and m > 0 for m in fit["measured"])
     assert 1 <= len(fit["measured"]) <= 2
+
+
+def test_a_budget_short_of_the_full_cost_by_rounding_keeps_every_rank():
+    """A keep-ratio of 1 reaches the allocator as (T − F)/S, which rounding can put a few ulps
+    under 1: when no rank is cheaper than dense, that must not be a BudgetError."""
+    import numpy as np
+
+    from balf.ranks.allocation import allocate
+
+    costs = [np.array([0.3, 0.3, 0.3]), np.array([0.1 + 0.2, 0.3])]  # 0.1 + 0.2 ≠ 0.3
+    energies = [np.array([0.5, 0.9, 1.0]), np.array([0.7, 1.0])]
+    allocation = allocate(energies, costs, 1 - 1e-15, 50)
+    assert allocation.ranks == [3, 2]
