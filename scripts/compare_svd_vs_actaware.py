@@ -23,8 +23,8 @@ Sources of layers:
   (``--conv-channels``) and a 3×3 grouped Conv2d (``--grouped-channels``, ``--groups``).
 - ``--source checkpoint``: layers of a trained model (default ResNet-20 on Fashion-MNIST) fed
   with their real input activations, captured by forward pre-hooks on real images
-  (``balf_paper.experiments.datasets.experiment_data``: calibration = seeded training subset,
-  held-out = test subset): the classifier ``fc`` (``--linear-layer``), a 3×3 conv
+  (``balf_paper.experiments.tasks.image.data.experiment_data``: calibration = seeded training
+  subset, held-out = test subset): the classifier ``fc`` (``--linear-layer``), a 3×3 conv
   (``--conv-layer``), and — CIFAR ResNets have no grouped conv — a grouped 3×3 conv with
   ``--groups`` groups whose filters are the block-diagonal part of the trained conv
   ``--grouped-layer`` (group g keeps the weights from input block g to output block g), fed with
@@ -45,7 +45,7 @@ Example:
 
 from __future__ import annotations
 
-from balf_paper.experiments.options import run_script
+from balf_paper.experiments.cli.options import run_script
 from balf_paper.experiments.single_layer.cli import build_parser, main
 
 __all__ = ["build_parser", "main"]

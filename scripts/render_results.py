@@ -1,10 +1,11 @@
 """Regenerate every figure and table from the stored results (nothing is recomputed).
 
 Walks ``<results-root>/<dataset>/<model>/`` (and ``<results-root>/quickstart/``) and writes the
-figures and tables of whatever is there (see :mod:`balf_paper.experiments.render`): accuracy vs
-FLOPs/params plots and matched-ratio tables from the mode sweeps, calibration-size, allocator-
-iterations and corruption figures/tables, ``benchmarks/compression_time.{tex,md}``, and the
-single-layer (``svd_vs_actaware/``), speed and latency (``benchmarks/``) figures and tables.
+figures and tables of whatever is there (see :mod:`balf_paper.experiments.render.tree`): accuracy
+vs FLOPs/params plots and matched-ratio tables from the mode sweeps, calibration-size, allocator-
+iterations and corruption figures/tables, the language tasks' tables and figures
+(``language/<task>/``), ``benchmarks/compression_time.{tex,md}``, and the single-layer
+(``svd_vs_actaware/``), speed and latency (``benchmarks/``) figures and tables.
 With ``--readme README.md`` the README's quoted tables (``<!-- table: path -->`` blocks) are then
 rewritten from the rendered Markdown tables. Defaults come from ``configs/render_results.yaml``.
 
@@ -20,11 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from balf_paper.experiments.cli import parse_with_yaml, run_script
-from balf_paper.experiments.plots import load_other_works
-from balf_paper.experiments.readme import sync_readme
-from balf_paper.experiments.render import render_all
-from balf_paper.experiments.tables import DEFAULT_TARGETS
+from balf_paper.experiments.cli.options import parse_with_yaml, run_script
+from balf_paper.experiments.render.plots import load_other_works
+from balf_paper.experiments.render.readme import sync_readme
+from balf_paper.experiments.render.tables import DEFAULT_TARGETS
+from balf_paper.experiments.render.tree import render_all
 
 log = logging.getLogger("render_results")
 

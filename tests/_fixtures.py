@@ -10,41 +10,53 @@ the path to pass to the code under test:
   fix the image shape.
 - :func:`write_fashion_mnist`: the four standard IDX ``.gz`` files.
 - :func:`write_imagenet`: ``imagenet-calib/`` and ``imagenet-val/`` ImageFolders of small JPEGs
-  in WordNet-id folders.
+  in WordNet-id folders; :func:`write_imagenet_c` and :func:`write_imagenet_v2` the ImageNet-C
+  and ImageNet-V2 releases; :func:`write_imagenet_samples` the shared ``imagenet-samples`` folder.
+- :func:`write_cifar10_jpeg`: the JPEG release of CIFAR-10 (``{train,test}/<class>/*.jpg``).
 
 :func:`load_script` imports a script of ``scripts/`` by path (scripts are not a package).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import pickle
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 from PIL import Image
-
-# The CIFAR-10 pickle writer and md5 helper of the CIFAR loader tests, reused as they are.
-from test_data_cifar import _md5, _write_batch
 from torchvision import datasets
 
+from balf_paper.data import CIFAR10_CLASSES
 from balf_paper.data.fashion_mnist import FASHION_MNIST_FILES, write_idx
 
 __all__ = [
+    "IMAGENET_SAMPLES_TRAIN",
+    "IMAGENET_SAMPLES_VAL",
+    "IMAGENET_SAMPLES_WNIDS",
     "REPO",
     "WNIDS",
     "accept_cifar10_checksums",
     "load_script",
+    "md5_of",
     "write_cifar10",
+    "write_cifar10_batch",
+    "write_cifar10_jpeg",
     "write_cifar10c",
     "write_corrupted",
     "write_fashion_mnist",
     "write_fashion_mnist_c",
+    "write_flat_jpeg",
     "write_imagenet",
+    "write_imagenet_c",
+    "write_imagenet_samples",
+    "write_imagenet_v2",
+    "write_noise_jpeg",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,9 +87,10 @@ def write_cifar10(
     rng = np.random.default_rng(seed)
     for i in range(1, 6):
         images = rng.integers(0, 256, (train_per_batch, 32, 32, 3), dtype=np.uint8)
-        _write_batch(folder / f"data_batch_{i}", images, _labels(rng, train_per_batch).tolist())
+        labels = _labels(rng, train_per_batch).tolist()
+        write_cifar10_batch(folder / f"data_batch_{i}", images, labels)
     images = rng.integers(0, 256, (test_images, 32, 32, 3), dtype=np.uint8)
-    _write_batch(folder / "test_batch", images, _labels(rng, test_images).tolist())
+    write_cifar10_batch(folder / "test_batch", images, _labels(rng, test_images).tolist())
     meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer"] + ["x"] * 5}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta))
     return Path(root)
@@ -91,12 +104,13 @@ def accept_cifar10_checksums(monkeypatch: pytest.MonkeyPatch, root: Path) -> Non
     replaced by the fixture files' sums, so the check itself still runs unchanged.
     """
     folder = Path(root) / _CIFAR_FOLDER
-    train = [[f"data_batch_{i}", _md5(folder / f"data_batch_{i}")] for i in range(1, 6)]
+    train = [[f"data_batch_{i}", md5_of(folder / f"data_batch_{i}")] for i in range(1, 6)]
     monkeypatch.setattr(datasets.CIFAR10, "train_list", train)
     monkeypatch.setattr(
-        datasets.CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]]
+        datasets.CIFAR10, "test_list", [["test_batch", md5_of(folder / "test_batch")]]
     )
-    meta = {"filename": "batches.meta", "key": "label_names", "md5": _md5(folder / "batches.meta")}
+    meta_md5 = md5_of(folder / "batches.meta")
+    meta = {"filename": "batches.meta", "key": "label_names", "md5": meta_md5}
     monkeypatch.setattr(datasets.CIFAR10, "meta", meta)
 
 
@@ -181,6 +195,92 @@ def write_imagenet(
                 pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(directory / f"{name}.JPEG", "JPEG")
     return Path(root)
+
+
+def md5_of(path: Path) -> str:
+    """The md5 hex digest of a file (what torchvision compares)."""
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def write_cifar10_batch(path: Path, images: np.ndarray, labels: list[int]) -> None:
+    """One pickle as in cifar-10-python.tar.gz: rows of 3072 bytes = R plane, G plane, B plane."""
+    rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # (N, 32, 32, 3) -> (N, 3072)
+    entry = {"batch_label": path.name, "labels": labels, "data": rows, "filenames": []}
+    path.write_bytes(pickle.dumps(entry))
+
+
+def write_cifar10_jpeg(root: Path, train: int = 2, test: int = 1, size: int = 32) -> Path:
+    """``root/{train,test}/<class>/<NNNN>.jpg``: ``train``/``test`` random JPEGs per class."""
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", train), ("test", test)):
+        for name in CIFAR10_CLASSES:
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:04d}.jpg", quality=90)
+    return root
+
+
+def write_flat_jpeg(path: Path, value: int, size: int = 24) -> None:
+    """A ``size``×``size`` JPEG of one grey value."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size, 3), value, dtype=np.uint8)).save(path, "JPEG")
+
+
+def write_imagenet_c(
+    root: Path, wnids: Sequence[str], sets: Mapping[str, Sequence[int]], per_class: int = 1
+) -> Path:
+    """``root/<corruption>/<severity>/<wnid>/*.JPEG`` (224×224 like the release)."""
+    for corruption, severities in sets.items():
+        for severity in severities:
+            for c, wnid in enumerate(wnids):
+                for k in range(per_class):
+                    name = f"ILSVRC2012_val_{c * per_class + k + 1:08d}.JPEG"
+                    write_flat_jpeg(root / corruption / str(severity) / wnid / name, 10 * c, 224)
+    return root
+
+
+def write_imagenet_v2(parent: Path, classes: Sequence[int], variant: str = "matched-frequency"):
+    """``parent/imagenetv2-<variant>-format-val/<class index>/*.jpeg``; pixels = index % 256."""
+    folder = parent / f"imagenetv2-{variant}-format-val"
+    for index in classes:
+        for k in range(2):
+            write_flat_jpeg(folder / str(index) / f"{k:040x}.jpeg", index % 256)
+    return parent
+
+
+IMAGENET_SAMPLES_WNIDS = [f"n{i:08d}" for i in range(1000)]
+# (file, class index): three validation images in two classes, one class index > 725
+IMAGENET_SAMPLES_VAL = [
+    ("ILSVRC2012_val_00000347.JPEG", 3),
+    ("ILSVRC2012_val_00000355.JPEG", 999),
+    ("ILSVRC2012_val_00000361.JPEG", 3),
+]
+IMAGENET_SAMPLES_TRAIN = ["n00000000_tench.JPEG", "n00000005_goldfish.JPEG"]
+
+
+def write_noise_jpeg(path: Path, seed: int) -> None:
+    """A 12×12 JPEG of seeded noise."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, "JPEG")
+
+
+def write_imagenet_samples(root: Path) -> Path:
+    """A miniature ``imagenet-samples`` folder in the shared layout (``val1300/`` +
+    ``val1300_labels.txt`` with :data:`IMAGENET_SAMPLES_VAL`, ``train1000/`` with
+    :data:`IMAGENET_SAMPLES_TRAIN`, ``synset_words.txt`` of :data:`IMAGENET_SAMPLES_WNIDS`)."""
+    (root / "val1300").mkdir(parents=True)
+    (root / "train1000").mkdir()
+    lines = [f"{w} class number {i}, a synonym" for i, w in enumerate(IMAGENET_SAMPLES_WNIDS)]
+    (root / "synset_words.txt").write_text("\n".join(lines) + "\n")
+    labels = "".join(f"{n}, {k}\n" for n, k in IMAGENET_SAMPLES_VAL)
+    (root / "val1300_labels.txt").write_text(labels)
+    for i, (name, _) in enumerate(IMAGENET_SAMPLES_VAL):
+        write_noise_jpeg(root / "val1300" / name, i)
+    for i, name in enumerate(IMAGENET_SAMPLES_TRAIN):
+        write_noise_jpeg(root / "train1000" / name, 100 + i)
+    return root
 
 
 def load_script(relative_path: str) -> ModuleType:

@@ -1,8 +1,9 @@
 """Shared fixtures: deterministic seeds, float64 defaults where exactness is asserted.
 
 Tests live by package: ``core/`` (the method alone, fast), ``e2e/`` (the method on real
-architectures and the README's code) and ``paper/`` (the reproduction package, scripts and
-committed results). ``_fixtures.py`` (fixture data in the real layouts) is importable from all.
+architectures and the code of the documentation) and ``paper/`` (the reproduction package,
+scripts and committed results). ``_fixtures.py`` (fixture data in the real layouts) is
+importable from all.
 """
 
 import sys

@@ -20,6 +20,7 @@ from balf.counting.flops import count_flops, count_params
 from balf.decomposition import LayerDecomposition, decompose_layer, decompose_layers
 from balf.errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
 from balf.io import export
+from balf.io import hf_hook as _hf_hook
 from balf.io.cache import Cache
 from balf.io.pretrained import load_pretrained, save_pretrained
 from balf.io.serialization import (
@@ -66,6 +67,7 @@ from balf.ranks.modes import Mode, register_modes
 from balf.ranks.objectives import (
     EnergyObjective,
     LogEnergyObjective,
+    LogSensitivityObjective,
     Objective,
     SensitivityObjective,
     register_objective,
@@ -74,6 +76,8 @@ from balf.refit import AnchoredRefit
 from balf.report import LayerReport, Report
 
 _deprecated.install()
+# "balf" in transformers' quantizer registry, without importing transformers (balf.io.hf_hook)
+_hf_hook.install()
 
 __all__ = [
     "MODES",
@@ -81,6 +85,7 @@ __all__ = [
     "EnergyObjective",
     "LayerSequential",
     "LogEnergyObjective",
+    "LogSensitivityObjective",
     "Objective",
     "SensitivityObjective",
     "register_objective",

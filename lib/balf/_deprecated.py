@@ -50,7 +50,7 @@ MOVED_MODULES: dict[str, str] = {
     "balf.hashing": "balf.io.hashing",
     "balf.latency": "balf.ranks.latency",
     "balf.latency_table": "balf.ranks.latency.table",
-    "balf.layer_kinds": "balf.layers.registry",
+    "balf.layer_kinds": "balf.layers.kind",
     "balf.layer_statistics": "balf.calibration.statistics",
     "balf.layers.install": "balf.pipeline.install",
     "balf.layers.shape_check": "balf.pipeline.shape_check",

@@ -1,4 +1,8 @@
-"""Evaluation mode for the duration of a call, every module's own ``training`` flag restored."""
+"""Evaluation mode for the duration of a call, every module's own ``training`` flag restored.
+
+Also: reading a parametrized weight without advancing its parametrizations' state
+(:func:`steady_parametrizations`).
+"""
 
 from __future__ import annotations
 
@@ -44,3 +48,23 @@ def restores_mode(fn: Callable[..., T]) -> Callable[..., T]:
                 module.training = flag
 
     return wrapper
+
+
+@contextlib.contextmanager
+def steady_parametrizations(module: nn.Module) -> Iterator[None]:
+    """The parametrizations of ``module``'s own tensors in eval mode for the duration.
+
+    A parametrized weight (``torch.nn.utils.parametrizations.spectral_norm``, ``weight_norm``,
+    …) is recomputed at every read; spectral_norm in train mode also runs a power-iteration
+    step, changing its ``_u``/``_v`` buffers. Reading a caller's weight inside this context
+    leaves them as they were (the weight read is the one eval mode computes).
+    """
+    lists = getattr(module, "parametrizations", None)
+    flags = [(m, m.training) for m in lists.modules()] if isinstance(lists, nn.Module) else []
+    for m, _ in flags:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag

@@ -32,12 +32,19 @@ import numbers
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from balf.decomposition import LayerDecomposition
 from balf.errors import BALFError
 
-__all__ = ["AnchoredRefit", "CrossStatistics", "RefitDecomposition", "anchored_decomposition"]
+__all__ = [
+    "AnchoredRefit",
+    "CrossStatistics",
+    "RefitDecomposition",
+    "anchored_decomposition",
+    "bias_shift",
+    "correct_bias",
+]
 
 _F64 = torch.float64
 
@@ -82,6 +89,22 @@ class AnchoredRefit:
             "bias_correction": self.bias_correction,
             "min_rows_per_input": self.min_rows_per_input,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AnchoredRefit:
+        """The refit :meth:`to_dict` describes (its ``"type"`` entry, if any, must name it).
+
+        Raises:
+            BALFError: another type, or unknown settings.
+        """
+        settings = dict(data)
+        kind = settings.pop("type", cls.__name__)
+        unknown = sorted(set(settings) - {"beta", "ridge", "bias_correction", "min_rows_per_input"})
+        if kind != cls.__name__ or unknown:
+            raise BALFError(
+                f"not an AnchoredRefit description: type {kind!r}, unknown settings {unknown}"
+            )
+        return cls(**settings)
 
     def determined(self, stats: CrossStatistics) -> bool:
         """Whether ``stats`` has enough rows for the fit (``rows ≥ min_rows_per_input · D``)."""
@@ -200,3 +223,28 @@ def bias_shift(
     target = ((1.0 - beta) * mu_p + beta * mu_d)[:, None, :] @ w
     got = (mu_p[:, None, :] @ a.to(_F64)) @ b.to(_F64)
     return (target - got)[:, 0, :]
+
+
+@torch.no_grad()
+def correct_bias(
+    small: nn.Module, weight: Tensor, dec: LayerDecomposition, rank: int,
+    stats: CrossStatistics, beta: float,
+) -> float | None:  # fmt: skip
+    """Add :func:`bias_shift` to an installed factorized layer's bias (in place).
+
+    Args:
+        small: the installed low-rank module (its second factor holds the bias).
+        weight: the dense layer's ``W`` ``(G, D, K)``.
+        dec: the decomposition ``small`` was built from, at ``rank``.
+        stats: the layer's paired statistics.
+        beta: target blend.
+
+    Returns:
+        The norm of the shift, or ``None`` when the layer has no bias.
+    """
+    bias = getattr(getattr(small, "second", None), "bias", None)
+    if bias is None:
+        return None
+    shift = bias_shift(weight, dec.factors(weight, rank), stats, beta).reshape(-1)
+    bias.add_(shift.to(device=bias.device, dtype=bias.dtype))
+    return float(shift.norm())

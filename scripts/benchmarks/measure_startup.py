@@ -28,8 +28,9 @@ COMMANDS = {
     "import balf": [sys.executable, "-c", "import balf"],
     "import torch": [sys.executable, "-c", "import torch"],
     "import balf_paper.experiments": [sys.executable, "-c", "import balf_paper.experiments"],
-    "cifar10/factorize_sweep.py --help": [
-        sys.executable, "scripts/cifar10/factorize_sweep.py", "--help"
+    "factorize --dataset cifar10 --help": [
+        *(sys.executable, "-m", "balf_paper.experiments", "factorize"),
+        *("--dataset", "cifar10", "--help"),
     ],
     "python -m balf_paper.experiments --help": [
         sys.executable, "-m", "balf_paper.experiments", "--help"

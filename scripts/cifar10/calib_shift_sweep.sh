@@ -6,4 +6,4 @@
 # Extra arguments are passed on (e.g. --dataset cifar10-jpeg, --seeds 0 1 2, --corruptions fog).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-"${PYTHON:-python3}" scripts/cifar10/calib_shift_sweep.py --model resnet20 "$@"
+"${PYTHON:-python3}" -m balf_paper.experiments calib-shift --dataset cifar10 --model resnet20 "$@"

@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for model in resnet20 resnet56; do
-  "${PYTHON:-python3}" scripts/cifar10/calib_size_sweep.py --model "$model" "$@"
+  "${PYTHON:-python3}" -m balf_paper.experiments calib-size --dataset cifar10 --model "$model" "$@"
 done

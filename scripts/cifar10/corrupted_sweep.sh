@@ -3,4 +3,4 @@
 # configs/cifar10_corrupted_sweep.yaml, CIFAR-10-C in datasets/CIFAR-10-C). Resumable. Extra arguments are passed on.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-"${PYTHON:-python3}" scripts/cifar10/corrupted_sweep.py --model resnet20 "$@"
+"${PYTHON:-python3}" -m balf_paper.experiments corrupted --dataset cifar10 --model resnet20 "$@"

@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY="${PYTHON:-python3}"
 for model in ${MODELS:-resnet20 resnet56}; do
-  "$PY" scripts/cifar10/factorize_sweep.py --model "$model" "$@"
+  "$PY" -m balf_paper.experiments factorize --dataset cifar10 --model "$model" "$@"
   if [ "${FOLDING:-1}" = 1 ]; then
-    "$PY" scripts/cifar10/factorize_sweep.py --model "$model" --modes folding_ar folding_r "$@"
+    "$PY" -m balf_paper.experiments factorize --dataset cifar10 --model "$model" --modes folding_ar folding_r "$@"
   fi
 done

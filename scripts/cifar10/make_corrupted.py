@@ -28,8 +28,12 @@ import numpy as np
 from balf.errors import BALFError
 from balf_paper.data import CIFAR10_CLASSES, CIFAR10_JPEG_SOURCE, cifar10
 from balf_paper.data.image_folder import load_image_folder
-from balf_paper.experiments.cli import parse_with_yaml, run_script
-from balf_paper.experiments.options import add_corruption_arguments, corrupt_with_arguments
+from balf_paper.experiments.cli.options import (
+    add_corruption_arguments,
+    corrupt_with_arguments,
+    parse_with_yaml,
+    run_script,
+)
 
 FORMATS = {"cifar10-jpeg": "balf-cifar10-jpeg-c-v1", "cifar10": "balf-cifar10-c-v1"}
 

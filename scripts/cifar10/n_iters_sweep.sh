@@ -3,4 +3,4 @@
 # (configs/cifar10_n_iters_sweep.yaml). Resumable. Extra arguments are passed on (e.g. --model resnet56).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-"${PYTHON:-python3}" scripts/cifar10/n_iters_sweep.py --model resnet20 "$@"
+"${PYTHON:-python3}" -m balf_paper.experiments n-iters --dataset cifar10 --model resnet20 "$@"

@@ -39,7 +39,7 @@ from balf.errors import DatasetNotFoundError
 from balf.io.atomic import atomic_write_text
 from balf_paper.data.registry import dataset_info, registered_datasets
 from balf_paper.experiments import environment, training
-from balf_paper.experiments.options import run_script
+from balf_paper.experiments.cli.options import run_script
 from balf_paper.experiments.training import evaluate_tensors, train_one_epoch
 from balf_paper.models import create_model, load_checkpoint, save_checkpoint
 

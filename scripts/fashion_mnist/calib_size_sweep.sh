@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for model in ${MODELS:-resnet20 resnet56}; do
-  "${PYTHON:-python3}" scripts/fashion_mnist/calib_size_sweep.py --model "$model" "$@"
+  "${PYTHON:-python3}" -m balf_paper.experiments calib-size --dataset fashion-mnist --model "$model" "$@"
 done

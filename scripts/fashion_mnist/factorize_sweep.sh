@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY="${PYTHON:-python3}"
 for model in ${MODELS:-resnet20 resnet56}; do
-  "$PY" scripts/fashion_mnist/factorize_sweep.py --model "$model" "$@"
-  "$PY" scripts/fashion_mnist/factorize_sweep.py --model "$model" \
+  "$PY" -m balf_paper.experiments factorize --dataset fashion-mnist --model "$model" "$@"
+  "$PY" -m balf_paper.experiments factorize --dataset fashion-mnist --model "$model" \
     --modes folding_ar folding_r "$@"
 done

@@ -47,8 +47,12 @@ from typing import Any
 
 from balf_paper.data.corruptions import PAD, corrupt_images, make_corrupted
 from balf_paper.data.fashion_mnist import find_fashion_mnist, load_fashion_mnist
-from balf_paper.experiments.cli import parse_with_yaml, run_script
-from balf_paper.experiments.options import add_corruption_arguments, corrupt_with_arguments
+from balf_paper.experiments.cli.options import (
+    add_corruption_arguments,
+    corrupt_with_arguments,
+    parse_with_yaml,
+    run_script,
+)
 
 __all__ = ["corrupt_images", "main", "make_corrupted"]
 

@@ -15,16 +15,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from balf_paper.experiments.cli import (
-    ExperimentContext,
+from balf_paper.experiments.cli.options import (
     add_common_arguments,
     configure_process,
     parse_with_yaml,
     run_script,
 )
-from balf_paper.experiments.compare import compare_runs
-from balf_paper.experiments.render import render_model
-from balf_paper.experiments.tables import matched_reduction_table, to_markdown
+from balf_paper.experiments.cli.setting import ImageSetting
+from balf_paper.experiments.render.compare import compare_runs
+from balf_paper.experiments.render.tables import matched_reduction_table, to_markdown
+from balf_paper.experiments.render.tree import render_model
+from balf_paper.experiments.sweep.points import read_points
 
 DATASET = "fashion-mnist"
 
@@ -60,7 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parse_with_yaml(parser, argv, "quickstart.yaml")
     configure_process(args)
-    ctx = ExperimentContext(args, DATASET)
+    setting = ImageSetting(args, DATASET)
+    calibration = setting.clean()
+    runner = setting.runner(calibration)
     out = Path(args.out_root) / DATASET / args.model
     plan = {
         "flops_auto": args.ratios,
@@ -71,7 +74,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args.resume:  # a first run computes everything, even over committed results
         for mode in plan:
             (out / mode / "results.json").unlink(missing_ok=True)
-    results = {mode: ctx.sweep(mode, knobs, out / mode) for mode, knobs in plan.items()}
+    results = {
+        mode: setting.sweep(runner, setting.config(calibration, mode, knobs), out / mode)
+        for mode, knobs in plan.items()
+    }
 
     written = [out / mode / "results.json" for mode in plan]
     written += render_model(out, DATASET, args.model, modes=list(plan))
@@ -81,11 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     print("| mode | knob | FLOPs ratio | params ratio | accuracy (%) |")
     print("|---|--:|--:|--:|--:|")
     for mode, res in results.items():
-        for p in res["points"]:
-            knob = p["knob"] if isinstance(p["knob"], str) else f"{p['knob']:g}"
+        for p in read_points(res):
+            knob = p.knob if isinstance(p.knob, str) else f"{p.knob:g}"
             print(
-                f"| {mode} | {knob} | {p['flops_ratio']:.3f} | {p['params_ratio']:.3f} | "
-                f"{100 * p['accuracy']:.2f} |"
+                f"| {mode} | {knob} | {p.flops_ratio:.3f} | {p.params_ratio:.3f} | "
+                f"{100 * p.accuracy:.2f} |"
             )
     print("\nAccuracy drop (pp) of the best point at or below each FLOPs keep-ratio:\n")
     print(to_markdown(table))

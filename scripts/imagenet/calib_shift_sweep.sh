@@ -5,4 +5,4 @@
 # clean validation images. Resumable. Extra arguments are passed on (e.g. --model).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-"${PYTHON:-python3}" scripts/imagenet/calib_shift_sweep.py "$@"
+"${PYTHON:-python3}" -m balf_paper.experiments calib-shift --dataset imagenet "$@"

@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for model in resnet18 resnet50; do
-  "${PYTHON:-python3}" scripts/imagenet/calib_size_sweep.py --model "$model" "$@"
+  "${PYTHON:-python3}" -m balf_paper.experiments calib-size --dataset imagenet --model "$model" "$@"
 done

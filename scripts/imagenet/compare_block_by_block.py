@@ -26,11 +26,11 @@ import torch
 import balf
 from balf.io.atomic import atomic_json_dump
 from balf_paper.data import make_loader
-from balf_paper.experiments.datasets import experiment_data, experiment_model
+from balf_paper.experiments.cli.options import run_script
 from balf_paper.experiments.environment import environment_info
-from balf_paper.experiments.evaluation import evaluate
-from balf_paper.experiments.labels import dataset_label
-from balf_paper.experiments.options import run_script
+from balf_paper.experiments.render.labels import dataset_label
+from balf_paper.experiments.tasks.image.data import experiment_data, experiment_model
+from balf_paper.experiments.tasks.image.evaluation import evaluate
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 for model in resnet18 resnet50 mobilenet_v2 resnext50_32x4d resnext101_32x8d vit_b_16 deit_b_16; do
-  "${PYTHON:-python3}" scripts/imagenet/factorize_sweep.py --model "$model" "$@"
+  "${PYTHON:-python3}" -m balf_paper.experiments factorize --dataset imagenet --model "$model" "$@"
 done

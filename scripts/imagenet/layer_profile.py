@@ -26,23 +26,23 @@ from balf.pipeline.compressor import Compressor
 from balf.ranks.modes import mode_spec
 from balf_paper.data import make_loader
 from balf_paper.data.registry import registered_datasets
-from balf_paper.experiments.datasets import experiment_data, experiment_model
-from balf_paper.experiments.environment import command_line, environment_info
-from balf_paper.experiments.evaluation import evaluate
-from balf_paper.experiments.labels import dataset_label
-from balf_paper.experiments.layer_profile import (
+from balf_paper.experiments.benchmarks.layer_profile import (
     depth_summary,
     layer_rows,
     plot_profiles,
     summary_markdown,
 )
-from balf_paper.experiments.options import (
+from balf_paper.experiments.cli.options import (
     add_common_arguments,
     configure_process,
     parse_with_yaml,
     pop_dataset,
     run_script,
 )
+from balf_paper.experiments.environment import command_line, environment_info
+from balf_paper.experiments.render.labels import dataset_label
+from balf_paper.experiments.tasks.image.data import experiment_data, experiment_model
+from balf_paper.experiments.tasks.image.evaluation import evaluate
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -46,7 +46,7 @@ from balf_paper.experiments.benchmarks.compression_time_cli import (
     main,
     markdown_table,
 )
-from balf_paper.experiments.options import run_script
+from balf_paper.experiments.cli.options import run_script
 
 __all__ = ["build_parser", "main", "markdown_table", "measure_model", "settings"]
 

@@ -28,7 +28,7 @@ Inference benchmarks fold BatchNorm into the preceding convolution in both the o
 compressed models (``torch.nn.utils.fusion.fuse_conv_bn_eval``; ``--no-fold-bn`` to time them
 unfolded, as the committed ``speed_cpu.json`` was).
 
-Latency mode (``--mode latency_auto``, see :mod:`balf_paper.experiments.latency_budget`): per model
+Latency mode (``--mode latency_auto``, see :mod:`balf_paper.experiments.latency`): per model
 and batch size the chosen layers' latencies are measured (``--rank-multiple``,
 ``--latency-points``, ``--min-run-time``, cached in ``--latency-cache``), the model is
 compressed with a latency budget and with a FLOPs budget at every ``--ratios`` value, and every
@@ -53,7 +53,7 @@ from __future__ import annotations
 from balf_paper.experiments.benchmarks.speed import measure_model
 from balf_paper.experiments.benchmarks.speed_cli import build_parser, main, run_latency_mode
 from balf_paper.experiments.benchmarks.speed_plot import plot_speedup
-from balf_paper.experiments.options import run_script
+from balf_paper.experiments.cli.options import run_script
 
 __all__ = ["build_parser", "main", "measure_model", "plot_speedup", "run_latency_mode"]
 

@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY="${PYTHON:-python3}"
 MODES=(flops_auto params_auto energy energy_act_aware uniform uniform_act_aware)
-"$PY" scripts/imagenet/factorize_sweep.py --model resnext50_32x4d --modes "${MODES[@]}" "$@"
-"$PY" scripts/imagenet/factorize_sweep.py --model resnext101_32x8d --modes "${MODES[@]}" "$@"
+"$PY" -m balf_paper.experiments factorize --dataset imagenet --model resnext50_32x4d --modes "${MODES[@]}" "$@"
+"$PY" -m balf_paper.experiments factorize --dataset imagenet --model resnext101_32x8d --modes "${MODES[@]}" "$@"
 "$PY" scripts/render_results.py --datasets imagenet --models resnext50_32x4d resnext101_32x8d

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The ImageNet-samples study (1,300 val / 1,000 train images; README "Results on ImageNet samples"):
+# The ImageNet-samples study (1,300 val / 1,000 train images; results/imagenet-samples/README.md):
 # lay the samples out, then for MobileNetV2 (mobilenet_v2_q8) and EfficientNet-Lite0
 # (efficientnet_lite0): the four ratio modes at MobileNetV2's table ratios 0.7/0.75/0.8/0.9/0.97,
 # the energy modes at the paper's thresholds, the rest of the paper's ratio grid; then the
@@ -16,11 +16,11 @@ RATIO_MODES=(flops_auto params_auto uniform uniform_act_aware)
 OUT=results/imagenet-samples/benchmarks
 bash scripts/imagenet/get_samples.sh "${SHARED_DIR:-../shared/data/imagenet-samples}" datasets/imagenet-samples
 for model in "${MODELS[@]}"; do
-  S=(scripts/imagenet/factorize_sweep.py --dataset imagenet-samples --model "$model")
+  S=(-m balf_paper.experiments factorize --dataset imagenet-samples --model "$model")
   "$PY" "${S[@]}" --knobs 0.7 0.75 0.8 0.9 0.97 --modes "${RATIO_MODES[@]}" "$@"
   "$PY" "${S[@]}" --modes energy_act_aware energy "$@"
   "$PY" "${S[@]}" --modes "${RATIO_MODES[@]}" "$@"
-  "$PY" scripts/imagenet/calib_size_sweep.py --dataset imagenet-samples --model "$model" "$@"
+  "$PY" -m balf_paper.experiments calib-size --dataset imagenet-samples --model "$model" "$@"
 done
 "$PY" scripts/imagenet/measure_compression_time.py --resume --models "${MODELS[@]}" \
   --data-root datasets/imagenet-samples --real-calib-size 1000 --batch-size 50 --ratio 0.9 \

@@ -11,7 +11,7 @@ Example:
 from __future__ import annotations
 
 from balf_paper.experiments.benchmarks.block_scale import main
-from balf_paper.experiments.options import run_script
+from balf_paper.experiments.cli.options import run_script
 
 __all__ = ["main"]
 

@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY="${PYTHON:-python3}"
-"$PY" scripts/language/lm_sweep.py --task wikitext "$@"
+"$PY" -m balf_paper.experiments language --task wikitext "$@"

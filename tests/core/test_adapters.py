@@ -94,7 +94,7 @@ def test_a_model_with_multihead_attention_compresses(config):
     x = torch.randn(8, 5, 6)
     data = x if config.activation_aware else None
     small, report = balf.compress(model, data, config, progress=False)
-    # issue 22: the attention's projections are layers too (the attention is unpacked)
+    # the attention's projections are layers too (the attention is unpacked)
     assert report.skipped == {}
     assert list(report.layers) == ["embed", "attn.in_proj", "attn.out_proj", "head"]
     assert type(model.attn) is nn.MultiheadAttention  # the caller's model is untouched

@@ -1,4 +1,4 @@
-"""Layers that saw fewer calibration rows than their rank are named (issue 24 item 8).
+"""Layers that saw fewer calibration rows than their rank are named.
 
 A classifier head sees one row per image: with 16 images a 64-wide head is cut to rank 16 while
 its ``energy_kept`` reads 1.0. The old code said nothing.
@@ -25,7 +25,11 @@ def _model() -> nn.Module:
     ).eval()
 
 
-STRATEGIES = {"whole-model": None, "block-by-block": balf.BlockByBlock()}
+STRATEGIES = {
+    "whole-model": None,
+    "block-by-block": balf.BlockByBlock(),
+    "block-by-block-refit": balf.BlockByBlock(refit=balf.AnchoredRefit(1.0)),
+}
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES.values(), ids=list(STRATEGIES))

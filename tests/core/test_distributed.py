@@ -127,6 +127,9 @@ def _token_data() -> torch.Tensor:
 STRATEGIES = {
     "whole-model": None,
     "block-by-block": balf.BlockByBlock(blocks=["1.0", "1.1", "1.2"]),
+    "block-by-block-refit": balf.BlockByBlock(
+        blocks=["1.0", "1.1", "1.2"], refit=balf.AnchoredRefit(1.0, 1e-3, bias_correction=True)
+    ),
 }
 
 

@@ -1,4 +1,4 @@
-"""A Compressor's latency table follows the thread count at use time (issue 24 item 7).
+"""A Compressor's latency table follows the thread count at use time.
 
 The old Compressor kept using the table it measured with 1 thread after
 ``torch.set_num_threads(2)``.

@@ -103,3 +103,28 @@ def test_a_saved_layer_of_another_kind_is_refused(kernel_kind, tmp_path):
     other = nn.Sequential(nn.Linear(16, 48), nn.ReLU(), nn.Linear(48, 8))
     with pytest.raises(balf.SaveFormatError, match="is a Linear in this model but was a Kernel"):
         balf.load(path, other)
+
+
+@pytest.mark.parametrize("name", ["linear", "conv1d", "conv2d", "hf_conv1d"])
+def test_a_kind_name_is_declared_once_on_the_kind(name):
+    """The low-rank class does not repeat its kind's name (nor its dense type); a layer built
+    directly, not by a kind, still carries the name its save spec needs."""
+    if name == "hf_conv1d":
+        pytest.importorskip("transformers.pytorch_utils")
+    kind = kinds.kind_named(name)
+    assert "kind" not in vars(kind.lowrank_type) and "dense_type" not in vars(kind.lowrank_type)
+    if name == "linear":
+        a, b = torch.randn(6, 2), torch.randn(2, 4)
+        layer = balf.LowRankLinear.from_linear(nn.Linear(6, 4), a, b)
+        assert layer.kind == "linear" and layer.spec()["kind"] == "linear"
+
+
+def test_resolvers_see_each_layer_type_once(monkeypatch):
+    """A resolver runs on a type's first look-up, not in every hook call of every batch."""
+    seen: list[type] = []
+    monkeypatch.setattr(kinds, "_RESOLVERS", list(kinds._RESOLVERS))
+    kinds.add_kind_resolver(seen.append)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    x = torch.randn(40, 8)
+    balf.collect_statistics(model, list(x.split(10)), progress=False)
+    assert seen.count(nn.Linear) == 1

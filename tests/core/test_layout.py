@@ -261,7 +261,14 @@ def test_every_name_of_a_core_module_has_one_home():
 
 @pytest.mark.parametrize(
     "old, new",
-    [("balf.statistics", "balf.calibration.collect"), ("balf.config", "balf.ranks.configs")],
+    [
+        ("balf.statistics", "balf.calibration.collect"),
+        ("balf.config", "balf.ranks.configs"),
+        ("balf.layer_kinds", "balf.layers.kind"),
+        ("balf.compressor", "balf.pipeline.compressor"),
+        ("balf.calibration.block_by_block", "balf.pipeline.block_by_block"),
+        ("balf.layers.install", "balf.pipeline.install"),
+    ],
 )
 def test_old_module_paths_warn_and_give_the_new_module(old, new):
     code = (
@@ -281,3 +288,47 @@ def test_old_module_paths_warn_and_give_the_new_module(old, new):
         env={"PYTHONPATH": str(LIB), "PATH": "/usr/bin:/bin"},
     )
     assert f"{old} moved to {new}" in done.stdout, done.stderr
+
+
+def test_every_moved_module_has_a_home_and_the_version_its_messages_name():
+    """Each old path points to a module that exists (``balf.layer_kinds`` pointed nowhere), and
+    the deprecation messages name the release that ``balf.__version__`` is (0.1.0 said 0.2)."""
+    import importlib.util
+
+    from balf import __version__
+    from balf._deprecated import MOVED_MODULES
+
+    missing = [f"{old} -> {new}" for old, new in MOVED_MODULES.items()
+               if importlib.util.find_spec(new) is None]  # fmt: skip
+    assert missing == []
+    named = {  # every "deprecated (balf X.Y)" / "moved to ... (balf X.Y)" of the package
+        match
+        for path in (LIB / "balf").rglob("*.py")
+        for match in re.findall(r"\(balf (\d+\.\d+)\)", path.read_text())
+    }
+    assert named == {".".join(__version__.split(".")[:2])}
+
+
+TESTS = LIB.parent / "tests"
+
+
+def test_test_modules_are_named_after_concepts_and_import_no_other_test_module():
+    """Helpers shared by tests live in ``tests/_*.py`` modules; a test module importing another
+    runs (or collects) it twice and hides what it needs. File names and module docstrings say
+    what is tested, not which round or issue asked for it."""
+    history = re.compile(r"round\s*\d|\bissue\s+\d", re.IGNORECASE)
+    problems = []
+    for path in sorted(TESTS.rglob("*.py")):
+        if history.search(path.stem.replace("_", " ")):
+            problems.append(f"{path.name}: named after history")
+        tree = ast.parse(path.read_text())
+        doc = ast.get_docstring(tree) or ""
+        if history.search(doc):
+            problems.append(f"{path.name}: its docstring names an issue or round")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("test_"):
+                problems.append(f"{path.name} imports {node.module}")
+            if isinstance(node, ast.Import):
+                problems += [f"{path.name} imports {a.name}" for a in node.names
+                             if a.name.startswith("test_")]  # fmt: skip
+    assert problems == []

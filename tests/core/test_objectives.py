@@ -13,15 +13,17 @@ from torch import nn
 import balf
 from balf.errors import BALFError, BudgetError
 from balf.layers.geometry import LayerGeometry
-from balf.pipeline.sensitivity import measure_sensitivities, output_divergence, probe_rank
+from balf.pipeline.sensitivity import measure_sensitivities, output_divergence
 from balf.ranks.configs import BALFConfig, config_for_mode, config_from_dict
 from balf.ranks.costs import LayerCandidate, LayerCost
 from balf.ranks.objectives import (
     EnergyObjective,
     LogEnergyObjective,
+    LogSensitivityObjective,
     Objective,
     SensitivityObjective,
     objective_named,
+    probe_rank,
     register_objective,
 )
 
@@ -52,7 +54,8 @@ class _SquareRoot(Objective):
         return np.sqrt(candidate.energies)
 
 
-OBJECTIVES = [EnergyObjective(), LogEnergyObjective(), SensitivityObjective(), _SquareRoot()]
+OBJECTIVES = [EnergyObjective(), LogEnergyObjective(), SensitivityObjective(),
+              LogSensitivityObjective(), _SquareRoot()]  # fmt: skip
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: o.name)
@@ -246,3 +249,22 @@ def test_cache_keeps_measured_weights(tmp_path):
     _, second = balf.compress(model, x, config, cache=balf.Cache(tmp_path), progress=False)
     assert second.objective["weights"] == first.objective["weights"]
     assert second.timings["sensitivity"] < first.timings["sensitivity"] + 1.0
+
+
+def test_log_sensitivity_weights_are_calibrated_on_the_same_probe():
+    """The log form's weight is the divergence per unit of ``−log e`` at the probe rank: the
+    linear weight times ``(1 − e⁰)/(−log e⁰)``; its values are ``w · log e``."""
+    model, x = _mlp(), torch.randn(64, 12)
+    compressor = balf.Compressor(model, x, progress=False)
+    _, lin = compressor.compress(BALFConfig(0.6, "params", objective="sensitivity"))
+    _, log = compressor.compress(BALFConfig(0.6, "params", objective="log_sensitivity"))
+    assert log.mode == "params_auto_log_sensitivity"
+    assert "sensitivity" not in log.timings  # the probes ran once, for both objectives
+    for cand in compressor.candidates(True):
+        e0 = cand.energies[probe_rank(cand, 0.5) - 1]
+        factor = (1 - e0) / -np.log(e0)
+        assert log.objective["weights"][cand.name] == pytest.approx(
+            lin.objective["weights"][cand.name] * factor
+        )
+    cand = dataclasses.replace(_candidates(1)[0], weight=2.0)
+    assert np.allclose(LogSensitivityObjective().values(cand), 2.0 * np.log(cand.energies))

@@ -106,3 +106,41 @@ def test_unchanged_weights_hit_the_cache(tmp_path, source, monkeypatch):
     second = _compress(model, x, source, CONFIGS["balf"], None, cache)[1]
     assert calls == []
     assert second.ranks == first.ranks
+
+
+def test_entries_of_another_library_version_are_recomputed(tmp_path, monkeypatch):
+    """The library version is part of every key: what balf 0.1 cached, 0.2 recomputes (and
+    gets the same result), rather than loading entries another version's code wrote."""
+    import balf.io.cache as cache_module
+
+    torch.manual_seed(0)
+    model, x = _cnn(), torch.randn(24, 3, 8, 8)
+    cache = balf.Cache(tmp_path, data_tag="calib", data_size=len(x))
+    with monkeypatch.context() as m:
+        m.setattr(cache_module, "__version__", "0.1.0")
+        old_report = _compress(model, x, "data", CONFIGS["balf"], None, cache)[1]
+    old = set(tmp_path.rglob("*.pt"))
+    report = _compress(model, x, "data", CONFIGS["balf"], None, cache)[1]
+    new = set(tmp_path.rglob("*.pt")) - old
+    assert old and len(new) == len(old)
+    assert report.ranks == old_report.ranks
+
+
+def test_a_full_disk_while_writing_the_cache_warns_and_goes_on(tmp_path, monkeypatch):
+    """A cache is an optimisation: ENOSPC while writing an entry must not end a compression
+    (or the sweep around it); the result is the uncached one and nothing half-written stays."""
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    torch.manual_seed(0)
+    model, x = _cnn(), torch.randn(24, 3, 8, 8)
+    fresh_report = _compress(model, x, "data", CONFIGS["balf"], None, None)[1]
+    monkeypatch.setattr(os, "fsync", full)
+    cache = balf.Cache(tmp_path, data_tag="calib", data_size=len(x))
+    with pytest.warns(UserWarning, match="could not write the statistics cache entry.*space"):
+        report = _compress(model, x, "data", CONFIGS["balf"], None, cache)[1]
+    assert report.ranks == fresh_report.ranks
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

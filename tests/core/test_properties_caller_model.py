@@ -132,3 +132,75 @@ def test_the_compressed_copy_shares_no_storage_with_the_input(config):
             if t.is_floating_point():
                 t.add_(1)
     _assert_unchanged(model, before)
+
+
+# -- in place: a failure half way puts the caller's model back -----------------------------------
+
+
+class _PadsInForward(nn.Conv2d):
+    """A conv that pads in its own forward; registered below as a plain conv (wrongly), so its
+    replacement fails the documented per-layer shape check."""
+
+    def forward(self, x):
+        return super().forward(nn.functional.pad(x, [0, 1, 0, 1]))
+
+
+def _misread_model() -> nn.Module:
+    from balf.layers.conv2d import Conv2dKind
+
+    balf.register_layer_kind(Conv2dKind().for_type(_PadsInForward))
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 12, 3, padding=1), nn.ReLU(), _PadsInForward(12, 16, 3, stride=2),
+        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    ).eval()  # fmt: skip
+
+
+def test_a_failed_inplace_compression_restores_the_model_and_says_so():
+    """The shape check of the third layer fails after the first one was installed in the
+    caller's model: the model is put back, the error says so, and the compressor can retry
+    (it refused: "compressed in place; make a new one")."""
+    model = _misread_model()
+    before = _snapshot(model)
+    compressor = balf.Compressor(model, X, progress=False)
+    for _ in range(2):
+        with pytest.raises(balf.BALFError, match="outputs shape") as caught:
+            compressor.compress(balf.RankRatioConfig(0.3), inplace=True)
+        _assert_unchanged(model, before)
+        assert "the model was restored" in "".join(caught.value.__notes__)
+        assert "1 layer(s) already replaced (0)" in "".join(caught.value.__notes__)
+
+
+class _Block(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.up, self.down = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+
+    def forward(self, x):
+        return x + self.down(torch.relu(self.up(x)))
+
+
+def test_an_interrupt_during_block_by_block_inplace_restores_the_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Sequential(*(_Block(8) for _ in range(3))))
+    model.eval()
+    data = [torch.randn(4, 5, 4) for _ in range(3)]
+    strategy = balf.BlockByBlock(blocks=["1.0", "1.1", "1.2"])
+    compressor = balf.Compressor(model, data, progress=False, strategy=strategy)
+
+    def interrupt(module, args):  # Ctrl-C once blocks 0 and 1 are installed
+        if isinstance(model[1][1].down, balf.LowRankLinear):
+            raise KeyboardInterrupt
+
+    reference = model(data[0])
+    handle = model[1][2].register_forward_pre_hook(interrupt)
+    before = _snapshot(model)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        compressor.compress(balf.BALFConfig(0.5, metric="params"), inplace=True)
+    _assert_unchanged(model, before)
+    note = "".join(caught.value.__notes__)
+    assert "4 layer(s) already replaced (1.0.up, 1.0.down, 1.1.up, 1.1.down)" in note
+    handle.remove()
+    torch.testing.assert_close(model(data[0]), reference)
+    small, report = compressor.compress(balf.BALFConfig(0.5, metric="params"), inplace=True)
+    assert small is model and any(lr.factorized for lr in report.layers.values())

@@ -1,4 +1,4 @@
-"""``rank_multiple`` (issue 24 item 1): only allowed ranks, the budget met whenever an allowed
+"""``rank_multiple``: only allowed ranks, the budget met whenever an allowed
 assignment meets it, otherwise a BudgetError naming the smallest reachable ratio (no NaN λ).
 
 The old allocator checked feasibility with rank 1 (not a multiple), doubled λ to infinity when no
@@ -16,7 +16,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from test_allocation import random_problem
+from _allocation_problems import random_problem
 from torch import nn
 
 import balf

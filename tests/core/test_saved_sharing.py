@@ -1,8 +1,11 @@
-"""Sharing survives balf.save/balf.load (issue 24 item 4): tied parameters, a module registered
-under two names, and a model compressed twice all round-trip with identical outputs and sharing.
+"""Sharing survives balf.save/balf.load: tied parameters, a module registered under two names,
+and a model compressed twice all round-trip with identical outputs and sharing; a ``tied`` map
+that does not fit the model is refused by name.
 """
 
+import pytest
 import torch
+from _saved_files import edit_spec
 from torch import nn
 
 import balf
@@ -71,3 +74,22 @@ def test_a_model_compressed_twice_round_trips(tmp_path):
     with torch.no_grad():
         assert torch.equal(again(x), twice(x))
     assert balf.count_params(again) == balf.count_params(twice)
+
+
+@pytest.mark.parametrize(
+    "tie",
+    [("head.weight", "gone.weight"), ("gone.weight", "emb.weight"), ("mid.bias", "emb.weight")],
+    ids=["missing-first-name", "missing-alias", "other-shape"],
+)
+def test_a_tied_map_that_does_not_fit_the_model_is_named(tmp_path, tie):
+    """A consistent file (its checksum recomputed) whose ``tied`` map names a tensor this model
+    lacks, or ties tensors of two shapes: a SaveFormatError naming both, not an AttributeError
+    from inside the re-tying."""
+    model = TiedLM().eval()
+    small, _ = balf.compress(model, torch.randint(0, 50, (64, 8)), balf.RankRatioConfig(0.25),
+                             progress=False)  # fmt: skip
+    path = balf.save(small, tmp_path / "m.safetensors")
+    alias, name = tie
+    edit_spec(path, lambda spec: spec["tied"].update({alias: name}), recompute_checksum=True)
+    with pytest.raises(balf.SaveFormatError, match=rf"ties '{alias}'.*'{name}'"):
+        balf.load(path, TiedLM())

@@ -187,7 +187,7 @@ def test_cache_hit_miss_stale_and_corrupt(tmp_path, cnn_and_data):
     # hit: no calibration forward pass, identical ranks
     r2 = balf.compress(model, x, balf.BALFConfig(0.5), cache=cache, progress=False)[1]
     assert r2.ranks == r1.ranks
-    assert len(calls) - n_after_first <= 2  # only the two FLOP counts, no calibration
+    assert len(calls) - n_after_first <= 3  # two FLOP counts, the value check; no calibration
 
     # the tag is a label: the same data under another tag hits; other data misses
     other = balf.Cache(tmp_path, data_tag="other", data_size=len(x))

@@ -4,6 +4,7 @@ statistics alive at a time, clear errors for what it cannot do."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -409,3 +410,184 @@ def test_attention_projections_and_hooks_block_by_block():
     seen.clear()
     block(x)
     assert seen == [torch.Size([2, 5, 16])]  # the user's hook moved to the factorized layer
+
+
+# -- real model structures: every block's own arguments, the tail, shared layers ----------------
+
+
+def _energies(model, data, strategy=None, **kwargs):
+    """Every candidate's energy curve: block by block's come from its allocation pass."""
+    compressor = balf.Compressor(model, data, progress=False, strategy=strategy, **kwargs)
+    return {c.name: c.energies for c in compressor.candidates(True)}
+
+
+def _assert_same_candidates(model, data, strategy=None, **kwargs):
+    """The allocation pass collects exactly the whole-model statistics of every layer."""
+    whole = _energies(model, data, **kwargs)
+    block = _energies(model, data, strategy or balf.BlockByBlock(), **kwargs)
+    assert block.keys() == whole.keys()
+    for name, e in whole.items():
+        np.testing.assert_allclose(block[name], e, rtol=1e-7, atol=1e-9, err_msg=name)
+
+
+class SkipsToHead(nn.Module):
+    """The head reads every block's output and the stem's (not only the last block's)."""
+
+    def __init__(self, d=6, n=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Linear(4, d)
+        self.layers = nn.ModuleList(Block(d, 2 * d) for _ in range(n))
+        self.head = nn.Linear((n + 1) * d, 9)
+
+    def forward(self, x):
+        h = self.stem(x)
+        outs = [h]
+        for layer in self.layers:
+            h = layer(h)
+            outs.append(h)
+        return self.head(torch.cat(outs, -1))
+
+
+def test_a_head_reading_earlier_blocks_is_calibrated_on_what_it_reads():
+    """The tail replayed the last block's output for every block: the head saw (h₂, h₂, h₂)."""
+    model, data = SkipsToHead().double().eval(), [x.double() for x in _data(seed=4)]
+    data = [x[..., :4] for x in data]
+    _assert_same_candidates(model, data)
+    whole, rw, block, rb = _both(model, data, balf.BALFConfig(0.6, metric="params"))
+    assert rb.ranks == rw.ranks
+
+
+def test_a_shuffling_loader_calibrates_the_tail_on_matching_batches():
+    """The tail paired one batch's block outputs with another batch's stem output."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(5)
+    x = torch.randn(24, 5, 4, dtype=torch.float64)
+    loader = DataLoader(TensorDataset(x), batch_size=4, shuffle=True)
+    _assert_same_candidates(SkipsToHead().double().eval(), loader)
+
+
+class AuxBlock(nn.Module):
+    """Returns ``(hidden, aux)``; the model hands ``aux`` to the next block and to the head."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.fc, self.proj = nn.Linear(d, d), nn.Linear(d, d)
+
+    def forward(self, x, aux):
+        h = x + torch.tanh(self.fc(x))
+        return h, aux + self.proj(h)
+
+
+class AuxChain(nn.Module):
+    def __init__(self, d=8, n=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Linear(4, d)
+        self.layers = nn.ModuleList(AuxBlock(d) for _ in range(n))
+        self.head = nn.Linear(d, 5)
+
+    def forward(self, x):
+        h = self.stem(x)
+        aux = torch.zeros_like(h)
+        for layer in self.layers:
+            h, aux = layer(h, aux)
+        return self.head(aux)
+
+
+def test_hidden_aux_blocks_carry_their_aux_output():
+    """A block's ``(hidden, aux)`` output feeds the next block's second argument (it was
+    replayed from block 0) and the head (the tail's replay crashed with a bare ValueError)."""
+    model, data = AuxChain().double().eval(), [x[..., :4].double() for x in _data()]
+    _assert_same_candidates(model, data)
+    whole, rw, block, rb = _both(model, data, balf.BALFConfig(0.6, metric="params"))
+    assert rb.ranks == rw.ranks
+    with torch.no_grad():
+        assert block(data[0]).shape == model(data[0]).shape
+
+
+class SharedBlock(nn.Module):
+    def __init__(self, d: int, shared: nn.Linear) -> None:
+        super().__init__()
+        self.fc, self.shared = nn.Linear(d, d), shared
+
+    def forward(self, x):
+        return x + self.shared(torch.relu(self.fc(x)))
+
+
+class SharedAcross(nn.Module):
+    """One module in two blocks, and one projection called before and after the chain."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem, self.proj = nn.Linear(4, d), nn.Linear(d, d)
+        shared = nn.Linear(d, d)
+        self.layers = nn.ModuleList(SharedBlock(d, shared) for _ in range(2))
+        self.head = nn.Linear(d, 5)
+
+    def forward(self, x):
+        h = self.proj(self.stem(x))
+        for layer in self.layers:
+            h = layer(h)
+        return self.head(self.proj(h))
+
+
+def test_layers_called_in_several_places_get_every_calls_statistics():
+    """The module shared by two blocks had statistics from the first block's calls only, the
+    projection called before and after the chain from its first call only."""
+    model, data = SharedAcross().double().eval(), [x[..., :4].double() for x in _data()]
+    _assert_same_candidates(model, data)
+    config = balf.RankRatioConfig(0.3)
+    whole, rw, block, rb = _both(model, data, config)
+    assert rb.layers["layers.0.shared"].factorized and rb.layers["proj"].factorized
+    assert block.layers[0].shared is block.layers[1].shared  # still one module
+    # used in several places: installed first with the whole-model factors
+    torch.testing.assert_close(_effective(block.proj), _effective(whole.proj))
+    torch.testing.assert_close(
+        _effective(block.layers[0].shared), _effective(whole.layers[0].shared)
+    )
+
+
+def _tiny_qwen2():
+    config = transformers.Qwen2Config(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        use_sliding_window=True, sliding_window=4, max_window_layers=2,
+    )  # fmt: skip
+    assert config.layer_types == ["full_attention"] * 2 + ["sliding_attention"] * 2
+    torch.manual_seed(0)
+    return transformers.Qwen2ForCausalLM(config).double().eval()
+
+
+def _token_batches(n=3, length=16):
+    g = torch.Generator().manual_seed(0)
+    return [{"input_ids": torch.randint(0, 64, (2, length), generator=g)} for _ in range(n)]
+
+
+def _no_cache(m, b):
+    return m(**b, use_cache=False)
+
+
+def test_qwen2_sliding_window_layers_get_their_own_mask():
+    """Blocks 2 and 3 attend through a sliding window: they were calibrated with block 0's full
+    causal mask (different spectra, different ranks, silently)."""
+    model, data = _tiny_qwen2(), _token_batches()
+    _assert_same_candidates(model, data, forward=_no_cache)
+    whole, rw, block, rb = _both(
+        model, data, balf.BALFConfig(0.5, metric="params"), forward=_no_cache
+    )
+    assert rb.ranks == rw.ranks
+
+
+def test_t5_blocks_get_the_position_bias_block_0_computes():
+    """T5's first block computes the relative position bias and returns it; the model passes it
+    to every later block, which ran without it."""
+    config = transformers.T5Config(
+        vocab_size=64, d_model=32, d_kv=8, d_ff=48, num_layers=3, num_heads=4,
+        relative_attention_num_buckets=8, dropout_rate=0.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.T5EncoderModel(config).double().eval()
+    _assert_same_candidates(model, _token_batches(), forward=lambda m, b: m(**b))

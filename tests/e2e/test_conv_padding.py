@@ -1,4 +1,4 @@
-"""Conv subclasses that pad in their own forward (issue 24 item 2): handled exactly or kept dense.
+"""Conv subclasses that pad in their own forward: handled exactly or kept dense.
 
 TensorFlow ports (timm's ``Conv2dSame``, EfficientNet-PyTorch's ``Conv2dStaticSamePadding``)
 subclass ``nn.Conv2d`` with ``padding=0`` and pad inside ``forward``. balf used to factorize them
@@ -118,6 +118,29 @@ def test_shape_check_refuses_a_replacement_with_another_output_shape():
         balf.BALFError, match=r"layer '0'.*outputs shape \(1, 16, 7, 7\).*\(1, 16, 8, 8\)"
     ):
         balf.compress(model, torch.randn(16, 3, 16, 16), balf.RankRatioConfig(0.3), progress=False)
+
+
+class PadsLeftTop(nn.Conv2d):
+    """Pads by one on the left and top; registered below with the padding in the wrong order."""
+
+    def forward(self, x):
+        return super().forward(F.pad(x, (1, 0, 1, 0)))
+
+
+@pytest.mark.parametrize("inplace", [False, True], ids=["copy", "inplace"])
+def test_a_padding_rule_in_the_wrong_order_is_caught_by_the_values(inplace):
+    """[right, left, bottom, top] instead of [left, right, top, bottom]: the shapes agree, so the
+    shape check passed and the layer was installed with a relative error of 0.8; the values on
+    the first calibration sample catch it, before anything is installed."""
+    balf.register_padded_conv(PadsLeftTop, lambda m: [0, 1, 0, 1])
+    model = _net(PadsLeftTop(3, 16, 3, stride=2)).eval()
+    first = model[0]
+    with pytest.raises(balf.BALFError, match=r"layer '0' \(PadsLeftTop\).*relative error"):
+        balf.compress(
+            model, torch.randn(16, 3, 16, 16), balf.RankRatioConfig(0.3), progress=False,
+            inplace=inplace,
+        )  # fmt: skip
+    assert model[0] is first and isinstance(model[2], nn.Conv2d)  # nothing was installed
 
 
 timm_conv2d_same = pytest.importorskip("timm.layers.conv2d_same")

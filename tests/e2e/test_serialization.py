@@ -175,6 +175,33 @@ def _tiny_saved(tmp_path: Path) -> tuple[Path, nn.Module]:
     return balf.save(small, tmp_path / "m.safetensors"), small
 
 
+@pytest.mark.parametrize("rank", [17, 4 * 10**8], ids=["one-above", "huge"])
+def test_a_rank_above_the_full_rank_is_refused_before_allocating(tmp_path, rank):
+    """A spec from elsewhere with rank 4e8 for a 16×8 layer would allocate ~25 GB of factors."""
+    path, _ = _tiny_saved(tmp_path)
+    spec = balf.read_spec(path)
+    spec["layers"][0]["rank"] = rank
+    fresh = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8))
+    with pytest.raises(balf.SaveFormatError, match=rf"'0' .*rank {rank}, above its full rank 8"):
+        balf.apply_spec(fresh, spec)
+
+
+@pytest.mark.parametrize("init", ["random", "meta"])
+def test_load_on_the_meta_device_gives_the_structure_on_meta(tmp_path, init):
+    """``device="meta"`` is honoured (it used to load on the CPU): every tensor on meta with
+    the saved shape and dtype."""
+    path, small = _tiny_saved(tmp_path)
+    with torch.device("meta" if init == "meta" else "cpu"):
+        fresh = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8))
+    loaded = balf.load(path, fresh, device="meta")
+    tensors = dict(loaded.state_dict())
+    assert tensors and all(t.is_meta for t in tensors.values())
+    assert {k: (t.shape, t.dtype) for k, t in tensors.items()} == {
+        k: (t.shape, t.dtype) for k, t in small.state_dict().items()
+    }
+    assert isinstance(loaded[0], balf.LowRankLinear)
+
+
 def test_missing_layer_is_named(tmp_path):
     path, _ = _tiny_saved(tmp_path)
     with pytest.raises(balf.SaveFormatError, match=r"layer '0' .*missing"):

@@ -1,4 +1,4 @@
-"""Issue 11: scenarios that used to return a wrong result without a warning.
+"""Scenarios that used to return a wrong result without a warning.
 
 One test per scenario; each reproduces it and asserts the right result or a clear error.
 Cache identity and integrity, shared and tied weights, calibration inputs, sweeps.
@@ -83,7 +83,7 @@ def test_same_data_in_a_loader_hits_the_cache_and_tag_is_only_a_label(tmp_path):
     balf.compress(
         model, loader, balf.BALFConfig(0.5), cache=balf.Cache(tmp_path, "b"), progress=False
     )
-    assert len(calls) - n <= 2  # FLOP counts only: the statistics were reused
+    assert len(calls) - n <= 3  # FLOP counts and the value check: the statistics were reused
     assert len(_entries(tmp_path)) == 1
 
 
@@ -295,6 +295,30 @@ def test_all_zero_calibration_data_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         balf.collect_statistics(_cnn(), torch.randn(8, 3, 8, 8), progress=False)
+
+
+@pytest.mark.parametrize(
+    "images",
+    [torch.full((8, 3, 8, 8), 0.5), torch.linspace(-1, 1, 8).view(8, 1, 1, 1).expand(8, 3, 8, 8)],
+    ids=["one-value", "one-value-per-image"],
+)
+def test_constant_calibration_images_warn(images):
+    """Blank images (a failed decode, a wrong normalisation) are not all zero, yet carry no
+    information: layers looked low-rank and were cut hard at ``energy_kept ≈ 1.0``, silently."""
+    with pytest.warns(UserWarning, match="every calibration sample is constant"):
+        balf.collect_statistics(_cnn(), images, progress=False)
+
+
+def test_varying_inputs_beside_constant_ones_do_not_warn():
+    """Varying token ids, and images beside labels (one value per sample), do not warn."""
+    model = nn.Sequential(nn.Embedding(10, 8), nn.Flatten(), nn.Linear(48, 4))
+    ids = torch.randint(0, 10, (16, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        balf.collect_statistics(model, [((ids,), {})], progress=False)
+        balf.collect_statistics(
+            _cnn(), [(torch.randn(8, 3, 8, 8), torch.ones(8, dtype=torch.long))], progress=False
+        )
 
 
 # -- 5. sweeps -------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
-"""Hugging Face in and out (issue 22, item 3).
+"""Hugging Face in and out.
 
 Mapping batches (dicts, a tokenizer's ``BatchEncoding``, a ``DataLoader`` with
 ``DataCollatorWithPadding``) calibrate without ``forward=``; ``balf.save``/``balf.load`` work on
-models built from their config; ``balf.save_pretrained`` writes a folder that
-``balf.load_pretrained`` reloads with its ranks, while ``from_pretrained`` on it fails loudly.
-Every model is a tiny random-weight config built here (no download).
+models built from their config. Folders (``save_pretrained``/``from_pretrained``) are tested in
+``test_transformers_pretrained.py``. Every model is a tiny random-weight config built here (no
+download).
 """
 
 from __future__ import annotations
@@ -132,66 +132,67 @@ def test_save_and_load_on_models_built_from_config(tmp_path, family):
         torch.testing.assert_close(again(ids)[0], expected)
 
 
-# -- folders: save_pretrained / load_pretrained ----------------------------------------------------
+# -- padding tokens stay out of the statistics ---------------------------------------------------
+
+LENGTHS = (7, 19, 30, 12)
 
 
-@pytest.mark.parametrize("family", ["llama", "bert", "gpt2"])
-def test_a_compressed_model_round_trips_through_a_folder(tmp_path, family):
-    if family == "llama":
-        _, model = _llama(tie_word_embeddings=False)
-    elif family == "bert":
-        _, model = _bert()
-    else:
-        config = transformers.GPT2Config(
-            n_embd=32, n_layer=2, n_head=2, vocab_size=VOCAB, n_positions=64, bos_token_id=0,
-            eos_token_id=0,
-        )  # fmt: skip
-        torch.manual_seed(0)
-        model = transformers.GPT2LMHeadModel(config).eval()
-    ids = _ids()
-    small, report = balf.compress(model, [{"input_ids": ids}], balf.BALFConfig(0.5), progress=False)
-    folder = balf.save_pretrained(small, tmp_path / "compressed")
-    assert {p.name for p in folder.iterdir()} >= {
-        "config.json", "balf_spec.json", "balf_model.safetensors"}  # fmt: skip
-    again = balf.load_pretrained(folder)
-    assert type(again) is type(model)
-    ranks = {e["name"]: e["rank"] for e in balf.model_spec(again)["layers"]}
-    assert ranks == {n: lr.rank for n, lr in report.layers.items() if lr.factorized}
-    with torch.no_grad():
-        torch.testing.assert_close(again(ids)[0], small(ids)[0])
-    assert balf.count_params(again) == balf.count_params(small)
+def _sequences():
+    g = torch.Generator().manual_seed(3)
+    return [torch.randint(2, VOCAB, (n,), generator=g) for n in LENGTHS]
 
 
-def test_plain_from_pretrained_on_the_folder_fails_loudly(tmp_path):
+def _padded_batch(side: str) -> dict:
+    """The sequences in one batch, padded on ``side`` to the longest, with their mask."""
+    seqs, width = _sequences(), max(LENGTHS)
+    ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        span = slice(0, len(s)) if side == "right" else slice(width - len(s), width)
+        ids[i, span], mask[i, span] = s, 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _unpadded_batches() -> list[dict]:
+    return [{"input_ids": s[None]} for s in _sequences()]
+
+
+STRATEGIES = {
+    "whole-model": None,
+    "block-by-block": balf.BlockByBlock(),
+    "block-by-block-refit": balf.BlockByBlock(refit=balf.AnchoredRefit(1.0)),
+    "layer-sequential": balf.LayerSequential(balf.AnchoredRefit(0.5)),
+}
+
+
+def test_padded_rows_are_left_out_of_every_gram_matrix():
+    """Right padding (a causal LM's real tokens do not see it): every layer's statistics equal
+    those of the sequences calibrated one by one without padding, with or without forward=."""
     _, model = _llama()
-    small, _ = balf.compress(model, [{"input_ids": _ids()}], balf.BALFConfig(0.5), progress=False)
-    folder = balf.save_pretrained(small, tmp_path / "compressed")
-    with pytest.raises(OSError, match="no file named model.safetensors"):
-        transformers.AutoModelForCausalLM.from_pretrained(folder)
-    with pytest.raises(OSError):
-        transformers.LlamaForCausalLM.from_pretrained(folder)
+    reference = balf.collect_statistics(model, _unpadded_batches(), progress=False)
+    for forward in (None, lambda m, b: m(**b, use_cache=False)):
+        stats = balf.collect_statistics(
+            model, [_padded_batch("right")], progress=False, forward=forward
+        )
+        for name, st in reference.layers.items():
+            assert stats.layers[name].rows == st.rows, name
+            torch.testing.assert_close(stats.layers[name].gram, st.gram, rtol=1e-5, atol=1e-6)
+    assert reference.layers["model.layers.0.mlp.down_proj"].rows == sum(LENGTHS)
 
 
-def test_saving_over_hugging_face_weights_is_refused(tmp_path):
+@pytest.mark.parametrize("strategy", STRATEGIES.values(), ids=list(STRATEGIES))
+def test_a_padded_batch_compresses_as_its_sequences_do(strategy):
+    """The ranks an energy threshold keeps, and the energy it reports, come from the real tokens
+    only (the padded rows cut the ranks to a fraction of what they need)."""
     _, model = _llama()
-    model.save_pretrained(tmp_path)
-    with pytest.raises(balf.BALFError, match="save into an empty folder"):
-        balf.save_pretrained(model, tmp_path)
-    with pytest.raises(balf.SaveFormatError, match="not a folder written by balf.save_pretrained"):
-        balf.load_pretrained(tmp_path)
 
+    def run(data):
+        return balf.compress(
+            model, data, balf.EnergyConfig(0.9), progress=False, strategy=strategy,
+            forward=lambda m, b: m(**b, use_cache=False),
+        )[1]  # fmt: skip
 
-def test_save_pretrained_needs_a_transformers_model(tmp_path):
-    with pytest.raises(balf.BALFError, match="has no transformers config"):
-        balf.save_pretrained(torch.nn.Linear(2, 2), tmp_path)
-
-
-def test_load_pretrained_without_accelerate_builds_on_the_cpu(tmp_path, monkeypatch):
-    _, model = _llama()
-    ids = _ids()
-    small, _ = balf.compress(model, [{"input_ids": ids}], balf.BALFConfig(0.5), progress=False)
-    folder = balf.save_pretrained(small, tmp_path / "compressed")
-    monkeypatch.setitem(__import__("sys").modules, "accelerate", None)  # import fails
-    again = balf.load_pretrained(folder)
-    with torch.no_grad():
-        torch.testing.assert_close(again(ids).logits, small(ids).logits)
+    padded, reference = run([_padded_batch("right")]), run(_unpadded_batches())
+    assert padded.ranks == reference.ranks
+    for name, lr in reference.layers.items():
+        assert padded.layers[name].energy_kept == pytest.approx(lr.energy_kept, abs=1e-6)

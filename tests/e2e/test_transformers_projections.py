@@ -1,4 +1,4 @@
-"""Every projection reachable (issue 22, item 2).
+"""Every projection reachable.
 
 ``nn.MultiheadAttention``'s packed ``in_proj_weight`` and its ``out_proj``, and Hugging Face's
 ``Conv1D`` compress, save, reload and export like ``nn.Linear``; layers the forward pass never
@@ -255,6 +255,40 @@ def test_layers_and_exclude_take_names_patterns_and_suffixes(layers, exclude, ex
     assert list(report.layers) == expected
     if exclude:
         assert report.skipped["lm_head"] == "excluded by exclude='lm_head'"
+
+
+@pytest.mark.parametrize(
+    "exclude",
+    [["blocks.1"], ["blocks.*1"], ["1"]],
+    ids=["container-name", "container-pattern", "container-suffix"],
+)
+def test_exclude_naming_a_container_excludes_the_layers_inside(exclude):
+    """``exclude=["model.layers.0"]``, ``["*.mlp"]``, ``["self_attn"]`` name containers: they used
+    to exclude nothing, silently."""
+    _, report = balf.compress(
+        Blocks(), torch.randn(16, 8), balf.BALFConfig(0.8), exclude=exclude, progress=False
+    )
+    assert "blocks.1.q_proj" not in report.layers and "blocks.1.fc" not in report.layers
+    assert report.skipped["blocks.1.fc"] == f"excluded by exclude={exclude[0]!r}"
+    assert {"blocks.0.fc", "blocks.2.q_proj", "lm_head"} <= set(report.layers)
+
+
+def test_exclude_naming_a_transformers_block_and_attention_excludes_their_layers():
+    pytest.importorskip("transformers")
+    from _hf_models import tiny_llama_config
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config()).eval()
+    ids = torch.randint(0, 64, (4, 16))
+    exclude = ["model.layers.0", "self_attn", "*.mlp"]
+    _, report = balf.compress(
+        model, [{"input_ids": ids}], balf.BALFConfig(0.8), exclude=exclude, progress=False
+    )
+    inside = ("model.layers.0.", ".self_attn.", ".mlp.")
+    assert not [n for n in report.layers if any(part in n for part in inside)]
+    assert report.skipped["model.layers.1.self_attn.q_proj"] == "excluded by exclude='self_attn'"
+    assert report.skipped["model.layers.1.mlp.up_proj"] == "excluded by exclude='*.mlp'"
 
 
 @pytest.mark.parametrize(

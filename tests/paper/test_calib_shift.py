@@ -13,22 +13,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _fixtures import load_script, tiny_sweep_args, write_imagenet
-from test_cifar10_jpeg import write_cifar10_jpeg
+from _experiments import experiment
+from _fixtures import (
+    tiny_sweep_args,
+    write_cifar10_jpeg,
+    write_imagenet,
+    write_imagenet_c,
+    write_imagenet_v2,
+)
 from torch.utils.data import Subset
 
 from balf.errors import BALFError
 from balf_paper.data import shifted_calibration
 from balf_paper.data.imagenet import imagenet_folder
 from balf_paper.data.shifted_calibration import NormalisedImages, raw_images, shifted_images
-from balf_paper.experiments.calib_shift_report import (
+from balf_paper.experiments.cli.main import main as experiments_main
+from balf_paper.experiments.render.calib_shift import (
     calib_shift_group_table,
     calib_shift_table,
     load_calib_shift,
 )
-from balf_paper.experiments.datasets import experiment_data
-from balf_paper.experiments.main import main as experiments_main
-from balf_paper.experiments.render import render_model
+from balf_paper.experiments.render.tree import render_model
+from balf_paper.experiments.tasks.image.data import experiment_data
 from balf_paper.models import eval_transform
 
 SETS = ["clean", "gaussian_noise-s1", "gaussian_noise-s3", "contrast-s3"]
@@ -123,7 +129,7 @@ def test_calib_shift_end_to_end(jpeg_root, tmp_path):
                 points = results["points"]
                 assert [p["knob"] for p in points] == ["original", 0.5, 0.8]
                 assert all(p["eval_samples"] == 6 for p in points)
-                originals.add(points[0]["accuracy"])
+                originals.add(points[0]["metrics"]["accuracy"])
                 ranks[(name, mode, seed)] = points[1]["ranks"]
     assert len(originals) == 1  # every set is evaluated on the same clean images
     # the calibration images matter: shifted statistics give other ranks somewhere
@@ -145,8 +151,9 @@ def test_calib_shift_end_to_end(jpeg_root, tmp_path):
     assert "±" in str(table.loc["clean"].iloc[0])  # two seeds: mean ± std
     groups = calib_shift_group_table(runs)
     assert [i.split()[0] for i in groups.index] == ["noise", "digital"]
-    clean_acc = runs["clean"]["flops_auto"]["points"][1]["accuracy"]
-    noise = [runs[s]["flops_auto"]["points"][1]["accuracy"] for s in sets if "noise" in s]
+    clean_acc = runs["clean"]["flops_auto"]["points"][1]["metrics"]["accuracy"]
+    noise = [runs[s]["flops_auto"]["points"][1]["metrics"]["accuracy"] for s in sets
+             if "noise" in s]  # fmt: skip
     expected = 100 * (sum(noise) / len(noise) - clean_acc)
     assert groups.loc["noise (2 sets)"].iloc[1] == pytest.approx(expected)  # flops_auto 0.5
     files = render_model(model_dir, "cifar10-jpeg", "resnet20", formats=("png",))
@@ -155,7 +162,7 @@ def test_calib_shift_end_to_end(jpeg_root, tmp_path):
 
 
 def test_calib_shift_script_and_unknown_corruption(jpeg_root, tmp_path):
-    script = load_script("cifar10/calib_shift_sweep.py")
+    script = experiment("calib-shift", "cifar10")
     argv = _calib_shift(jpeg_root, tmp_path)[1:]
     argv[argv.index("gaussian_noise")] = "not_a_corruption"
     with pytest.raises(BALFError, match="not_a_corruption"):
@@ -164,14 +171,13 @@ def test_calib_shift_script_and_unknown_corruption(jpeg_root, tmp_path):
 
 def test_calib_shift_on_imagenet_c_and_v2(tmp_path):
     """ImageNet: calibration sets read from ImageNet-C and ImageNet-V2 layouts."""
-    from test_imagenet_shift import write_imagenet_c, write_imagenet_v2
 
     root = write_imagenet(tmp_path / "data")
     wnids = sorted(p.name for p in (root / "imagenet-val").iterdir())
     c_root = write_imagenet_c(tmp_path / "imagenet-c", wnids, {"fog": [2]})
     v2_root = write_imagenet_v2(tmp_path / "v2", [0, 1, 2])
     torch.manual_seed(0)
-    script = load_script("imagenet/calib_shift_sweep.py")
+    script = experiment("calib-shift", "imagenet")
     script.main([*tiny_sweep_args(root, tmp_path, calib_size=4), "--model", "resnet18",
                  "--eval-size", "2", "--modes", "flops_auto", "--ratios", "0.5",
                  "--corruptions", "fog", "--severities", "2",

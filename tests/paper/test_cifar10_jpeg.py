@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _fixtures import REPO, load_script, tiny_sweep_args
+from _experiments import experiment
+from _fixtures import REPO, load_script, tiny_sweep_args, write_cifar10_jpeg
 from PIL import Image
 
 from balf.errors import BALFError, DatasetNotFoundError
 from balf_paper.data import CIFAR10_CLASSES, CIFAR10C, ImageFolderTensors, load_image_folder
-from balf_paper.experiments import plots
-from balf_paper.experiments.datasets import experiment_data, experiment_model
-from balf_paper.experiments.labels import dataset_label, other_works_source
-from balf_paper.experiments.render import render_model
+from balf_paper.experiments.render import plots
+from balf_paper.experiments.render.labels import dataset_label, other_works_source
+from balf_paper.experiments.render.tree import render_model
+from balf_paper.experiments.tasks.image.data import experiment_data, experiment_model
 from balf_paper.models import (
     THIRD_PARTY_CHECKPOINTS,
     create_model,
@@ -30,19 +31,6 @@ from balf_paper.models import (
 )
 
 SHARED_MODELS = REPO.parent / "shared" / "models" / "cifar10-resnets-akamaster"
-
-
-def write_cifar10_jpeg(root: Path, train: int = 2, test: int = 1, size: int = 32) -> Path:
-    """``root/{train,test}/<class>/<NNNN>.jpg``: ``train``/``test`` random JPEGs per class."""
-    rng = np.random.default_rng(0)
-    for split, per_class in (("train", train), ("test", test)):
-        for name in CIFAR10_CLASSES:
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i:04d}.jpg", quality=90)
-    return root
 
 
 @pytest.fixture
@@ -203,13 +191,13 @@ def _common(root: Path, tmp_path: Path) -> list[str]:
 
 
 def test_sweeps_write_under_their_own_dataset_name(jpeg_root, tmp_path):
-    load_script("cifar10/factorize_sweep.py").main(
+    experiment("factorize", "cifar10")(
         [*_common(jpeg_root, tmp_path), "--modes", "flops_auto", "energy", "--knobs", "0.6"]
     )
-    load_script("cifar10/n_iters_sweep.py").main(
+    experiment("n-iters", "cifar10")(
         [*_common(jpeg_root, tmp_path), "--n-iters-values", "2", "--ratios", "0.6"]
     )
-    load_script("cifar10/calib_size_sweep.py").main(
+    experiment("calib-size", "cifar10")(
         [*_common(jpeg_root, tmp_path), "--calib-sizes", "4", "--ratios", "0.7"]
     )
     out = tmp_path / "results" / "cifar10-jpeg" / "resnet20"
@@ -244,7 +232,7 @@ def test_corrupted_sweep_on_a_cifar10c_made_by_the_repository(jpeg_root, tmp_pat
     block = CIFAR10C(corrupted, "gaussian_noise", 5)
     assert len(block) == 10 and block.targets.tolist() == list(range(10))
 
-    load_script("cifar10/corrupted_sweep.py").main(
+    experiment("corrupted", "cifar10")(
         [
             *_common(jpeg_root, tmp_path),
             "--corrupted-root",
@@ -261,7 +249,7 @@ def test_corrupted_sweep_on_a_cifar10c_made_by_the_repository(jpeg_root, tmp_pat
     )
     run = tmp_path / "results" / "cifar10-jpeg" / "resnet20" / "corruption" / "params_auto"
     points = json.loads((run / "results.json").read_text())["points"]
-    assert all(set(p["corrupted"]) == {"fog"} for p in points)
+    assert all(set(p["metrics"]["corrupted"]) == {"fog"} for p in points)
 
 
 def test_third_party_model_sweeps_from_its_checkpoint(jpeg_root, tmp_path):
@@ -269,7 +257,7 @@ def test_third_party_model_sweeps_from_its_checkpoint(jpeg_root, tmp_path):
     model = create_model("resnet20a", pretrained=False)
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, path)
     argv = [a for a in _common(jpeg_root, tmp_path) if a != "--random-weights"]
-    load_script("cifar10/factorize_sweep.py").main(
+    experiment("factorize", "cifar10")(
         [*argv, "--model", "resnet20a", "--checkpoint", str(path), "--modes", "energy_act_aware"]
     )
     run = tmp_path / "results" / "cifar10-jpeg" / "resnet20a" / "energy_act_aware"

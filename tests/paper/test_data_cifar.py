@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _fixtures import md5_of, write_cifar10_batch
 from torchvision import datasets
 from torchvision import transforms as T
 
@@ -18,17 +18,6 @@ from balf_paper.data import CIFAR10_MEAN, CIFAR10_STD, CIFAR10C, CORRUPTIONS, ci
 TRAIN_PER_BATCH = 4  # 5 batches -> 20 training images
 TEST_IMAGES = 6
 BLOCK = 20  # CIFAR-10-C fixture: 20 test images x 5 severities
-
-
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def _write_batch(path: Path, images: np.ndarray, labels: list[int]) -> None:
-    """One pickle as in cifar-10-python.tar.gz: rows of 3072 bytes = R plane, G plane, B plane."""
-    rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # (N, 32, 32, 3) -> (N, 3072)
-    entry = {"batch_label": path.name, "labels": labels, "data": rows, "filenames": []}
-    path.write_bytes(pickle.dumps(entry))
 
 
 @pytest.fixture
@@ -41,12 +30,12 @@ def cifar_root(tmp_path: Path) -> tuple[Path, dict[str, tuple[np.ndarray, list[i
     for i in range(1, 6):
         images = rng.integers(0, 256, (TRAIN_PER_BATCH, 32, 32, 3), dtype=np.uint8)
         labels = rng.integers(0, 10, TRAIN_PER_BATCH).tolist()
-        _write_batch(folder / f"data_batch_{i}", images, labels)
+        write_cifar10_batch(folder / f"data_batch_{i}", images, labels)
         train_images.append(images)
         train_labels += labels
     test_images = rng.integers(0, 256, (TEST_IMAGES, 32, 32, 3), dtype=np.uint8)
     test_labels = rng.integers(0, 10, TEST_IMAGES).tolist()
-    _write_batch(folder / "test_batch", test_images, test_labels)
+    write_cifar10_batch(folder / "test_batch", test_images, test_labels)
     meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer"] + ["x"] * 5}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta))
     splits = {"train": (np.concatenate(train_images), train_labels)}
@@ -65,12 +54,13 @@ def accept_fixture_checksums(cifar_root, monkeypatch: pytest.MonkeyPatch) -> Non
     """
     root, _ = cifar_root
     folder = root / "cifar-10-batches-py"
-    train = [[f"data_batch_{i}", _md5(folder / f"data_batch_{i}")] for i in range(1, 6)]
+    train = [[f"data_batch_{i}", md5_of(folder / f"data_batch_{i}")] for i in range(1, 6)]
     monkeypatch.setattr(datasets.CIFAR10, "train_list", train)
     monkeypatch.setattr(
-        datasets.CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]]
+        datasets.CIFAR10, "test_list", [["test_batch", md5_of(folder / "test_batch")]]
     )
-    meta = {"filename": "batches.meta", "key": "label_names", "md5": _md5(folder / "batches.meta")}
+    meta_md5 = md5_of(folder / "batches.meta")
+    meta = {"filename": "batches.meta", "key": "label_names", "md5": meta_md5}
     monkeypatch.setattr(datasets.CIFAR10, "meta", meta)
 
 

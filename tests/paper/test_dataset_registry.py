@@ -20,7 +20,11 @@ from balf_paper.data.registry import (
     register_dataset,
     registered_datasets,
 )
-from balf_paper.experiments.datasets import corrupted_evaluation, experiment_data, experiment_model
+from balf_paper.experiments.tasks.image.data import (
+    corrupted_evaluation,
+    experiment_data,
+    experiment_model,
+)
 
 
 def test_builtin_datasets_and_their_constants():

@@ -1,4 +1,4 @@
-"""Issue 11, a clean first hour: the quickstart leaves the checkout clean and compares its run
+"""A clean first hour: the quickstart leaves the checkout clean and compares its run
 with the committed reference; scripts report missing inputs as one message (exit 2) and check
 local inputs before any download; ``--help`` shows the YAML's defaults.
 """
@@ -16,7 +16,7 @@ import yaml
 from _fixtures import load_script, use_only_fixture_fashion_mnist, write_fashion_mnist
 
 from balf.errors import DatasetNotFoundError, WeightsNotFoundError
-from balf_paper.experiments import cli
+from balf_paper.experiments.cli import options, setting
 
 REPO = Path(__file__).resolve().parents[2]
 MODES = ("flops_auto", "energy", "energy_act_aware", "uniform")
@@ -77,7 +77,7 @@ def test_quickstart_leaves_git_clean_and_compares_with_the_reference(quickstart_
     assert "matches the committed results" in printed and "to 10 decimals" in printed
     path = tmp_path / "reference" / "fashion-mnist" / "resnet20" / "energy" / "results.json"
     results = json.loads(path.read_text())
-    results["points"][1]["accuracy"] += 0.01
+    results["points"][1]["metrics"]["accuracy"] += 0.01
     path.write_text(json.dumps(results))
     script.main([*argv, "--resume", "--reference", str(tmp_path / "reference")])
     printed = capsys.readouterr().out
@@ -86,7 +86,7 @@ def test_quickstart_leaves_git_clean_and_compares_with_the_reference(quickstart_
 
 
 def test_compare_runs_lists_missing_points_and_rank_changes(tmp_path: Path):
-    from balf_paper.experiments.compare import compare_runs
+    from balf_paper.experiments.render.compare import compare_runs
 
     point = {"knob": 0.5, "accuracy": 0.9, "loss": 0.3, "flops_ratio": 0.5, "params_ratio": 0.4}
     for name, ranks, extra in (("a", {"l": 3}, []), ("b", {"l": 4}, [{**point, "knob": 0.7}])):
@@ -111,8 +111,8 @@ def test_a_missing_checkpoint_is_one_message_and_exit_2(tmp_path: Path):
     missing = tmp_path / "nowhere" / "model.pt"
     proc = subprocess.run(
         [
-            sys.executable,
-            str(REPO / "scripts" / "fashion_mnist" / "factorize_sweep.py"),
+            *(sys.executable, "-m", "balf_paper.experiments", "factorize"),
+            *("--dataset", "fashion-mnist"),
             *("--checkpoint", str(missing), "--data-root", str(tmp_path / "no-data")),
             *("--out-root", str(tmp_path / "out"), "--no-progress"),
         ],
@@ -125,7 +125,7 @@ def test_a_missing_checkpoint_is_one_message_and_exit_2(tmp_path: Path):
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert lines == [
-        f"factorize_sweep.py: error: no trained resnet20 for fashion-mnist at {missing}. Train "
+        f"balf_paper.experiments: error: no trained resnet20 for fashion-mnist at {missing}. Train "
         "one with `python scripts/cifar10/pretrain_resnet.py --dataset fashion-mnist --arch "
         f"resnet20 --out-dir {missing.parent}`, or pass --checkpoint PATH."
     ]
@@ -133,7 +133,7 @@ def test_a_missing_checkpoint_is_one_message_and_exit_2(tmp_path: Path):
 
 def _args(tmp_path: Path, **overrides) -> object:
     parser = __import__("argparse").ArgumentParser()
-    cli.add_common_arguments(parser)
+    options.add_common_arguments(parser)
     args = parser.parse_args(["--data-root", str(tmp_path / "no-data"), "--no-cache"])
     for k, v in overrides.items():
         setattr(args, k, v)
@@ -145,10 +145,10 @@ def test_local_inputs_are_checked_before_any_download(tmp_path: Path, monkeypatc
         raise AssertionError("a download was attempted before the local inputs were checked")
 
     # ImageNet: the local data is checked before the public weights are downloaded
-    monkeypatch.setattr(cli, "experiment_model", no_download)
+    monkeypatch.setattr(setting, "experiment_model", no_download)
     with pytest.raises(DatasetNotFoundError):
-        cli.ExperimentContext(_args(tmp_path, model="resnet18"), "imagenet")
+        setting.ImageSetting(_args(tmp_path, model="resnet18"), "imagenet")
     # Fashion-MNIST: the local checkpoint is checked before the data is downloaded
-    monkeypatch.setattr(cli, "experiment_data", no_download)
+    monkeypatch.setattr(setting, "experiment_data", no_download)
     with pytest.raises(WeightsNotFoundError, match="pass --checkpoint PATH"):
-        cli.ExperimentContext(_args(tmp_path, checkpoint=str(tmp_path / "x.pt")), "fashion-mnist")
+        setting.ImageSetting(_args(tmp_path, checkpoint=str(tmp_path / "x.pt")), "fashion-mnist")

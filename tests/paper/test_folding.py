@@ -16,8 +16,8 @@ from importlib import resources
 import numpy as np
 import pytest
 import torch
+from _experiments import experiment
 from _fixtures import (
-    load_script,
     tiny_sweep_args,
     use_only_fixture_fashion_mnist,
     write_fashion_mnist,
@@ -26,7 +26,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 import balf
-from balf_paper.experiments.sweep import SWEEP_VALUES, SweepConfig, default_knobs
+from balf_paper.experiments.sweep.config import SWEEP_VALUES, SweepConfig, default_knobs
 from balf_paper.folding import (
     FOLDING_MODES,
     ar_scale,
@@ -387,7 +387,7 @@ def test_sweep_config_and_default_knobs_know_the_folding_modes():
 def test_factorize_sweep_script_runs_folding_modes(tmp_path, monkeypatch):
     root = write_fashion_mnist(tmp_path / "data")
     use_only_fixture_fashion_mnist(monkeypatch, tmp_path)
-    script = load_script("fashion_mnist/factorize_sweep.py")
+    script = experiment("factorize", "fashion-mnist")
     modes = ["folding_ar", "folding_r"]
     script.main(
         [
@@ -409,4 +409,5 @@ def test_factorize_sweep_script_runs_folding_modes(tmp_path, monkeypatch):
         assert len(point["kept_channels"]) == 12  # 9 inner groups + 3 streams of ResNet-20
         assert point["params"] == _cifar_params((8, 16, 32), 3, 1, 10)
         assert 0.2 < point["params_ratio"] < 0.3 and 0.2 < point["flops_ratio"] < 0.3
-        assert 0.0 <= point["accuracy"] <= 1.0 and math.isfinite(point["loss"])
+        metrics = point["metrics"]
+        assert 0.0 <= metrics["accuracy"] <= 1.0 and math.isfinite(metrics["loss"])

@@ -11,10 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from _fixtures import load_script, tiny_sweep_args
-from PIL import Image
+from _experiments import experiment
+from _fixtures import IMAGENET_SAMPLES_TRAIN as TRAIN
+from _fixtures import IMAGENET_SAMPLES_VAL as VAL
+from _fixtures import IMAGENET_SAMPLES_WNIDS as WNIDS
+from _fixtures import tiny_sweep_args, write_imagenet_samples, write_noise_jpeg
 
 from balf.errors import BALFError, DatasetNotFoundError
 from balf_paper.data import dataset_info, imagenet_folder
@@ -24,40 +26,14 @@ from balf_paper.data.imagenet_samples import (
     read_val_labels,
     samples_root,
 )
-from balf_paper.experiments.labels import dataset_label
+from balf_paper.experiments.render.labels import dataset_label
 from balf_paper.models import preprocessing_of
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data" / "imagenet-samples"
-WNIDS = [f"n{i:08d}" for i in range(1000)]
-# (file, class index): three validation images in two classes, one class index > 725
-VAL = [("ILSVRC2012_val_00000347.JPEG", 3), ("ILSVRC2012_val_00000355.JPEG", 999),
-       ("ILSVRC2012_val_00000361.JPEG", 3)]  # fmt: skip
-TRAIN = ["n00000000_tench.JPEG", "n00000005_goldfish.JPEG"]
-
-
-def _jpeg(path: Path, seed: int) -> None:
-    pixels = np.random.default_rng(seed).integers(0, 256, (12, 12, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path, "JPEG")
-
-
-def write_shared(root: Path) -> Path:
-    """A miniature ``imagenet-samples`` folder in the shared layout."""
-    (root / "val1300").mkdir(parents=True)
-    (root / "train1000").mkdir()
-    lines = [f"{w} class number {i}, a synonym" for i, w in enumerate(WNIDS)]
-    (root / "synset_words.txt").write_text("\n".join(lines) + "\n")
-    (root / "val1300_labels.txt").write_text("".join(f"{n}, {k}\n" for n, k in VAL))
-    for i, (name, _) in enumerate(VAL):
-        _jpeg(root / "val1300" / name, i)
-    for i, name in enumerate(TRAIN):
-        _jpeg(root / "train1000" / name, 100 + i)
-    return root
-
-
 @pytest.fixture
 def shared(tmp_path):
-    return write_shared(tmp_path / "shared")
+    return write_imagenet_samples(tmp_path / "shared")
 
 
 def test_layout_puts_each_image_under_its_class(shared, tmp_path):
@@ -110,7 +86,7 @@ def test_bad_source_is_a_clear_error(shared, tmp_path, breakage, error, match):
     elif breakage == "missing-image":
         (shared / "val1300" / VAL[0][0]).unlink()
     elif breakage == "unknown-wnid":
-        _jpeg(shared / "train1000" / "n99999999_unknown.JPEG", 7)
+        write_noise_jpeg(shared / "train1000" / "n99999999_unknown.JPEG", 7)
     elif breakage == "unsorted-synsets":
         lines = (shared / "synset_words.txt").read_text().splitlines()
         (shared / "synset_words.txt").write_text("\n".join(lines[::-1]) + "\n")
@@ -172,7 +148,7 @@ def test_factorize_sweep_on_the_samples(shared, tmp_path):
     """The ImageNet sweep runs unchanged on the laid-out samples, under the samples' name."""
     root = tmp_path / "datasets"
     layout_imagenet_samples(shared, root / "imagenet-samples")
-    factorize = load_script("imagenet/factorize_sweep.py")
+    factorize = experiment("factorize", "imagenet")
     args = tiny_sweep_args(root, tmp_path, calib_size=2)
     args[args.index("--eval-size") + 1] = "3"
     factorize.main(["--dataset", "imagenet-samples", "--model", "mobilenet_v2", *args,

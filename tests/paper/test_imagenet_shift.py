@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from _fixtures import write_flat_jpeg, write_imagenet_c, write_imagenet_v2
 from torchvision import datasets
 
 from balf.errors import BALFError, DatasetNotFoundError
@@ -20,33 +19,6 @@ from balf_paper.data.imagenet_shift import (
 )
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
-
-
-def _jpeg(path: Path, value: int, size: int = 24) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((size, size, 3), value, dtype=np.uint8)).save(path, "JPEG")
-
-
-def write_imagenet_c(
-    root: Path, wnids: Sequence[str], sets: Mapping[str, Sequence[int]], per_class: int = 1
-) -> Path:
-    """``root/<corruption>/<severity>/<wnid>/*.JPEG`` (224×224 like the release)."""
-    for corruption, severities in sets.items():
-        for severity in severities:
-            for c, wnid in enumerate(wnids):
-                for k in range(per_class):
-                    name = f"ILSVRC2012_val_{c * per_class + k + 1:08d}.JPEG"
-                    _jpeg(root / corruption / str(severity) / wnid / name, 10 * c, 224)
-    return root
-
-
-def write_imagenet_v2(parent: Path, classes: Sequence[int], variant: str = "matched-frequency"):
-    """``parent/imagenetv2-<variant>-format-val/<class index>/*.jpeg``; pixels = index % 256."""
-    folder = parent / f"imagenetv2-{variant}-format-val"
-    for index in classes:
-        for k in range(2):
-            _jpeg(folder / str(index) / f"{k:040x}.jpeg", index % 256)
-    return parent
 
 
 def test_groups_cover_the_19_corruptions_of_the_release():
@@ -106,9 +78,9 @@ def test_imagenet_v2_other_variants_and_errors(tmp_path):
     with pytest.raises(BALFError, match="unknown ImageNet-V2 variant"):
         imagenet_v2(tmp_path, "v3")
     bad = tmp_path / "imagenetv2-threshold0.7-format-val"
-    _jpeg(bad / "n01440764" / "a.jpeg", 1)
+    write_flat_jpeg(bad / "n01440764" / "a.jpeg", 1)
     with pytest.raises(DatasetNotFoundError, match="n01440764"):
         imagenet_v2(bad)
-    _jpeg(tmp_path / "x" / "imagenetv2-top-images-format-val" / "1000" / "a.jpeg", 1)
+    write_flat_jpeg(tmp_path / "x" / "imagenetv2-top-images-format-val" / "1000" / "a.jpeg", 1)
     with pytest.raises(DatasetNotFoundError, match="1000"):
         imagenet_v2(tmp_path / "x", "top-images")

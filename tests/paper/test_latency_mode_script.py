@@ -14,7 +14,7 @@ import pytest
 import torch
 from _fixtures import REPO, load_script, use_only_fixture_fashion_mnist, write_fashion_mnist
 
-from balf_paper.experiments.latency_report import accuracy_table, ratio_table, summary_table
+from balf_paper.experiments.latency.report import accuracy_table, ratio_table, summary_table
 
 ROW_KEYS = {"model", "batch_size", "mode", "requested", "measured_ratio", "predicted_ratio"}
 ROW_KEYS |= {"latency_s", "original_latency_s", "flops_ratio", "ranks", "accuracy"}

@@ -6,13 +6,12 @@ import json
 
 import pytest
 import torch
-from _fixtures import load_script, tiny_sweep_args
-from test_imagenet_samples import write_shared
+from _fixtures import load_script, tiny_sweep_args, write_imagenet_samples
 from torch import nn
 
 import balf
 from balf.ranks.modes import mode_spec
-from balf_paper.experiments.layer_profile import depth_summary, layer_role, layer_rows
+from balf_paper.experiments.benchmarks.layer_profile import depth_summary, layer_role, layer_rows
 
 
 def _net() -> nn.Module:
@@ -56,7 +55,7 @@ def test_script_end_to_end_on_the_samples_fixture(tmp_path):
     root = tmp_path / "datasets"
     from balf_paper.data.imagenet_samples import layout_imagenet_samples
 
-    layout_imagenet_samples(write_shared(tmp_path / "shared"), root / "imagenet-samples")
+    layout_imagenet_samples(write_imagenet_samples(tmp_path / "shared"), root / "imagenet-samples")
     script = load_script("imagenet/layer_profile.py")
     args = tiny_sweep_args(root, tmp_path, calib_size=2)
     out = tmp_path / "profile"

@@ -12,7 +12,7 @@ from _fixtures import load_script, write_fashion_mnist
 from balf.errors import BALFError
 from balf_paper.data import CIFAR10C, random_indices
 from balf_paper.data.fashion_mnist import read_idx
-from balf_paper.experiments.datasets import corrupted_evaluation
+from balf_paper.experiments.tasks.image.data import corrupted_evaluation
 from balf_paper.models import eval_transform
 
 pytest.importorskip("imagecorruptions")

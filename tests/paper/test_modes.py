@@ -11,9 +11,9 @@ from balf.layers.geometry import SIDES
 from balf.ranks.costs import registered_metrics
 from balf.ranks.modes import MethodConfig, mode_spec, registered_modes
 from balf_paper.experiments.modes import display_of
-from balf_paper.experiments.plots import mode_style
-from balf_paper.experiments.sweep import default_knobs
-from balf_paper.experiments.tables import mode_label
+from balf_paper.experiments.render.plots import mode_style
+from balf_paper.experiments.render.tables import mode_label
+from balf_paper.experiments.sweep.config import default_knobs
 from balf_paper.folding import FOLDING_MODES, FoldingConfig
 
 ALL_MODES = list(registered_modes())
@@ -28,6 +28,8 @@ def test_registry_order_is_the_display_order():
         "params_auto_sensitivity",
         "flops_auto_log_energy",
         "params_auto_log_energy",
+        "flops_auto_log_sensitivity",
+        "params_auto_log_sensitivity",
         "energy",
         "energy_act_aware",
         "uniform",
@@ -38,7 +40,7 @@ def test_registry_order_is_the_display_order():
         "folding_r",
         "folding_none",
     ]
-    assert list(balf.MODES) == ALL_MODES[:13]
+    assert list(balf.MODES) == ALL_MODES[:15]
     assert FOLDING_MODES == {"folding_ar": "ar", "folding_r": "r", "folding_none": "none"}
 
 
@@ -95,6 +97,23 @@ def test_the_paper_modules_old_paths_warn_and_give_the_new_modules():
     import balf_paper.experiments.sweep as new
 
     assert old is new
+
+
+def test_the_module_paths_before_the_subfolders_warn_and_give_the_new_modules(monkeypatch):
+    import importlib
+    import sys
+    import warnings
+
+    import balf_paper.experiments.render.plots as new
+
+    monkeypatch.delitem(sys.modules, "balf_paper.experiments.plots", raising=False)  # imported
+    with pytest.warns(DeprecationWarning, match="moved to balf_paper.experiments.render.plots"):
+        old = importlib.import_module("balf_paper.experiments.plots")
+    assert old is new
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from balf_paper.experiments.tables import mode_label
+    assert mode_label("flops_auto") == "BALF (FLOPs budget)"
 
 
 def test_python_m_with_the_old_entry_point_still_runs():

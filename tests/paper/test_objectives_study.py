@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from _fixtures import tiny_sweep_args
-from test_cifar10_jpeg import write_cifar10_jpeg
+from _fixtures import tiny_sweep_args, write_cifar10_jpeg
 
-from balf_paper.experiments.main import main as experiments_main
-from balf_paper.experiments.render import render_model
+from balf_paper.experiments.cli.main import main as experiments_main
+from balf_paper.experiments.render.objectives import render_study
+from balf_paper.experiments.render.tree import render_model
 
 
 def test_sensitivity_log_energy_and_refit_sweeps_run_and_render(tmp_path: Path):
@@ -26,8 +26,13 @@ def test_sensitivity_log_energy_and_refit_sweeps_run_and_render(tmp_path: Path):
         assert [p["knob"] for p in results["points"]] == ["original", 0.6]
         assert results["points"][1]["flops_ratio"] <= 0.6 + 0.1
     refit = json.loads((model_dir / "flops_auto+refit" / "results.json").read_text())
+    assert refit["config"]["strategy"] == "refit"  # part of the sweep's identity
+    assert refit["config"]["strategy_options"] == {"beta": 1.0, "samples": 8}
     assert refit["config"]["extra"]["strategy"]["type"] == "LayerSequential"
     assert refit["config"]["extra"]["strategy"]["refit"]["beta"] == 1.0
     render_model(model_dir, "cifar10-jpeg", "resnet20", formats=("png",))
     table = (model_dir / "tables" / "matched_flops.md").read_text()
     assert "sensitivity-weighted" in table and "refit" in table
+    written = render_study(tmp_path / "results")
+    study = (tmp_path / "results" / "objectives" / "tables" / "resnet20.md").read_text()
+    assert written and "refit" in study and "log-energy" in study and "uncompressed" in study

@@ -31,8 +31,8 @@ import json, sys
 from pathlib import Path
 import torch
 import balf
-from balf_paper.experiments.render import render_model
-from balf_paper.experiments.sweep import SweepConfig, default_knobs, run_sweep
+from balf_paper.experiments.render.tree import render_model
+from balf_paper.experiments.sweep.runner import SweepConfig, default_knobs, run_sweep
 from balf_paper.models import create_model
 
 torch.manual_seed(0)
@@ -85,8 +85,8 @@ print(json.dumps({"file": balf.__file__, "same": bool(torch.equal(loaded(x), sma
 PACKAGE_DATA = """
 import json
 from balf_paper import package_file
-from balf_paper.experiments.options import find_config
-from balf_paper.experiments.plots import load_other_works
+from balf_paper.experiments.cli.options import find_config
+from balf_paper.experiments.render.plots import load_other_works
 print(json.dumps({"config": str(find_config("cifar10_factorize_sweep.yaml")),
                   "works": len(load_other_works(package_file("other_works.csv")))}))
 """

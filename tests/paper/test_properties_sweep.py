@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from balf import Compressor
-from balf_paper.experiments.sweep import SweepConfig, run_sweep
+from balf_paper.experiments.sweep.runner import SweepConfig, run_sweep
 
 TOO_SMALL = 0.01  # below the cost of rank 1 in every layer: a BudgetError
 

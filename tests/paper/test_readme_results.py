@@ -1,11 +1,14 @@
-"""The README's results: the quickstart end to end, quoted tables in sync, results regenerable.
+"""The documented results: the quickstart end to end, quoted tables in sync, results regenerable.
 
 - ``scripts/fashion_mnist/quickstart.py`` runs end to end on fixture Fashion-MNIST (random
   weights) and writes JSON, figures and tables; ``--resume`` reuses every point.
-- :mod:`balf_paper.experiments.readme` rewrites stale ``<!-- table: path -->`` blocks and names a
+- :mod:`balf_paper.experiments.render.readme` rewrites stale ``<!-- table: path -->`` blocks of
+  README.md, docs/*.md and results/**/README.md (paths from the repository root) and names a
   missing file.
-- The committed README quotes every committed table exactly, and re-rendering the committed
-  ``results.json`` files reproduces the committed tables byte for byte.
+- The committed pages quote every committed table exactly, each study has a page listed in the
+  results index, the README stays a front door (≤ 300 lines, its two set-up commands, three
+  headline tables), and re-rendering the committed ``results.json`` files reproduces the
+  committed tables byte for byte.
 """
 
 from __future__ import annotations
@@ -19,8 +22,17 @@ from _fixtures import load_script, write_fashion_mnist
 
 from balf.errors import BALFError
 from balf_paper.data import fashion_mnist
-from balf_paper.experiments.readme import find_blocks, stale_blocks, sync_readme, table_lines
-from balf_paper.experiments.render import render_all
+from balf_paper.experiments.render.readme import (
+    documentation_files,
+    find_blocks,
+    main,
+    stale_blocks,
+    stale_documentation,
+    sync_documentation,
+    sync_readme,
+    table_lines,
+)
+from balf_paper.experiments.render.tree import render_all
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART_MODES = ("flops_auto", "energy", "energy_act_aware", "uniform")
@@ -111,10 +123,69 @@ def test_a_quoted_file_that_is_missing_is_named(tmp_path: Path):
 # --- the committed README and results -----------------------------------------------------------
 
 
-def test_committed_readme_quotes_the_committed_tables():
-    blocks = find_blocks((REPO / "README.md").read_text())
-    assert len(blocks) >= 4, "the README's result tables should be quoted blocks"
-    assert stale_blocks(REPO / "README.md") == [], "run: bash scripts/render_results.sh"
+def _tree(root: Path, pages: dict[str, str]) -> Path:
+    """A repository with one rendered table and the given pages (``{relative path: body}``)."""
+    (root / "results" / "t").mkdir(parents=True)
+    (root / "results" / "t" / "m.md").write_text(TABLE_MD)
+    for name, body in pages.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(f"# x\n<!-- table: results/t/m.md -->\n{body}<!-- /table -->\n")
+    return root
+
+
+def test_the_documentation_is_the_readme_docs_and_every_results_readme(tmp_path: Path):
+    pages = ["README.md", "docs/a.md", "results/README.md", "results/s/README.md"]
+    root = _tree(tmp_path, {name: "" for name in [*pages, "docs/sub/no.md", "other/README.md"]})
+    (root / "results" / "s" / "notes.md").write_text("not a page")
+    assert [p.relative_to(root).as_posix() for p in documentation_files(root)] == sorted(pages)
+
+
+def test_nested_pages_quote_paths_from_the_repository_root(tmp_path: Path):
+    stale = "| Mode | 0.9 |\n|---|--:|\n| BALF | 0.99 |\n"
+    root = _tree(tmp_path, {"README.md": table_lines(TABLE_MD), "results/s/README.md": stale,
+                            "docs/a.md": ""})  # fmt: skip
+    assert stale_documentation(root) == {"docs/a.md": ["results/t/m.md"],
+                                         "results/s/README.md": ["results/t/m.md"]}  # fmt: skip
+    assert main(["--check", str(root)]) == 1
+    assert sync_documentation(root) == {"docs/a.md": ["results/t/m.md"],
+                                        "results/s/README.md": ["results/t/m.md"]}  # fmt: skip
+    assert stale_documentation(root) == {} and main(["--check", str(root)]) == 0
+    assert "| BALF | 0.12 |" in (root / "results" / "s" / "README.md").read_text()
+
+
+def test_a_missing_quoted_file_names_the_page(tmp_path: Path):
+    root = _tree(tmp_path, {"docs/a.md": ""})
+    (root / "results" / "t" / "m.md").unlink()
+    with pytest.raises(BALFError, match=r"docs/a\.md quotes results/t/m\.md"):
+        sync_documentation(root)
+
+
+def test_committed_documentation_quotes_the_committed_tables():
+    assert stale_documentation(REPO) == {}, "run: bash scripts/render_results.sh"
+    quoted = {p.relative_to(REPO).as_posix(): find_blocks(p.read_text())
+              for p in documentation_files(REPO)}  # fmt: skip
+    assert len(quoted["README.md"]) == 3, "the README quotes three headline tables"
+    assert sum(map(len, quoted.values())) >= 36
+
+
+def test_every_study_has_a_page_in_the_results_index():
+    index = (REPO / "results" / "README.md").read_text()
+    studies = sorted(p.parent.name for p in (REPO / "results").glob("*/README.md"))
+    assert {"cifar10-jpeg", "imagenet-samples", "calib-shift", "fashion-mnist", "language",
+            "benchmarks", "objectives"} <= set(studies)  # fmt: skip
+    for study in studies:
+        assert f"]({study}/README.md)" in index, f"results/README.md does not list {study}"
+        page = (REPO / "results" / study / "README.md").read_text()
+        assert page.startswith("# "), f"results/{study}/README.md has no title"
+
+
+def test_the_readme_is_a_front_door():
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 300
+    assert "bash scripts/quickstart.sh" in text and "bash scripts/test.sh" in text
+    pages = ("docs/usage.md", "docs/reproducing.md", "docs/architecture.md", "results/README.md")
+    for page in pages:
+        assert f"]({page})" in text, f"the README's map lacks {page}"
 
 
 def _copy_results(dst: Path) -> Path:

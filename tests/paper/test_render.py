@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from balf.errors import BALFError
-from balf_paper.experiments import plots, tables
+from balf_paper.experiments.render import plots, tables
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "render_results.py"
 OTHER_WORKS = Path(__file__).resolve().parents[2] / "data" / "other_works.csv"
@@ -327,15 +327,15 @@ def test_render_results_script(tree: Path):
 
 
 def test_points_table_lists_every_compressed_point_with_seeds_as_mean_std():
-    from balf_paper.experiments.tables import points_table
+    from balf_paper.experiments.render.tables import points_table
 
     def point(knob, acc, std=None, factorized=3):
-        p = {"knob": knob, "accuracy": acc, "loss": 1.0, "flops_ratio": knob,
+        p = {"knob": knob, "metrics": {"accuracy": acc, "loss": 1.0}, "flops_ratio": knob,
              "params_ratio": knob / 2, "factorized_layers": factorized}  # fmt: skip
-        return p if std is None else {**p, "accuracy_std": std}
+        return p if std is None else {**p, "metric_std": {"accuracy": std}}
 
     original = {"knob": "original", "accuracy": 0.9, "loss": 0.5, "flops_ratio": 1.0,
-                "params_ratio": 1.0}  # fmt: skip
+                "params_ratio": 1.0}  # fmt: skip  (format 1: read through the converter)
     sweeps = {
         "uniform": {"points": [original, point(0.9, 0.5), point(0.5, 0.1, factorized=None)]},
         "flops_auto": {"points": [original, point(0.7, 0.8, std=0.01)]},
@@ -346,3 +346,27 @@ def test_points_table_lists_every_compressed_point_with_seeds_as_mean_std():
     assert table.loc["BALF (FLOPs budget) 0.7"].tolist() == ["80.00 ± 1.00", "0.700", "0.350", "3"]
     assert table.loc["Uniform, plain SVD 0.9", "Top-1 (%)"] == 50.0
     assert math.isnan(table.loc["Uniform, plain SVD 0.5", "Layers factorized"])  # none stored
+
+
+def test_format_1_and_format_2_results_render_the_same_tables_and_figures(tmp_path: Path):
+    """The committed format-1 files render through the converter exactly as their format-2
+    conversion does (what a resumed sweep writes)."""
+    from balf_paper.experiments.render.tree import render_model
+    from balf_paper.experiments.sweep.points import ResultPoint
+
+    source = Path(__file__).resolve().parents[2] / "results/quickstart/fashion-mnist/resnet20"
+    rendered = {}
+    for name in ("v1", "v2"):
+        model_dir = tmp_path / name / "resnet20"
+        for results in source.glob("*/results.json"):
+            data = json.loads(results.read_text())
+            assert "format" not in data  # committed in format 1
+            if name == "v2":
+                data["points"] = [ResultPoint.from_dict(p).to_dict() for p in data["points"]]
+                assert all("metrics" in p for p in data["points"])
+            target = model_dir / results.parent.name / "results.json"
+            target.parent.mkdir(parents=True)
+            target.write_text(json.dumps(data))
+        files = render_model(model_dir, "fashion-mnist", "resnet20", formats=("png",))
+        rendered[name] = {f.relative_to(model_dir): f.read_bytes() for f in files}
+    assert rendered["v1"] and rendered["v1"] == rendered["v2"]

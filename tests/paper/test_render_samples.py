@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from balf_paper.experiments.render import COMPACT_MODEL_TARGETS, render_all
+from balf_paper.experiments.render.tree import COMPACT_MODEL_TARGETS, render_all
 
 
 def _write(path: Path, obj) -> None:

@@ -11,8 +11,8 @@ import json
 import shutil
 from pathlib import Path
 
-from balf_paper.experiments.render import render_all
-from balf_paper.experiments.render_studies import render_studies
+from balf_paper.experiments.render.studies import render_studies
+from balf_paper.experiments.render.tree import render_all
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "results"

@@ -1,4 +1,4 @@
-"""Two sweeps into one run folder (issue 24 item 9): the second is refused, no point is lost.
+"""Two sweeps into one run folder: the second is refused, no point is lost.
 
 The old runner let both run and exit 0; ``results.json`` kept one process's points only.
 """
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from balf import BALFError, Compressor
-from balf_paper.experiments.sweep import SweepConfig, run_sweep
+from balf_paper.experiments.sweep.runner import SweepConfig, run_sweep
 
 _HOLD = """
 import fcntl, os, sys

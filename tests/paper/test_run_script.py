@@ -3,7 +3,7 @@
 import pytest
 
 from balf.errors import BALFError
-from balf_paper.experiments.options import run_script
+from balf_paper.experiments.cli.options import run_script
 
 
 def _exit_code(main) -> int | str | None:

@@ -11,18 +11,19 @@ import json
 from pathlib import Path
 
 import torch
-from _fixtures import load_script, use_only_fixture_fashion_mnist, write_fashion_mnist
+from _experiments import experiment
+from _fixtures import use_only_fixture_fashion_mnist, write_fashion_mnist
 
 import balf
 from balf_paper.data import make_loader
-from balf_paper.experiments.datasets import experiment_data, experiment_model
-from balf_paper.experiments.evaluation import evaluate
+from balf_paper.experiments.tasks.image.data import experiment_data, experiment_model
+from balf_paper.experiments.tasks.image.evaluation import evaluate
 
 
 def test_save_model_saves_the_chosen_points(tmp_path, monkeypatch):
     root = write_fashion_mnist(tmp_path / "data")
     use_only_fixture_fashion_mnist(monkeypatch, tmp_path)
-    script = load_script("fashion_mnist/factorize_sweep.py")
+    script = experiment("factorize", "fashion-mnist")
     argv = [
         "--random-weights",
         *("--data-root", str(root), "--calib-size", "8", "--eval-size", "6"),
@@ -50,4 +51,4 @@ def test_save_model_saves_the_chosen_points(tmp_path, monkeypatch):
     model = balf.load(folder / "0.6.safetensors", fresh)
     data = experiment_data("fashion-mnist", root, "resnet20", 8, 0, 6)
     result = evaluate(model, make_loader(data.evaluation, 8, 0), "cpu", progress=False)
-    assert result.accuracy == point["accuracy"]
+    assert result.accuracy == point["metrics"]["accuracy"]

@@ -11,20 +11,19 @@ import statistics
 from pathlib import Path
 
 import pytest
-from _fixtures import tiny_sweep_args
-from test_cifar10_jpeg import write_cifar10_jpeg
+from _fixtures import tiny_sweep_args, write_cifar10_jpeg
 
 from balf.errors import BALFError
-from balf_paper.experiments.datasets import experiment_data
-from balf_paper.experiments.main import main as experiments_main
-from balf_paper.experiments.render import render_model
-from balf_paper.experiments.seeds import aggregate_seeds, load_seed_runs, seed_dir
-from balf_paper.experiments.tables import matched_reduction_table
+from balf_paper.experiments.cli.main import main as experiments_main
+from balf_paper.experiments.render.tables import matched_reduction_table
+from balf_paper.experiments.render.tree import render_model
+from balf_paper.experiments.sweep.seeds import aggregate_seeds, load_seed_runs, seed_dir
+from balf_paper.experiments.tasks.image.data import experiment_data
 
 
 def _point(knob, accuracy, flops=None):
     ratio = knob if flops is None else flops
-    return {"knob": knob, "accuracy": accuracy, "loss": 1.0, "flops_ratio": ratio,
+    return {"knob": knob, "metrics": {"accuracy": accuracy, "loss": 1.0}, "flops_ratio": ratio,
             "params_ratio": ratio}  # fmt: skip
 
 
@@ -47,10 +46,11 @@ def test_aggregate_is_mean_and_sample_std_over_knobs_every_seed_has():
     by_knob = {p["knob"]: p for p in merged["points"]}
     assert set(by_knob) == {"original", 0.5, 0.7}  # 0.9: seed 0 only, left out
     p = by_knob[0.5]
-    assert p["accuracy"] == pytest.approx(0.65)
-    assert p["accuracy_std"] == pytest.approx(statistics.stdev([0.60, 0.70, 0.65]))
-    assert p["seeds"] == [0, 1, 2] and p["accuracy_per_seed"] == [0.60, 0.70, 0.65]
-    assert by_knob["original"]["accuracy_std"] == 0.0
+    assert p["metrics"]["accuracy"] == pytest.approx(0.65)
+    assert p["metric_std"]["accuracy"] == pytest.approx(statistics.stdev([0.60, 0.70, 0.65]))
+    assert p["seeds"] == [0, 1, 2] and p["metric_per_seed"]["accuracy"] == [0.60, 0.70, 0.65]
+    assert p["metric_std"]["loss"] == 0.0  # every metric the seeds share gets its std
+    assert by_knob["original"]["metric_std"]["accuracy"] == 0.0
     # a single seed is returned as it is
     assert aggregate_seeds({0: runs[0]}) == runs[0]
 
@@ -96,7 +96,7 @@ def test_factorize_with_seeds_stores_each_seed_resumes_and_renders_mean_std(jpeg
         expected = "python -m balf_paper.experiments factorize --dataset cifar10-jpeg"
         assert command.startswith(expected)
         assert "--seeds 0 1 2" in command
-    originals = {r["points"][0]["accuracy"] for r in runs.values()}
+    originals = {r["points"][0]["metrics"]["accuracy"] for r in runs.values()}
     assert len(originals) == 1  # same model, same evaluation images
     # resumed: a rerun computes nothing new
     stamp = {s: (seed_dir(model_dir / "flops_auto", s) / "results.json").read_text() for s in runs}
@@ -117,12 +117,12 @@ def test_duplicate_seeds_are_refused(jpeg_root, tmp_path):
 
 
 def test_the_uncompressed_model_is_evaluated_once_for_all_seeds(jpeg_root, tmp_path, monkeypatch):
-    from balf_paper.experiments import sweep
+    from balf_paper.experiments.sweep.runner import DenseEvaluations
 
     calls = []
-    real = sweep._PointMaker.original
-    counted = lambda self, model: calls.append(1) or real(self, model)  # noqa: E731
-    monkeypatch.setattr(sweep._PointMaker, "original", counted)
+    real = DenseEvaluations.put  # called once per evaluation of the uncompressed model
+    counted = lambda self, task, point: calls.append(1) or real(self, task, point)  # noqa: E731
+    monkeypatch.setattr(DenseEvaluations, "put", counted)
     argv = ["factorize", "--dataset", "cifar10-jpeg", *tiny_sweep_args(jpeg_root, tmp_path),
             "--modes", "flops_auto", "uniform_act_aware", "--knobs", "0.8",
             "--seeds", "0", "1", "2"]  # fmt: skip

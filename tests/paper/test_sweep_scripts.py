@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from _experiments import experiment
 from _fixtures import (
     accept_cifar10_checksums,
-    load_script,
     use_only_fixture_fashion_mnist,
     write_cifar10,
     write_cifar10c,
@@ -31,7 +31,7 @@ from balf.errors import BALFError, DatasetNotFoundError
 
 SMALL_DATASETS = {"cifar10": "cifar10", "fashion-mnist": "fashion_mnist"}  # name -> scripts/ folder
 BALF_MODES = ("flops_auto", "params_auto")
-POINT_KEYS = {"knob", "accuracy", "loss", "flops_ratio", "params_ratio", "ranks"}
+POINT_KEYS = {"knob", "metrics", "flops_ratio", "params_ratio", "ranks"}
 CORRUPTIONS = ("fog", "snow")
 
 
@@ -95,8 +95,8 @@ def check_run_dir(run_dir: Path, mode: str, knobs: list[float], **config) -> dic
     assert original["flops_ratio"] == original["params_ratio"] == 1.0
     for point in points:
         assert POINT_KEYS <= set(point), point.keys()
-        assert 0.0 <= point["accuracy"] <= 1.0
-        assert math.isfinite(point["loss"])
+        assert 0.0 <= point["metrics"]["accuracy"] <= 1.0
+        assert math.isfinite(point["metrics"]["loss"])
         assert 0.0 < point["flops_ratio"] <= 1.0
         assert 0.0 < point["params_ratio"] <= 1.0
     for point in points[1:]:
@@ -128,7 +128,7 @@ def test_factorize_sweep(small_data, tmp_path):
         modes, knobs = [*modes, "uniform_act_aware"], [0.6]
     else:
         modes, knobs = list(BALF_MODES), [0.6, 0.95]
-    script = load_script(f"{SMALL_DATASETS[dataset]}/factorize_sweep.py")
+    script = experiment("factorize", dataset)
     script.main([*_common(root, tmp_path), "--modes", *modes, "--knobs", *map(str, knobs)])
     out = tmp_path / "results" / dataset / "resnet20"
     for mode in modes:
@@ -139,7 +139,7 @@ def test_factorize_sweep(small_data, tmp_path):
 @pytest.mark.parametrize("small_data", list(SMALL_DATASETS), indirect=True)
 def test_calib_size_sweep(small_data, tmp_path):
     dataset, root = small_data
-    script = load_script(f"{SMALL_DATASETS[dataset]}/calib_size_sweep.py")
+    script = experiment("calib-size", dataset)
     script.main([*_common(root, tmp_path), "--calib-sizes", "4", "8", "--ratios", "0.5", "0.8"])
     for size in (4, 8):
         run_dir = tmp_path / "results" / dataset / "resnet20" / "calib-size" / f"calib{size}"
@@ -150,7 +150,7 @@ def test_calib_size_sweep(small_data, tmp_path):
 @pytest.mark.parametrize("small_data", list(SMALL_DATASETS), indirect=True)
 def test_n_iters_sweep(small_data, tmp_path):
     dataset, root = small_data
-    script = load_script(f"{SMALL_DATASETS[dataset]}/n_iters_sweep.py")
+    script = experiment("n-iters", dataset)
     script.main([*_common(root, tmp_path), "--n-iters-values", "1", "4", "--ratios", "0.6"])
     for n in (1, 4):
         run_dir = tmp_path / "results" / dataset / "resnet20" / "n-iters" / f"iters{n}"
@@ -162,7 +162,7 @@ def test_n_iters_sweep(small_data, tmp_path):
 @pytest.mark.parametrize("small_data", list(SMALL_DATASETS), indirect=True)
 def test_corrupted_sweep(small_data, tmp_path):
     dataset, root = small_data
-    script = load_script(f"{SMALL_DATASETS[dataset]}/corrupted_sweep.py")
+    script = experiment("corrupted", dataset)
     script.main(
         [
             *_common(root, tmp_path),
@@ -183,11 +183,12 @@ def test_corrupted_sweep(small_data, tmp_path):
     results = check_run_dir(run_dir, "params_auto", [0.7])
     assert results["config"]["evaluation"]["corruptions"] == list(CORRUPTIONS)
     for point in results["points"]:
-        assert set(point["corrupted"]) == set(CORRUPTIONS)
-        for per_severity in point["corrupted"].values():
+        metrics = point["metrics"]
+        assert set(metrics["corrupted"]) == set(CORRUPTIONS)
+        for per_severity in metrics["corrupted"].values():
             assert set(per_severity) == {"1", "5"}
             assert all(0.0 <= a <= 1.0 for a in per_severity.values())
-        assert 0.0 <= point["corrupted_accuracy"] <= 1.0
+        assert 0.0 <= metrics["corrupted_accuracy"] <= 1.0
     assert_no_temporary_files(tmp_path)
 
 
@@ -196,10 +197,10 @@ def test_imagenet_sweeps_resnet18(tmp_path):
     root = write_imagenet(tmp_path / "data")
     common = [*_common(root, tmp_path, calib_size=4), "--model", "resnet18", "--eval-size", "2"]
     torch.manual_seed(0)  # same random weights in both runs, so the second hits the cache
-    factorize = load_script("imagenet/factorize_sweep.py")
+    factorize = experiment("factorize", "imagenet")
     factorize.main([*common, "--modes", "flops_auto", "--knobs", "0.5"])
     torch.manual_seed(0)
-    calib = load_script("imagenet/calib_size_sweep.py")
+    calib = experiment("calib-size", "imagenet")
     calib.main([*common, "--calib-sizes", "4", "--ratios", "0.5"])
 
     out = tmp_path / "results" / "imagenet" / "resnet18"
@@ -225,7 +226,7 @@ def test_rerun_resumes_without_recomputing(small_data, tmp_path, monkeypatch):
         return compress(self, config, *args, **kwargs)
 
     monkeypatch.setattr(Compressor, "compress", counting_compress)
-    script = load_script("cifar10/factorize_sweep.py")
+    script = experiment("factorize", "cifar10")
     argv = [*_common(root, tmp_path), "--modes", "flops_auto", "--knobs", "0.5", "0.8"]
     run_dir = tmp_path / "results" / "cifar10" / "resnet20" / "flops_auto"
 
@@ -251,7 +252,7 @@ def test_rerun_resumes_without_recomputing(small_data, tmp_path, monkeypatch):
 @pytest.mark.parametrize("small_data", ["cifar10"], indirect=True)
 def test_rerun_with_another_identity_is_refused(small_data, tmp_path, change):
     _, root = small_data
-    script = load_script("cifar10/factorize_sweep.py")
+    script = experiment("factorize", "cifar10")
     argv = [*_common(root, tmp_path), "--modes", "flops_auto", "--knobs", "0.5"]
     script.main([*argv, "--stop-after", "0"])  # only the original point
     results_path = tmp_path / "results" / "cifar10" / "resnet20" / "flops_auto" / "results.json"
@@ -263,11 +264,28 @@ def test_rerun_with_another_identity_is_refused(small_data, tmp_path, change):
 
 
 @pytest.mark.parametrize("small_data", ["cifar10"], indirect=True)
+def test_a_knob_stored_twice_in_a_damaged_results_file_is_refused_with_its_position(
+    small_data, tmp_path
+):
+    """Resuming used to keep both copies (and compute neither again)."""
+    _, root = small_data
+    script = experiment("factorize", "cifar10")
+    argv = [*_common(root, tmp_path), "--modes", "flops_auto", "--knobs", "0.5", "0.8"]
+    script.main([*argv, "--stop-after", "1"])
+    results_path = tmp_path / "results" / "cifar10" / "resnet20" / "flops_auto" / "results.json"
+    results = json.loads(results_path.read_text())
+    results["points"].append(dict(results["points"][1]))  # knob 0.5 again
+    results_path.write_text(json.dumps(results))
+    with pytest.raises(BALFError, match=r"points\[2\] repeats knob 0\.5 of points\[1\]"):
+        script.main(argv)
+
+
+@pytest.mark.parametrize("small_data", ["cifar10"], indirect=True)
 def test_other_weights_into_the_same_folder_are_refused(small_data, tmp_path):
     from balf_paper.models import create_model, save_checkpoint
 
     _, root = small_data
-    script = load_script("cifar10/factorize_sweep.py")
+    script = experiment("factorize", "cifar10")
     argv = [*_common(root, tmp_path), "--modes", "flops_auto", "--knobs", "0.5"]
     script.main([*argv, "--stop-after", "0"])
     checkpoint = save_checkpoint(create_model("resnet20", pretrained=False), tmp_path / "m.pt")
@@ -287,11 +305,11 @@ def test_missing_data_names_the_path(tmp_path, monkeypatch, missing):
     root = tmp_path / "data"
     extra: list[str] = []
     if missing == "cifar10":
-        script, expected = "cifar10/factorize_sweep.py", root / "cifar-10-batches-py"
+        script, expected = experiment("factorize", "cifar10"), root / "cifar-10-batches-py"
         root.mkdir()
     elif missing.endswith("-c"):
-        folder = "cifar10" if missing == "cifar10-c" else "fashion_mnist"
-        script, expected = f"{folder}/corrupted_sweep.py", tmp_path / "nowhere" / "fog.npy"
+        dataset = "cifar10" if missing == "cifar10-c" else "fashion-mnist"
+        script, expected = experiment("corrupted", dataset), tmp_path / "nowhere" / "fog.npy"
         if missing == "cifar10-c":
             write_cifar10(root)
             accept_cifar10_checksums(monkeypatch, root)
@@ -299,9 +317,9 @@ def test_missing_data_names_the_path(tmp_path, monkeypatch, missing):
             write_fashion_mnist(root)
         extra = ["--corrupted-root", str(tmp_path / "nowhere"), "--corruptions", "fog"]
     else:
-        script, expected = "imagenet/factorize_sweep.py", root / missing
+        script, expected = experiment("factorize", "imagenet"), root / missing
         shutil.rmtree(write_imagenet(root) / missing)
         extra = ["--model", "resnet18"]
     with pytest.raises(DatasetNotFoundError) as info:
-        load_script(script).main([*_common(root, tmp_path), "--modes", "flops_auto", *extra])
+        script.main([*_common(root, tmp_path), "--modes", "flops_auto", *extra])
     assert str(expected) in str(info.value)

@@ -19,11 +19,13 @@ import pytest
 
 import balf_paper.experiments  # noqa: F401  (registers the Model Folding modes)
 from balf.ranks.modes import registered_modes
+from balf_paper.experiments.cli.main import EXPERIMENTS
 from balf_paper.models import list_models
 from balf_paper.models.imagenet import IMAGENET_MODELS
 
 REPO = Path(__file__).resolve().parents[2]
 EXTRA = ["--seed", "7", "--note=a b"]  # one value with a space: quoting must survive
+ENTRY = ["-m", "balf_paper.experiments"]  # the one entry point of the sweeps
 
 SIX = ["flops_auto", "params_auto", "energy", "energy_act_aware", "uniform", "uniform_act_aware"]
 FOLD = ["--modes", "folding_ar", "folding_r"]
@@ -32,7 +34,7 @@ JPEG_RECIPE += "--batch-size 128 --seed 0"
 FMNIST_RECIPE = "--schedule cosine --lr 0.1 --momentum 0.9 --nesterov --weight-decay 5e-4 "
 FMNIST_RECIPE += "--batch-size 128 --threads 2 --seed 0"
 IMAGENET = list(IMAGENET_MODELS)[:7]  # the paper's seven models, in the wrapper's order
-SAMPLES_SWEEP = ["scripts/imagenet/factorize_sweep.py", "--dataset", "imagenet-samples", "--model"]
+SAMPLES_SWEEP = [*ENTRY, "factorize", "--dataset", "imagenet-samples", "--model"]
 TABLE_RATIOS = ["0.7", "0.75", "0.8", "0.9", "0.97"]  # MobileNetV2's table in the paper
 RATIO_MODES = ["flops_auto", "params_auto", "uniform", "uniform_act_aware"]
 
@@ -41,9 +43,9 @@ CASES: dict[str, tuple[dict[str, str], list[str], list[list[str]]]] = {
     "language/smollm2_wikitext.sh": (
         {},
         [],
-        [["scripts/language/lm_sweep.py", "--task", "wikitext"]],
+        [[*ENTRY, "language", "--task", "wikitext"]],
     ),
-    "language/minilm_stsb.sh": ({}, [], [["scripts/language/lm_sweep.py", "--task", "stsb"]]),
+    "language/minilm_stsb.sh": ({}, [], [[*ENTRY, "language", "--task", "stsb"]]),
     "language/measure_scale.sh": (
         {},
         [],
@@ -59,57 +61,49 @@ CASES: dict[str, tuple[dict[str, str], list[str], list[list[str]]]] = {
         {},
         [],
         [
-            ["scripts/cifar10/factorize_sweep.py", "--model", "resnet20"],
-            ["scripts/cifar10/factorize_sweep.py", "--model", "resnet20", *FOLD],
-            ["scripts/cifar10/factorize_sweep.py", "--model", "resnet56"],
-            ["scripts/cifar10/factorize_sweep.py", "--model", "resnet56", *FOLD],
+            [*ENTRY, "factorize", "--dataset", "cifar10", "--model", "resnet20"],
+            [*ENTRY, "factorize", "--dataset", "cifar10", "--model", "resnet20", *FOLD],
+            [*ENTRY, "factorize", "--dataset", "cifar10", "--model", "resnet56"],
+            [*ENTRY, "factorize", "--dataset", "cifar10", "--model", "resnet56", *FOLD],
         ],
     ),
     "cifar10/factorize_sweep.sh MODELS": (
         {"MODELS": "resnet20a resnet56a", "FOLDING": "0"},
         ["--dataset", "cifar10-jpeg"],
         [
-            [
-                "scripts/cifar10/factorize_sweep.py",
-                "--model",
-                "resnet20a",
-                "--dataset",
-                "cifar10-jpeg",
-            ],
-            [
-                "scripts/cifar10/factorize_sweep.py",
-                "--model",
-                "resnet56a",
-                "--dataset",
-                "cifar10-jpeg",
-            ],
+            # the caller's --dataset comes last and wins (the entry point keeps the last one)
+            [*ENTRY, "factorize", "--dataset", "cifar10", "--model", "resnet20a"]
+            + ["--dataset", "cifar10-jpeg"],
+            # the caller's --dataset comes last and wins (the entry point keeps the last one)
+            [*ENTRY, "factorize", "--dataset", "cifar10", "--model", "resnet56a"]
+            + ["--dataset", "cifar10-jpeg"],
         ],
     ),
     "cifar10/calib_size_sweep.sh": (
         {},
         [],
         [
-            ["scripts/cifar10/calib_size_sweep.py", "--model", "resnet20"],
-            ["scripts/cifar10/calib_size_sweep.py", "--model", "resnet56"],
+            [*ENTRY, "calib-size", "--dataset", "cifar10", "--model", "resnet20"],
+            [*ENTRY, "calib-size", "--dataset", "cifar10", "--model", "resnet56"],
         ],
     ),
     "cifar10/n_iters_sweep.sh": (
         {},
         [],
-        [["scripts/cifar10/n_iters_sweep.py", "--model", "resnet20"]],
+        [[*ENTRY, "n-iters", "--dataset", "cifar10", "--model", "resnet20"]],
     ),
     "cifar10/corrupted_sweep.sh": (
         {},
         [],
-        [["scripts/cifar10/corrupted_sweep.py", "--model", "resnet20"]],
+        [[*ENTRY, "corrupted", "--dataset", "cifar10", "--model", "resnet20"]],
     ),
     "cifar10/make_corrupted.sh": ({}, [], [["scripts/cifar10/make_corrupted.py"]]),
     "cifar10/calib_shift_sweep.sh": (
         {},
         [],
-        [["scripts/cifar10/calib_shift_sweep.py", "--model", "resnet20"]],
+        [[*ENTRY, "calib-shift", "--dataset", "cifar10", "--model", "resnet20"]],
     ),
-    "imagenet/calib_shift_sweep.sh": ({}, [], [["scripts/imagenet/calib_shift_sweep.py"]]),
+    "imagenet/calib_shift_sweep.sh": ({}, [], [[*ENTRY, "calib-shift", "--dataset", "imagenet"]]),
     "cifar10/pretrain_resnet.sh": (
         {},
         [],
@@ -131,27 +125,27 @@ CASES: dict[str, tuple[dict[str, str], list[str], list[list[str]]]] = {
         {"MODELS": "resnet20"},
         [],
         [
-            ["scripts/fashion_mnist/factorize_sweep.py", "--model", "resnet20"],
-            ["scripts/fashion_mnist/factorize_sweep.py", "--model", "resnet20", *FOLD],
+            [*ENTRY, "factorize", "--dataset", "fashion-mnist", "--model", "resnet20"],
+            [*ENTRY, "factorize", "--dataset", "fashion-mnist", "--model", "resnet20", *FOLD],
         ],
     ),
     "fashion_mnist/calib_size_sweep.sh": (
         {},
         [],
         [
-            ["scripts/fashion_mnist/calib_size_sweep.py", "--model", "resnet20"],
-            ["scripts/fashion_mnist/calib_size_sweep.py", "--model", "resnet56"],
+            [*ENTRY, "calib-size", "--dataset", "fashion-mnist", "--model", "resnet20"],
+            [*ENTRY, "calib-size", "--dataset", "fashion-mnist", "--model", "resnet56"],
         ],
     ),
     "fashion_mnist/n_iters_sweep.sh": (
         {},
         [],
-        [["scripts/fashion_mnist/n_iters_sweep.py", "--model", "resnet20"]],
+        [[*ENTRY, "n-iters", "--dataset", "fashion-mnist", "--model", "resnet20"]],
     ),
     "fashion_mnist/corrupted_sweep.sh": (
         {},
         [],
-        [["scripts/fashion_mnist/corrupted_sweep.py", "--model", "resnet20"]],
+        [[*ENTRY, "corrupted", "--dataset", "fashion-mnist", "--model", "resnet20"]],
     ),
     "fashion_mnist/make_corrupted.sh": ({}, [], [["scripts/fashion_mnist/make_corrupted.py"]]),
     "fashion_mnist/pretrain.sh": (
@@ -167,22 +161,24 @@ CASES: dict[str, tuple[dict[str, str], list[str], list[list[str]]]] = {
     "imagenet/factorize_sweep.sh": (
         {},
         [],
-        [["scripts/imagenet/factorize_sweep.py", "--model", m] for m in IMAGENET],
+        [[*ENTRY, "factorize", "--dataset", "imagenet", "--model", m] for m in IMAGENET],
     ),
     "imagenet/calib_size_sweep.sh": (
         {},
         [],
         [
-            ["scripts/imagenet/calib_size_sweep.py", "--model", "resnet18"],
-            ["scripts/imagenet/calib_size_sweep.py", "--model", "resnet50"],
+            [*ENTRY, "calib-size", "--dataset", "imagenet", "--model", "resnet18"],
+            [*ENTRY, "calib-size", "--dataset", "imagenet", "--model", "resnet50"],
         ],
     ),
     "imagenet/run_resnext.sh": (
         {},
         [],
         [
-            ["scripts/imagenet/factorize_sweep.py", "--model", "resnext50_32x4d", "--modes", *SIX],
-            ["scripts/imagenet/factorize_sweep.py", "--model", "resnext101_32x8d", "--modes", *SIX],
+            [*ENTRY, "factorize", "--dataset", "imagenet", "--model", "resnext50_32x4d"]
+            + ["--modes", *SIX],
+            [*ENTRY, "factorize", "--dataset", "imagenet", "--model", "resnext101_32x8d"]
+            + ["--modes", *SIX],
             # the render step takes no extra arguments (see the EXPECT_NO_EXTRA set)
             ["scripts/render_results.py", "--datasets", "imagenet", "--models"]
             + ["resnext50_32x4d", "resnext101_32x8d"],
@@ -224,7 +220,7 @@ CASES: dict[str, tuple[dict[str, str], list[str], list[list[str]]]] = {
                 [*SAMPLES_SWEEP, m, "--knobs", *TABLE_RATIOS, "--modes", *RATIO_MODES],
                 [*SAMPLES_SWEEP, m, "--modes", "energy_act_aware", "energy"],
                 [*SAMPLES_SWEEP, m, "--modes", *RATIO_MODES],
-                ["scripts/imagenet/calib_size_sweep.py", "--dataset", "imagenet-samples"]
+                [*ENTRY, "calib-size", "--dataset", "imagenet-samples"]
                 + ["--model", m],
             )
         ]
@@ -302,7 +298,11 @@ def test_wrapper_calls(case: str, tmp_path: Path):
     ]
     assert calls == wanted
     for call in calls:
-        assert (REPO / call[0]).is_file(), call[0]
+        if call[:2] == ENTRY:  # an experiment of the entry point, on a dataset it knows
+            experiment = EXPERIMENTS[call[2]]
+            assert call[call.index(experiment.option) + 1] in experiment.choices()
+        else:
+            assert (REPO / call[0]).is_file(), call[0]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

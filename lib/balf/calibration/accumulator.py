@@ -22,6 +22,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from balf.calibration.padding import PaddingMask
 from balf.calibration.statistics import LayerStatistics
 from balf.io.hashing import tensor_digest
 from balf.layers.dispatch import dense_weight, geometry_of, input_gram, output_gram, rows_of_call
@@ -107,11 +108,19 @@ class GramAccumulator:
         name: the layer's module name (for messages).
         module: the layer.
         side: ``"output"`` (``S = K``, from the pre-bias output) or ``"input"`` (``S = D``).
-        shared: the pass's :class:`SharedInputGram` (input side; ``None``: not shared).
+        shared: the pass's :class:`SharedInputGram` (input side; ``None``: not shared). Batches
+            with padding rows left out are not shared (the kept rows are a new tensor).
+        padding: the padding mask of the running batch (:mod:`balf.calibration.padding`):
+            rows of padding tokens are left out. ``None``: every row counts.
     """
 
     def __init__(
-        self, name: str, module: nn.Module, side: Side, shared: SharedInputGram | None = None
+        self,
+        name: str,
+        module: nn.Module,
+        side: Side,
+        shared: SharedInputGram | None = None,
+        padding: PaddingMask | None = None,
     ) -> None:
         geo = geometry_of(module)
         size = geo.in_dim if side == "input" else geo.out_dim
@@ -120,6 +129,7 @@ class GramAccumulator:
         self.module = module
         self.side = side
         self.shared = shared
+        self.padding = padding
         self.stats = LayerStatistics(
             side=side,
             gram=torch.zeros(geo.groups, size, size, dtype=torch.float64, device=w.device),
@@ -128,14 +138,19 @@ class GramAccumulator:
 
     def __call__(self, module: nn.Module, inputs: tuple, output: Tensor) -> None:
         st = self.stats
+        st.calls += 1
+        st.output_shape = tuple(output.shape[1:])
+        x = inputs[0] if self.side == "input" else None
+        real = self.padding.rows(module, output) if self.padding is not None else None
+        if real is not None:  # (B, L) → the rows of real tokens, (N, K) / (N, D)
+            output = output[real]
+            x = x[real] if x is not None else None
         dtype = compute_dtype(output.dtype)
         if self.side == "output":
             gram = output_gram(module, output, dtype)
-        elif self.shared is not None:
-            gram = self.shared.gram(module, inputs[0], dtype)
+        elif self.shared is not None and real is None:
+            gram = self.shared.gram(module, x, dtype)
         else:
-            gram = input_gram(module, inputs[0], dtype)
+            gram = input_gram(module, x, dtype)
         st.gram += gram.to(torch.float64)
         st.rows += rows_of_call(module, output)
-        st.calls += 1
-        st.output_shape = tuple(output.shape[1:])

@@ -1,25 +1,25 @@
-"""The inputs of a chain of blocks: captured once at the first block, then carried block by block.
+"""Every block's inputs, recorded in one forward pass, then replayed block by block.
 
-A *chain of blocks* is a list of submodules ``B_0 … B_{n-1}`` that every forward pass calls once
-each, in order, with ``B_{i+1}``'s first positional input equal to ``B_i``'s output (its first
-element when a block returns a tuple): the decoder layers of a language model, the encoder layers
-of a ViT or BERT, the stages of a ResNet, the inverted residuals of a MobileNetV2.
+:func:`record_chain` runs the whole model on every calibration batch and records, for each block
+of the chain (:mod:`balf.calibration.chain`), the arguments the model passes it: positional and
+keyword arguments as they were, except that the ones taken from the previous block's output (its
+hidden state; a T5 block's position bias; any ``(hidden, aux)`` element the model hands on) are
+marked as *carried* by their position in that output. So each block gets its own arguments —
+Qwen2's sliding-window layers their mask, its full-attention layers theirs — and a replay carries
+what the (compressed) previous block really returned.
 
-* :func:`check_chain` runs the model once on one batch and checks that contract, and tells which
-  target layers run before the first block (the *prefix*);
-* :func:`capture_first_inputs` runs the model up to ``B_0`` on every calibration batch (the rest
-  of the forward is skipped) and keeps ``B_0``'s arguments: :class:`BlockInputs`, one entry per
-  batch, with the hidden state (``(B, …)``) on the activation device and the other arguments
-  (attention masks, position embeddings) as they were passed;
-* :func:`run_block` runs one block on every batch and returns its outputs as the next block's
-  inputs;
-* :func:`run_tail` runs the layers after the last block on the carried outputs, replacing every
-  block by a stub that returns them (the layers before the blocks are recomputed, not the blocks).
+:func:`run_block` then runs one block on every batch: carried arguments from the previous block's
+outputs, the rest as recorded, the batch's padding mask set for the statistics hooks
+(:mod:`balf.calibration.padding`); it returns the outputs the next block takes.
+
+Memory: the recorded arguments of every block for every batch, on the activation device, each
+distinct tensor once per batch (blocks passed the same mask or position embeddings share it),
+plus the carried outputs of one block boundary.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,304 +28,214 @@ from torch import Tensor, nn
 
 from balf._device import model_device
 from balf._eval_mode import eval_mode
-from balf.calibration.batches import (
-    as_call,
-    batch_size_of,
-    first_call_sample,
-    first_samples,
-    split_batches,
-    to_device,
-)
+from balf.calibration.chain import check_kwargs, output_elements
+from balf.calibration.padding import PaddingMask, attention_mask_of
 from balf.errors import BALFError
 
-__all__ = [
-    "BlockInputs",
-    "ChainInfo",
-    "capture_first_inputs",
-    "check_chain",
-    "run_block",
-    "run_tail",
-]
+__all__ = ["BatchInputs", "ChainRecord", "record_chain", "run_block"]
+
+Carried = list[dict[int, Tensor]]
+"""Per batch, ``{position in the block's output: tensor}`` of what the next block takes."""
 
 
 @dataclass(frozen=True)
-class ChainInfo:
-    """What :func:`check_chain` learnt: the target layers before the first block (in call
-    order) and whether the blocks return tuples (hidden state first)."""
+class _FromPrevious:
+    """Placeholder of a recorded argument: element ``index`` of the previous block's output."""
 
-    prefix: list[str]
-    tuple_output: bool
-
-
-class _Stop(Exception):
-    """Raised by the pre-hook of the first block to end the forward pass there."""
+    index: int
 
 
 @dataclass
-class BlockInputs:
-    """What every calibration batch passes to a block.
+class BatchInputs:
+    """One calibration batch's record.
 
     Attributes:
-        hidden: per batch, the block's first positional input ``(B, …)`` on the activation device.
-        args: per batch, the other positional arguments (as passed).
-        kwargs: per batch, the keyword arguments (tensors on the activation device).
-        tuple_output: whether the blocks return tuples (hidden state first).
-        num_samples: samples over all batches.
-        example: ``(example_input, example_kwargs)`` of the first sample (FLOP counts).
+        calls: per block, ``(args, kwargs)`` with :class:`_FromPrevious` placeholders.
+        first: the first block's carried inputs, ``{0: hidden (B, …)}``.
+        mask: the batch's padding mask ``(B, L)`` (``None``: no padding).
+        samples: samples in the batch.
     """
 
-    hidden: list[Tensor] = field(default_factory=list)
-    args: list[tuple] = field(default_factory=list)
-    kwargs: list[dict] = field(default_factory=list)
-    tuple_output: bool = False
-    num_samples: int = 0
-    example: tuple[Any, dict] | None = None
+    calls: list[tuple[tuple, dict]] = field(default_factory=list)
+    first: dict[int, Tensor] = field(default_factory=dict)
+    mask: Tensor | None = None
+    samples: int = 0
 
-    def calls(self, device: torch.device) -> Iterator[tuple[tuple, dict]]:
-        """``(args, kwargs)`` of the block call of each batch, on ``device``."""
-        for h, a, k in zip(self.hidden, self.args, self.kwargs, strict=True):
-            yield (h.to(device), *to_device(a, device)), to_device(k, device)
-
-    def with_hidden(self, hidden: list[Tensor]) -> BlockInputs:
-        """The same calls with new hidden states (the previous block's outputs)."""
-        return BlockInputs(
-            hidden, self.args, self.kwargs, self.tuple_output, self.num_samples, self.example
-        )
+    def needs(self, block: int) -> set[int]:
+        """The output positions of block ``block - 1`` that block ``block`` takes."""
+        if block >= len(self.calls):
+            return set()
+        args, kwargs = self.calls[block]
+        return {p.index for p in _placeholders((args, kwargs))}
 
 
-def _call(model: nn.Module, batch: Any, forward: Callable | None, device: torch.device) -> int:
-    """Run ``model`` on one batch; returns its number of samples (0: skipped, nothing run)."""
-    if forward is None:
-        args, kwargs = as_call(batch)
-        n = batch_size_of((args, kwargs))
-        if n:
-            model(*to_device(args, device), **to_device(kwargs, device))
-        return n
-    n = batch_size_of(batch)
-    if n:
-        forward(model, to_device(batch, device))
-    return n
+@dataclass
+class ChainRecord:
+    """What :func:`record_chain` recorded: one :class:`BatchInputs` per batch."""
+
+    batches: list[BatchInputs] = field(default_factory=list)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(b.samples for b in self.batches)
+
+    def first_inputs(self) -> Carried:
+        """The first block's carried inputs of every batch."""
+        return [dict(b.first) for b in self.batches]
 
 
-def _hidden_of(output: Any, name: str) -> Tensor:
-    if isinstance(output, Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
-        return output[0]
-    raise BALFError(
-        f"block {name!r} returned {type(output).__name__}; a block must return a tensor or a "
-        "tuple whose first element is the hidden state"
-    )
+def _placeholders(obj: Any) -> Iterator[_FromPrevious]:
+    if isinstance(obj, _FromPrevious):
+        yield obj
+    elif isinstance(obj, Mapping):
+        for v in obj.values():
+            yield from _placeholders(v)
+    elif isinstance(obj, (tuple, list)):
+        for v in obj:
+            yield from _placeholders(v)
 
 
-_CACHE_ARGUMENTS = ("cache", "past_key_values", "past_key_value", "layer_past")
+def _template(obj: Any, previous: list[Any], memo: dict[int, Tensor], device: torch.device) -> Any:
+    """``obj`` with every tensor that is an element of ``previous`` replaced by a placeholder and
+    every other tensor moved to ``device`` (each distinct tensor once: ``memo``)."""
+    if isinstance(obj, Tensor):
+        for i, element in enumerate(previous):
+            if element is obj:
+                return _FromPrevious(i)
+        if id(obj) not in memo:
+            memo[id(obj)] = obj.detach().to(device)
+        return memo[id(obj)]
+    if isinstance(obj, Mapping):
+        return {k: _template(v, previous, memo, device) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_template(v, previous, memo, device) for v in obj)
+    return obj
 
 
-def _check_kwargs(name: str, kwargs: dict) -> None:
-    # A key/value cache passed to the blocks would grow with every replayed call and make the
-    # statistics wrong without any error (transformers' decoders create one when use_cache=True;
-    # the argument is `cache` in transformers 5, `past_key_values` before).
-    if any(kwargs.get(k) is not None for k in _CACHE_ARGUMENTS):
-        raise BALFError(
-            f"block {name!r} receives a key/value cache (past_key_values); calibrate without "
-            "one: forward=lambda model, batch: model(**batch, use_cache=False)"
-        )
+def _fill(obj: Any, carried: Mapping[int, Tensor], device: torch.device) -> Any:
+    """A recorded argument structure with placeholders filled from ``carried``, on ``device``."""
+    if isinstance(obj, _FromPrevious):
+        return carried[obj.index].to(device)
+    if isinstance(obj, Tensor):
+        return obj.to(device)
+    if isinstance(obj, Mapping):
+        return {k: _fill(v, carried, device) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_fill(v, carried, device) for v in obj)
+    return obj
 
 
-def check_chain(
+def record_chain(
     model: nn.Module,
-    blocks: dict[str, nn.Module],
-    targets: dict[str, nn.Module],
-    batch: Any,
-    forward: Callable | None,
-) -> ChainInfo:
-    """Run ``model`` once on ``batch`` and check that ``blocks`` form a chain (module docstring).
-
-    Returns:
-        :class:`ChainInfo`: the target layers outside the blocks that run before the first
-        block, and whether the blocks return tuples.
+    blocks: Mapping[str, nn.Module],
+    batches: Iterable[Any],
+    run: Callable[[nn.Module, Any], Any],
+    samples_of: Callable[[Any], int],
+    *,
+    activation_device: torch.device,
+    padding: PaddingMask | None = None,
+) -> ChainRecord:
+    """Run ``model`` on every batch (``run(model, batch)``, batches on the model's device) and
+    record every block's arguments (module docstring). Statistics hooks of other layers see the
+    whole forward pass (``padding`` gets each batch's mask while it runs).
 
     Raises:
-        BALFError: a block is called never or several times, out of order, without a positional
-            input, or with an input that is not the previous block's output.
+        BALFError: a block is skipped, called twice or out of order on some batch, receives a
+            key/value cache, or the data is empty.
     """
     names = list(blocks)
-    seen: list[tuple[str, Tensor, Tensor]] = []
-    order: list[str] = []
-    started = [False]
-    tuples = [False]
+    index = {name: i for i, name in enumerate(names)}
+    record = ChainRecord()
+    state: dict[str, Any] = {}
 
     def pre(name):
         def hook(module, args, kwargs):
-            if not args or not isinstance(args[0], Tensor):
+            check_kwargs(name, kwargs)
+            i, entry = index[name], state["entry"]
+            if len(entry.calls) != i:
                 raise BALFError(
-                    f"block {name!r} is called without a positional tensor input; block-by-block "
-                    "calibration carries the first positional argument from block to block"
+                    f"block {name!r} ran out of order or twice in a forward pass; the blocks "
+                    f"must each run once per forward pass, in the order {names}"
                 )
-            _check_kwargs(name, kwargs)
-            started[0] = True
-            seen.append((name, args[0], None))
+            previous = state["previous"]
+            if i == 0:
+                entry.first[0] = args[0].detach().to(activation_device)
+            call_args = (_FromPrevious(0), *_template(tuple(args[1:]), previous, state["memo"],
+                                                      activation_device))  # fmt: skip
+            call_kwargs = _template(dict(kwargs), previous, state["memo"], activation_device)
+            entry.calls.append((call_args, call_kwargs))
 
         return hook
 
     def post(name):
         def hook(module, args, kwargs, output):
-            n, x, _ = seen[-1]
-            seen[-1] = (n, x, _hidden_of(output, name))
-            tuples[0] = not isinstance(output, Tensor)
+            state["previous"] = output_elements(output, name)
 
         return hook
 
-    def layer_hook(name):
-        return lambda *_: None if started[0] else order.append(name)
-
-    inside = {t for t in targets if any(t == b or t.startswith(b + ".") for b in names)}
     handles = []
+    for name, block in blocks.items():
+        handles.append(block.register_forward_pre_hook(pre(name), with_kwargs=True))
+        handles.append(block.register_forward_hook(post(name), with_kwargs=True))
     try:
-        for name, block in blocks.items():
-            handles.append(block.register_forward_pre_hook(pre(name), with_kwargs=True))
-            handles.append(block.register_forward_hook(post(name), with_kwargs=True))
-        for name, layer in targets.items():
-            if name not in inside:
-                handles.append(layer.register_forward_hook(layer_hook(name)))
         with eval_mode(model):
-            _call(model, batch, forward, model_device(model))
+            for batch in batches:
+                entry = BatchInputs(mask=attention_mask_of(batch), samples=samples_of(batch))
+                state.update(entry=entry, previous=[], memo={})
+                if padding is not None:
+                    padding.current = entry.mask
+                run(model, batch)
+                if len(entry.calls) != len(names):
+                    raise BALFError(
+                        f"only {len(entry.calls)} of the {len(names)} blocks ran in a forward "
+                        f"pass; the blocks must each run once per forward pass ({names})"
+                    )
+                if entry.mask is not None:
+                    entry.mask = entry.mask.to(activation_device)
+                record.batches.append(entry)
     finally:
+        state.clear()
+        if padding is not None:
+            padding.current = None
         for h in handles:
             h.remove()
-    called = [s[0] for s in seen]
-    if called != names:
-        raise BALFError(
-            f"the blocks must each run once per forward pass, in the given order {names}; "
-            f"they ran as {called} (pass blocks=[...] naming a chain of blocks)"
-        )
-    for (prev, _, out), (name, x, _) in zip(seen, seen[1:], strict=False):
-        if not (x is out or (x.shape == out.shape and torch.equal(x, out))):
-            raise BALFError(
-                f"the input of block {name!r} is not the output of block {prev!r}: something "
-                "runs between them; name blocks that follow each other directly"
-            )
-    return ChainInfo(list(dict.fromkeys(order)), tuples[0])
-
-
-def capture_first_inputs(
-    model: nn.Module,
-    first: nn.Module,
-    data: Iterable | Tensor,
-    *,
-    forward: Callable | None,
-    batch_size: int,
-    max_batches: int | None,
-    activation_device: torch.device,
-    progress_bar: Callable[[Iterator], Iterator],
-    tuple_output: bool = False,
-) -> BlockInputs:
-    """Run ``model`` up to block ``first`` on every batch and keep that block's arguments.
-
-    The forward pass stops at the block (a pre-hook raises), so only what runs before it is
-    computed; forward hooks on earlier layers (the prefix's statistics) see every batch.
-    """
-    out = BlockInputs(tuple_output=tuple_output)
-    device = model_device(model)
-
-    def hook(module, args, kwargs):
-        _check_kwargs("first block", kwargs)
-        out.hidden.append(args[0].detach().to(activation_device))
-        out.args.append(to_device(tuple(args[1:]), activation_device))
-        out.kwargs.append(to_device(dict(kwargs), activation_device))
-        raise _Stop
-
-    handle = first.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        with eval_mode(model):
-            for batch in progress_bar(split_batches(data, batch_size, max_batches)):
-                if out.example is None:
-                    out.example = _example(batch, forward)
-                try:
-                    n = _call(model, batch, forward, device)
-                except _Stop:
-                    n = out.hidden[-1].shape[0]
-                else:
-                    if n:
-                        raise BALFError("the first block was not called in a forward pass")
-                out.num_samples += n
-    finally:
-        handle.remove()
-    if out.num_samples == 0:
+    if record.num_samples == 0:
         raise BALFError("the calibration data is empty: pass at least one non-empty batch")
-    return out
-
-
-def _example(batch: Any, forward: Callable | None) -> tuple[Any, dict]:
-    if forward is not None:
-        return first_samples(batch, batch_size_of(batch)), {}
-    args, kwargs = as_call(batch)
-    return first_call_sample(args, kwargs, batch_size_of((args, kwargs)))
+    return record
 
 
 def run_block(
     block: nn.Module,
+    position: int,
     name: str,
-    inputs: BlockInputs,
+    record: ChainRecord,
+    carried: Carried,
     activation_device: torch.device,
+    *,
+    padding: PaddingMask | None = None,
     keep: bool = True,
-) -> list[Tensor]:
-    """Run ``block`` on every batch of ``inputs``.
+) -> Carried:
+    """Run block number ``position`` on every batch of ``record``, its carried arguments taken
+    from ``carried`` (the previous block's outputs, or :meth:`ChainRecord.first_inputs`).
 
     Returns:
-        Its hidden outputs (``(B, …)`` per batch) on the activation device; ``[]`` unless
-        ``keep`` (a run for statistics only).
+        Per batch, the outputs of this block that the next block takes, on the activation
+        device (``[]`` unless ``keep``: a run for statistics only).
     """
     device = model_device(block)
-    outputs = []
+    out: Carried = []
     with eval_mode(block):
-        for args, kwargs in inputs.calls(device):
-            hidden = _hidden_of(block(*args, **kwargs), name)
+        for entry, inputs in zip(record.batches, carried, strict=True):
+            args, kwargs = entry.calls[position]
+            if padding is not None:
+                padding.current = entry.mask
+            try:
+                output = block(*_fill(args, inputs, device), **_fill(kwargs, inputs, device))
+            finally:
+                if padding is not None:
+                    padding.current = None
             if keep:
-                outputs.append(hidden.detach().to(activation_device))
-    return outputs
-
-
-class _Replay(nn.Module):
-    """Stands in for a block during :func:`run_tail`: returns the carried output of the batch."""
-
-    def __init__(self, outputs: list[Tensor], tuple_output: bool, device: torch.device) -> None:
-        super().__init__()
-        self.outputs, self.tuple_output, self.device, self.index = outputs, tuple_output, device, 0
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        out = self.outputs[self.index].to(self.device)
-        return (out,) if self.tuple_output else out
-
-
-def run_tail(
-    model: nn.Module,
-    blocks: Sequence[str],
-    outputs: list[Tensor],
-    inputs: BlockInputs,
-    data: Iterable | Tensor,
-    *,
-    forward: Callable | None,
-    batch_size: int,
-    max_batches: int | None,
-) -> None:
-    """Run ``model`` on every batch with each block replaced by a stub returning ``outputs``.
-
-    The layers after the last block then see the last block's carried outputs (forward hooks
-    on them collect their statistics); the blocks themselves are not computed.
-    """
-    device = model_device(model)
-    stub = _Replay(outputs, inputs.tuple_output, device)
-    originals = {name: model.get_submodule(name) for name in blocks}
-    for name in blocks:
-        model.set_submodule(name, stub)
-    try:
-        with eval_mode(model):
-            index = 0
-            for batch in split_batches(data, batch_size, max_batches):
-                stub.index = index
-                if _call(model, batch, forward, device):
-                    index += 1
-    finally:
-        for name, block in originals.items():
-            model.set_submodule(name, block)
+                elements = output_elements(output, name)
+                needed = entry.needs(position + 1)
+                out.append({i: elements[i].detach().to(activation_device) for i in needed})
+    return out

@@ -10,18 +10,21 @@ Activations are never stored: each call's product is added to the accumulator an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from balf._device import model_device
 from balf._eval_mode import eval_mode
 from balf.calibration.batches import (
+    SequenceFirstProbe,
     as_call,
     batch_size_of,
     first_call_sample,
@@ -31,6 +34,7 @@ from balf.calibration.batches import (
     to_device,
 )
 from balf.calibration.layer_pass import hooked_pass, sum_over_processes
+from balf.calibration.padding import PaddingMask
 from balf.calibration.statistics import Statistics
 from balf.errors import BALFError, StatisticsError
 from balf.io.hashing import update_with_tensor
@@ -50,6 +54,7 @@ class _CalibrationPass:
 
     def __init__(self, model: nn.Module, forward: Callable[[nn.Module, Any], Any] | None) -> None:
         self.model = model
+        self.padding = PaddingMask()
         self.forward = forward
         self.device = model_device(model)
         self.num_samples = 0
@@ -57,26 +62,38 @@ class _CalibrationPass:
         self.example_kwargs: dict = {}
         self.digest = hashlib.blake2b(digest_size=16)
         self.floating = self.nonzero = False
+        # whether an input (bool masks, one-value-per-sample inputs aside) varies within a sample
+        self.has_samples = self.varies = False
+        self.dim: int | None = None  # the batch dimension, from the first batch (batch_dim)
 
     def run(self, batch: Any) -> None:
         """Run the model on one batch (skipped when it holds no sample)."""
         if self.forward is None:
             args, kwargs = as_call(batch)
             batch = (args, kwargs)
-        n = batch_size_of(batch)
-        if n == 0:
+        if batch_size_of(batch, self.dim or 0) == 0:
             return
-        self._record(batch)
-        batch = to_device(batch, self.device)
-        if self.forward is not None:
-            if self.example is None:
-                self.example = first_samples(batch, n)
-            self.forward(self.model, batch)
-        else:
-            args, kwargs = batch
-            if self.example is None:
-                self.example, self.example_kwargs = first_call_sample(args, kwargs, n)
-            self.model(*args, **kwargs)
+        on_device = to_device(batch, self.device)
+        probe = SequenceFirstProbe(self.model) if self.dim is None else contextlib.nullcontext()
+        self.padding.set(on_device)
+        try:
+            with probe:
+                if self.forward is not None:
+                    self.forward(self.model, on_device)
+                else:
+                    self.model(*on_device[0], **on_device[1])
+        finally:
+            self.padding.current = None
+        if self.dim is None:
+            self.dim = probe.dim(batch)
+        n = batch_size_of(batch, self.dim)
+        self._record(batch, n)
+        if self.example is None:
+            if self.forward is not None:
+                self.example = first_samples(batch, n, self.dim)
+            else:
+                args, kwargs = batch
+                self.example, self.example_kwargs = first_call_sample(args, kwargs, n, self.dim)
         self.num_samples += n
 
     def rerun_example(self) -> Callable[[], Any] | None:
@@ -90,12 +107,23 @@ class _CalibrationPass:
         kwargs = to_device(self.example_kwargs, self.device)
         return lambda: self.model(*args, **kwargs)
 
-    def _record(self, batch: Any) -> None:
+    def _record(self, batch: Any, n: int) -> None:
         for t in tensors_of(batch):
             update_with_tensor(self.digest, t)
             if t.is_floating_point() or t.is_complex():
                 self.floating = True
                 self.nonzero = self.nonzero or bool(t.any())
+            if t.dtype == torch.bool or self.varies:
+                continue
+            rows = t.reshape(n, -1) if t.dim() and t.shape[0] == n else t.reshape(1, -1)
+            if rows.shape[1] > 1:
+                self.has_samples = True
+                self.varies = bool((rows != rows[:, :1]).any())
+
+    @property
+    def constant(self) -> bool:
+        """Whether every sample held one value throughout (a blank image, one repeated token)."""
+        return self.has_samples and not self.varies
 
 
 def _progress_bar(
@@ -117,14 +145,24 @@ def _progress_bar(
     )
 
 
-def _check_collected(stats: Statistics, all_zero: bool) -> None:
-    """Raise on empty data or a layer never called, warn on all-zero inputs, check finiteness."""
+def _check_collected(stats: Statistics, all_zero: bool, constant: bool = False) -> None:
+    """Raise on empty data or a layer never called, warn on all-zero or constant inputs, check
+    finiteness."""
     if stats.num_samples == 0:
         raise BALFError("the calibration data is empty: pass at least one non-empty batch")
     if all_zero:
         warnings.warn(
             "the calibration inputs are all zero: the statistics carry no information about "
             "the data (check the data loading and normalisation)",
+            UserWarning,
+            stacklevel=3,  # the caller of collect_statistics
+        )
+    elif constant:
+        warnings.warn(
+            "every calibration sample is constant (each input holds a single value throughout, "
+            "e.g. a blank image): the statistics carry no information about the data, so layers "
+            "look low-rank and a budget cuts them hard at energy_kept ≈ 1.0 (check the data "
+            "loading, decoding and normalisation)",
             UserWarning,
             stacklevel=3,  # the caller of collect_statistics
         )
@@ -213,8 +251,9 @@ def collect_statistics(
 
     with temporarily_unpacked(model):
         collected = hooked_pass(
-            targets, run, side=side, distributed=distributed, rerun_example=rerun_example
-        )
+            targets, run, side=side, padding=calibration.padding, distributed=distributed,
+            rerun_example=rerun_example,
+        )  # fmt: skip
     stats = Statistics(
         layers=collected.layers,
         num_samples=sum_over_processes(calibration.num_samples, distributed),
@@ -222,7 +261,9 @@ def collect_statistics(
         extra={"data_digest": calibration.digest.hexdigest(), "skipped": collected.skipped},
         example_kwargs=calibration.example_kwargs,
     )
-    _check_collected(stats, calibration.floating and not calibration.nonzero)
+    _check_collected(
+        stats, calibration.floating and not calibration.nonzero, calibration.constant
+    )
     log.info(
         "collected statistics for %d layers over %d samples",
         len(stats.layers),

@@ -12,7 +12,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from balf.calibration.batches import as_call, batch_size_of, first_call_sample, first_samples
+from balf._device import model_device
+from balf.calibration.batches import (
+    as_call,
+    batch_dim,
+    batch_size_of,
+    first_call_sample,
+    first_samples,
+    to_device,
+)
 from balf.counting.flops import count_flops
 from balf.errors import BALFError
 from balf.io.fingerprints import PeekedIterable
@@ -22,7 +30,9 @@ __all__ = ["first_example", "measure_rows"]
 
 
 def first_example(
-    data: Iterable | Tensor, forward: Callable[[nn.Module, Any], Any] | None
+    data: Iterable | Tensor,
+    forward: Callable[[nn.Module, Any], Any] | None,
+    model: nn.Module | None = None,
 ) -> tuple[tuple[Any, dict], Iterable | Tensor]:
     """The first sample of the calibration data, and the data to use afterwards.
 
@@ -30,6 +40,9 @@ def first_example(
         data: a tensor of samples ``(N, ...)`` or an iterable of batches (see
             :func:`balf.collect_statistics`).
         forward: the ``forward(model, batch)`` callable for batches of another structure.
+        model: the network the data is for: a sequence-first one (``batch_first=False``,
+            inputs ``(L, B, ...)``) is cut along its batch dimension (see
+            :func:`balf.calibration.batches.batch_dim`); without it, along dim 0.
 
     Returns:
         ``((example_input, example_kwargs), data)``: the example cut to one sample ``(1, ...)``
@@ -48,10 +61,27 @@ def first_example(
             data = PeekedIterable(batch, it, None)
     if batch is None:
         raise BALFError("the calibration data is empty: pass at least one non-empty batch")
+    if forward is None:
+        batch = as_call(batch)
+    dim = 0 if model is None else batch_dim(model, batch, _runner(model, batch, forward))
+    n = batch_size_of(batch, dim)
     if forward is not None:
-        return (first_samples(batch, batch_size_of(batch)), {}), data
-    args, kwargs = as_call(batch)
-    return first_call_sample(args, kwargs, batch_size_of((args, kwargs))), data
+        return (first_samples(batch, n, dim), {}), data
+    return first_call_sample(*batch, n, dim), data
+
+
+def _runner(
+    model: nn.Module, batch: Any, forward: Callable[[nn.Module, Any], Any] | None
+) -> Callable[[], Any]:
+    """Runs ``model`` on ``batch`` (an ``(args, kwargs)`` pair without ``forward``)."""
+
+    def run() -> Any:
+        on_device = to_device(batch, model_device(model))
+        if forward is not None:
+            return forward(model, on_device)
+        return model(*on_device[0], **on_device[1])
+
+    return run
 
 
 def measure_rows(

@@ -8,8 +8,9 @@ the first block, each block, the layers after the last) all get their statistics
 1. one accumulator per layer (:class:`~balf.calibration.accumulator.GramAccumulator` unless an
    :data:`~balf.calibration.accumulator.AccumulatorFactory` says otherwise) is registered as a
    forward hook with ``prepend=True``: it sees the layer's own output, before any forward hook of
-   the user changes it; the Gram accumulators of one pass compute the input Gram of a tensor that
-   several layers read once per call;
+   the user changes it; rows of padding tokens are left out (:mod:`balf.calibration.padding`);
+   the Gram accumulators of one pass compute the input Gram of a tensor that several layers read
+   once per call;
 2. ``run()`` runs the forward passes; the hooks are removed afterwards, even on error;
 3. under ``torch.distributed`` (a process group of more than one process) the Gram matrices, row
    and call counts are summed over the processes: each process passes its own shard and all get
@@ -21,6 +22,7 @@ the first block, each block, the layers after the last) all get their statistics
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from balf.calibration.accumulator import (
     GramAccumulator,
     SharedInputGram,
 )
+from balf.calibration.padding import PaddingMask
 from balf.calibration.statistics import LayerStatistics, check_finite
 from balf.calibration.uncalled import uncalled_reasons
 from balf.layers.dispatch import geometry_of
@@ -109,6 +112,7 @@ def hooked_pass(
     *,
     side: Side | None = None,
     accumulator: AccumulatorFactory | None = None,
+    padding: PaddingMask | None = None,
     distributed: bool | None = None,
     rerun_example: Callable[[], Any] | None = None,
 ) -> HookedPass[T]:
@@ -119,7 +123,9 @@ def hooked_pass(
         run: runs the forward passes (e.g. the model on every calibration batch).
         side: ``"input"``/``"output"`` for every layer; ``None``: each layer's cheaper side.
         accumulator: makes each layer's hook, ``accumulator(name, module, side)`` (``None``:
-            :class:`~balf.calibration.accumulator.GramAccumulator`).
+            :class:`~balf.calibration.accumulator.GramAccumulator`, leaving out the rows of
+            padding tokens that ``padding`` marks while ``run()`` runs).
+        padding: the padding mask ``run()`` sets for each batch (:mod:`balf.calibration.padding`).
         distributed: sum over the processes of ``torch.distributed``; ``None``: whenever a
             process group of more than one process is running.
         rerun_example: one forward pass on an example input, run only when a layer was never
@@ -133,11 +139,10 @@ def hooked_pass(
         StatisticsError: a layer's statistics hold NaN or Inf.
     """
     if accumulator is None:
-        shared = SharedInputGram()  # one input Gram per call for layers reading one tensor
-
-        def accumulator(name: str, module: nn.Module, side: Side) -> Accumulator:
-            return GramAccumulator(name, module, side, shared)
-
+        # one input Gram per call for the layers reading one tensor
+        accumulator = functools.partial(
+            GramAccumulator, shared=SharedInputGram(), padding=padding
+        )
     accumulators = {
         name: accumulator(name, m, side or geometry_of(m).preferred_side())
         for name, m in modules.items()

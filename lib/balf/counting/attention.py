@@ -34,13 +34,16 @@ __all__ = ["attention_flop_formulas"]
 aten = torch.ops.aten
 
 
-def _shape(t: Tensor) -> tuple[int, ...]:
-    """The shape of a tensor; for a nested (ragged) tensor ``(1, total rows, *rest)``."""
+def _sequences(t: Tensor) -> list[tuple[int, ...]]:
+    """The shape of each sequence: a nested (ragged) tensor's components, else ``[t.shape]``.
+
+    A nested tensor (``nn.TransformerEncoder``'s fast path with a padding mask) holds one
+    sequence per component, of its own length: attention is counted per sequence, never across
+    the sequences of a batch as if they were one.
+    """
     if t.is_nested:
-        sizes = t._nested_tensor_size()  # (n_sequences, dims per sequence)
-        rows = int(sizes[:, 0].sum())
-        return (1, rows, *(int(s) for s in sizes[0, 1:]))
-    return tuple(t.shape)
+        return [tuple(int(s) for s in size) for size in t._nested_tensor_size()]
+    return [tuple(t.shape)]
 
 
 def _sdpa_flops(query: tuple[int, ...], key: tuple[int, ...], value: tuple[int, ...]) -> int:
@@ -55,16 +58,22 @@ def _sdpa_flops(query: tuple[int, ...], key: tuple[int, ...], value: tuple[int, 
 
 
 def _sdpa(query: Tensor, key: Tensor, value: Tensor, *args: Any, out_val: Any = None, **kw: Any):
-    return _sdpa_flops(_shape(query), _shape(key), _shape(value))
+    parts = zip(_sequences(query), _sequences(key), _sequences(value), strict=True)
+    return sum(_sdpa_flops(q, k, v) for q, k, v in parts)
 
 
-def _tokens_and_width(x: Tensor) -> tuple[int, int]:
-    """Rows (tokens over the batch) and width of a ``(B, L, E)`` or ``(L, E)`` input."""
-    shape = _shape(x)
+def _rows(shape: tuple[int, ...]) -> int:
+    """Rows (tokens over the batch) of a ``(B, L, E)`` or ``(L, E)`` input."""
     rows = 1
     for d in shape[:-1]:
         rows *= d
-    return rows, shape[-1]
+    return rows
+
+
+def _tokens_and_width(x: Tensor) -> tuple[int, int]:
+    """Rows (tokens over the batch and every sequence) and width of an input."""
+    shapes = _sequences(x)
+    return sum(_rows(s) for s in shapes), shapes[0][-1]
 
 
 def _mha_flops(query: Tensor, key: Tensor, value: Tensor, embed_dim: int) -> int:
@@ -73,11 +82,12 @@ def _mha_flops(query: Tensor, key: Tensor, value: Tensor, embed_dim: int) -> int
     n_k, e_k = _tokens_and_width(key)
     n_v, e_v = _tokens_and_width(value)
     projections = 2 * embed_dim * (n_q * e_q + n_k * e_k + n_v * e_v) + 2 * n_q * embed_dim**2
-    q_shape, k_shape = _shape(query), _shape(key)
-    l_q = q_shape[-2] if len(q_shape) > 1 else 1
-    l_k = k_shape[-2] if len(k_shape) > 1 else 1
-    batch = n_q // max(l_q, 1)
-    attention = 2 * 2 * batch * l_q * l_k * embed_dim  # summed over heads: H·(E/H) = E
+    attention = 0
+    for q_shape, k_shape in zip(_sequences(query), _sequences(key), strict=True):
+        l_q = q_shape[-2] if len(q_shape) > 1 else 1
+        l_k = k_shape[-2] if len(k_shape) > 1 else 1
+        batch = _rows(q_shape) // max(l_q, 1)
+        attention += 2 * 2 * batch * l_q * l_k * embed_dim  # summed over heads: H·(E/H) = E
     return projections + attention
 
 

@@ -110,8 +110,24 @@ class Cache:
         log.info("cache hit: %s", path)
         return state
 
-    def save(self, kind: str, key: str, state: dict) -> Path:
-        """Store ``state`` atomically under ``key``; returns the file path."""
+    def save(self, kind: str, key: str, state: dict) -> Path | None:
+        """Store ``state`` atomically under ``key``; returns the file path.
+
+        A write that fails (a full disk, a read-only or vanished folder) warns and returns
+        ``None``: the cache is an optimisation, the computation goes on without it (nothing
+        half-written is left behind).
+        """
+        try:
+            return self._save(kind, key, state)
+        except OSError as exc:
+            warnings.warn(
+                f"could not write the {kind} cache entry under {self.root} "
+                f"({type(exc).__name__}: {exc}); going on without caching it",
+                stacklevel=2,
+            )
+            return None
+
+    def _save(self, kind: str, key: str, state: dict) -> Path:
         self.remove_orphans(kind)
         path = self.path(kind, key)
         meta = {

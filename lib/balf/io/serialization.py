@@ -3,7 +3,7 @@
 :func:`save` writes one ``.safetensors`` file: every tensor of the model's ``state_dict`` and, in
 the file's header metadata under ``"balf"``, a small JSON spec::
 
-    {"format": "balf.factorized", "format_version": 1, "library_version": "0.1.0",
+    {"format": "balf.factorized", "format_version": 1, "library_version": "0.2.0",
      "layers": [{"name": "layer1.0.conv1", "kind": "conv2d", "rank": 5,
                  "dense": {"in_channels": 16, "out_channels": 16, "kernel_size": [3, 3], ...}}],
      "aliases": {}}
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +33,23 @@ from torch import Tensor, nn
 
 from balf.errors import BALFError
 from balf.io.atomic import atomic_write_bytes
-from balf.io.checksum import ALGORITHM, tensors_checksum, verify_checksum
+from balf.io.checksum import (
+    ALGORITHM,
+    spec_checksum,
+    tensors_checksum,
+    verify_checksum,
+    verify_spec_checksum,
+)
 from balf.io.orphans import remove_save_orphans
 from balf.io.sharing import module_names, retie, tied_tensors
-from balf.io.spec_checks import check_aliases, check_layer_entry
+from balf.io.spec_checks import check_aliases, check_layer_entry, check_rank, check_tied
 from balf.layers.attention import prepare_replacement
 from balf.layers.kind import kind_for, kind_named, kind_of_lowrank, layer_kinds
 
 __all__ = [
     "FORMAT_VERSION",
     "SaveFormatError",
+    "add_load_hook",
     "apply_spec",
     "load",
     "model_spec",
@@ -62,6 +69,19 @@ _METADATA_KEY = "balf"
 
 class SaveFormatError(BALFError):
     """A saved file does not match the model or this library (names the layer and the fix)."""
+
+
+_LOAD_HOOKS: list[Callable[[nn.Module], None]] = []
+
+
+def add_load_hook(hook: Callable[[nn.Module], None]) -> None:
+    """Call ``hook(model)`` on every model :func:`load` returns (once per hook).
+
+    :mod:`balf.io.hf_hook` adds one that lets a loaded transformers model's ``save_pretrained``
+    record its factorization (registered from above, so this module imports nothing of it).
+    """
+    if hook not in _LOAD_HOOKS:
+        _LOAD_HOOKS.append(hook)
 
 
 # -- the spec -----------------------------------------------------------------------------------
@@ -153,7 +173,8 @@ def apply_spec(
         The model (the new layer itself when the spec names the root module ``""``).
 
     Raises:
-        SaveFormatError: a named layer is missing, of another kind, or of another shape.
+        SaveFormatError: a named layer is missing, of another kind, or of another shape, or its
+            rank exceeds the layer's full rank (checked before any tensor is allocated).
     """
     _check_header(spec, "the spec")
     out = model
@@ -197,6 +218,7 @@ def apply_spec(
                 f"layer {name!r} has another shape in this model than in the saved model "
                 f"(saved vs here: {diff}); pass the same architecture (e.g. same number of classes)"
             )
+        check_rank(entry, layer_kind, dense, SaveFormatError)  # before anything is allocated
         weight = layer_kind.weight(dense)
         layer = layer_kind.empty(entry, device=device or weight.device, dtype=dtype or weight.dtype)
         if name == "":
@@ -253,7 +275,11 @@ def save(model: nn.Module, path: str | Path, metadata: Mapping[str, str] | None 
     spec = model_spec(model)
     tensors, spec["aliases"] = _deduplicated(model.state_dict())
     spec["tied"] = tied_tensors(model)
-    spec["checksum"] = {"algorithm": ALGORITHM, "tensors": tensors_checksum(tensors)}
+    spec["checksum"] = {
+        "algorithm": ALGORITHM,
+        "tensors": tensors_checksum(tensors),
+        "spec": spec_checksum(spec),
+    }
     header = {str(k): str(v) for k, v in (metadata or {}).items()}
     if _METADATA_KEY in header:
         raise BALFError(f"metadata key {_METADATA_KEY!r} is reserved for the balf spec")
@@ -270,6 +296,7 @@ def read_spec(path: str | Path) -> dict[str, Any]:
     Raises:
         FileNotFoundError: no such file.
         SaveFormatError: not a balf save, or a save format this version cannot read.
+        CorruptSaveError: the spec differs from the checksum stored with it (edited header).
     """
     path = Path(path)
     if not path.is_file():
@@ -286,6 +313,7 @@ def read_spec(path: str | Path) -> dict[str, Any]:
             f"{path} has no balf spec in its header; write it with balf.save"
         ) from exc
     _check_header(spec, str(path))
+    verify_spec_checksum(spec, str(path))
     return spec
 
 
@@ -298,6 +326,35 @@ def _target_device(model: nn.Module, device: torch.device | str | None) -> torch
     return torch.device("cpu")
 
 
+# safetensors' dtype names (``safe_open(...).get_slice(name).get_dtype()``)
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _meta_tensors(path: Path) -> dict[str, Tensor]:
+    """Every tensor of the file as a meta tensor of its shape and dtype (no data read)."""
+    out = {}
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        for k in f.keys():  # noqa: SIM118 (safe_open has no iter)
+            piece = f.get_slice(k)
+            dtype = _SAFETENSORS_DTYPES.get(piece.get_dtype())
+            if dtype is None:  # a rarer dtype: read it to learn it
+                out[k] = f.get_tensor(k).to("meta")
+            else:
+                out[k] = torch.empty(piece.get_shape(), dtype=dtype, device="meta")
+    return out
+
+
 def load(path: str | Path, model: nn.Module, device: torch.device | str | None = None) -> nn.Module:
     """Rebuild a model saved by :func:`save` from its uncompressed architecture.
 
@@ -307,7 +364,9 @@ def load(path: str | Path, model: nn.Module, device: torch.device | str | None =
             built on the meta device (``with torch.device("meta"): model = make_model()``);
             modified in place.
         device: where the loaded tensors go (default: the model's device, or the CPU for a
-            meta model).
+            meta model). ``"meta"`` gives the structure alone: every tensor on the meta device
+            with the saved shape and dtype, no tensor data read (so the tensor checksum is not
+            verified; the spec's is).
 
     Returns:
         The loaded model in eval mode, with every tensor from the file (dtypes as saved).
@@ -320,10 +379,12 @@ def load(path: str | Path, model: nn.Module, device: torch.device | str | None =
     spec = read_spec(path)
     target = _target_device(model, device)
     model = apply_spec(model, spec, device="meta")
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
-    verify_checksum(spec, state, path)
-    if target.type != "meta":
+    if target.type == "meta":
+        state = _meta_tensors(path)
+    else:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (no iter)
+        verify_checksum(spec, state, path)
         state = {k: v.to(target) for k, v in state.items()}
     check_aliases(spec.get("aliases", {}), state, str(path), SaveFormatError)
     for alias, name in spec.get("aliases", {}).items():
@@ -344,15 +405,17 @@ def load(path: str | Path, model: nn.Module, device: torch.device | str | None =
                 f"{tuple(v.shape)} in this model; pass the architecture that was saved"
             )
     model.load_state_dict(state, strict=True, assign=True)
+    check_tied(spec.get("tied", {}), model, str(path), SaveFormatError)
     retie(model, spec.get("tied", {}))  # one Parameter per tied group, as when saved
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:
+    if left and target.type != "meta":
         raise SaveFormatError(
             f"tensors {left[:5]} are not in {path} (non-persistent buffers, computed when the "
             "model is built) and the model was built on the meta device; build it with only its "
             "parameters on the meta device (accelerate.init_empty_weights(include_buffers=False)"
             "; balf.load_pretrained does so for Hugging Face folders) or on a real device"
         )
-    if target.type != "meta":
-        model = model.to(target)
+    model = model.to(target)
+    for hook in _LOAD_HOOKS:
+        hook(model)
     return model.eval()

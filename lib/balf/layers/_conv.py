@@ -66,7 +66,7 @@ class ConvKind(LayerKind):
         """Group ``g``'s filters, each flattened in ``(c, *kernel)`` order (that of
         ``F.unfold``) and transposed: ``(G, D, K)``."""
         geo = self.geometry(module)
-        w = module.weight.detach()
+        w = self.weight(module).detach()
         return w.reshape(geo.groups, geo.out_dim, geo.in_dim).transpose(1, 2)
 
     def output_rows(self, module: nn.Module, output: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ from typing import Protocol
 
 from torch import Tensor, nn
 
+from balf._eval_mode import steady_parametrizations
 from balf.layers.dispatch import kind_of, weight_matrices
 
 __all__ = ["Factorization", "factorize_layer"]
@@ -39,11 +40,12 @@ def factorize_layer(module: nn.Module, decomposition: Factorization, rank: int) 
         >>> stats = balf.collect_statistics(layer, x)
         >>> small = balf.factorize_layer(layer, balf.decompose_layer(layer, stats.layers[""]), 8)
     """
-    w = weight_matrices(module)
-    a, b = decomposition.factors(w, rank)
-    kind = kind_of(module)
-    small = kind.replace(module, a, b)
-    _match_requires_grad(module, kind.weight(module), small)
+    with steady_parametrizations(module):  # the kind's build reads the weight's dtype too
+        w = weight_matrices(module)
+        a, b = decomposition.factors(w, rank)
+        kind = kind_of(module)
+        small = kind.replace(module, a, b)
+        _match_requires_grad(module, kind.weight(module), small)
     return small
 
 

@@ -12,7 +12,7 @@ Imported (and registered) by :func:`balf.layers.optional.register_optional` once
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,8 +33,19 @@ class LowRankHFConv1D(LowRankLinear):
         input ``(*, nx)`` → output ``(*, nf)``.
     """
 
-    kind: ClassVar[str] = "hf_conv1d"
-    dense_type: ClassVar[type[nn.Module]] = Conv1D
+    @property
+    def nx(self) -> int:
+        """Input features, as ``Conv1D.nx``."""
+        return self.in_features
+
+    @property
+    def nf(self) -> int:
+        """Output features, as ``Conv1D.nf``."""
+        return self.out_features
+
+    def _dense_weight(self) -> Tensor:
+        """``(nx, nf)``, as ``Conv1D.weight`` (the transpose of ``nn.Linear``'s layout)."""
+        return (self.second.weight @ self.first.weight).t()
 
     @staticmethod
     def _hyper_parameters(layer: nn.Module, bias: bool) -> dict[str, Any]:
@@ -49,12 +60,13 @@ class HFConv1DKind(LayerKind):
     name = "hf_conv1d"
     dense_type = Conv1D
     lowrank_type = LowRankHFConv1D
+    token_rows = True
 
     def geometry(self, module: Conv1D) -> LayerGeometry:
         return LayerGeometry(self.name, 1, module.nx, module.nf)
 
     def weight_matrices(self, module: Conv1D) -> Tensor:
-        return module.weight.detach().unsqueeze(0)  # (1, nx, nf): already (D, K)
+        return self.weight(module).detach().unsqueeze(0)  # (1, nx, nf): already (D, K)
 
     def output_rows(self, module: Conv1D, output: Tensor) -> Tensor:
         y = output.reshape(1, -1, module.nf)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from balf._eval_mode import steady_parametrizations
 from balf.errors import BALFError
 from balf.layers.geometry import LayerGeometry
 from balf.layers.optional import register_optional
@@ -27,6 +29,7 @@ __all__ = [
     "LayerKind",
     "add_kind_resolver",
     "kind_for",
+    "kind_name_of_class",
     "kind_named",
     "kind_of_lowrank",
     "layer_kinds",
@@ -47,6 +50,10 @@ class LayerKind:
         dense_type: the module type it factorizes (and its subclasses without a kind).
         lowrank_type: the replacement's class; it provides ``dense_spec(dense)``, ``spec()`` and
             ``from_spec(spec, device, dtype)`` (as :class:`balf.LowRankLinear` does).
+        token_rows: whether the rows are the vectors of every leading position of the input
+            and output (``(B, L, D)`` → ``B·L`` rows, as for ``nn.Linear``): a padding mask
+            ``(B, L)`` then selects the rows of real tokens (``False``: convolutions, whose
+            rows are pixels).
 
     Subclasses implement :meth:`geometry`, :meth:`weight_matrices`, :meth:`output_rows`,
     :meth:`input_rows` and :meth:`build`; the Gram matrices, rows per call and support check
@@ -59,10 +66,17 @@ class LayerKind:
     name: ClassVar[str]
     dense_type: ClassVar[type[nn.Module]]
     lowrank_type: ClassVar[type[nn.Module]]
+    token_rows: ClassVar[bool] = False
 
     def weight(self, module: nn.Module) -> Tensor:
-        """The dense layer's weight parameter (its device, dtype and contents identify it)."""
-        return module.weight
+        """The dense layer's weight (its device, dtype and contents identify it).
+
+        Read with the layer's parametrizations in eval mode (a spectral_norm in train mode
+        would otherwise advance its power iteration, changing the caller's model); kinds that
+        override this read through :func:`balf._eval_mode.steady_parametrizations` as well.
+        """
+        with steady_parametrizations(module):
+            return module.weight
 
     def unsupported_reason(self, module: nn.Module) -> str | None:
         """Why this particular module cannot be factorized, or ``None`` when it can."""
@@ -191,13 +205,21 @@ def register_layer_kind(kind: LayerKind) -> LayerKind:
 
 
 _RESOLVERS: list[Callable[[type], object]] = []
+# types every resolver has seen: a resolver answers once per type (a type's defining module is
+# loaded by the time the type exists, so a later call would answer the same)
+_RESOLVED: weakref.WeakSet[type] = weakref.WeakSet()
 
 
 def add_kind_resolver(resolver: Callable[[type], object]) -> None:
-    """Call ``resolver(module_type)`` before every look-up by type: it may register a kind for
-    a type recognised on first sight (e.g. a known third-party conv that pads in forward)."""
+    """Call ``resolver(module_type)`` on the first look-up of each type: it may register a kind
+    for a type recognised on sight (e.g. a known third-party conv that pads in forward).
+
+    Each resolver sees each type once (adding a resolver shows it every type again), not once
+    per look-up: the look-ups run in every forward hook of every calibration batch.
+    """
     if resolver not in _RESOLVERS:
         _RESOLVERS.append(resolver)
+        _RESOLVED.clear()
 
 
 def kind_for(module: nn.Module) -> LayerKind | None:
@@ -207,8 +229,10 @@ def kind_for(module: nn.Module) -> LayerKind | None:
 
 def _kind_for_type(module_type: type) -> LayerKind | None:
     register_optional()
-    for resolver in _RESOLVERS:
-        resolver(module_type)
+    if module_type not in _RESOLVED:
+        for resolver in _RESOLVERS:
+            resolver(module_type)
+        _RESOLVED.add(module_type)
     for cls in module_type.__mro__:
         kind = _BY_TYPE.get(cls)
         if kind is not None:
@@ -220,6 +244,13 @@ def kind_named(name: str) -> LayerKind | None:
     """The kind registered under ``name`` (a save spec's ``"kind"``), or ``None``."""
     register_optional()
     return _BY_NAME.get(name)
+
+
+def kind_name_of_class(lowrank_type: type[nn.Module]) -> str | None:
+    """The name of the first registered kind whose replacement is exactly ``lowrank_type``
+    (the name a low-rank layer built directly, not by a kind, goes by), or ``None``."""
+    register_optional()
+    return next((k.name for k in _BY_NAME.values() if k.lowrank_type is lowrank_type), None)
 
 
 def kind_of_lowrank(module: nn.Module) -> LayerKind | None:
@@ -277,6 +308,8 @@ def _register_lowrank_class(cls: type[nn.Module]) -> LayerKind:
     )
     needed = ("kind", "dense_type", "dense_spec", "spec", "from_spec")
     missing = [m for m in needed if not hasattr(cls, m)]
+    if "kind" not in missing and not isinstance(cls.kind, str):
+        missing.insert(0, "kind (a class attribute naming it)")
     if missing:
         raise BALFError(f"{cls.__name__} cannot be registered: it lacks {', '.join(missing)}")
     other = _BY_NAME.get(cls.kind)

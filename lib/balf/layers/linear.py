@@ -21,12 +21,13 @@ class LinearKind(LayerKind):
     name = "linear"
     dense_type = nn.Linear
     lowrank_type = LowRankLinear
+    token_rows = True
 
     def geometry(self, module: nn.Linear) -> LayerGeometry:
         return LayerGeometry(self.name, 1, module.in_features, module.out_features)
 
     def weight_matrices(self, module: nn.Linear) -> Tensor:
-        return module.weight.detach().t().unsqueeze(0)
+        return self.weight(module).detach().t().unsqueeze(0)
 
     def output_rows(self, module: nn.Linear, output: Tensor) -> Tensor:
         y = output.reshape(1, -1, module.out_features)

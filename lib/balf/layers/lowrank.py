@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from balf.layers.kind import kind_name_of_class
+
 __all__ = ["LowRankConv1d", "LowRankConv2d", "LowRankLinear"]
 
 
@@ -24,18 +26,69 @@ def _plain(value: Any) -> Any:
 class _LowRankBase(nn.Module):
     """Two standard layers in sequence, ``first`` then ``second`` (which holds the bias).
 
-    Subclasses declare the save-spec ``kind``, the ``dense_type`` they replace and
-    :meth:`_hyper_parameters` of a dense or low-rank layer; :meth:`spec`/:meth:`from_spec` follow.
+    Subclasses declare :meth:`_hyper_parameters` of a dense or low-rank layer;
+    :meth:`spec`/:meth:`from_spec` follow. The kind's name and dense type are declared once, by
+    the :class:`balf.LayerKind` whose ``lowrank_type`` the subclass is (:attr:`kind`).
     """
 
-    kind: ClassVar[str]
-    dense_type: ClassVar[type[nn.Module]]
     rank: int
     first: nn.Module
     second: nn.Module
 
     def forward(self, x: Tensor) -> Tensor:
         return self.second(self.first(x))
+
+    @property
+    def kind(self) -> str | None:
+        """The name of the layer kind that made this layer (written in save specs).
+
+        A layer a :class:`balf.LayerKind` built carries that kind's ``name`` (one low-rank class
+        may serve several kinds); one built directly (``LowRankLinear.from_linear``) the name of
+        the first registered kind whose ``lowrank_type`` is its class.
+        """
+        label = self.__dict__.get("_kind")
+        return label if label is not None else kind_name_of_class(type(self))
+
+    @kind.setter
+    def kind(self, name: str) -> None:
+        self.__dict__["_kind"] = name
+
+    # -- what models ask of the dense layer they hold ----------------------------------------
+    # Model code reads attributes of the layers it built (T5 casts its input to
+    # ``self.wo.weight.dtype`` in every forward); a factorized layer answers as the dense one.
+
+    @property
+    def weight(self) -> Tensor:
+        """The dense weight the factors multiply to, in the dense layer's layout (read-only).
+
+        Computed on demand from the factors at every read: one product costing
+        ``out·rank·in`` multiply-adds (per group for a grouped conv) and the memory of a dense
+        weight while the result is held; ``FlopCounterMode`` (and so ``balf.count_flops``)
+        counts it when a model reads it in ``forward``. The result is detached: writing to it
+        does not change the layer and no gradient flows through it (train the factors
+        ``first.weight``/``second.weight``). Use :attr:`dtype`/:attr:`device` when only those
+        are needed.
+        """
+        with torch.no_grad():
+            return self._dense_weight()
+
+    def _dense_weight(self) -> Tensor:
+        raise NotImplementedError
+
+    @property
+    def bias(self) -> Tensor | None:
+        """The bias the layer adds (that of the dense layer it replaced), or ``None``."""
+        return _final_bias(self)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the factors (that of the dense layer it replaced)."""
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the factors."""
+        return next(self.parameters()).device
 
     @staticmethod
     def _hyper_parameters(layer: nn.Module, bias: bool) -> dict[str, Any]:
@@ -137,8 +190,9 @@ class LowRankLinear(_LowRankBase):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
 
-    kind: ClassVar[str] = "linear"
-    dense_type: ClassVar[type[nn.Module]] = nn.Linear
+    def _dense_weight(self) -> Tensor:
+        """``(out_features, in_features)``, as ``nn.Linear.weight``."""
+        return self.second.weight @ self.first.weight
 
     @staticmethod
     def _hyper_parameters(layer: nn.Module, bias: bool) -> dict[str, Any]:
@@ -205,6 +259,17 @@ class _LowRankConvNd(_LowRankBase):
         """
         return _from_conv(cls, conv, a, b)
 
+    padding_mode: ClassVar[str] = "zeros"
+
+    def _dense_weight(self) -> Tensor:
+        """``(out_channels, in_channels/groups, *kernel_size)``, as the dense conv's weight."""
+        g = self.groups
+        first = self.first.weight.reshape(g, self.rank, -1)  # (G, r, C_in/g·∏kernel)
+        second = self.second.weight.reshape(g, self.out_channels // g, self.rank)  # (G, K, r)
+        return (second @ first).reshape(
+            self.out_channels, self.in_channels // g, *self.kernel_size
+        )
+
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -250,8 +315,6 @@ class LowRankConv2d(_LowRankConvNd):
     """
 
     conv_type = nn.Conv2d
-    kind = "conv2d"
-    dense_type = nn.Conv2d
 
     @classmethod
     def from_conv_factors(
@@ -277,8 +340,6 @@ class LowRankConv1d(_LowRankConvNd):
     """
 
     conv_type = nn.Conv1d
-    kind = "conv1d"
-    dense_type = nn.Conv1d
 
 
 def _from_conv(cls: type, conv: nn.Module, a: Tensor, b: Tensor) -> nn.Module:

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +27,6 @@ class PaddedLowRankConv2d(LowRankConv2d):
         output shape of the dense padded conv.
     """
 
-    kind: ClassVar[str] = "padded_conv2d"
     pad: PadSpec = TF_SAME
 
     def forward(self, x: Tensor) -> Tensor:

@@ -11,7 +11,8 @@ a padding mode the kind cannot express, a type without a kind (``nn.Conv3d``,
 projections are the layers ``<attention>.in_proj`` (or ``q_proj``/``k_proj``/``v_proj``) and
 ``<attention>.out_proj``. ``layers=`` and ``exclude=`` take module names, glob patterns
 (``"encoder.*.mlp.*"``) or name suffixes (``"q_proj"`` matches
-``"model.layers.0.self_attn.q_proj"``, as peft's ``target_modules``).
+``"model.layers.0.self_attn.q_proj"``, as peft's ``target_modules``); an ``exclude=`` entry
+naming a container excludes the layers inside it.
 """
 
 from __future__ import annotations
@@ -114,7 +115,9 @@ def resolve_layers(
             :mod:`balf.layers.attention`); the model itself is left as it is.
         layers: module names, glob patterns (``"blocks.*.mlp.fc1"``) or name suffixes
             (``"q_proj"``) to factorize; ``None`` means every supported layer.
-        exclude: names, patterns or suffixes of layers to leave dense (listed in ``skipped``).
+        exclude: names, patterns or suffixes of layers to leave dense (listed in ``skipped``);
+            one that names a container (``"model.layers.0"``, ``"self_attn"``, ``"*.mlp"``)
+            leaves every layer inside it dense.
 
     Returns:
         ``(targets, skipped)``: supported modules by name (in model order), and the modules left
@@ -172,9 +175,11 @@ def _resolve(
         found = _matches(entry, names)
         if not found:
             raise _no_match(entry, names, "`exclude` entry")
-        for name in found:
-            if targets.pop(name, None) is not None:
-                skipped[name] = f"excluded by exclude={entry!r}"
+        for name in found:  # a container (a block, an attention) excludes the layers inside
+            inside = [t for t in targets if t == name or not name or t.startswith(name + ".")]
+            for target in inside:
+                del targets[target]
+                skipped[target] = f"excluded by exclude={entry!r}"
     order = {name: i for i, name in enumerate(modules)}
     firsts: dict[int, str] = {}
     for name, module in sorted(targets.items(), key=lambda kv: order[kv[0]]):

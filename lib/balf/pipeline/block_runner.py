@@ -8,30 +8,37 @@ the chain of blocks when the strategy names none.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from balf.calibration.block_inputs import (
-    BlockInputs,
-    ChainInfo,
-    capture_first_inputs,
-    check_chain,
-    run_block,
-    run_tail,
-)
+from balf.calibration.accumulator import AccumulatorFactory
+from balf.calibration.block_inputs import Carried, ChainRecord, record_chain, run_block
+from balf.calibration.chain import ChainInfo, check_chain
 from balf.calibration.layer_pass import HookedPass, hooked_pass, sum_over_processes
+from balf.calibration.padding import PaddingMask
 from balf.decomposition import LayerDecomposition, decompose_layer
 from balf.errors import BALFError
 from balf.layers.attention import temporarily_unpacked
 from balf.layers.dispatch import geometry_of
+from balf.pipeline.block_refit import (
+    FIRST_NOTE,
+    SHARED_NOTE,
+    TAIL_NOTE,
+    Outcome,
+    PairedRuns,
+    first_block_inputs,
+    paired_block_runs,
+    refit_members,
+    same_batches,
+)
 from balf.pipeline.context import CompressionContext
 from balf.pipeline.strategy import InstallPlan, WholeModelRunner
 from balf.ranks.costs import LayerCandidate, LayerCost
+from balf.refit import AnchoredRefit
 
 __all__ = ["BlockOptions", "BlockRunner", "find_blocks"]
 
@@ -42,6 +49,7 @@ class BlockOptions(Protocol):
     blocks: Sequence[str] | None
     activation_device: str | None
     decomposition_device: str | None
+    refit: AnchoredRefit | None
 
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -62,8 +70,10 @@ def find_blocks(model: nn.Module, targets: dict[str, nn.Module]) -> list[str]:
         if not isinstance(module, (nn.ModuleList, nn.Sequential)) or len(module) < 2:
             continue
         prefix = f"{name}." if name else ""
-        size = sum(
-            m.weight.numel() for t, m in targets.items() if t.startswith(prefix) and t != name
+        size = sum(  # by geometry: reading a parametrized weight could advance its state
+            geometry_of(m).dense_params
+            for t, m in targets.items()
+            if t.startswith(prefix) and t != name
         )
         if size > best_size:
             best, best_size = name, size
@@ -93,17 +103,6 @@ def _resolve_blocks(
     return {name: modules[name] for name in names}
 
 
-def _members(blocks: dict[str, nn.Module], targets: dict[str, nn.Module]) -> dict[str, list[str]]:
-    """The target layers of each block, by block name."""
-    out = {b: [] for b in blocks}
-    for t in targets:
-        for b in blocks:
-            if t.startswith(b + ".") or t == b:
-                out[b].append(t)
-                break
-    return out
-
-
 class BlockRunner:
     """Runs :class:`balf.BlockByBlock` on one :class:`CompressionContext` (keeps the allocation
     pass).
@@ -113,8 +112,7 @@ class BlockRunner:
     """
 
     def __init__(self, strategy: BlockOptions, context: CompressionContext) -> None:
-        data = context.data.data
-        if data is None:
+        if context.data.data is None:
             raise BALFError(
                 "block-by-block calibration needs calibration data (it collects statistics "
                 "block by block on the propagated inputs), not precomputed Statistics"
@@ -123,45 +121,35 @@ class BlockRunner:
         self.context = context
         self.blocks = _resolve_blocks(context.model, strategy.blocks, context.targets)
         self.chain: ChainInfo | None = None
+        self.padding = PaddingMask()
         self._candidates: list[LayerCandidate] | None = None
-        self._outside: dict[str, LayerDecomposition] = {}  # prefix layers, kept on the CPU
+        self._first: dict[str, LayerDecomposition] = {}  # installed first, kept on the CPU
         self._rows: dict[str, int] = {}
         self._num_samples = 0
+        self.outcome: Outcome = {}  # the refit's per-layer outcome (report)
         self.device = context.device
         ad = strategy.activation_device
         self.activation_device = torch.device(ad) if ad is not None else self.device
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _members(self, block: str) -> list[str]:
-        """The chosen layers inside ``block`` (in model order)."""
-        return _members(self.blocks, self.context.targets)[block]
-
     def _bar(self, desc: str) -> Callable[[Iterator], Iterator]:
         progress = self.context.data.progress
         return lambda it: tqdm(it, desc=desc, unit="batch", disable=not progress)
 
-    def _data_kwargs(self) -> dict[str, Any]:
-        d = self.context.data
-        return {"forward": d.forward, "batch_size": d.batch_size, "max_batches": d.max_batches}
-
-    def _check_chain(self, model: nn.Module) -> ChainInfo:
-        batch = next(iter(self.context.calibration_batches()), None)
-        if batch is None:
-            raise BALFError("the calibration data is empty: pass at least one non-empty batch")
-        return check_chain(
-            model, self.blocks, self.context.targets, batch, self.context.data.forward
-        )
-
     def _statistics(
-        self, model: nn.Module, names: Sequence[str], run: Callable[[], Any]
+        self,
+        model: nn.Module,
+        names: Sequence[str],
+        run: Callable[[], Any],
+        accumulator: AccumulatorFactory | None = None,
     ) -> HookedPass:
         """Statistics of layers ``names`` of ``model`` while ``run()`` runs (the one hook path
         of every strategy: :func:`balf.calibration.layer_pass.hooked_pass`)."""
         modules = {n: model.get_submodule(n) for n in names}
         return hooked_pass(
-            modules, run, side=self.context.data.side,
-            rerun_example=self.context.rerun_example(model),
+            modules, run, side=self.context.data.side, padding=self.padding,
+            rerun_example=self.context.rerun_example(model), accumulator=accumulator,
         )  # fmt: skip
 
     def _decompose(
@@ -186,6 +174,38 @@ class BlockRunner:
             self._rows[name] = st.rows
         return list(got.layers)
 
+    def _record_chain(self, model: nn.Module, digests: list[str] | None = None) -> ChainRecord:
+        """Every block's inputs on every batch (one forward pass of ``model``; ``digests``: the
+        batches must be those of an earlier pass, see :func:`same_batches`)."""
+        ctx = self.context
+        batches = ctx.calibration_batches()
+        if digests is not None:
+            batches = same_batches(batches, digests)
+        return record_chain(
+            model, {n: model.get_submodule(n) for n in self.blocks},
+            self._bar("block inputs")(batches), ctx.run, ctx.batch_size_of,
+            activation_device=self.activation_device, padding=self.padding,
+        )  # fmt: skip
+
+    def _forward_all(self, model: nn.Module) -> None:
+        """One forward pass of ``model`` over the calibration data (statistics of the tail)."""
+        ctx = self.context
+        for batch in self._bar("tail")(ctx.calibration_batches()):
+            self.padding.set(batch)
+            try:
+                ctx.run(model, batch)
+            finally:
+                self.padding.current = None
+
+    def _runs(
+        self, block: nn.Module, position: int, record: ChainRecord, carried: list, keep: bool
+    ) -> Callable[[], list]:
+        name = list(self.blocks)[position]
+        return lambda: run_block(
+            block, position, name, record, carried, self.activation_device,
+            padding=self.padding, keep=keep,
+        )  # fmt: skip
+
     # -- pass 1: ranks from the original model ---------------------------------------------------
 
     def candidates(self, activation_aware: bool = True) -> list[LayerCandidate]:
@@ -201,64 +221,36 @@ class BlockRunner:
         return self._candidates
 
     def _allocation_pass(self) -> list[LayerCandidate]:
-        model = self.context.model
-        self.chain = self._check_chain(model)
-        prefix = [n for n in self.chain.prefix if not self._in_block(n)]
-        energies: dict[str, Tensor] = {}
-
-        captured = self._statistics(model, prefix, lambda: self._capture(model))
-        inputs: BlockInputs = captured.result
-        n = self._num_samples = sum_over_processes(inputs.num_samples)
-        for name, dec in self._decompose(model, self._record(captured), captured):
+        ctx, model = self.context, self.context.model
+        batch = next(iter(ctx.calibration_batches()), None)
+        if batch is None:
+            raise BALFError("the calibration data is empty: pass at least one non-empty batch")
+        with torch.no_grad():
+            self.chain = check_chain(model, self.blocks, ctx.targets, batch, ctx.run)
+        chain, energies = self.chain, {}
+        # one forward pass: every block's inputs, and the statistics of the layers outside the
+        # blocks (before, after, shared by several places) on the original model
+        outside = [*chain.prefix, *chain.shared, *chain.tail]
+        got = self._statistics(model, outside, lambda: self._record_chain(model))
+        record: ChainRecord = got.result
+        n = self._num_samples = sum_over_processes(record.num_samples)
+        installed_first = {*chain.prefix, *chain.shared}
+        for name, dec in self._decompose(model, self._record(got), got):
             energies[name] = dec.energies().cpu().numpy()
-            self._outside[name] = _to_cpu(dec)
-        hidden, inputs = inputs.hidden, inputs.with_hidden([])  # one set of hidden states held
-        for block_name, block in self.blocks.items():
-            step = inputs.with_hidden(hidden)
-            got = self._statistics(
-                model, self._members(block_name), self._runs(block, block_name, step)
-            )
+            if name in installed_first:
+                self._first[name] = _to_device(dec, torch.device("cpu"))
+        carried = record.first_inputs()
+        for position, (block_name, block) in enumerate(self.blocks.items()):
+            run = self._runs(block, position, record, carried, keep=True)
+            got = self._statistics(model, chain.members[block_name], run)
             for name, dec in self._decompose(model, self._record(got), got):
                 energies[name] = dec.energies().cpu().numpy()
-            hidden = got.result
-            del got, step
-        suffix = [t for t in self.context.targets if t not in energies]
-        if suffix:
-            got = self._statistics(
-                model, suffix, functools.partial(self._tail, model, hidden, inputs)
-            )
-            for name, dec in self._decompose(model, self._record(got), got):
-                energies[name] = dec.energies().cpu().numpy()
-                self._outside[name] = None  # recalibrated on propagated inputs in pass 2
+            carried = got.result
+            del got
         return [
             LayerCandidate(name, LayerCost(geometry_of(m), self._rows[name] / n), energies[name])
-            for name, m in self.context.targets.items()
+            for name, m in ctx.targets.items()
         ]
-
-    def _runs(
-        self, block: nn.Module, name: str, inputs: BlockInputs, keep: bool = True
-    ) -> Callable[[], list]:
-        return lambda: run_block(block, name, inputs, self.activation_device, keep)
-
-    def _in_block(self, name: str) -> bool:
-        return any(name == b or name.startswith(b + ".") for b in self.blocks)
-
-    def _capture(self, model: nn.Module) -> BlockInputs:
-        first = model.get_submodule(next(iter(self.blocks)))
-        return capture_first_inputs(
-            model,
-            first,
-            self.context.data.data,
-            activation_device=self.activation_device,
-            progress_bar=self._bar("block inputs"),
-            tuple_output=self.chain.tuple_output,
-            **self._data_kwargs(),
-        )
-
-    def _tail(self, model: nn.Module, hidden: list[Tensor], inputs: BlockInputs) -> None:
-        run_tail(
-            model, list(self.blocks), hidden, inputs, self.context.data.data, **self._data_kwargs()
-        )
 
     # -- pass 2: factors on propagated inputs ----------------------------------------------------
 
@@ -266,39 +258,96 @@ class BlockRunner:
         self, out: nn.Module, plan: InstallPlan
     ) -> Iterator[tuple[str, LayerDecomposition]]:
         """The propagation pass on ``out`` (a copy of the model, or the model itself): the
-        layers before the first block (their whole-model factors), then each block's layers
-        calibrated on the outputs of the blocks already installed, then the layers after the
-        last block on the last compressed block's outputs."""
+        layers before the first block and those shared by several places (their whole-model
+        factors), then each block's layers calibrated on the outputs of the blocks already
+        installed, then the layers after the last block on the compressed model's forward pass."""
         if not plan.activation_aware:
             yield from WholeModelRunner(self.context).decompositions_for_install(out, plan)
             return
         self.candidates(True)
+        chain, refit = self.chain, self.strategy.refit
+        self.outcome = {}
         with self.context.timed("propagation_pass"), temporarily_unpacked(out):
             # projections not replaced stay packed after
-            blocks_out = {name: out.get_submodule(name) for name in self.blocks}
-            for name, dec in self._outside.items():
-                if dec is not None and name in plan.ranks:
+            dense, digests = None, None
+            if refit is not None and plan.replaced.intersection(self._first):
+                # the refit's dense side: the first block's inputs before anything is installed
+                dense, digests = self._dense_first_inputs(out)
+            for name, dec in self._first.items():
+                if name in plan.ranks:
+                    if refit is not None and name in plan.replaced:
+                        self._note(name, FIRST_NOTE if name in chain.prefix else SHARED_NOTE)
                     yield name, _to_device(dec, self.device)
-            inputs = self._capture(out)
-            hidden, inputs = inputs.hidden, inputs.with_hidden([])  # one set of hidden states held
-            for block_name, block in blocks_out.items():
-                step = inputs.with_hidden(hidden)
-                members = [m for m in self._members(block_name) if m in plan.ranks]
-                # statistics of the uncompressed block (its outputs are not needed)
-                got = self._statistics(
-                    out, members, self._runs(block, block_name, step, keep=False)
-                )
+            record = self._record_chain(out, digests)
+            carried = record.first_inputs()
+            if dense is None:
+                dense = record.first_inputs()
+            for position, name in enumerate(self.blocks):
+                block = out.get_submodule(name)
+                members = [m for m in chain.members[name] if m in plan.ranks]
+                if refit is not None:
+                    dense = yield from self._refit_block(out, position, members, record, dense,
+                                                         carried, plan)  # fmt: skip
+                else:
+                    # statistics of the uncompressed block (its outputs are not needed)
+                    run = self._runs(block, position, record, carried, keep=False)
+                    got = self._statistics(out, members, run)
+                    _check_all_called(got)
+                    yield from self._decompose(out, members, got)
+                    del got
+                carried = self._runs(block, position, record, carried, keep=True)()
+            del record, carried, dense
+            tail = [n for n in chain.tail if n in plan.ranks]
+            if tail:
+                got = self._statistics(out, tail, lambda: self._forward_all(out))
                 _check_all_called(got)
-                yield from self._decompose(out, members, got)
-                del got
-                hidden = run_block(block, block_name, step, self.activation_device)
-                del step
-            suffix = [n for n, d in self._outside.items() if d is None and n in plan.ranks]
-            if suffix:
-                run = functools.partial(self._tail, out, hidden, inputs)
-                got = self._statistics(out, suffix, run)
-                _check_all_called(got)
-                yield from self._decompose(out, suffix, got)
+                if refit is not None:
+                    for name in tail:
+                        if name in plan.replaced:
+                            self._note(name, TAIL_NOTE, got.layers[name].rows)
+                yield from self._decompose(out, tail, got)
+
+    # -- the anchored refit (balf.pipeline.block_refit) ----------------------------------------
+
+    def _dense_first_inputs(self, out: nn.Module) -> tuple[Carried, list[str]]:
+        """The first block's inputs on ``out`` before anything is installed, and the digests
+        of the batches (the recording pass must see the same)."""
+        first = out.get_submodule(next(iter(self.blocks)))
+        batches = self._bar("dense inputs")(self.context.calibration_batches())
+        return first_block_inputs(out, first, batches, self.context.run, self.activation_device)
+
+    def _refit_block(
+        self,
+        out: nn.Module,
+        position: int,
+        members: list[str],
+        record: ChainRecord,
+        dense: Carried,
+        carried: Carried,
+        plan: InstallPlan,
+    ) -> Generator[tuple[str, LayerDecomposition], nn.Module | None, Carried]:
+        """One block's members refitted (:func:`refit_members`) from paired runs of the
+        uncompressed block on the dense and the propagated hidden states; returns the next
+        block's dense hidden states."""
+        name = list(self.blocks)[position]
+        block = out.get_submodule(name)
+        runs = PairedRuns(self.padding)
+        got = self._statistics(
+            out, members, lambda: paired_block_runs(block, position, name, record, dense,
+                                                    carried, runs, self.activation_device),
+            accumulator=runs.accumulator,
+        )  # fmt: skip
+        _check_all_called(got)
+        dense = got.result
+        yield from refit_members(
+            out, got, members, plan.ranks, plan.replaced, self.strategy.refit, self.outcome,
+            side=self.context.data.side, device=self.strategy.decomposition_device,
+        )  # fmt: skip
+        return dense
+
+    def _note(self, name: str, note: str, rows: int | None = None) -> None:
+        rows = self._rows.get(name, 0) if rows is None else rows
+        self.outcome[name] = {"refit": False, "rows": rows, "note": note, "bias_shift": None}
 
     # -- what the report reads -------------------------------------------------------------------
 
@@ -309,10 +358,13 @@ class BlockRunner:
         return self._num_samples
 
     def describe(self) -> dict[str, Any]:
-        return {**self.strategy.to_dict(), "blocks": list(self.blocks)}
+        described = {**self.strategy.to_dict(), "blocks": list(self.blocks)}
+        if self.strategy.refit is not None:
+            described["layers"] = {n: dict(o) for n, o in self.outcome.items()}
+        return described
 
     def layer_notes(self) -> dict[str, str | None]:
-        return {}
+        return {n: o["note"] for n, o in self.outcome.items()}
 
 
 def _check_all_called(got: HookedPass) -> None:
@@ -321,10 +373,6 @@ def _check_all_called(got: HookedPass) -> None:
             f"layers {sorted(got.skipped)} ran in the allocation pass but not on the compressed "
             "model's propagated inputs; exclude them (exclude=[...])"
         )
-
-
-def _to_cpu(dec: LayerDecomposition) -> LayerDecomposition:
-    return _to_device(dec, torch.device("cpu"))
 
 
 def _to_device(dec: LayerDecomposition, device: torch.device) -> LayerDecomposition:

@@ -26,6 +26,7 @@ from balf.layers.selection import LayerSelection
 from balf.pipeline.context import CompressionContext, DataOptions
 from balf.pipeline.input_checks import check_model_and_options
 from balf.pipeline.install import install_factorized
+from balf.pipeline.rollback import Rollback
 from balf.pipeline.strategy import CalibrationStrategy, InstallPlan, StrategyRunner, WholeModel
 from balf.ranks.configs import CompressionConfig
 from balf.ranks.costs import LayerCandidate
@@ -204,15 +205,24 @@ class Compressor:
         with ctx.timed("allocation"):
             ranks, allocation = config.select_ranks(candidates)
         plan = InstallPlan.of(candidates, ranks, aware)
-        out = self._copy_model(plan.replaced, inplace)
-        out, report = self._install(runner, out, candidates, plan, config)
-        has_flops = all(c.cost.rows_per_sample is not None for c in candidates)
-        fill_totals(report, candidates, ranks, allocation, config, has_flops)
-        with ctx.timed("measurement"):
-            report.model_params_before, report.model_flops_before = baseline
-            report.model_params_after = count_params(out)
-            if report.model_flops_before is not None:
-                report.model_flops_after = ctx.count_flops(out)
+        ctx.check_layer_values(_ordered(plan))  # before anything is installed
+        rollback = (
+            Rollback(self.model, _ordered(plan), ctx.targets, ctx.aliases) if inplace else None
+        )
+        try:
+            out = self._copy_model(plan.replaced, inplace)
+            out, report = self._install(runner, out, candidates, plan, config)
+            has_flops = all(c.cost.rows_per_sample is not None for c in candidates)
+            fill_totals(report, candidates, ranks, allocation, config, has_flops)
+            with ctx.timed("measurement"):
+                report.model_params_before, report.model_flops_before = baseline
+                report.model_params_after = count_params(out)
+                if report.model_flops_before is not None:
+                    report.model_flops_after = ctx.count_flops(out)
+        except BaseException as exc:  # an interrupt too: never leave a half-compressed model
+            if rollback is not None:
+                self._restore(rollback, exc)
+            raise
         report.timings = dict(ctx.timings)
         if aware:
             max_ranks = {c.name: c.cost.geometry.max_rank for c in candidates}
@@ -224,6 +234,17 @@ class Compressor:
             report.strategy = runner.describe()
         log.info(report.summary())
         return out, report
+
+    def _restore(self, rollback: Rollback, exc: BaseException) -> None:
+        """Put the caller's model back after a failed in-place compression, and say so."""
+        restored = rollback.restore()
+        self._consumed = False  # the model is the original again: the compressor can retry
+        listed = ", ".join(restored[:8]) + (" …" if len(restored) > 8 else "")
+        exc.add_note(
+            f"balf: compress(..., inplace=True) failed; the model was restored: the "
+            f"{len(restored)} layer(s) already replaced ({listed or 'none'}) are dense again and "
+            "every attention module is as it was"
+        )
 
     def _runner(self, activation_aware: bool) -> StrategyRunner:
         """The strategy's runner (data-free configs: whole-model), made on first use."""
@@ -283,6 +304,11 @@ class Compressor:
             raise RuntimeError(f"the calibration strategy gave no decomposition of {missing}")
         report.layers = {n: report.layers[n] for n in plan.ranks}  # candidate (model) order
         return out, report
+
+
+def _ordered(plan: InstallPlan) -> list[str]:
+    """The layers ``plan`` replaces, in model order."""
+    return [name for name in plan.ranks if name in plan.replaced]
 
 
 def _send(generator: Generator, value: Any) -> Any:

@@ -35,6 +35,7 @@ from balf.pipeline.baseline import BaselineCounts
 from balf.pipeline.cached import load_or_collect_statistics, load_or_decompose
 from balf.pipeline.input_checks import check_latency_example
 from balf.pipeline.sensitivity import load_or_measure_sensitivities, measure_sensitivities
+from balf.pipeline.shape_check import LayerShapeError, value_errors
 from balf.ranks.costs import LayerCandidate
 from balf.ranks.latency.source import LatencySource
 from balf.ranks.latency.table import LatencyTable
@@ -104,6 +105,7 @@ class CompressionContext:
         self._decompositions: dict[bool, dict[str, LayerDecomposition]] = {}
         self._rows: dict[str, float] | None = None
         self._sensitivities: dict[tuple, dict[str, float]] = {}
+        self._value_errors: dict[str, str] | None = None
         if statistics is not None:
             self._check_statistics(statistics)
             self._statistics = statistics
@@ -234,7 +236,7 @@ class CompressionContext:
         CPU (the statistics' when collected, else read from the data); ``None`` without data."""
         d = self.data
         if self._statistics is None and d.data is not None and self.baseline.example is None:
-            self.baseline.example, d.data = first_example(d.data, d.forward)
+            self.baseline.example, d.data = first_example(d.data, d.forward, self.model)
         return self.baseline.example_call(self._statistics)
 
     def rows_per_sample(self) -> dict[str, float] | None:
@@ -282,6 +284,26 @@ class CompressionContext:
         (empty without data), measured with the baseline FLOP count."""
         self.baseline_counts()
         return self.baseline.shapes
+
+    def check_layer_values(self, names: Iterable[str]) -> None:
+        """Check that the low-rank modules of layers ``names`` compute what the layers compute
+        (:func:`balf.pipeline.shape_check.value_errors`, one forward pass on the example call,
+        once per compressor; nothing to check without data).
+
+        Raises:
+            LayerShapeError: naming the first such layer and the fix.
+        """
+        if self._value_errors is None:
+            call = self.example_call()
+            self._value_errors = {}
+            if call is not None:
+                with temporarily_unpacked(self.model):
+                    self._value_errors = value_errors(
+                        self.model, self.targets, *call, self.data.forward
+                    )
+        for name in names:
+            if name in self._value_errors:
+                raise LayerShapeError(self._value_errors[name])
 
     # -- latency -------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from torch import nn
 
 from balf.decomposition import LayerDecomposition
+from balf.io.hf_hook import mark_if_transformers
 from balf.layers.factorize import factorize_layer
 from balf.layers.hooks import transfer_hooks
 from balf.pipeline.shape_check import check_output_shape
@@ -47,4 +48,5 @@ def install_factorized(
         return small
     for alias in aliases:
         model.set_submodule(alias, small)
+    mark_if_transformers(model)  # its save_pretrained records the factorization
     return model

@@ -37,10 +37,9 @@ from balf.errors import BALFError
 from balf.layers.attention import temporarily_unpacked
 from balf.layers.factorize import factorize_layer
 from balf.ranks.costs import LayerCandidate
-from balf.ranks.objectives import SensitivityObjective
-from balf.ranks.rules import uniform_rank
+from balf.ranks.objectives import SensitivityObjective, probe_rank
 
-__all__ = ["measure_sensitivities", "model_output", "output_divergence", "probe_rank"]
+__all__ = ["measure_sensitivities", "model_output", "output_divergence"]
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +49,6 @@ _MIN_LOST = 1e-6
 #: Weights are at least this fraction of the median: a probe whose output did not move (to
 #: float precision) must not make the layer free to cut.
 _FLOOR = 1e-3
-
-
-def probe_rank(candidate: LayerCandidate, keep: float) -> int:
-    """The rank a probe truncates ``candidate`` to: the one keeping ``keep`` of its parameters,
-    at most its full rank minus one (a probe must cut something), at least 1."""
-    geo = candidate.cost.geometry
-    return max(1, min(uniform_rank(geo, keep), geo.max_rank - 1))
 
 
 def model_output(output: Any) -> tuple[Tensor, bool]:
@@ -282,7 +274,8 @@ def load_or_measure_sensitivities(
 
     fingerprint, data = data_fingerprint(data, batch_size, max_batches, forward)
     names = [c.name for c in candidates]
-    settings = {k: v for k, v in objective.to_dict().items() if k != "weights"}
+    # the probes' settings only: every sensitivity objective reads the same measurement
+    settings = [objective.probe_keep, objective.probe_samples, objective.divergence]
     key = cache.key(
         "sensitivities",
         model=model_fingerprint(model),

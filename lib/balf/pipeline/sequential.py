@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from balf._device import model_device
 from balf._eval_mode import eval_mode
 from balf.calibration.batches import as_call
+from balf.calibration.padding import PaddingMask
 from balf.decomposition import LayerDecomposition
 from balf.errors import BALFError
 from balf.layers.attention import temporarily_unpacked
@@ -39,7 +40,7 @@ from balf.pipeline.strategy import (
     WholeModelRunner,
     refuse_one_shot_data,
 )
-from balf.refit import AnchoredRefit, CrossStatistics, anchored_decomposition, bias_shift
+from balf.refit import AnchoredRefit, CrossStatistics, anchored_decomposition, correct_bias
 
 __all__ = ["LayerSequential", "LayerSequentialRunner", "call_order", "refit_in_order"]
 
@@ -201,9 +202,14 @@ def _cross_statistics(
     dense_layer, out_layer = dense_model.get_submodule(name), out_model.get_submodule(name)
     geo = geometry_of(dense_layer)
     stats = CrossStatistics.zeros(geo.groups, geo.in_dim, model_device(dense_model))
+    padding = PaddingMask()
     for batch in batches:
         xs = _inputs(dense_model, dense_layer, batch, calls, forward)
         xps = _inputs(out_model, out_layer, batch, calls, forward)
+        padding.set(batch)  # rows of padding tokens are left out, as in every statistic
+        real = [padding.rows(dense_layer, x) for x in xs]
+        xs = [x if r is None else x[r] for x, r in zip(xs, real, strict=True)]
+        xps = [x if r is None else x[r] for x, r in zip(xps, real, strict=False)]
         if len(xs) != len(xps):
             raise BALFError(
                 f"layer {name!r} was called {len(xs)} times by the dense model and {len(xps)} "
@@ -276,20 +282,7 @@ def refit_in_order(
             small = yield name, dec
             shift = None
             if refit.bias_correction and small is not None:
-                shift = _correct_bias(small, w, dec, ranks[name], stats, refit.beta)
+                shift = correct_bias(small, w, dec, ranks[name], stats, refit.beta)
             outcome[name] = {"refit": True, "rows": stats.rows, "note": None, "bias_shift": shift}
             del stats
 
-
-@torch.no_grad()
-def _correct_bias(
-    small: nn.Module, w: Tensor, dec: LayerDecomposition, rank: int, stats, beta: float
-) -> float | None:
-    """Add the mean-output shift to the installed layer's bias; its norm, or ``None`` when the
-    layer has no bias."""
-    bias = getattr(getattr(small, "second", None), "bias", None)
-    if bias is None:
-        return None
-    shift = bias_shift(w, dec.factors(w, rank), stats, beta).reshape(-1)
-    bias.add_(shift.to(device=bias.device, dtype=bias.dtype))
-    return float(shift.norm())

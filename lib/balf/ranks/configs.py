@@ -104,6 +104,8 @@ _AWARE = {"activation_aware": True}
     Mode("params_auto_sensitivity", {"metric": "params", "objective": "sensitivity"}),
     Mode("flops_auto_log_energy", {"metric": "flops", "objective": "log_energy"}),
     Mode("params_auto_log_energy", {"metric": "params", "objective": "log_energy"}),
+    Mode("flops_auto_log_sensitivity", {"metric": "flops", "objective": "log_sensitivity"}),
+    Mode("params_auto_log_sensitivity", {"metric": "params", "objective": "log_sensitivity"}),
 )
 @dataclass(frozen=True)
 class BALFConfig(CompressionConfig):

@@ -38,15 +38,18 @@ import numpy as np
 
 from balf.errors import BALFError
 from balf.ranks.costs import LayerCandidate
+from balf.ranks.rules import uniform_rank
 
 __all__ = [
     "DIVERGENCES",
     "EnergyObjective",
     "LogEnergyObjective",
+    "LogSensitivityObjective",
     "Objective",
     "SensitivityObjective",
     "objective_from_dict",
     "objective_named",
+    "probe_rank",
     "register_objective",
     "registered_objectives",
 ]
@@ -108,6 +111,13 @@ class LogEnergyObjective(Objective):
         e = np.asarray(candidate.energies, dtype=np.float64)
         out = np.log(np.maximum(e, _LOG_FLOOR))
         return np.where(np.isneginf(e), -np.inf, out)
+
+
+def probe_rank(candidate: LayerCandidate, keep: float) -> int:
+    """The rank a sensitivity probe truncates ``candidate`` to: the one keeping ``keep`` of its
+    parameters, at most its full rank minus one (a probe must cut something), at least 1."""
+    geo = candidate.cost.geometry
+    return max(1, min(uniform_rank(geo, keep), geo.max_rank - 1))
 
 
 #: How the change of a model's output is measured (:mod:`balf.pipeline.sensitivity`):
@@ -186,6 +196,35 @@ class SensitivityObjective(Objective):
         return dataclasses.replace(self, weights=dict(weights))
 
 
+@dataclass(frozen=True)
+class LogSensitivityObjective(SensitivityObjective):
+    """Sensitivity-weighted log-energy: ``v_l(r) = w_l · log e_l(r)``.
+
+    The damage model of :class:`SensitivityObjective`, ``w_l · (1 − e_l(r))``, is linear in the
+    lost energy; a network's real damage grows faster than that when a layer is cut deeply.
+    ``−log e = (1 − e) + (1 − e)²/2 + …`` agrees with it for small losses and grows without
+    bound as ``e → 0``. The weight is calibrated on the same probe: ``w_l = D_l / (−log
+    e_l(r_l⁰))`` (the probes, their settings and their cache are those of
+    :class:`SensitivityObjective`; given ``weights`` are these log-form weights).
+    """
+
+    name: ClassVar[str] = "log_sensitivity"
+
+    def prepare(self, candidates, context):
+        if self.weights is not None:
+            return super().prepare(candidates, context)
+        out = []
+        for cand in super().prepare(candidates, context):  # linear weights D / (1 − e⁰)
+            e0 = float(cand.energies[probe_rank(cand, self.probe_keep) - 1])
+            lost, log_lost = 1.0 - e0, -math.log(max(e0, _LOG_FLOOR))
+            factor = lost / log_lost if lost > 1e-6 and log_lost > 0 else 1.0
+            out.append(dataclasses.replace(cand, weight=cand.weight * factor))
+        return out
+
+    def values(self, candidate: LayerCandidate) -> np.ndarray:
+        return candidate.weight * LogEnergyObjective().values(candidate)
+
+
 _OBJECTIVES: dict[str, type[Objective]] = {}
 
 
@@ -233,5 +272,5 @@ def objective_from_dict(data: Mapping[str, Any] | str) -> Objective:
     return cls(**data)
 
 
-for _cls in (EnergyObjective, LogEnergyObjective, SensitivityObjective):
+for _cls in (EnergyObjective, LogEnergyObjective, SensitivityObjective, LogSensitivityObjective):
     register_objective(_cls)

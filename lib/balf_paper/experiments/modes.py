@@ -62,6 +62,16 @@ for _mode, _display, _values in (
         _RATIOS,
     ),
     ("flops_auto_log_energy", ModeDisplay("BALF, log-energy (FLOPs)", "#f58231", "o"), _RATIOS),
+    (
+        "flops_auto_log_sensitivity",
+        ModeDisplay("BALF, sensitivity-weighted log-energy (FLOPs)", "#3cb44b", "X", True),
+        _RATIOS,
+    ),
+    (
+        "params_auto_log_sensitivity",
+        ModeDisplay("BALF, sensitivity-weighted log-energy (params)", "#808000", "x", True),
+        _RATIOS,
+    ),
     ("params_auto_log_energy", ModeDisplay("BALF, log-energy (params)", "#42d4f4", "s"), _RATIOS),
     ("energy", ModeDisplay("Energy, plain SVD", "#7f7f7f", "v"), "energy_thresholds"),
     (

@@ -8,8 +8,16 @@ shortcut``, classifier ``fc``) because structural baselines walk this module tre
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+
+from balf.errors import BALFError
+from balf_paper.data.preprocessing import Preprocessing
+from balf_paper.data.registry import dataset_info
+from balf_paper.models.checkpoints import load_checkpoint
+from balf_paper.models.registry import ModelEntry, register_model
 
 __all__ = ["BasicBlock", "CifarResNet", "resnet20", "resnet56"]
 
@@ -123,3 +131,28 @@ def resnet20(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
 def resnet56(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
     """ResNet-56 (9 blocks per stage, ~0.85M parameters)."""
     return CifarResNet(9, num_classes=num_classes, in_channels=in_channels)
+
+
+def _dataset_preprocessing(dataset: str) -> Preprocessing:
+    """A model trained here normalises like its training dataset."""
+    return dataset_info(dataset).preprocessing
+
+
+def _builder(name: str, factory: Callable[..., CifarResNet]) -> Callable[..., nn.Module]:
+    def build(pretrained: bool, num_classes: int | None, in_channels: int | None) -> nn.Module:
+        if pretrained:
+            raise BALFError(
+                f"{name} has no downloadable weights: build it with pretrained=False and load "
+                "a checkpoint trained by scripts/cifar10/pretrain_resnet.py with "
+                "balf_paper.models.load_checkpoint(model, path)"
+            )
+        return factory(
+            num_classes=10 if num_classes is None else num_classes,
+            in_channels=3 if in_channels is None else in_channels,)
+
+    return build
+
+
+for _name, _factory in (("resnet20", resnet20), ("resnet56", resnet56)):
+    build = _builder(_name, _factory)
+    register_model(ModelEntry(_name, build, _dataset_preprocessing, load_checkpoint, "cifar"))

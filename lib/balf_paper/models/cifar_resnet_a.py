@@ -16,6 +16,7 @@ ImageNet mean/std (:data:`THIRD_PARTY_MEAN`, :data:`THIRD_PARTY_STD`), not CIFAR
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from balf.errors import BALFError
+from balf_paper.data.preprocessing import Preprocessing
+from balf_paper.models.registry import ModelEntry, register_model
 
 __all__ = [
     "THIRD_PARTY_CHECKPOINTS",
@@ -181,3 +184,30 @@ def load_third_party_checkpoint(model: nn.Module, path: str | os.PathLike) -> di
             )
         meta["best_prec1"] = float(value)
     return meta
+
+
+def _builder(name: str) -> Callable[..., nn.Module]:
+    def build(pretrained: bool, num_classes: int | None, in_channels: int | None) -> nn.Module:
+        if pretrained:
+            raise BALFError(
+                f"{name} is built with pretrained=False; load the public checkpoint "
+                f"{THIRD_PARTY_CHECKPOINTS[name][1]} with "
+                "balf_paper.models.load_third_party_checkpoint(model, path)"
+            )
+        return option_a_resnet(
+            name,
+            num_classes=10 if num_classes is None else num_classes,
+            in_channels=3 if in_channels is None else in_channels,)
+
+    return build
+
+
+_PREPROCESSING = Preprocessing(THIRD_PARTY_MEAN, THIRD_PARTY_STD)
+
+for _name in THIRD_PARTY_CHECKPOINTS:
+    register_model(
+        ModelEntry(
+            _name, _builder(_name), lambda dataset: _PREPROCESSING, load_third_party_checkpoint,
+            "cifar-option-a",
+        )
+    )  # fmt: skip

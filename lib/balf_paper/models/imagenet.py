@@ -18,11 +18,13 @@ from torch import nn
 
 from balf.errors import BALFError, WeightsNotFoundError
 from balf_paper.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from balf_paper.models.registry import ModelEntry, register_model
 
 __all__ = [
     "IMAGENET_MODELS",
     "ImageNetModel",
     "build_imagenet_model",
+    "register_imagenet_model",
     "disable_fused_attention",
     "eval_preprocessing",
     "timm_weights_path",
@@ -221,3 +223,23 @@ def eval_preprocessing(name: str) -> Preprocessing:
     if name not in IMAGENET_MODELS:
         raise BALFError(f"Unknown ImageNet model {name!r}; known: {sorted(IMAGENET_MODELS)}")
     return IMAGENET_MODELS[name].preprocessing
+
+
+def register_imagenet_model(entry: ImageNetModel) -> ImageNetModel:
+    """Add ``entry`` to :data:`IMAGENET_MODELS` and to the model registry
+    (:mod:`balf_paper.models.registry`): built by :func:`build_imagenet_model`, preprocessed
+    as its checkpoint declares whatever the dataset."""
+    IMAGENET_MODELS[entry.name] = entry
+
+    def build(pretrained: bool, num_classes: int | None, in_channels: int | None) -> nn.Module:
+        return build_imagenet_model(
+            entry.name, pretrained=pretrained, num_classes=num_classes, in_channels=in_channels
+        )
+
+    register_model(ModelEntry(entry.name, build, lambda dataset: entry.preprocessing, None,
+                              entry.library))  # fmt: skip
+    return entry
+
+
+for _entry in list(IMAGENET_MODELS.values()):
+    register_imagenet_model(_entry)

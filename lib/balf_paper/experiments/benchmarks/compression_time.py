@@ -27,15 +27,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from balf.compressor import Compressor
 from balf.errors import BALFError
+from balf.pipeline.compressor import Compressor
 from balf.ranks.configs import MODES
 from balf.report import Report
 from balf_paper.data import make_loader
 from balf_paper.experiments.benchmarks.memory import GIB, peak_rss_bytes, reset_peak_rss
 from balf_paper.experiments.benchmarks.timing import forward_pass, sync, warmup
-from balf_paper.experiments.datasets import benchmark_model, experiment_data
 from balf_paper.experiments.environment import environment_info
+from balf_paper.experiments.tasks.image.data import benchmark_model, experiment_data
 
 __all__ = ["PHASES", "calib_size_for", "calibration_data", "measure_model", "settings"]
 

@@ -8,7 +8,7 @@ current process instead (debugging only). ``--out`` (default
 ``{"benchmark", "command", "environment", "config", "rows": [...]}``. ``--resume`` keeps rows
 measured with the same settings. A Markdown table is printed at the end (this is a command-line
 entry point: its report goes to stdout); the committed tables are rendered by
-``balf_paper.experiments.render.render_benchmark``.
+``balf_paper.experiments.render.tree.render_benchmark``.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from balf.errors import BALFError
 from balf.io.atomic import atomic_json_dump
 from balf.ranks.configs import MODES
 from balf_paper.experiments.benchmarks.compression_time import PHASES, measure_model, settings
+from balf_paper.experiments.cli.options import parse_with_yaml
 from balf_paper.experiments.environment import command_line, environment_info
-from balf_paper.experiments.options import parse_with_yaml
 from balf_paper.models import IMAGENET_MODELS
 
 __all__ = ["build_parser", "main", "markdown_table"]
@@ -42,7 +42,7 @@ log = logging.getLogger("measure_compression_time")
 
 #: What a child interpreter runs: this module's ``main`` on its command-line arguments.
 _CHILD = (
-    "from balf_paper.experiments.options import run_script; "
+    "from balf_paper.experiments.cli.options import run_script; "
     "from balf_paper.experiments.benchmarks.compression_time_cli import main; run_script(main)"
 )
 

@@ -22,14 +22,14 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from balf.compressor import Compressor
 from balf.counting.flops import count_flops, count_params
 from balf.io.cache import Cache
 from balf.io.export import fold_batchnorm
+from balf.pipeline.compressor import Compressor
 from balf.ranks.configs import config_for_mode
 from balf_paper.data import make_loader
 from balf_paper.experiments.benchmarks.timing import latencies
-from balf_paper.experiments.datasets import benchmark_model, experiment_data
+from balf_paper.experiments.tasks.image.data import benchmark_model, experiment_data
 
 __all__ = ["calibration", "measure_model"]
 

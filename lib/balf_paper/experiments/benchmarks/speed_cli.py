@@ -3,7 +3,7 @@
 ``--mode flops_auto``/``params_auto`` times the original and compressed models
 (:func:`.speed.measure_model`) and writes ``speed_<device>.json`` (rewritten after every model)
 and its plot (:func:`.speed_plot.plot_speedup`). ``--mode latency_auto`` measures latency
-budgets (see :mod:`balf_paper.experiments.latency_budget`) and writes ``latency_<device>.json``, its
+budgets (see :mod:`balf_paper.experiments.latency`) and writes ``latency_<device>.json``, its
 tables and plot (:func:`.speed_plot.write_latency_outputs`). ``--plot-only`` re-renders from the
 JSON. This is a command-line entry point: its report goes to stdout.
 """
@@ -28,12 +28,16 @@ from balf_paper.experiments.benchmarks.speed_plot import (
     summary_table,
     write_latency_outputs,
 )
-from balf_paper.experiments.datasets import benchmark_model, experiment_data, experiment_model
+from balf_paper.experiments.cli.options import parse_with_yaml
 from balf_paper.experiments.environment import command_line, environment_info
-from balf_paper.experiments.evaluation import evaluate
-from balf_paper.experiments.latency_measure import LatencySubject
-from balf_paper.experiments.latency_sweep import run_latency_budgets
-from balf_paper.experiments.options import parse_with_yaml
+from balf_paper.experiments.latency.measure import LatencySubject
+from balf_paper.experiments.latency.sweep import run_latency_budgets
+from balf_paper.experiments.tasks.image.data import (
+    benchmark_model,
+    experiment_data,
+    experiment_model,
+)
+from balf_paper.experiments.tasks.image.evaluation import evaluate
 
 __all__ = ["build_parser", "latency_subject", "main", "run_latency_mode"]
 

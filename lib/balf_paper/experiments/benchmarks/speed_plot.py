@@ -4,7 +4,7 @@
 - :func:`write_latency_outputs`: the latency mode's ``latency_<device>.md``,
   ``latency_summary_<device>.md``, ``latency_accuracy_<device>.md`` (when rows carry an
   accuracy) and ``latency_<device>.{pdf,png}`` (tables and plot from
-  :mod:`balf_paper.experiments.latency_budget`).
+  :mod:`balf_paper.experiments.latency`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from balf.io.atomic import atomic_write_text
-from balf_paper.experiments import latency_plots, latency_report
-from balf_paper.experiments.plots import save_figure
+from balf_paper.experiments.latency import plots as latency_plots
+from balf_paper.experiments.latency import report as latency_report
+from balf_paper.experiments.render.plots import save_figure
 
 __all__ = ["latency_tables", "plot_speedup", "summary_table", "write_latency_outputs"]
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from balf_paper.data import make_loader
-from balf_paper.experiments.datasets import experiment_data, experiment_model
+from balf_paper.experiments.tasks.image.data import experiment_data, experiment_model
 
 __all__ = [
     "CASE_SOURCES",

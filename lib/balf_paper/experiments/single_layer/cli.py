@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from balf.io.atomic import atomic_json_dump
+from balf_paper.experiments.cli.options import parse_with_yaml
 from balf_paper.experiments.environment import command_line, environment_info
-from balf_paper.experiments.options import parse_with_yaml
 from balf_paper.experiments.single_layer.cases import CASE_SOURCES
 from balf_paper.experiments.single_layer.curves import curves_table, layer_curves
 from balf_paper.experiments.single_layer.plot import plot_curves

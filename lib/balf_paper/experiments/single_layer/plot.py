@@ -8,7 +8,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from balf_paper.experiments.plots import save_figure
+from balf_paper.experiments.render.plots import save_figure
 
 __all__ = ["plot_curves"]
 
