@@ -17,7 +17,7 @@ from balf import _deprecated
 from balf._version import __version__
 from balf.calibration import LayerStatistics, Statistics, collect_statistics
 from balf.counting.flops import count_flops, count_params
-from balf.decomposition import LayerDecomposition, decompose_layer
+from balf.decomposition import LayerDecomposition, decompose_layer, decompose_layers
 from balf.errors import BALFError, BudgetError, DatasetNotFoundError, StatisticsError
 from balf.io import export
 from balf.io import hf_hook as _hf_hook
@@ -49,6 +49,7 @@ from balf.pipeline import (
     LayerSequential,
     WholeModel,
     compress,
+    compress_to_latency,
 )
 from balf.ranks import latency
 from balf.ranks.configs import (
@@ -119,11 +120,13 @@ __all__ = [
     "apply_spec",
     "collect_statistics",
     "compress",
+    "compress_to_latency",
     "config_for_mode",
     "config_from_dict",
     "count_flops",
     "count_params",
     "decompose_layer",
+    "decompose_layers",
     "export",
     "factorize_layer",
     "latency",

@@ -164,6 +164,8 @@ GRAM_LAYERS = [
     ("linear-wide-blocked", lambda: nn.Linear(300, 257, dtype=F64), (40, 300)),
     ("conv-wide-1x1", lambda: nn.Conv2d(260, 258, 1, dtype=F64), (2, 260, 3, 3)),
     ("conv-wide-3x3", lambda: nn.Conv2d(4, 257, 3, dtype=F64), (2, 4, 5, 5)),
+    ("linear-four-panels", lambda: nn.Linear(520, 530, dtype=F64), (30, 520)),
+    ("conv-four-panels", lambda: nn.Conv2d(520, 530, 1, dtype=F64), (2, 520, 3, 2)),
     ("conv1d", lambda: nn.Conv1d(4, 6, 3, padding=1, dtype=F64), (3, 4, 9)),
     ("conv1d-bias-grouped", lambda: nn.Conv1d(4, 6, 3, groups=2, dtype=F64), (3, 4, 8)),
     ("conv1d-1x1-strided", lambda: nn.Conv1d(4, 8, 1, stride=2, bias=False, dtype=F64), (3, 4, 7)),

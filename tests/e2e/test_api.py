@@ -153,8 +153,13 @@ def test_statistics_and_decompositions_are_reused_across_ratios(cnn_and_data, mo
     calls = []
     import balf.pipeline.cached as cache_module
 
-    original = cache_module.decompose_layer
-    monkeypatch.setattr(cache_module, "decompose_layer", lambda *a: calls.append(1) or original(*a))
+    original = cache_module.decompose_layers
+
+    def counted(layers, *a, **kw):
+        calls.extend([1] * len(layers))
+        return original(layers, *a, **kw)
+
+    monkeypatch.setattr(cache_module, "decompose_layers", counted)
     achieved = [compressor.compress(balf.BALFConfig(r))[1].achieved for r in (0.4, 0.6, 0.8)]
     assert len(calls) == 3  # one per layer, once
     assert achieved == sorted(achieved)

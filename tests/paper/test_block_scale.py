@@ -27,7 +27,7 @@ def test_block_scale_tiny(tmp_path):
         assert row["layer_params_ratio"] <= 0.6 + 1e-9
     assert rows["block"]["timings"]["propagation_pass"] > 0
     saved = json.loads(out.with_suffix(".json").read_text())
-    assert saved["targets"]["block_over_forward"] == 2.5
+    assert saved["targets"] == block_scale.TARGETS
     assert "block by block" in out.with_suffix(".md").read_text()
     assert len(block_scale.main(argv)["runs"]) == 2  # kept, not rerun
     with pytest.raises(BALFError, match="HIDDENxBLOCKS"):

@@ -9,6 +9,8 @@ the first block, each block, the layers after the last) all get their statistics
    :data:`~balf.calibration.accumulator.AccumulatorFactory` says otherwise) is registered as a
    forward hook with ``prepend=True``: it sees the layer's own output, before any forward hook of
    the user changes it; rows of padding tokens are left out (:mod:`balf.calibration.padding`);
+   the Gram accumulators of one pass compute the input Gram of a tensor that several layers read
+   once per call;
 2. ``run()`` runs the forward passes; the hooks are removed afterwards, even on error;
 3. under ``torch.distributed`` (a process group of more than one process) the Gram matrices, row
    and call counts are summed over the processes: each process passes its own shard and all get
@@ -29,7 +31,12 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch import nn
 
-from balf.calibration.accumulator import Accumulator, AccumulatorFactory, GramAccumulator
+from balf.calibration.accumulator import (
+    Accumulator,
+    AccumulatorFactory,
+    GramAccumulator,
+    SharedInputGram,
+)
 from balf.calibration.padding import PaddingMask
 from balf.calibration.statistics import LayerStatistics, check_finite
 from balf.calibration.uncalled import uncalled_reasons
@@ -132,7 +139,10 @@ def hooked_pass(
         StatisticsError: a layer's statistics hold NaN or Inf.
     """
     if accumulator is None:
-        accumulator = functools.partial(GramAccumulator, padding=padding)
+        # one input Gram per call for the layers reading one tensor
+        accumulator = functools.partial(
+            GramAccumulator, shared=SharedInputGram(), padding=padding
+        )
     accumulators = {
         name: accumulator(name, m, side or geometry_of(m).preferred_side())
         for name, m in modules.items()

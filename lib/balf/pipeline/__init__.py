@@ -7,13 +7,16 @@ the strategy protocol and :class:`WholeModel`, :mod:`.block_by_block` and :mod:`
 order); :mod:`.context` holds what a compressor measures once
 (:class:`CompressionContext`, what budget metrics and objectives receive); :mod:`.baseline`,
 :mod:`.install`, :mod:`.shape_check`, :mod:`.cached`, :mod:`.input_checks` and
-:mod:`.sensitivity` (the measured weights of the sensitivity objective) are its steps.
+:mod:`.sensitivity` (the measured weights of the sensitivity objective) are its steps;
+:mod:`.latency_loop` (:func:`compress_to_latency`) lands a latency budget on the measured
+whole-model latency by compressing, timing and correcting.
 This folder sits above every other folder of ``balf`` (see ``docs/architecture.md``).
 """
 
 from balf.pipeline.block_by_block import BlockByBlock
 from balf.pipeline.compressor import Compressor, compress
 from balf.pipeline.context import CompressionContext, DataOptions
+from balf.pipeline.latency_loop import LatencyFit, compress_to_latency, measured_latency_ratio
 from balf.pipeline.sequential import LayerSequential
 from balf.pipeline.strategy import CalibrationStrategy, InstallPlan, StrategyRunner, WholeModel
 
@@ -24,8 +27,11 @@ __all__ = [
     "Compressor",
     "DataOptions",
     "InstallPlan",
+    "LatencyFit",
     "LayerSequential",
     "StrategyRunner",
     "WholeModel",
     "compress",
+    "compress_to_latency",
+    "measured_latency_ratio",
 ]

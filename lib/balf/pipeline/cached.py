@@ -14,13 +14,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from balf._device import model_device
 from balf.calibration.collect import collect_statistics
 from balf.calibration.distributed import is_main_process, rank_and_world
 from balf.calibration.statistics import Statistics
-from balf.decomposition import LayerDecomposition, decompose_layer
+from balf.decomposition import LayerDecomposition, decompose_layers
 from balf.errors import StatisticsError
 from balf.io.cache import Cache
 from balf.io.fingerprints import data_fingerprint, statistics_digest
@@ -107,10 +106,7 @@ def load_or_decompose(
                 )
                 for n, s in state.items()
             }
-    out = {}
-    bar = tqdm(targets.items(), desc="decompositions", unit="layer", disable=not progress)
-    for name, module in bar:
-        out[name] = decompose_layer(module, stats.layers[name] if stats is not None else None)
+    out = decompose_layers(targets, stats, device=device, progress=progress)
     if key is not None and is_main_process():
         state = {
             n: {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in d.to_state().items()}

@@ -139,6 +139,11 @@ def allocate(
 
     cheapest = cheapest_allowed(energy_matrix, cost_matrix)
     minimum = cost_of(cheapest)
+    # a budget short of a reachable cost by rounding only (sums in another order; a keep-ratio
+    # of 1 through the latency fixed part, (T − F)/S) is that cost
+    for reachable in (minimum, total):
+        if reachable * (1 - 1e-12) <= budget < reachable:
+            budget = reachable
     if minimum > budget:
         raise BudgetError(
             f"a keep-ratio of {ratio:g} is below the smallest achievable cost: the cheapest "

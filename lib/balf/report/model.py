@@ -72,6 +72,8 @@ class Report:
         objective: the allocation objective of a budgeted config (``Objective.to_dict()``),
             with ``"weights"``, the per-layer weights it measured or was given, where it has
             them; ``None`` for the other rules.
+        latency_fit: the closed loop of :func:`balf.compress_to_latency`
+            (requested, predicted and measured latency ratios per step), else ``None``.
     """
 
     config: dict[str, Any]
@@ -92,6 +94,7 @@ class Report:
     under_calibrated: dict[str, dict[str, int]] = field(default_factory=dict)
     strategy: dict[str, Any] | None = None
     objective: dict[str, Any] | None = None
+    latency_fit: dict[str, Any] | None = None
 
     @property
     def model_params_ratio(self) -> float:

@@ -15,7 +15,7 @@ import torch
 
 from balf._version import __version__
 
-__all__ = ["command_line", "environment_info", "git_commit"]
+__all__ = ["command_line", "cpu_state", "environment_info", "git_commit"]
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str | None:
@@ -38,7 +38,8 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
 
 
 def environment_info(device: torch.device | str | None = None) -> dict[str, Any]:
-    """Library and torch versions, Python, platform, device and git commit."""
+    """Library and torch versions, Python, platform, device, git commit and the CPU's state
+    (:func:`cpu_state`)."""
     device = torch.device(device or "cpu")
     info: dict[str, Any] = {
         "balf": __version__,
@@ -59,7 +60,24 @@ def environment_info(device: torch.device | str | None = None) -> dict[str, Any]
     if device.type == "cuda":
         info["cuda"] = torch.version.cuda
         info["gpu"] = torch.cuda.get_device_name(device)
+    info.update(cpu_state())
     return info
+
+
+def cpu_state() -> dict[str, Any]:
+    """What timings on a CPU depend on beyond the code: the load average (1, 5 and 15 minutes,
+    ``None`` where unknown) and the frequency governor of CPU 0 (``None`` where not readable,
+    e.g. in a virtual machine)."""
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        load = None
+    governor = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    try:
+        gov = governor.read_text().strip()
+    except OSError:
+        gov = None
+    return {"load_average": load, "cpu_governor": gov}
 
 
 _PROGRAM: list[str] = []

@@ -3,8 +3,10 @@
 One ``balf.Compressor`` run is timed per phase from ``Report.timings`` (:data:`PHASES`);
 ``total`` is the wall time of building the Compressor and running ``compress`` (so the phases
 sum to at most ``total``). In the same process a plain forward pass over the same calibration
-batches (eval, ``no_grad``, no hooks) is timed afterwards (median of ``--forward-repeats``
-passes); ``total_over_forward`` is their ratio.
+batches (eval, ``no_grad``, no hooks) is timed once before and ``--forward-repeats`` times after
+(median); ``total_over_forward`` is their ratio in wall time, ``total_over_forward_cpu`` in
+process CPU time (``total_cpu``, ``forward_cpu``: what other jobs on a shared machine do not
+inflate).
 
 Peak memory: on the CPU the peak resident set size minus a baseline taken with the model and
 the calibration data loaded (after the warm-up batches), ``VmHWM`` being reset at the baseline
@@ -132,10 +134,11 @@ def measure_model(args: argparse.Namespace, name: str) -> dict[str, Any]:
     Row fields: ``model``, ``mode``, ``ratio``, ``n_iters``, ``calib_size``, ``batch_size``,
     ``image_size``, ``synthetic``, ``device`` (:func:`settings`), ``data`` (calibration identity),
     ``phases`` (seconds per phase), ``total`` (s), ``forward`` (s), ``forward_runs`` (s, every
-    pass), ``total_over_forward``, ``peak_rss_increase_gb``, ``rss_baseline_gb``,
-    ``rss_peak_gb``, ``rss_peak_reset``, on CUDA ``peak_cuda_gb`` and ``cuda_increase_gb``,
-    ``model_flops_ratio``, ``model_params_ratio``, ``factorized_layers``, ``layers``,
-    ``environment`` (``command`` is added by the parent process).
+    pass), ``total_over_forward``, ``total_cpu``, ``forward_cpu``, ``forward_cpu_runs``,
+    ``total_over_forward_cpu`` (process CPU seconds), ``peak_rss_increase_gb``,
+    ``rss_baseline_gb``, ``rss_peak_gb``, ``rss_peak_reset``, on CUDA ``peak_cuda_gb`` and
+    ``cuda_increase_gb``, ``model_flops_ratio``, ``model_params_ratio``, ``factorized_layers``,
+    ``layers``, ``environment`` (``command`` is added by the parent process).
     """
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -145,12 +148,23 @@ def measure_model(args: argparse.Namespace, name: str) -> dict[str, Any]:
     data, tag = calibration_data(args, name, calib_size_for(args, name))
     warmup(model, data, device, args.batch_size, args.warmup_batches)
     gc.collect()
+    # one forward pass before the compression and the others after, each with its process CPU
+    # time (robust to other jobs on a shared machine, which only add wall time)
+    forwards, forward_cpus = [], []
+
+    def timed_forward() -> None:
+        cpu = time.process_time()
+        forwards.append(forward_pass(model, data, device, args.batch_size))
+        forward_cpus.append(time.process_time() - cpu)
+
+    timed_forward()
+    cpu = time.process_time()
     total, report, memory = _timed_compression(args, model, data, device)
-    forwards = [
-        forward_pass(model, data, device, args.batch_size)
-        for _ in range(max(1, args.forward_repeats))
-    ]
+    total_cpu = time.process_time() - cpu
+    for _ in range(max(1, args.forward_repeats)):
+        timed_forward()
     forward = statistics.median(forwards)
+    forward_cpu = statistics.median(forward_cpus)
     return {
         "model": name,
         **settings(args, name),
@@ -160,6 +174,10 @@ def measure_model(args: argparse.Namespace, name: str) -> dict[str, Any]:
         "forward": forward,
         "forward_runs": forwards,
         "total_over_forward": total / forward,
+        "total_cpu": total_cpu,
+        "forward_cpu": forward_cpu,
+        "forward_cpu_runs": forward_cpus,
+        "total_over_forward_cpu": total_cpu / forward_cpu,
         **memory,
         "model_flops_ratio": report.model_flops_ratio,
         "model_params_ratio": report.model_params_ratio,

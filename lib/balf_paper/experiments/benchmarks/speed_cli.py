@@ -70,6 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="time more interleaved rounds (beyond --repeats) until this many seconds are spent",
     )
     g.add_argument(
+        "--latency-iterations",
+        type=int,
+        default=4,
+        help="compressions at most per latency budget (balf.compress_to_latency; 1: open loop)",
+    )
+    g.add_argument(
+        "--latency-tolerance",
+        type=float,
+        default=0.02,
+        help="stop the loop within this fraction of the requested latency ratio",
+    )
+    g.add_argument("--loop-rounds", type=int, default=5, help="timing rounds per loop step")
+    g.add_argument(
+        "--loop-min-time", type=float, default=1.0, help="seconds of timing per loop step"
+    )
+    g.add_argument(
         "--eval-size", type=int, default=None, help="fashion-mnist:* models: test subset size"
     )
     g.add_argument("--eval-batch-size", type=int, default=256)
@@ -77,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
     p.add_argument("--warmup", type=int, default=5, help="untimed calls before timing")
     p.add_argument("--repeats", type=int, default=20, help="timed calls (median reported)")
-    p.add_argument("--synthetic", action="store_true", help="random weights and images")
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="random weights and images (fashion-mnist:*: the trained model, random images)",
+    )
     p.add_argument("--calib-size", type=int, default=8192, help="calibration images")
     p.add_argument("--calib-batch-size", type=int, default=64, help="calibration batch size")
     p.add_argument("--image-size", type=int, default=224, help="synthetic image side")
@@ -96,12 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def latency_subject(args: argparse.Namespace, name: str) -> LatencySubject:
-    """A synthetic ImageNet model, or a trained ``fashion-mnist:<arch>`` with its test set."""
+    """A synthetic ImageNet model, or a trained ``fashion-mnist:<arch>`` with its test set (with
+    ``--synthetic``: random calibration images and no accuracy, where the data is missing)."""
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     if name.startswith("fashion-mnist:"):
         arch = name.split(":", 1)[1]
         model, _ = experiment_model("fashion-mnist", arch)
+        if args.synthetic:  # the trained model, random calibration images, no accuracy
+            g = torch.Generator().manual_seed(args.seed)
+            calib = torch.randn(args.calib_size, 1, 28, 28, generator=g)
+            return LatencySubject(name, model.to(device), calib, calib[:1].to(device))
         data = experiment_data(
             "fashion-mnist", args.data_root, arch, args.calib_size, args.seed, args.eval_size
         )
@@ -152,6 +177,10 @@ def _measure_latency(args: argparse.Namespace, argv: list[str], json_path: Path)
             cache_dir=args.latency_cache,
             min_time=args.min_time,
             progress=not args.no_progress,
+            latency_iterations=args.latency_iterations,
+            latency_tolerance=args.latency_tolerance,
+            loop_rounds=args.loop_rounds,
+            loop_min_time=args.loop_min_time,
         )
         atomic_json_dump(results, json_path)
     return results

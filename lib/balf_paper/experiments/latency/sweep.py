@@ -19,6 +19,7 @@ from balf.counting.flops import count_flops, count_params
 from balf.errors import BudgetError
 from balf.io.export import fold_batchnorm
 from balf.pipeline.compressor import Compressor
+from balf.pipeline.latency_loop import compress_to_latency
 from balf.ranks.configs import BALFConfig
 from balf.ranks.latency import LatencyTable
 from balf.report import Report
@@ -47,6 +48,10 @@ class _Run:
     rank_multiple: int
     flops0: int
     params0: int
+    iterations: int = 1
+    tolerance: float = 0.02
+    loop_rounds: int = 5
+    loop_min_time: float = 1.0
     accuracy_of: dict[tuple, float | None] = field(default_factory=dict)
     flops_models: dict[float, tuple[nn.Module, Report]] = field(default_factory=dict)
 
@@ -64,9 +69,13 @@ class _Run:
                         self.flops_models[ratio] = self.compressor.compress(config)
                     small, report = self.flops_models[ratio]
                 else:
-                    config = BALFConfig(ratio, metric="latency", rank_multiple=self.rank_multiple)
                     try:
-                        small, report = self.compressor.compress(config)
+                        small, report = compress_to_latency(
+                            self.compressor, ratio, iterations=self.iterations,
+                            tolerance=self.tolerance, rank_multiple=self.rank_multiple,
+                            example=self.example, rounds=self.loop_rounds,
+                            min_time=self.loop_min_time,
+                        )  # fmt: skip
                     except BudgetError as exc:
                         log.warning("%s batch %d %s@%g: %s", self.subject.name, b, mode, ratio, exc)
                         rows.append(_skipped(self.subject, b, mode, ratio, str(exc)))
@@ -101,6 +110,8 @@ class _Run:
             )  # fmt: skip
         row["original_latency_s"] = base
         row["table_model_s"] = table.model
+        if report is not None and report.latency_fit is not None:
+            row["latency_fit"] = report.latency_fit
         return row
 
 
@@ -123,8 +134,19 @@ def run_latency_budgets(
     cache_dir: str | Path | None = None,
     min_time: float = 0.0,
     progress: bool = True,
+    latency_iterations: int = 1,
+    latency_tolerance: float = 0.02,
+    loop_rounds: int = 5,
+    loop_min_time: float = 1.0,
 ) -> list[dict[str, Any]]:
     """Rows for one model: every batch size × ratio × {latency_auto, flops_auto}.
+
+    ``latency_auto`` runs :func:`balf.compress_to_latency` with ``latency_iterations``
+    compressions at most (1: one allocation on the measured table, the open loop), stopping
+    within ``latency_tolerance`` of the requested ratio; each step is timed in ``loop_rounds``
+    interleaved rounds (and more until ``loop_min_time`` seconds), and the row keeps the loop's
+    record (``latency_fit``). The row's ``measured_ratio`` is always measured anew, with every
+    other variant of its batch size.
 
     At each batch size the original and every compressed model (BatchNorm folded) are timed in
     interleaved rounds (:func:`interleaved_latencies`). On a machine shared with other jobs,
@@ -136,7 +158,8 @@ def run_latency_budgets(
     example = subject.example.to(next(model.parameters()).device)
     compressor = Compressor(model, subject.calibration, progress=progress)
     run = _Run(subject, model, example, compressor, rank_multiple,
-               count_flops(model, example), count_params(model))  # fmt: skip
+               count_flops(model, example), count_params(model), latency_iterations,
+               latency_tolerance, loop_rounds, loop_min_time)  # fmt: skip
     folded_original = fold_batchnorm(model, example)
     rows: list[dict[str, Any]] = []
     for b in batch_sizes:

@@ -72,6 +72,9 @@ _PHASES = ("statistics", "decomposition", "allocation", "replacement")
 _OPTIONAL_COLUMNS = {
     "forward": "Forward (s)",
     "total_over_forward": "Total / forward",
+    "total_cpu": "Total CPU (s)",
+    "forward_cpu": "Forward CPU (s)",
+    "total_over_forward_cpu": "Total / forward (CPU)",
     "peak_memory_gb": "Peak memory (GB)",
     "peak_rss_increase_gb": "Peak RSS increase (GiB)",
     "peak_cuda_gb": "Peak CUDA memory (GiB)",
