@@ -312,3 +312,27 @@ def test_the_converter_refuses_an_unknown_key(tmp_path):
     path.write_text(json.dumps({**json.loads(path.read_text()), "surprise": 1}))
     with pytest.raises(BALFError, match="unknown key.*surprise"):
         migrate_language(out)
+
+
+def test_block_refit_and_fisher_sweep(wikitext, tmp_path):
+    """``--strategies block-refit`` runs block by block with the anchored refit (β and ridge
+    recorded with the sweep), and the first-order sensitivity mode runs under it and whole-model."""
+    model_dir, data_dir = wikitext
+    out = tmp_path / "out"
+    _main([
+        "--task", "wikitext", "--model-dir", str(model_dir), "--gguf-file", "",
+        "--data-dir", str(data_dir), "--ratios", "0.7", "--calib-windows", "4",
+        "--calib-len", "16", "--calib-batch-size", "2", "--eval-windows", "2", "--eval-len", "32",
+        "--modes", "params_auto", "params_auto_fisher", "--strategies", "whole", "block-refit",
+        "--refit-beta", "0.5", "--probe-samples", "2", "--out", str(out),
+    ])  # fmt: skip
+    points = _points(out)
+    assert set(points) == {(s, m, "0.7000") for s in ("whole", "block-refit")
+                           for m in ("params_auto", "params_auto_fisher")}  # fmt: skip
+    run = json.loads((out / "block-refit" / "params_auto" / "results.json").read_text())
+    assert run["config"]["strategy_options"] == {"beta": 0.5, "ridge": 1e-3}
+    for point in points.values():
+        assert np.isfinite(point["metrics"]["perplexity"])
+        assert point["layer_params_ratio"] <= 0.7 + 1e-9
+    fisher = json.loads((out / "whole" / "params_auto_fisher" / "results.json").read_text())
+    assert fisher["config"]["objective_options"] == {"probe_samples": 2}

@@ -65,6 +65,13 @@ DEFAULT_MODES = [
 ]
 """The modes of the paper's language study (any registered mode may be given)."""
 
+DEFAULT_STRATEGIES = ("whole", "block")
+"""The calibration strategies of the paper's language study (``block-refit`` and ``refit`` on
+request)."""
+
+#: Strategies configured by ``--refit-beta`` / ``--refit-ridge``.
+REFIT_STRATEGIES = ("refit", "block-refit")
+
 PROBE_SAMPLES = 2
 """Calibration samples (windows or sentences) the sensitivity probes of ``*_sensitivity`` modes
 run on, unless ``--probe-samples`` says otherwise (each layer's probe is one forward pass over
@@ -96,8 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=[0.95, 0.9, 0.8, 0.7, 0.6, 0.5],
         help="parameter keep-ratios of the compressed layers, run in this order",
     )
-    strategies = registered_strategies()
-    p.add_argument("--strategies", nargs="+", default=strategies, choices=strategies)
+    p.add_argument(
+        "--strategies", nargs="+", default=list(DEFAULT_STRATEGIES),
+        choices=registered_strategies(),
+        help="calibration strategies (default: %(default)s; block-refit: block by block with "
+        "the anchored refit, see --refit-beta/--refit-ridge)",
+    )  # fmt: skip
+    p.add_argument(
+        "--refit-beta", type=float, default=1.0,
+        help="β of the anchored refit of the refit strategies (0: X'W target, 1: dense XW)",
+    )  # fmt: skip
+    p.add_argument(
+        "--refit-ridge", type=float, default=1e-3,
+        help="ridge of the anchored refit, relative to the inputs' mean energy",
+    )  # fmt: skip
     p.add_argument("--calib-windows", type=int, default=32)
     p.add_argument("--calib-len", type=int, default=512)
     p.add_argument("--calib-batch-size", type=int, default=4)
@@ -145,6 +164,7 @@ def language_configs(
     """
     calib_size = args.calib_windows if args.task == "wikitext" else args.calib_sentences
     probes = {"probe_samples": getattr(args, "probe_samples", PROBE_SAMPLES)}
+    refit = {"beta": getattr(args, "refit_beta", 1.0), "ridge": getattr(args, "refit_ridge", 1e-3)}
     keys = ("calib_len", "calib_batch_size", "eval_windows", "eval_len", "data_dir")
     extra = {k: getattr(args, k) for k in keys if args.task == "wikitext" or k == "data_dir"}
     out = []
@@ -159,6 +179,7 @@ def language_configs(
                 task=KINDS[args.task], strategy=strategy, knob_target="params_ratio",
                 method_options=dict(getattr(args, "method_options", None) or {}),
                 objective_options=probes if has_objective_options(mode, probes) else {},
+                strategy_options=refit if strategy in REFIT_STRATEGIES else {},
             )  # fmt: skip
             out.append((strategy, mode, config))
     return out

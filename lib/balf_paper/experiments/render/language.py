@@ -28,7 +28,12 @@ from balf_paper.experiments.tasks.language.lm_eval_tasks import latex_tables, ma
 
 __all__ = ["StrategySweeps", "load_strategy_sweeps", "render_language"]
 
-_STRATEGY_LABEL = {"whole": "whole-model", "block": "block by block"}
+_STRATEGY_LABEL = {
+    "whole": "whole-model",
+    "block": "block by block",
+    "block-refit": "block by block + anchored refit",
+    "refit": "layer-sequential refit",
+}
 _DIGITS = {"perplexity": 2}  # others: 4
 _LOG_SCALE = ("perplexity",)
 

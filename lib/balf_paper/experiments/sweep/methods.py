@@ -8,7 +8,9 @@ Model Folding's: the runner knows no mode by name. A mode's config is ``spec.mak
 
 - calibration strategies by name (:func:`register_strategy`): ``"whole"`` (whole-model
   statistics), ``"block"`` (:class:`balf.BlockByBlock`, options passed through) and ``"refit"``
-  (:class:`balf.LayerSequential` with :class:`balf.AnchoredRefit`: options ``beta``, ``samples``);
+  (:class:`balf.LayerSequential` with :class:`balf.AnchoredRefit`: options ``beta``, ``samples``,
+  ``ridge``) and ``"block-refit"`` (:class:`balf.BlockByBlock` with the anchored refit: options
+  ``beta``, ``ridge`` and block by block's own);
 - knob solvers by config class (:func:`register_knob_solver`): with
   ``knob_target="params_ratio"`` a mode whose knob is no ratio is solved for it; the energy
   modes' threshold is the largest whose ranks keep at most the ratio of the compressed
@@ -77,13 +79,24 @@ def strategy_for(config: SweepConfig) -> Any:
     return _STRATEGIES[config.strategy](**config.strategy_options)
 
 
-def _refit(beta: float, samples: int | None = None) -> balf.LayerSequential:
-    return balf.LayerSequential(balf.AnchoredRefit(beta=beta), samples=samples)
+def _refit(
+    beta: float = 1.0, samples: int | None = None, ridge: float | None = None
+) -> balf.LayerSequential:
+    refit = balf.AnchoredRefit(beta=beta) if ridge is None else balf.AnchoredRefit(beta, ridge)
+    return balf.LayerSequential(refit, samples=samples)
+
+
+def _block_refit(
+    beta: float = 1.0, ridge: float | None = None, **options: Any
+) -> balf.BlockByBlock:
+    refit = balf.AnchoredRefit(beta=beta) if ridge is None else balf.AnchoredRefit(beta, ridge)
+    return balf.BlockByBlock(refit=refit, **options)
 
 
 register_strategy("whole", lambda **options: None)
 register_strategy("block", lambda **options: balf.BlockByBlock(**options))
 register_strategy("refit", _refit)
+register_strategy("block-refit", _block_refit)
 
 
 def register_knob_solver(
