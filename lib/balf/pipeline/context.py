@@ -35,12 +35,12 @@ from balf.pipeline.baseline import BaselineCounts
 from balf.pipeline.cached import load_or_collect_statistics, load_or_decompose
 from balf.pipeline.input_checks import check_latency_example
 from balf.pipeline.sensitivity import load_or_measure_sensitivities, measure_sensitivities
-from balf.pipeline.sensitivity_fisher import estimate_fisher_sensitivities
+from balf.pipeline.sensitivity_fisher import estimate_fisher_sensitivities, fisher_damage
 from balf.pipeline.shape_check import LayerShapeError, value_errors
 from balf.ranks.costs import LayerCandidate
 from balf.ranks.latency.source import LatencySource
 from balf.ranks.latency.table import LatencyTable
-from balf.ranks.objectives import SensitivityObjective
+from balf.ranks.objectives import DamageObjective, SensitivityObjective
 
 __all__ = ["CompressionContext", "DataOptions"]
 
@@ -379,6 +379,48 @@ class CompressionContext:
             )  # fmt: skip
         self._sensitivities[memo] = weights
         return weights
+
+    def layer_damage(
+        self, candidates: list[LayerCandidate], objective: DamageObjective
+    ) -> dict[str, list[tuple[float, float]]]:
+        """Every candidate's estimated damage points ``[(lost energy, divergence), ...]`` at
+        ``objective.probe_keeps`` (:func:`balf.pipeline.sensitivity_fisher.fisher_damage`),
+        from the cache when it holds them; the time is reported as ``timings["sensitivity"]``.
+
+        Raises:
+            BALFError: there is no calibration data (only statistics).
+        """
+        d = self.data
+        if d.data is None:
+            raise BALFError(
+                "the damage objective measures the model's output on calibration samples: "
+                "pass calibration data (not only Statistics)"
+            )
+        memo = ("damage", objective.probe_keeps, objective.probe_samples, objective.divergence,
+                tuple(c.name for c in candidates))  # fmt: skip
+        if memo in self._sensitivities:
+            return self._sensitivities[memo]
+        decompositions = self.decompositions(True)
+
+        def measure(data):
+            return fisher_damage(
+                self.model, candidates, self.targets, decompositions, data,
+                objective.probe_keeps, samples=objective.probe_samples,
+                divergence=objective.divergence, forward=d.forward, batch_size=d.batch_size,
+                max_batches=d.max_batches,
+            )  # fmt: skip
+
+        settings = ["damage", list(objective.probe_keeps), objective.probe_samples,
+                    objective.divergence]  # fmt: skip
+        with self.timed("sensitivity"):
+            damage, d.data = load_or_measure_sensitivities(
+                self.cache, self.model, candidates, self.statistics, d.data, objective, measure,
+                batch_size=d.batch_size, max_batches=d.max_batches, forward=d.forward,
+                settings=settings,
+            )  # fmt: skip
+        damage = {n: [tuple(map(float, p)) for p in pts] for n, pts in damage.items()}
+        self._sensitivities[memo] = damage
+        return damage
 
     # -- timings -------------------------------------------------------------------------------
 

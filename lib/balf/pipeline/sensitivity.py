@@ -273,9 +273,14 @@ def load_or_measure_sensitivities(
     batch_size: int = 64,
     max_batches: int | None = None,
     forward: Callable | None = None,
-) -> tuple[dict[str, float], Iterable | Tensor]:
+    settings: list | None = None,
+) -> tuple[dict[str, Any], Iterable | Tensor]:
     """``measure(data)``'s weights, from ``cache`` (a :class:`balf.Cache` or ``None``) when it
     holds them for this model, these layers, statistics, probe settings and data.
+
+    ``settings`` replaces the key's probe settings (default: ``objective``'s), for other
+    measurements cached the same way (e.g. the damage points of
+    :class:`balf.ranks.objectives.DamageObjective`).
 
     Returns:
         The weights, and the data to use afterwards (reading an iterable's first batch for its
@@ -289,9 +294,10 @@ def load_or_measure_sensitivities(
     fingerprint, data = data_fingerprint(data, batch_size, max_batches, forward)
     names = [c.name for c in candidates]
     # the probes' settings only: every sensitivity objective reads the same measurement
-    settings = [objective.probe_keep, objective.probe_samples, objective.divergence]
-    if objective.estimator != "probe":  # keys of the probes' weights as before
-        settings.append(objective.estimator)
+    if settings is None:  # a sensitivity objective's probe settings
+        settings = [objective.probe_keep, objective.probe_samples, objective.divergence]
+        if objective.estimator != "probe":  # keys of the probes' weights as before
+            settings.append(objective.estimator)
     key = cache.key(
         "sensitivities",
         model=model_fingerprint(model),
@@ -302,7 +308,7 @@ def load_or_measure_sensitivities(
     )
     state = cache.load("sensitivities", key)
     if state is not None and set(state.get("weights", {})) == set(names):
-        return {n: float(w) for n, w in state["weights"].items()}, data
+        return dict(state["weights"]), data
     weights = measure(data)
     cache.save("sensitivities", key, {"weights": weights})
     return weights, data

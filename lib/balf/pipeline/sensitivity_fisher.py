@@ -60,7 +60,7 @@ from balf.pipeline.sensitivity import (
 from balf.ranks.costs import LayerCandidate
 from balf.ranks.objectives import SensitivityObjective, probe_rank
 
-__all__ = ["estimate_fisher_sensitivities", "output_seed"]
+__all__ = ["estimate_fisher_sensitivities", "fisher_damage", "output_seed"]
 
 log = logging.getLogger(__name__)
 
@@ -88,34 +88,155 @@ def output_seed(output: Tensor, kind: str, generator: torch.Generator) -> Tensor
 
 
 class _Tap:
-    """One layer's forward hook: beside each call, the truncated layer's output change ``δ``,
-    and a gradient hook on the call's output adding ``Σ (gᵀδ)²`` over its rows."""
+    """One layer's forward hook: a gradient hook on each call's output adding ``Σ (gᵀδ_k)²``
+    over its rows, for the change ``δ_k`` of every probe truncation ``k`` of the layer.
 
-    def __init__(self, small: nn.Module, rows_like: Callable[[], tuple[int, ...] | None]) -> None:
-        self.small = small
+    ``δ_k = ŷ_k − y`` is computed from the call's input when the gradient arrives (the input is
+    referenced, not copied: it is what autograd keeps anyway).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        smalls: Sequence[nn.Module],
+        rows_like: Callable[[], tuple[int, ...] | None],
+    ) -> None:
+        self.name = name
+        self.smalls = list(smalls)
         self.rows_like = rows_like  # the model output's leading (B, L) when it has token rows
-        self.total = 0.0
+        self.totals = [0.0] * len(self.smalls)
 
     def __call__(self, module: nn.Module, inputs: tuple, output: Tensor) -> Tensor | None:
-        with torch.no_grad():
-            delta = (self.small(*inputs) - output).float()
+        versions = [x._version for x in inputs if isinstance(x, Tensor)]
         if not output.requires_grad:  # no parameter requires grad: start the graph here
             output = output.detach().requires_grad_()
             returned = output
         else:
             returned = None
+        lead = self.rows_like()
 
         def add(grad: Tensor) -> None:
-            prod = grad.float() * delta
-            lead = self.rows_like()
-            if lead is not None and tuple(prod.shape[: len(lead)]) == lead and prod.dim() > 2:
-                per_row = prod.flatten(len(lead)).sum(-1)  # (B, L): one term per token row
-            else:
-                per_row = prod.flatten(1).sum(-1)  # (B,): one term per sample
-            self.total += float(per_row.double().square().sum())
+            if [x._version for x in inputs if isinstance(x, Tensor)] != versions:
+                raise BALFError(
+                    f"layer {self.name!r}: an in-place operation changed its input after it ran; "
+                    "the first-order sensitivity estimate needs it (use estimator='probe')"
+                )
+            g = grad.float()
+            with torch.no_grad():
+                dense = module.forward(*inputs).float()  # .forward: no hooks
+                for k, small in enumerate(self.smalls):
+                    prod = g * (small(*inputs).float() - dense)
+                    rows_first = lead is not None and tuple(prod.shape[: len(lead)]) == lead
+                    if rows_first and prod.dim() > 2:
+                        per_row = prod.flatten(len(lead)).sum(-1)  # (B, L): a term per token row
+                    else:
+                        per_row = prod.flatten(1).sum(-1)  # (B,): one term per sample
+                    self.totals[k] += float(per_row.double().square().sum())
 
         output.register_hook(add)
         return returned
+
+
+def fisher_damage(
+    model: nn.Module,
+    candidates: Sequence[LayerCandidate],
+    modules: Mapping[str, nn.Module],
+    decompositions: Mapping[str, LayerDecomposition],
+    data: Iterable | Tensor,
+    keeps: Sequence[float],
+    *,
+    samples: int | None,
+    divergence: str = "auto",
+    forward: Callable[[nn.Module, Any], Any] | None = None,
+    batch_size: int = 64,
+    max_batches: int | None = None,
+    seed: int = 0,
+) -> dict[str, list[tuple[float, float]]]:
+    """Every layer's estimated divergence ``D_l`` at each probe truncation, in one pass.
+
+    Args:
+        model: the dense model (hooked, not changed; the parameters' ``requires_grad`` flags
+            are restored).
+        candidates: the layers, with their energy curves ``(R,)``.
+        modules: the dense layer of each candidate by name.
+        decompositions: the activation-aware decomposition of each layer.
+        data: the calibration data (batches as for :func:`balf.collect_statistics`).
+        keeps: the probe truncations, as fractions of each layer's parameters kept
+            (:func:`balf.ranks.objectives.probe_rank`).
+        samples: calibration samples the estimate runs on (``None``: all).
+        divergence: one of :data:`balf.ranks.objectives.DIVERGENCES`.
+        seed: the random seeds' seed.
+
+    Returns:
+        ``{name: [(lost energy 1 − e_l(r_k), D_l at r_k), ...]}`` over the distinct probe ranks
+        that lose energy (an empty list: none does), in the order of ``keeps``.
+
+    Raises:
+        BALFError: the model's output or an estimate is not finite, or an in-place operation
+            changed a layer's input before the backward pass.
+    """
+    device = model_device(model)
+    run = runner(forward)
+    batches = probe_batches(data, samples, device, batch_size=batch_size, max_batches=max_batches)
+    generator = torch.Generator().manual_seed(seed)
+    lost: dict[str, list[float]] = {}
+    taps: dict[str, _Tap] = {}
+    lead: list[tuple[int, ...] | None] = [None]
+    kind = divergence
+    rows = n_batches = 0
+    params = [p for p in model.parameters() if p.requires_grad]
+    with eval_mode(model), temporarily_unpacked(model), torch.enable_grad():
+        for cand in candidates:
+            ranks = []
+            for keep in keeps:
+                rank = probe_rank(cand, keep)
+                if rank not in ranks and 1.0 - float(cand.energies[rank - 1]) > MIN_LOST:
+                    ranks.append(rank)
+            lost[cand.name] = [1.0 - float(cand.energies[r - 1]) for r in ranks]
+            if ranks:
+                dense, dec = modules[cand.name], decompositions[cand.name]
+                smalls = [factorize_layer(dense, dec, r) for r in ranks]
+                taps[cand.name] = _Tap(cand.name, smalls, lambda: lead[0])
+        handles = [
+            modules[name].register_forward_hook(tap, prepend=True) for name, tap in taps.items()
+        ]
+        for p in params:  # gradients of the activations only
+            p.requires_grad_(False)
+        try:
+            for batch in batches:
+                out, is_logits = model_output(run(model, batch))
+                if kind == "auto":
+                    kind = "kl" if is_logits else "relative_error"
+                if not bool(torch.isfinite(out).all()):
+                    raise BALFError(
+                        "the model's output is not finite on the probe samples; the sensitivity "
+                        "estimate needs finite outputs (check the model and the calibration data)"
+                    )
+                lead[0] = tuple(out.shape[:-1]) if out.dim() > 2 else None
+                if out.requires_grad:
+                    out.backward(output_seed(out, kind, generator).to(out.dtype))
+                rows += int(np.prod(out.shape[:-1])) if out.dim() > 2 else len(out)
+                n_batches += 1
+        finally:
+            for h in handles:
+                h.remove()
+            for p in params:
+                p.requires_grad_(True)
+    out_damage: dict[str, list[tuple[float, float]]] = {}
+    for cand in candidates:
+        tap = taps.get(cand.name)
+        totals = tap.totals if tap is not None else []
+        # the probes' divergences: KL per output row; ‖Δ‖² / ‖y‖² per batch
+        ds = [0.5 * t / rows if kind == "kl" else t / n_batches for t in totals]
+        if not all(np.isfinite(ds)):
+            raise BALFError(
+                f"layer {cand.name!r}: the sensitivity estimate is not finite; use the measured "
+                "probes (estimator='probe') or give the weights"
+            )
+        out_damage[cand.name] = list(zip(lost[cand.name], ds, strict=True))
+    log.info("first-order damage of %d layers at %d truncations (kind %s)", len(taps),
+             len(keeps), kind)  # fmt: skip
+    return out_damage
 
 
 def estimate_fisher_sensitivities(
@@ -142,68 +263,14 @@ def estimate_fisher_sensitivities(
     Returns:
         ``{name: w_l}``, finite and ``>= 0``; ``D_l`` is the estimate per output row (token or
         sample), as the probes' mean divergence is.
-
-    Raises:
-        BALFError: the model's output or an estimate is not finite.
     """
     del aliases, progress  # hooked on the module itself; one pass, no per-layer progress
-    device = model_device(model)
-    run = runner(forward)
-    batches = probe_batches(
-        data, objective.probe_samples, device, batch_size=batch_size, max_batches=max_batches
-    )
-    generator = torch.Generator().manual_seed(seed)
-    lost: dict[str, float] = {}
-    taps: dict[str, _Tap] = {}
-    lead: list[tuple[int, ...] | None] = [None]
-    kind = objective.divergence
-    rows = n_batches = 0
-    params = [p for p in model.parameters() if p.requires_grad]
-    with eval_mode(model), temporarily_unpacked(model), torch.enable_grad():
-        for cand in candidates:
-            rank = probe_rank(cand, objective.probe_keep)
-            lost[cand.name] = 1.0 - float(cand.energies[rank - 1])
-            if lost[cand.name] > MIN_LOST:
-                small = factorize_layer(modules[cand.name], decompositions[cand.name], rank)
-                taps[cand.name] = _Tap(small, lambda: lead[0])
-        handles = [
-            modules[name].register_forward_hook(tap, prepend=True) for name, tap in taps.items()
-        ]
-        for p in params:  # gradients of the activations only
-            p.requires_grad_(False)
-        try:
-            for batch in batches:
-                out, is_logits = model_output(run(model, batch))
-                if kind == "auto":
-                    kind = "kl" if is_logits else "relative_error"
-                lead[0] = tuple(out.shape[:-1]) if out.dim() > 2 else None
-                if not bool(torch.isfinite(out).all()):
-                    raise BALFError(
-                        "the model's output is not finite on the probe samples; the sensitivity "
-                        "estimate needs finite outputs (check the model and the calibration data)"
-                    )
-                if out.requires_grad:
-                    out.backward(output_seed(out, kind, generator).to(out.dtype))
-                rows += int(np.prod(out.shape[:-1])) if out.dim() > 2 else len(out)
-                n_batches += 1
-        finally:
-            for h in handles:
-                h.remove()
-            for p in params:
-                p.requires_grad_(True)
-    weights: dict[str, float | None] = {}
-    for cand in candidates:
-        tap = taps.get(cand.name)
-        if tap is None:
-            weights[cand.name] = None
-            continue
-        # the probes' divergences: KL per output row; ‖Δ‖² / ‖y‖² per batch
-        divergence = 0.5 * tap.total / rows if kind == "kl" else tap.total / n_batches
-        if not np.isfinite(divergence):
-            raise BALFError(
-                f"layer {cand.name!r}: the sensitivity estimate is not finite; use the measured "
-                "probes (estimator='probe') or give the weights"
-            )
-        weights[cand.name] = divergence / lost[cand.name]
-    log.info("first-order sensitivity weights of %d layers (kind %s)", len(taps), kind)
+    damage = fisher_damage(
+        model, candidates, modules, decompositions, data, [objective.probe_keep],
+        samples=objective.probe_samples, divergence=objective.divergence, forward=forward,
+        batch_size=batch_size, max_batches=max_batches, seed=seed,
+    )  # fmt: skip
+    weights: dict[str, float | None] = {
+        name: (points[0][1] / points[0][0] if points else None) for name, points in damage.items()
+    }
     return finish_weights(weights)

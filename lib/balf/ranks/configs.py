@@ -108,6 +108,8 @@ _AWARE = {"activation_aware": True}
     Mode("params_auto_log_sensitivity", {"metric": "params", "objective": "log_sensitivity"}),
     Mode("flops_auto_fisher", {"metric": "flops", "objective": "fisher_sensitivity"}),
     Mode("params_auto_fisher", {"metric": "params", "objective": "fisher_sensitivity"}),
+    Mode("flops_auto_damage", {"metric": "flops", "objective": "damage"}),
+    Mode("params_auto_damage", {"metric": "params", "objective": "damage"}),
 )
 @dataclass(frozen=True)
 class BALFConfig(CompressionConfig):
@@ -125,7 +127,7 @@ class BALFConfig(CompressionConfig):
         objective: what the allocator maximises (:mod:`balf.ranks.objectives`): an
             :class:`~balf.ranks.objectives.Objective`, a registered objective's name
             (``"energy"``, the paper's sum of kept-energy fractions and the default;
-            ``"log_energy"``; ``"sensitivity"``; ``"log_sensitivity"``; ``"fisher_sensitivity"``),
+            ``"log_energy"``; ``"sensitivity"``; ``"log_sensitivity"``; ``"fisher_sensitivity"``; ``"damage"``),
             or its ``to_dict()``.
     """
 

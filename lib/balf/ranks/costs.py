@@ -73,12 +73,16 @@ class LayerCandidate:
     Attributes:
         weight: the layer's weight in the allocation objective (1 unless an objective such
             as :class:`balf.ranks.objectives.SensitivityObjective` measured one).
+        damage: ``(P, 2)`` measured points ``(lost energy 1 − e(r), divergence of the model's
+            output)`` of the layer truncated alone (:class:`balf.ranks.objectives.DamageObjective`;
+            ``None``: not measured).
     """
 
     name: str
     cost: LayerCost
     energies: np.ndarray
     weight: float = 1.0
+    damage: np.ndarray | None = None
 
 
 class BudgetMetric:

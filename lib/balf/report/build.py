@@ -91,3 +91,9 @@ def fill_totals(
             report.objective = objective.to_dict()
             if any(c.weight != 1.0 for c in candidates):
                 report.objective["weights"] = {c.name: c.weight for c in candidates}
+            if any(c.damage is not None for c in candidates):  # (lost energy, divergence) pairs
+                report.objective["damage"] = {
+                    c.name: [[float(v) for v in row] for row in c.damage]
+                    for c in candidates
+                    if c.damage is not None
+                }

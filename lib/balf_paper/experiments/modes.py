@@ -83,6 +83,16 @@ for _mode, _display, _values in (
         ModeDisplay("BALF, Fisher-weighted (params)", "#f032e6", "P", True),
         _RATIOS,
     ),
+    (
+        "flops_auto_damage",
+        ModeDisplay("BALF, damage curves (FLOPs)", "#000075", "*", True),
+        _RATIOS,
+    ),
+    (
+        "params_auto_damage",
+        ModeDisplay("BALF, damage curves (params)", "#9a6324", "P", True),
+        _RATIOS,
+    ),
     ("energy", ModeDisplay("Energy, plain SVD", "#7f7f7f", "v"), "energy_thresholds"),
     (
         "energy_act_aware",

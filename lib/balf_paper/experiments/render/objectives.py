@@ -33,6 +33,7 @@ _IMAGE_MODES = (
     "flops_auto_sensitivity",
     "flops_auto_log_sensitivity",
     "flops_auto_fisher",
+    "flops_auto_damage",
     "flops_auto+refit",
     "flops_auto_sensitivity+refit",
 )
@@ -44,6 +45,7 @@ _LANGUAGE_MODES = (  # every language rule's knob is the parameter ratio
     "params_auto_sensitivity",
     "params_auto_log_sensitivity",
     "params_auto_fisher",
+    "params_auto_damage",
 )
 
 #: ``(name, results folder, modes, metric, higher is better)`` of every network of the study.
