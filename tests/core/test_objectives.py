@@ -17,6 +17,7 @@ from balf.pipeline.sensitivity import measure_sensitivities, output_divergence
 from balf.ranks.configs import BALFConfig, config_for_mode, config_from_dict
 from balf.ranks.costs import LayerCandidate, LayerCost
 from balf.ranks.objectives import (
+    DamageObjective,
     EnergyObjective,
     FisherSensitivityObjective,
     LogEnergyObjective,
@@ -39,8 +40,10 @@ def _candidates(seed: int, n: int = 6) -> list[LayerCandidate]:
         energies = np.cumsum(gains) / gains.sum()
         energies[-1] = 1.0
         weight = float(rng.uniform(0.01, 10.0))
+        lost = np.sort(rng.uniform(0.01, 1.0, 3))
+        damage = np.stack([lost, np.cumsum(rng.uniform(0.0, 5.0, 3))], axis=1)  # (3, 2)
         out.append(LayerCandidate(f"l{i}", LayerCost(geo, float(rng.integers(1, 50))), energies,
-                                  weight))  # fmt: skip
+                                  weight, damage))  # fmt: skip
     return out
 
 
@@ -56,7 +59,8 @@ class _SquareRoot(Objective):
 
 
 OBJECTIVES = [EnergyObjective(), LogEnergyObjective(), SensitivityObjective(),
-              LogSensitivityObjective(), FisherSensitivityObjective(), _SquareRoot()]  # fmt: skip
+              LogSensitivityObjective(), FisherSensitivityObjective(), DamageObjective(),
+              _SquareRoot()]  # fmt: skip
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: o.name)
@@ -125,7 +129,8 @@ def test_weights_change_the_allocation_towards_sensitive_layers():
     "objective",
     [EnergyObjective(), LogEnergyObjective(),
      SensitivityObjective(0.3, 16, "kl", "probe", {"a": 2.0}),
-     FisherSensitivityObjective(probe_samples=8), _SquareRoot()],  # fmt: skip
+     FisherSensitivityObjective(probe_samples=8), DamageObjective((0.3, 0.6), 16, "kl"),
+     _SquareRoot()],  # fmt: skip
     ids=lambda o: o.name,
 )
 def test_configs_round_trip(objective):

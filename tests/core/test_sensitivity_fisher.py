@@ -10,10 +10,21 @@ import torch
 from torch import nn
 
 import balf
+from balf.errors import BALFError
 from balf.pipeline.sensitivity import measure_sensitivities
-from balf.pipeline.sensitivity_fisher import estimate_fisher_sensitivities, output_seed
+from balf.pipeline.sensitivity_fisher import (
+    estimate_fisher_sensitivities,
+    fisher_damage,
+    output_seed,
+)
 from balf.ranks.configs import BALFConfig, config_for_mode
-from balf.ranks.objectives import FisherSensitivityObjective, SensitivityObjective
+from balf.ranks.objectives import (
+    DamageObjective,
+    FisherSensitivityObjective,
+    SensitivityObjective,
+    damage_curve,
+    probe_rank,
+)
 
 
 def _classifier() -> nn.Module:
@@ -143,3 +154,67 @@ def test_estimates_are_cached_apart_from_the_probes(tmp_path):
         len(list((tmp_path / "activation-cache").glob("sensitivities*"))) >= 2
         or len(list((tmp_path / "activation-cache").glob("*.pt"))) >= 3
     )
+
+
+# -- damage curves ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_damage_curve_through_the_points_and_non_decreasing(seed):
+    rng = np.random.default_rng(seed)
+    p = int(rng.integers(1, 5))
+    points = np.stack([rng.uniform(0.01, 0.9, p), rng.uniform(0.0, 3.0, p)], axis=1)
+    lost = np.linspace(0.0, 1.0, 101)
+    curve = damage_curve(points, lost)
+    assert curve[0] == 0.0 and np.all(np.diff(curve) >= -1e-12) and np.all(curve >= 0)
+    order = np.argsort(points[:, 0])
+    running = np.maximum.accumulate(points[order, 1])  # made non-decreasing
+    assert np.allclose(damage_curve(points, points[order, 0]), running)
+    last_x, last_y = points[order, 0][-1], running[-1]
+    beyond = damage_curve(points, np.array([1.0]))[0]
+    assert beyond >= last_y + (1.0 - last_x) * last_y / last_x - 1e-9  # at least the mean slope
+
+
+def test_damage_points_agree_with_the_probes_at_each_truncation():
+    """Each estimated point is the KL the probe measures with the layer truncated there (small
+    truncations, where the expansion holds)."""
+    model, x = _classifier(), torch.randn(4096, 12)
+    compressor = balf.Compressor(model, x, progress=False, batch_size=512)
+    cands = compressor.candidates(True)
+    decs = compressor.decompositions(True)
+    keeps = (0.9, 0.97)
+    damage = fisher_damage(model, cands, compressor.targets, decs, x, keeps, samples=None,
+                           batch_size=512)  # fmt: skip
+    for keep in keeps:
+        probe = measure_sensitivities(
+            model, cands, compressor.targets, compressor.aliases, decs, x,
+            SensitivityObjective(probe_keep=keep, probe_samples=None), batch_size=512,
+            progress=False,
+        )  # fmt: skip
+        for cand in cands:
+            rank = probe_rank(cand, keep)
+            lost = 1 - float(cand.energies[rank - 1])
+            (point,) = [pt for pt in damage[cand.name] if pt[0] == pytest.approx(lost)]
+            assert point[1] == pytest.approx(probe[cand.name] * lost, rel=0.15)
+
+
+def test_damage_objective_compresses_within_budget_and_reports_its_points(tmp_path):
+    model, x = _classifier(), torch.randn(128, 12)
+    config = BALFConfig(0.5, "params", objective=DamageObjective((0.25, 0.5), 64))
+    small, report = balf.compress(model, x, config, cache=balf.Cache(tmp_path), progress=False)
+    assert report.achieved <= report.budget * (1 + 1e-12)
+    assert set(report.objective["damage"]) == {"0", "2", "4"}
+    for points in report.objective["damage"].values():
+        assert 1 <= len(points) <= 2 and all(d >= 0 and 0 < lost <= 1 for lost, d in points)
+    _, again = balf.compress(model, x, config, cache=balf.Cache(tmp_path), progress=False)
+    assert again.objective["damage"] == report.objective["damage"]  # from the cache
+    assert config_for_mode("flops_auto_damage", 0.5).objective == DamageObjective()
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"probe_keeps": ()}, {"probe_keeps": (0.5, 1.0)}, {"probe_keeps": 0.5},
+               {"probe_samples": 0}, {"divergence": "l1"}],  # fmt: skip
+)
+def test_bad_damage_settings(kwargs):
+    with pytest.raises(BALFError):
+        DamageObjective(**kwargs)

@@ -127,8 +127,8 @@ class BALFConfig(CompressionConfig):
         objective: what the allocator maximises (:mod:`balf.ranks.objectives`): an
             :class:`~balf.ranks.objectives.Objective`, a registered objective's name
             (``"energy"``, the paper's sum of kept-energy fractions and the default;
-            ``"log_energy"``; ``"sensitivity"``; ``"log_sensitivity"``; ``"fisher_sensitivity"``; ``"damage"``),
-            or its ``to_dict()``.
+            ``"log_energy"``; ``"sensitivity"``; ``"log_sensitivity"``;
+            ``"fisher_sensitivity"``; ``"damage"``), or its ``to_dict()``.
     """
 
     activation_aware: ClassVar[bool] = True
