@@ -23,6 +23,7 @@ from balf.ranks.objectives import (
     LogEnergyObjective,
     LogSensitivityObjective,
     Objective,
+    SelectedObjective,
     SensitivityObjective,
     objective_named,
     probe_rank,
@@ -278,3 +279,52 @@ def test_log_sensitivity_weights_are_calibrated_on_the_same_probe():
         )
     cand = dataclasses.replace(_candidates(1)[0], weight=2.0)
     assert np.allclose(LogSensitivityObjective().values(cand), 2.0 * np.log(cand.energies))
+
+
+# -- the selected objective ------------------------------------------------------------------------
+
+
+def test_selected_objective_keeps_the_choice_that_diverges_least():
+    """At every budget the chosen objective's allocation is the one whose truncated model
+    diverges least on the calibration samples, recomputed by hand; the ranks are that choice's."""
+    model, x = _mlp(), torch.randn(96, 12)
+    compressor = balf.Compressor(model, x, progress=False)
+    choices = ("energy", "log_energy", "fisher_sensitivity")
+    selected = SelectedObjective(choices, samples=64)
+    dense = torch.log_softmax(model(x[:64]), -1)
+    decs = compressor.decompositions(True)
+    for ratio in (0.3, 0.5, 0.8):
+        small, report = compressor.compress(BALFConfig(ratio, "params", objective=selected))
+        record = report.objective["selection"]
+        assert set(record["divergence"]) == set(choices)
+        by_hand = {}
+        for name in choices:
+            _, sub = compressor.compress(BALFConfig(ratio, "params", objective=name))
+            probed = _mlp()
+            for layer, lr in sub.layers.items():
+                if lr.factorized:
+                    probed.set_submodule(layer, balf.factorize_layer(
+                        model.get_submodule(layer), decs[layer], lr.rank))  # fmt: skip
+            by_hand[name] = output_divergence(dense, probed(x[:64]), "kl")
+            assert record["divergence"][name] == pytest.approx(by_hand[name], rel=1e-4)
+        best = min(by_hand, key=by_hand.get)
+        assert record["chosen"] == best
+        _, chosen = compressor.compress(BALFConfig(ratio, "params", objective=best))
+        assert {n: lr.rank for n, lr in report.layers.items()} == {
+            n: lr.rank for n, lr in chosen.layers.items()
+        }
+        assert report.achieved <= report.budget * (1 + 1e-12)
+
+
+def test_selected_objective_settings_and_round_trip():
+    config = config_for_mode("params_auto_selected", 0.5)
+    assert isinstance(config.objective, SelectedObjective)
+    assert config_from_dict(config.to_dict()) == config
+    custom = SelectedObjective(("energy", {"type": "damage", "probe_keeps": [0.5]}), samples=8)
+    assert custom.choices[1] == DamageObjective((0.5,))
+    for bad in ({"choices": ()}, {"choices": "energy"}, {"choices": ("selected",)},
+                {"samples": 0}, {"divergence": "l1"}):  # fmt: skip
+        with pytest.raises(BALFError):
+            SelectedObjective(**bad)
+    with pytest.raises(BALFError, match="prepared by its"):
+        SelectedObjective().values(_candidates(0)[0])

@@ -198,6 +198,7 @@ class Compressor:
             raise BALFError("this Compressor's model was compressed in place; make a new one")
         ctx, aware = self.context, config.activation_aware
         ctx.timings = {}
+        ctx.objective_selection = None
         runner = self._runner(aware)
         candidates = config.prepare(runner.candidates(aware), ctx)
         with ctx.timed("measurement"):
@@ -224,6 +225,8 @@ class Compressor:
                 self._restore(rollback, exc)
             raise
         report.timings = dict(ctx.timings)
+        if ctx.objective_selection is not None and report.objective is not None:
+            report.objective["selection"] = dict(ctx.objective_selection)
         if aware:
             max_ranks = {c.name: c.cost.geometry.max_rank for c in candidates}
             rows, samples = runner.calibration_rows(), runner.calibration_samples()

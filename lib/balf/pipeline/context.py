@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from balf._device import model_device
+from balf._eval_mode import eval_mode
 from balf.calibration.batches import as_call, batch_size_of, split_batches, to_device
 from balf.calibration.example_input import first_example, measure_rows
 from balf.calibration.statistics import Statistics, check_statistics
@@ -29,12 +31,19 @@ from balf.decomposition import LayerDecomposition
 from balf.errors import BALFError
 from balf.io.cache import Cache
 from balf.layers.attention import temporarily_unpacked
+from balf.layers.factorize import factorize_layer
 from balf.layers.geometry import Side
 from balf.layers.selection import LayerSelection
 from balf.pipeline.baseline import BaselineCounts
 from balf.pipeline.cached import load_or_collect_statistics, load_or_decompose
 from balf.pipeline.input_checks import check_latency_example
-from balf.pipeline.sensitivity import load_or_measure_sensitivities, measure_sensitivities
+from balf.pipeline.sensitivity import (
+    OutputProbe,
+    load_or_measure_sensitivities,
+    measure_sensitivities,
+    probe_batches,
+    runner,
+)
 from balf.pipeline.sensitivity_fisher import estimate_fisher_sensitivities, fisher_damage
 from balf.pipeline.shape_check import LayerShapeError, value_errors
 from balf.ranks.costs import LayerCandidate
@@ -112,6 +121,9 @@ class CompressionContext:
         self._decompositions: dict[bool, dict[str, LayerDecomposition]] = {}
         self._rows: dict[str, float] | None = None
         self._sensitivities: dict[tuple, dict[str, float]] = {}
+        self._probes: dict[tuple, OutputProbe] = {}
+        #: the last :class:`~balf.ranks.objectives.SelectedObjective` choice (reset per compress)
+        self.objective_selection: dict[str, Any] | None = None
         self._value_errors: dict[str, str] | None = None
         if statistics is not None:
             self._check_statistics(statistics)
@@ -421,6 +433,60 @@ class CompressionContext:
         damage = {n: [tuple(map(float, p)) for p in pts] for n, pts in damage.items()}
         self._sensitivities[memo] = damage
         return damage
+
+    def truncation_divergence(
+        self,
+        candidates: list[LayerCandidate],
+        ranks: list[int],
+        samples: int | None,
+        divergence: str = "auto",
+    ) -> float:
+        """The divergence of the model's outputs from the dense model's on the first
+        ``samples`` calibration samples, with every layer that ``ranks`` factorizes truncated
+        (whole-model activation-aware factors; the model is put back afterwards). The time is
+        reported as ``timings["selection"]``.
+
+        Raises:
+            BALFError: there is no calibration data (only statistics).
+        """
+        d = self.data
+        if d.data is None:
+            raise BALFError(
+                "scoring an allocation runs the model on calibration samples: pass calibration "
+                "data (not only Statistics)"
+            )
+        if not isinstance(d.data, Tensor) and iter(d.data) is d.data:
+            raise BALFError(
+                "scoring an allocation reads the calibration data again: pass a re-iterable (a "
+                "tensor, a list or a DataLoader), not a one-shot iterator"
+            )
+        with self.timed("selection"):
+            key = (samples, divergence)
+            if key not in self._probes:
+                device = model_device(self.model)
+                batches = probe_batches(
+                    d.data, samples, device, batch_size=d.batch_size, max_batches=d.max_batches
+                )
+                with eval_mode(self.model), torch.no_grad():
+                    self._probes[key] = OutputProbe(self.model, batches, runner(d.forward),
+                                                    divergence)  # fmt: skip
+            probe = self._probes[key]
+            decompositions = self.decompositions(True)
+            swapped = []
+            with eval_mode(self.model), temporarily_unpacked(self.model), torch.no_grad():
+                try:
+                    for c, rank in zip(candidates, ranks, strict=True):
+                        if c.cost.is_cheaper(rank):  # what the compression replaces
+                            dense = self.targets[c.name]
+                            small = factorize_layer(dense, decompositions[c.name], int(rank))
+                            for alias in self.aliases[c.name]:
+                                self.model.set_submodule(alias, small)
+                            swapped.append((c.name, dense))
+                    return probe.divergence()
+                finally:
+                    for name, dense in swapped:
+                        for alias in self.aliases[name]:
+                            self.model.set_submodule(alias, dense)
 
     # -- timings -------------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from balf.ranks.objectives import SensitivityObjective, probe_rank
 
 __all__ = [
     "MIN_LOST",
+    "OutputProbe",
     "finish_weights",
     "measure_sensitivities",
     "model_output",
@@ -114,7 +115,7 @@ def output_divergence(reference: Tensor, output: Tensor, kind: str) -> float:
     return float((out - ref).square().sum() / ref.square().sum().clamp_min(1e-30))
 
 
-class _Probe:
+class OutputProbe:
     """The probe batches, the dense model's outputs on them, and the divergence to use."""
 
     def __init__(
@@ -227,7 +228,7 @@ def measure_sensitivities(
     )
     weights: dict[str, float | None] = {}
     with eval_mode(model), temporarily_unpacked(model):
-        probe = _Probe(model, batches, run, objective.divergence)
+        probe = OutputProbe(model, batches, run, objective.divergence)
         for cand in tqdm(candidates, desc="sensitivity", unit="layer", disable=not progress):
             rank = probe_rank(cand, objective.probe_keep)
             lost = 1.0 - float(cand.energies[rank - 1])

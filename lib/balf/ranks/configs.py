@@ -40,6 +40,7 @@ from balf.ranks.modes import (
 from balf.ranks.objectives import (
     EnergyObjective,
     Objective,
+    SelectedObjective,
     objective_from_dict,
     objective_named,
 )
@@ -110,6 +111,8 @@ _AWARE = {"activation_aware": True}
     Mode("params_auto_fisher", {"metric": "params", "objective": "fisher_sensitivity"}),
     Mode("flops_auto_damage", {"metric": "flops", "objective": "damage"}),
     Mode("params_auto_damage", {"metric": "params", "objective": "damage"}),
+    Mode("flops_auto_selected", {"metric": "flops", "objective": "selected"}),
+    Mode("params_auto_selected", {"metric": "params", "objective": "selected"}),
 )
 @dataclass(frozen=True)
 class BALFConfig(CompressionConfig):
@@ -128,7 +131,7 @@ class BALFConfig(CompressionConfig):
             :class:`~balf.ranks.objectives.Objective`, a registered objective's name
             (``"energy"``, the paper's sum of kept-energy fractions and the default;
             ``"log_energy"``; ``"sensitivity"``; ``"log_sensitivity"``;
-            ``"fisher_sensitivity"``; ``"damage"``), or its ``to_dict()``.
+            ``"fisher_sensitivity"``; ``"damage"``; ``"selected"``), or its ``to_dict()``.
     """
 
     activation_aware: ClassVar[bool] = True
@@ -174,6 +177,8 @@ class BALFConfig(CompressionConfig):
 
     def prepare(self, candidates, context):
         candidates = metric_named(self.metric).prepare(candidates, context, self.rank_multiple)
+        if isinstance(self.objective, SelectedObjective):  # chooses at this config's budget
+            return self.objective.prepare_for(self, candidates, context)
         return self.objective.prepare(candidates, context)
 
     def select_ranks(self, candidates):

@@ -76,6 +76,9 @@ class LayerCandidate:
         damage: ``(P, 2)`` measured points ``(lost energy 1 − e(r), divergence of the model's
             output)`` of the layer truncated alone (:class:`balf.ranks.objectives.DamageObjective`;
             ``None``: not measured).
+        values: ``(R,)`` the objective's values ``v(r)``, where an objective computed them
+            while preparing (:class:`balf.ranks.objectives.SelectedObjective`); ``None``
+            otherwise.
     """
 
     name: str
@@ -83,6 +86,7 @@ class LayerCandidate:
     energies: np.ndarray
     weight: float = 1.0
     damage: np.ndarray | None = None
+    values: np.ndarray | None = None
 
 
 class BudgetMetric:
