@@ -65,10 +65,13 @@ from balf.ranks.configs import (
 from balf.ranks.costs import BudgetMetric, register_metric
 from balf.ranks.modes import Mode, register_modes
 from balf.ranks.objectives import (
+    DamageObjective,
     EnergyObjective,
+    FisherSensitivityObjective,
     LogEnergyObjective,
     LogSensitivityObjective,
     Objective,
+    SelectedObjective,
     SensitivityObjective,
     register_objective,
 )
@@ -82,11 +85,14 @@ _hf_hook.install()
 __all__ = [
     "MODES",
     "AnchoredRefit",
+    "DamageObjective",
     "EnergyObjective",
+    "FisherSensitivityObjective",
     "LayerSequential",
     "LogEnergyObjective",
     "LogSensitivityObjective",
     "Objective",
+    "SelectedObjective",
     "SensitivityObjective",
     "register_objective",
     "BALFConfig",

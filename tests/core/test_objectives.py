@@ -150,6 +150,9 @@ def test_modes_and_names():
     assert config_for_mode("params_auto_log_energy", 0.5).objective == LogEnergyObjective()
     fisher = config_for_mode("params_auto_fisher", 0.5).objective
     assert fisher == FisherSensitivityObjective() and fisher.estimator == "fisher"
+    assert fisher.to_dict()["type"] == "fisher"  # the mode's name
+    old = {**fisher.to_dict(), "type": "fisher_sensitivity"}  # its former name still reads
+    assert config_from_dict({**BALFConfig(0.5).to_dict(), "objective": old}).objective == fisher
     assert BALFConfig(0.5).objective == EnergyObjective()  # the paper's is the default
     assert objective_named("test_square_root") == _SquareRoot()
 
@@ -289,7 +292,7 @@ def test_selected_objective_keeps_the_choice_that_diverges_least():
     diverges least on the calibration samples, recomputed by hand; the ranks are that choice's."""
     model, x = _mlp(), torch.randn(96, 12)
     compressor = balf.Compressor(model, x, progress=False)
-    choices = ("energy", "log_energy", "fisher_sensitivity")
+    choices = ("energy", "log_energy", "fisher")
     selected = SelectedObjective(choices, samples=64)
     dense = torch.log_softmax(model(x[:64]), -1)
     decs = compressor.decompositions(True)

@@ -116,9 +116,9 @@ def test_the_model_ends_as_it_started_even_under_no_grad():
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     with torch.no_grad():
         small, report = balf.compress(
-            model, x, BALFConfig(0.6, "params", objective="fisher_sensitivity"), progress=False
+            model, x, BALFConfig(0.6, "params", objective="fisher"), progress=False
         )
-    assert report.objective["type"] == "fisher_sensitivity"
+    assert report.objective["type"] == "fisher"
     assert set(report.objective["weights"]) == {"0", "2", "4"}
     assert all(np.isfinite(w) and w > 0 for w in report.objective["weights"].values())
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags

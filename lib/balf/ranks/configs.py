@@ -107,8 +107,8 @@ _AWARE = {"activation_aware": True}
     Mode("params_auto_log_energy", {"metric": "params", "objective": "log_energy"}),
     Mode("flops_auto_log_sensitivity", {"metric": "flops", "objective": "log_sensitivity"}),
     Mode("params_auto_log_sensitivity", {"metric": "params", "objective": "log_sensitivity"}),
-    Mode("flops_auto_fisher", {"metric": "flops", "objective": "fisher_sensitivity"}),
-    Mode("params_auto_fisher", {"metric": "params", "objective": "fisher_sensitivity"}),
+    Mode("flops_auto_fisher", {"metric": "flops", "objective": "fisher"}),
+    Mode("params_auto_fisher", {"metric": "params", "objective": "fisher"}),
     Mode("flops_auto_damage", {"metric": "flops", "objective": "damage"}),
     Mode("params_auto_damage", {"metric": "params", "objective": "damage"}),
     Mode("flops_auto_selected", {"metric": "flops", "objective": "selected"}),
@@ -131,7 +131,7 @@ class BALFConfig(CompressionConfig):
             :class:`~balf.ranks.objectives.Objective`, a registered objective's name
             (``"energy"``, the paper's sum of kept-energy fractions and the default;
             ``"log_energy"``; ``"sensitivity"``; ``"log_sensitivity"``;
-            ``"fisher_sensitivity"``; ``"damage"``; ``"selected"``), or its ``to_dict()``.
+            ``"fisher"``; ``"damage"``; ``"selected"``), or its ``to_dict()``.
     """
 
     activation_aware: ClassVar[bool] = True

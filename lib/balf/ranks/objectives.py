@@ -253,7 +253,7 @@ class FisherSensitivityObjective(SensitivityObjective):
     one backward pass for all layers (``estimator="fisher"``): the cost of a few forward passes
     over the probe samples instead of one per layer (:mod:`balf.pipeline.sensitivity_fisher`)."""
 
-    name: ClassVar[str] = "fisher_sensitivity"
+    name: ClassVar[str] = "fisher"
     estimator: str = "fisher"
 
 
@@ -368,7 +368,7 @@ class SelectedObjective(Objective):
     """
 
     name: ClassVar[str] = "selected"
-    choices: tuple[Any, ...] = ("energy", "log_energy", "fisher_sensitivity", "damage")
+    choices: tuple[Any, ...] = ("energy", "log_energy", "fisher", "damage")
     samples: int | None = 128
     divergence: str = "auto"
 
@@ -446,6 +446,8 @@ class SelectedObjective(Objective):
 
 
 _OBJECTIVES: dict[str, type[Objective]] = {}
+#: Former names still read: ``{old: registered name}``.
+_ALIASES = {"fisher_sensitivity": "fisher"}
 
 
 def register_objective(cls: type[Objective]) -> type[Objective]:
@@ -472,6 +474,8 @@ def objective_named(objective: str | Objective) -> Objective:
     """
     if isinstance(objective, Objective):
         return objective
+    if isinstance(objective, str):
+        objective = _ALIASES.get(objective, objective)
     cls = _OBJECTIVES.get(objective) if isinstance(objective, str) else None
     if cls is None:
         raise BALFError(
@@ -486,6 +490,7 @@ def objective_from_dict(data: Mapping[str, Any] | str) -> Objective:
         return objective_named(data)
     data = dict(data)
     name = data.pop("type", None)
+    name = _ALIASES.get(name, name) if isinstance(name, str) else name
     cls = _OBJECTIVES.get(name) if isinstance(name, str) else None
     if cls is None:
         raise BALFError(f"unknown objective type {name!r}; expected one of {tuple(_OBJECTIVES)}")
