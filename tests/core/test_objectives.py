@@ -289,7 +289,8 @@ def test_log_sensitivity_weights_are_calibrated_on_the_same_probe():
 
 def test_selected_objective_keeps_the_choice_that_diverges_least():
     """At every budget the chosen objective's allocation is the one whose truncated model
-    diverges least on the calibration samples, recomputed by hand; the ranks are that choice's."""
+    changes the top class of the fewest calibration samples (ties: the lowest KL), recomputed
+    by hand; the ranks are that choice's."""
     model, x = _mlp(), torch.randn(96, 12)
     compressor = balf.Compressor(model, x, progress=False)
     choices = ("energy", "log_energy", "fisher")
@@ -308,8 +309,12 @@ def test_selected_objective_keeps_the_choice_that_diverges_least():
                 if lr.factorized:
                     probed.set_submodule(layer, balf.factorize_layer(
                         model.get_submodule(layer), decs[layer], lr.rank))  # fmt: skip
-            by_hand[name] = output_divergence(dense, probed(x[:64]), "kl")
-            assert record["divergence"][name] == pytest.approx(by_hand[name], rel=1e-4)
+            out = probed(x[:64])
+            kl = output_divergence(dense, out, "kl")
+            differ = float((out.argmax(-1) != dense.argmax(-1)).float().mean())
+            by_hand[name] = (differ, kl)
+            assert record["divergence"][name] == pytest.approx(kl, rel=1e-4)
+            assert record["disagreement"][name] == pytest.approx(differ)
         best = min(by_hand, key=by_hand.get)
         assert record["chosen"] == best
         _, chosen = compressor.compress(BALFConfig(ratio, "params", objective=best))

@@ -440,11 +440,13 @@ class CompressionContext:
         ranks: list[int],
         samples: int | None,
         divergence: str = "auto",
-    ) -> float:
-        """The divergence of the model's outputs from the dense model's on the first
-        ``samples`` calibration samples, with every layer that ``ranks`` factorizes truncated
-        (whole-model activation-aware factors; the model is put back afterwards). The time is
-        reported as ``timings["selection"]``.
+    ) -> tuple[float, float]:
+        """How far the model's outputs move from the dense model's on the first ``samples``
+        calibration samples with every layer that ``ranks`` factorizes truncated (whole-model
+        activation-aware factors; the model is put back afterwards): ``(disagreement,
+        divergence)`` (:meth:`balf.pipeline.sensitivity.OutputProbe.scores`: the fraction of
+        samples whose top class changes, for per-sample logits, else 0; and the mean
+        divergence). The time is reported as ``timings["selection"]``.
 
         Raises:
             BALFError: there is no calibration data (only statistics).
@@ -482,7 +484,7 @@ class CompressionContext:
                             for alias in self.aliases[c.name]:
                                 self.model.set_submodule(alias, small)
                             swapped.append((c.name, dense))
-                    return probe.divergence()
+                    return probe.scores()
                 finally:
                     for name, dense in swapped:
                         for alias in self.aliases[name]:

@@ -137,11 +137,20 @@ class OutputProbe:
 
     def divergence(self) -> float:
         """The mean divergence of the model as it is now from the dense outputs."""
-        total = 0.0
+        return self.scores()[1]
+
+    def scores(self) -> tuple[float, float]:
+        """``(disagreement, divergence)`` of the model as it is now: the fraction of samples
+        whose top class differs from the dense model's (per-sample logits ``(B, C)`` only, else
+        0), and :meth:`divergence`."""
+        total, differ, rows = 0.0, 0, 0
         for batch, ref in zip(self.batches, self.references, strict=True):
             out, _ = model_output(self.run(self.model, batch))
             total += output_divergence(ref, out, self.kind)
-        return total / len(self.batches)
+            if self.kind == "kl" and ref.dim() == 2:
+                differ += int((out.argmax(-1) != ref.argmax(-1)).sum())
+                rows += len(ref)
+        return (differ / rows if rows else 0.0), total / len(self.batches)
 
 
 def _head(obj: Any, n: int, k: int) -> Any:

@@ -354,9 +354,12 @@ class SelectedObjective(Objective):
 
     For every choice, the allocator runs at the config's budget; the model with the chosen
     layers truncated to those ranks (whole-model factors) runs on the first ``samples``
-    calibration samples, and the divergence of its outputs from the dense model's (KL for
-    logits, relative error otherwise, as the sensitivity probes) scores the choice. The lowest
-    wins; ``report.objective["selection"]`` lists every choice's divergence. Only calibration
+    calibration samples and is scored against the dense model's outputs: for a classifier's
+    per-sample logits ``(B, C)`` first by the fraction of samples whose top class changes (what
+    top-1 accuracy feels; a heavily cut model can have a lower KL with near-uniform outputs),
+    ties broken by the KL; otherwise by the divergence (KL of per-token logits, relative error
+    of other outputs, as the sensitivity probes). The lowest wins;
+    ``report.objective["selection"]`` lists every choice's scores. Only calibration
     data is used (the same samples the probes see: an in-sample choice among a few candidates).
     Cost: what each choice measures (its probes are shared across budgets) plus one forward
     pass over ``samples`` per choice and budget.
@@ -432,7 +435,8 @@ class SelectedObjective(Objective):
         _, best, prepared = min(scored, key=lambda t: t[0])
         context.objective_selection = {
             "chosen": best.name,
-            "divergence": {c.name: float(s) for s, c, _ in scored},
+            "disagreement": {c.name: float(s[0]) for s, c, _ in scored},
+            "divergence": {c.name: float(s[1]) for s, c, _ in scored},
         }
         return [dataclasses.replace(c, values=best.values(c)) for c in prepared]
 
