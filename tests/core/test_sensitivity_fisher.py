@@ -218,3 +218,23 @@ def test_damage_objective_compresses_within_budget_and_reports_its_points(tmp_pa
 def test_bad_damage_settings(kwargs):
     with pytest.raises(BALFError):
         DamageObjective(**kwargs)
+
+
+def test_every_measuring_objective_reads_a_dataloader_through_the_cache(tmp_path):
+    """Probes, first-order weights, damage points and the selection each read the calibration
+    data again; a DataLoader read once for a cache key's fingerprint must still give every
+    sample to each of them (it was a one-shot iterable after the first fingerprint)."""
+    x = torch.randn(64, 12)
+    loader = torch.utils.data.DataLoader(x, batch_size=16)
+    model = _classifier()
+    compressor = balf.Compressor(model, loader, cache=balf.Cache(tmp_path), progress=False)
+    reports = {}
+    for mode in ("params_auto_sensitivity", "params_auto_fisher", "params_auto_damage",
+                 "params_auto_selected"):  # fmt: skip
+        _, reports[mode] = compressor.compress(config_for_mode(mode, 0.5))
+    assert reports["params_auto_selected"].objective["selection"]["chosen"]
+    plain = balf.Compressor(model, x, progress=False, batch_size=16)
+    _, again = plain.compress(config_for_mode("params_auto_fisher", 0.5))
+    assert again.objective["weights"] == pytest.approx(
+        reports["params_auto_fisher"].objective["weights"]
+    )

@@ -23,14 +23,22 @@ __all__ = ["PeekedIterable", "data_fingerprint", "statistics_digest"]
 
 
 class PeekedIterable:
-    """An iterable whose first batch was already read: yields it, then the rest, once."""
+    """An iterable whose first batch was already read: yields it, then the rest; iterated
+    again, it iterates ``source`` anew (a re-iterable such as a ``DataLoader``) or yields
+    nothing (``source=None``: a one-shot iterator, consumed)."""
 
-    def __init__(self, first: Any, rest: Iterator, length: int | None) -> None:
-        self._items = itertools.chain([first], rest)
+    def __init__(
+        self, first: Any, rest: Iterator, length: int | None, source: Iterable | None = None
+    ) -> None:
+        self._pending: Iterator | None = itertools.chain([first], rest)
         self._length = length
+        self._source = source
 
     def __iter__(self) -> Iterator:
-        return self._items
+        if self._pending is not None:
+            items, self._pending = self._pending, None
+            return items
+        return iter(self._source) if self._source is not None else iter(())
 
     def __len__(self) -> int:
         if self._length is None:
@@ -69,11 +77,12 @@ def data_fingerprint(
     dataset_length = _length(getattr(data, "dataset", None))
     h.update(f" iterable length={length} dataset={dataset_length} ".encode())
     it = iter(data)
+    source = None if it is data else data  # re-iterable: later passes iterate it anew
     first = next(it, None)
     if first is None:
         return h.hexdigest(), []
     h.update(object_digest(first).encode())
-    return h.hexdigest(), PeekedIterable(first, it, length)
+    return h.hexdigest(), PeekedIterable(first, it, length, source)
 
 
 def statistics_digest(stats: Any, names: Iterable[str]) -> str:

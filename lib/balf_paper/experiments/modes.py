@@ -93,6 +93,16 @@ for _mode, _display, _values in (
         ModeDisplay("BALF, damage curves (params)", "#9a6324", "P", True),
         _RATIOS,
     ),
+    (
+        "flops_auto_selected",
+        ModeDisplay("BALF, selected objective (FLOPs)", "#469990", "*", True),
+        _RATIOS,
+    ),
+    (
+        "params_auto_selected",
+        ModeDisplay("BALF, selected objective (params)", "#aaffc3", "P", True),
+        _RATIOS,
+    ),
     ("energy", ModeDisplay("Energy, plain SVD", "#7f7f7f", "v"), "energy_thresholds"),
     (
         "energy_act_aware",

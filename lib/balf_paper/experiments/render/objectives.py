@@ -34,8 +34,11 @@ _IMAGE_MODES = (
     "flops_auto_log_sensitivity",
     "flops_auto_fisher",
     "flops_auto_damage",
+    "flops_auto_selected",
     "flops_auto+refit",
     "flops_auto_sensitivity+refit",
+    "flops_auto_fisher+refit",
+    "flops_auto_selected+refit",
 )
 _LANGUAGE_MODES = (  # every language rule's knob is the parameter ratio
     "uniform_act_aware",
@@ -46,6 +49,7 @@ _LANGUAGE_MODES = (  # every language rule's knob is the parameter ratio
     "params_auto_log_sensitivity",
     "params_auto_fisher",
     "params_auto_damage",
+    "params_auto_selected",
 )
 
 #: ``(name, results folder, modes, metric, higher is better)`` of every network of the study.
@@ -56,7 +60,10 @@ STUDY = (
     ("resnet56", "cifar10-jpeg/resnet56", _IMAGE_MODES, "accuracy", True),
     ("smollm2_whole", "language/wikitext/whole", _LANGUAGE_MODES, "perplexity", False),
     ("smollm2_block", "language/wikitext/block", _LANGUAGE_MODES, "perplexity", False),
+    ("smollm2_block_refit", "language/wikitext/block-refit", _LANGUAGE_MODES, "perplexity",
+     False),  # fmt: skip
     ("minilm_whole", "language/stsb/whole", _LANGUAGE_MODES, "spearman", True),
+    ("minilm_block", "language/stsb/block", _LANGUAGE_MODES, "spearman", True),
 )
 
 
@@ -102,6 +109,38 @@ def network_table(folder: Path, modes: Sequence[str], metric: str) -> str | None
     return "\n".join(lines) + "\n"
 
 
+#: The phases a cost table shows: what every mode measures once, and what it adds.
+_COST_PHASES = ("statistics", "sensitivity", "selection")
+
+
+def cost_table(folder: Path, modes: Sequence[str]) -> str | None:
+    """Seconds each mode spent measuring, from its points' timings (``None``: no timings).
+
+    ``statistics`` and ``sensitivity`` (probes, first-order estimates, damage points) are paid
+    once per model and calibration set (the first point; cached after), ``selection`` per
+    budget (the mean over the points). Times are those of the run's machine (see the study's
+    README for its load).
+    """
+    found = with_seeds(folder, load_mode_results(folder, modes))
+    rows = []
+    for mode in (m for m in modes if m in found):
+        points = [p for p in read_points(found[mode]) if p.knob != "original" and p.timings]
+        if not points:
+            continue
+        once = {k: max(float(p.timings.get(k, 0.0)) for p in points) for k in _COST_PHASES[:2]}
+        per = [float(p.timings.get("selection", 0.0)) for p in points]
+        cells = [f"{once['statistics']:.1f}", f"{once['sensitivity']:.1f}" if once["sensitivity"]
+                 else "—", f"{sum(per) / len(per):.1f}" if any(per) else "—"]  # fmt: skip
+        rows.append(f"| {mode_label(mode)} | " + " | ".join(cells) + " |")
+    if not rows:
+        return None
+    head = (
+        "| mode | statistics (s, once) | objective's measurement (s, once) "
+        "| selection (s per budget) |"
+    )
+    return "\n".join([head, "|---|--:|--:|--:|", *rows]) + "\n"
+
+
 def render_study(root: Path) -> list[Path]:
     """Write every network's table under ``<root>/objectives/tables/``; the files written."""
     written = []
@@ -113,6 +152,11 @@ def render_study(root: Path) -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(table, path)
         written.append(path)
+        costs = cost_table(root / folder, modes)
+        if costs is not None:
+            path = root / "objectives" / "tables" / f"{name}_cost.md"
+            atomic_write_text(costs, path)
+            written.append(path)
     return written
 
 
