@@ -40,7 +40,6 @@ from balf.ranks.modes import (
 from balf.ranks.objectives import (
     EnergyObjective,
     Objective,
-    SelectedObjective,
     objective_from_dict,
     objective_named,
 )
@@ -177,9 +176,7 @@ class BALFConfig(CompressionConfig):
 
     def prepare(self, candidates, context):
         candidates = metric_named(self.metric).prepare(candidates, context, self.rank_multiple)
-        if isinstance(self.objective, SelectedObjective):  # chooses at this config's budget
-            return self.objective.prepare_for(self, candidates, context)
-        return self.objective.prepare(candidates, context)
+        return self.objective.prepare_for(self, candidates, context)
 
     def select_ranks(self, candidates):
         metric = metric_named(self.metric)

@@ -87,6 +87,17 @@ class Objective:
         """
         return list(candidates)
 
+    def prepare_for(
+        self, config: Any, candidates: Sequence[LayerCandidate], context: Any
+    ) -> list[LayerCandidate]:
+        """:meth:`prepare` for one config (what :meth:`balf.BALFConfig.prepare` calls): an
+        objective that depends on the budget (:class:`SelectedObjective`) overrides this.
+
+        Args:
+            config: the :class:`balf.BALFConfig` being prepared.
+        """
+        return self.prepare(candidates, context)
+
     def values(self, candidate: LayerCandidate) -> np.ndarray:
         """``v(r)`` for r = 1..R, ``(R,)`` float64, non-decreasing in ``r``; ``-inf`` where a
         rank must never be selected (e.g. one that ``rank_multiple`` excludes)."""
@@ -407,7 +418,8 @@ class SelectedObjective(Objective):
         )
 
     def prepare_for(self, config: Any, candidates: Sequence[LayerCandidate], context: Any):
-        """The candidates as the best choice prepares them, with its values ``(R,)`` set.
+        """The candidates as the best choice at ``config``'s budget prepares them, with its
+        values ``(R,)`` set.
 
         Args:
             config: the :class:`balf.BALFConfig` being prepared (its budget).
