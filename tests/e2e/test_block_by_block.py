@@ -254,6 +254,32 @@ def test_the_first_block_is_calibrated_once_when_nothing_before_it_is_replaced(
     assert {"allocation_pass", "propagation_pass"} <= rs.timings.keys()
 
 
+def test_the_first_blocks_kept_decompositions_are_freed_after_one_use(monkeypatch):
+    """They are freed once the first block is installed (not held through the later, larger
+    installations); a second compression by the same compressor recalibrates the block and gives
+    what a compressor without the reuse gives."""
+    data, layers = _data(), ["layers.*", "head"]
+    configs = balf.BALFConfig(0.6, metric="params"), balf.BALFConfig(0.4, metric="params")
+
+    def compressor():
+        return balf.Compressor(Chain(), data, layers, progress=False, strategy=balf.BlockByBlock())
+
+    monkeypatch.setattr(bbb.BlockRunner, "_reuse_first_block", False)
+    reference = compressor()
+    expected = [reference.compress(c) for c in configs]
+    monkeypatch.setattr(bbb.BlockRunner, "_reuse_first_block", True)
+    counts = _Counts(monkeypatch)
+    reusing = compressor()
+    runner = reusing._runner(True)
+    first, rf = reusing.compress(configs[0])
+    assert runner._first_block == {}
+    assert counts.passes_over("layers.0.up") == 1
+    second, rs = reusing.compress(configs[1])
+    assert counts.passes_over("layers.0.up") == 2
+    _assert_same_compression(first, rf, *expected[0], data)
+    _assert_same_compression(second, rs, *expected[1], data)
+
+
 def test_a_replaced_layer_before_the_first_block_recalibrates_it(monkeypatch):
     """The stem is factorized: the first block's inputs change, so its statistics are collected
     again on the propagated inputs (as without the reuse)."""

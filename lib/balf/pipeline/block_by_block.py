@@ -29,9 +29,9 @@ blocks, a projection used before and after the chain).
    step 1, then the compressed block runs to give the next block's inputs. When no layer before
    the first block (nor one called in several places) is replaced and there is no refit, the
    first block's inputs are those of step 1, and its decompositions are step 1's: the block only
-   runs, compressed. Layers after the last
-   block are calibrated on one forward pass of the compressed model (a head that reads earlier
-   blocks' outputs, or the batch, sees what it reads).
+   runs, compressed (once per compressor: a later config recalibrates the block). Layers after
+   the last block are calibrated on one forward pass of the compressed model (a head that reads
+   earlier blocks' outputs, or the batch, sees what it reads).
 
 So ranks come from the original model's spectra (a global allocation must see every layer before
 compressing the first), while the factors whiten the activations the compressed model really
@@ -46,11 +46,12 @@ Memory: the model's weights; the recorded arguments of every block for every cal
 (each distinct tensor once per batch: a mask or position embeddings shared by the blocks once) and
 the carried outputs at one block boundary, on ``activation_device`` (e.g. 32 × 512 tokens × 2048
 × 4 bytes = 134 MB of hidden states); one block's Gram matrices and decompositions; the first
-block's decompositions (on the CPU, for the propagation pass; not with a refit); the energy
-curves. Time: per pass one forward pass of the model plus about two block forward passes of
-statistics and one of the compressed blocks (one fewer of statistics where the first block's
-decompositions are reused), and one more forward pass for the layers after the chain; one round
-of eigenvalues (the allocation pass) and one of decompositions.
+block's decompositions (on the CPU, from the allocation pass until the propagation pass is done
+with the first block; not with a refit); the energy curves. Time: per pass one forward pass of
+the model plus about two block forward passes of statistics and one of the compressed blocks
+(one fewer of statistics where the first block's decompositions are reused), and one more forward
+pass for the layers after the chain; one round of eigenvalues (the allocation pass) and one of
+decompositions.
 
 **Anchored refit** (``BlockByBlock(refit=balf.AnchoredRefit(beta, ridge, ...))``, see
 :mod:`balf.pipeline.block_refit`): the propagation pass also carries the dense model's hidden

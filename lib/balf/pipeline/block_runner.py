@@ -135,7 +135,8 @@ class BlockRunner:
         self.padding = PaddingMask()
         self._candidates: list[LayerCandidate] | None = None
         self._first: dict[str, LayerDecomposition] = {}  # installed first, kept on the CPU
-        # the first block's decompositions (on the CPU) and the devices they were computed on
+        # the first block's decompositions (on the CPU) and the devices they were computed on,
+        # until the first propagation pass is done with the block
         self._first_block: dict[str, tuple[LayerDecomposition, torch.device]] = {}
         self._rows: dict[str, int] = {}
         self._num_samples = 0
@@ -316,7 +317,8 @@ class BlockRunner:
         The first block's layers come from the allocation pass when none of the layers before it
         is replaced and there is no refit (:meth:`_first_block_reused`): its inputs, statistics
         and decompositions are those of the allocation pass, and the block runs once, compressed,
-        for its outputs."""
+        for its outputs. The kept decompositions are freed once the first block is done, used or
+        not (a later compression by the same compressor recalibrates the block)."""
         if not plan.activation_aware:
             yield from WholeModelRunner(self.context).decompositions_for_install(out, plan)
             return
@@ -346,7 +348,7 @@ class BlockRunner:
                                                          carried, plan)  # fmt: skip
                 elif position == 0 and self._first_block_reused(plan, members):
                     for m in members:
-                        dec, device = self._first_block[m]
+                        dec, device = self._first_block.pop(m)
                         yield m, _to_device(dec, device)
                 else:
                     # statistics of the uncompressed block (its outputs are not needed)
@@ -355,6 +357,8 @@ class BlockRunner:
                     _check_all_called(got)
                     yield from self._decompose(out, members, got)
                     del got
+                # used once or not at all: freed before the later (and larger) installations
+                self._first_block.clear()
                 carried = self._runs(block, position, record, carried, keep=True)()
             del record, carried, dense
             tail = [n for n in chain.tail if n in plan.ranks]
