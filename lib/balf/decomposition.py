@@ -20,6 +20,10 @@ Both give ``Ŵ_g = W_g V_r V_rᵀ`` on the data's row space, the Eckart–Young 
 
 Plain SVD (data-free): ``W_g = U Σ Vᵀ``, ``A = U_r Σ_r^{1/2}``, ``B = Σ_r^{1/2} V_rᵀ``.
 
+Energies only (:func:`layer_energies`): the same spectrum without the basis, from the
+eigenvalues of the same matrix (``Γ_g``, or ``S W Wᵀ Sᵀ`` after the same whitening) in the same
+precision, for a caller that needs only the energy curve (block by block's allocation pass).
+
 Precision (:mod:`balf._spectral`): products in float64; the spectral eigendecomposition (of
 ``Γ_g`` or ``S W Wᵀ Sᵀ``) in float32 for float32-or-narrower layers whose spectrum passes a cheap
 check, float64 otherwise; whitening always in float64.
@@ -35,13 +39,19 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from balf._spectral import Whitening, descending_eigh, safe_rsqrt, spectral_dtype
+from balf._spectral import (
+    Whitening,
+    descending_eigh,
+    descending_eigvalsh,
+    safe_rsqrt,
+    spectral_dtype,
+)
 from balf.calibration.statistics import LayerStatistics, Statistics
 from balf.errors import StatisticsError
 from balf.layers._grams import gram_2d
 from balf.layers.dispatch import dense_weight, geometry_of, weight_matrices
 
-__all__ = ["LayerDecomposition", "decompose_layer", "decompose_layers"]
+__all__ = ["LayerDecomposition", "decompose_layer", "decompose_layers", "layer_energies"]
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +90,7 @@ class LayerDecomposition:
 
         ``e(R) = 1`` exactly; a layer whose spectrum is all zero has ``e ≡ 1``.
         """
-        cumulative = self.sigma2.sum(0).cumsum(0)
-        if cumulative[-1] <= 0:
-            return torch.ones_like(cumulative)
-        return cumulative / cumulative[-1]
+        return _energy_curve(self.sigma2)
 
     def factors(self, weight: Tensor, rank: int) -> tuple[Tensor, Tensor]:
         """The rank-``rank`` factors.
@@ -120,6 +127,14 @@ class LayerDecomposition:
     def from_state(cls, state: dict) -> LayerDecomposition:
         """Inverse of :meth:`to_state`."""
         return cls(**state)
+
+
+def _energy_curve(sigma2: Tensor) -> Tensor:
+    """``e(r)`` ``(R,)`` of the descending spectra ``sigma2`` ``(G, R)`` (summed over groups)."""
+    cumulative = sigma2.sum(0).cumsum(0)
+    if cumulative[-1] <= 0:
+        return torch.ones_like(cumulative)
+    return cumulative / cumulative[-1]
 
 
 #: Elements of a weight converted to float64 at once (64 MiB): a wide layer (a language model's
@@ -179,15 +194,20 @@ def _output_route(gram: Tensor, r_max: int, layer_dtype: torch.dtype) -> LayerDe
     )
 
 
+def _whitened_row_gram(w: Tensor, whitening: Whitening) -> Tensor:
+    """``S W Wᵀ Sᵀ`` ``(G, D, D)`` in float64: ``W Wᵀ`` summed over column slices, so that
+    ``S W`` (G, D, K) is never formed (for a wide layer, K ≫ D, the largest array of the
+    decomposition)."""
+    return whitening.whiten(_row_gram(w))
+
+
 def _input_route(
     w: Tensor, whitening: Whitening, r_max: int, layer_dtype: torch.dtype
 ) -> LayerDecomposition:
     """Whitened route from the input Gram ``C = SᵀS`` (``whitening``, shareable among layers
     that read the same input): eigendecomposition ``S W Wᵀ Sᵀ = U Σ² Uᵀ`` (D×D),
     ``A = S⁺ U_r Σ_r^{1/2}`` (G, D, R), ``B = P_r W`` with ``P = Σ^{-1/2} Uᵀ S`` (G, R, D)."""
-    # W Wᵀ (G, D, D) summed over column slices: S W (G, D, K) is never formed, which for a wide
-    # layer (K ≫ D) would be the largest array of the decomposition
-    m = whitening.whiten(_row_gram(w))
+    m = _whitened_row_gram(w, whitening)
     dtype = spectral_dtype(m, layer_dtype)
     sigma2, u = descending_eigh(m, dtype)
     del m
@@ -235,26 +255,34 @@ def _checked_gram(module: nn.Module, statistics: LayerStatistics) -> Tensor:
     return statistics.gram
 
 
+def _layer_inputs(
+    module: nn.Module, statistics: LayerStatistics | None, device: torch.device | str | None
+) -> tuple[Tensor, torch.dtype, torch.device | str]:
+    """The weight matrices ``(G, D, K)`` (the layer's dtype) on the device to compute on, the
+    layer's dtype, and that device (default: the statistics', else the weight's)."""
+    weight = dense_weight(module)
+    if device is None:
+        device = statistics.gram.device if statistics is not None else weight.device
+    return weight_matrices(module).to(device=device), weight.dtype, device
+
+
 def _decompose(
     module: nn.Module,
     statistics: LayerStatistics | None,
     device: torch.device | str | None,
     whitening: Whitening | None = None,
 ) -> LayerDecomposition:
-    weight = dense_weight(module)
-    if device is None:
-        device = statistics.gram.device if statistics is not None else weight.device
-    w = weight_matrices(module).to(device=device)  # float64 where used (wide layers: by slices)
+    w, dtype, device = _layer_inputs(module, statistics, device)  # float64 where used
     if statistics is None:
         return _plain_svd(w.to(_F64))
     gram = _checked_gram(module, statistics).to(device=device, dtype=_F64)
     r_max = geometry_of(module).max_rank
     if statistics.side == "output":
-        return _output_route(gram, r_max, weight.dtype)
+        return _output_route(gram, r_max, dtype)
     if whitening is None:
         whitening = Whitening.of(gram)
     del gram
-    return _input_route(w, whitening, r_max, weight.dtype)
+    return _input_route(w, whitening, r_max, dtype)
 
 
 def decompose_layer(
@@ -280,6 +308,52 @@ def decompose_layer(
         StatisticsError: the statistics' shape does not match the layer.
     """
     return _decompose(module, statistics, device)
+
+
+def _spectrum(
+    module: nn.Module, statistics: LayerStatistics | None, device: torch.device | str | None
+) -> Tensor:
+    """:func:`_decompose`'s ``sigma2`` ``(G, R)`` from the eigenvalues alone: the same matrix,
+    the same whitening and the same precision, no eigenvectors and no factor products."""
+    w, dtype, device = _layer_inputs(module, statistics, device)
+    if statistics is None:
+        return torch.linalg.svdvals(w.to(_F64)).square()
+    gram = _checked_gram(module, statistics).to(device=device, dtype=_F64)
+    r_max = geometry_of(module).max_rank
+    if statistics.side == "output":
+        return descending_eigvalsh(gram, spectral_dtype(gram, dtype))[:, :r_max]
+    whitening = Whitening.of(gram)
+    del gram
+    m = _whitened_row_gram(w, whitening)
+    return descending_eigvalsh(m, spectral_dtype(m, dtype))[:, :r_max]
+
+
+def layer_energies(
+    module: nn.Module,
+    statistics: LayerStatistics | None = None,
+    *,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """The energy curve of :func:`decompose_layer`'s result, ``decompose_layer(module,
+    statistics).energies()``, without the decomposition: ``e(r)`` for r = 1..R, ``(R,)`` float64.
+
+    The same route, whitening (Cholesky or eigen, by the same condition check) and precision of
+    the spectral step (:func:`balf._spectral.spectral_dtype` on the same matrix); only the
+    eigenvalues are computed (:func:`balf._spectral.descending_eigvalsh`), so no eigenvectors
+    and no factor products (``S⁺ U``, ``Uᵀ S``). The eigensolver without vectors rounds
+    differently: the curves agree to within :data:`balf._spectral.F32_ENERGY_TOLERANCE` where the
+    spectral step runs in float32, and to 1e-12 where it runs in float64 (property-tested).
+
+    Args:
+        module: a supported layer.
+        statistics: its :class:`LayerStatistics` (Gram ``(G, S, S)``), or ``None`` (plain SVD:
+            the weight's spectrum).
+        device: where to compute (default: the statistics' device, else the weight's).
+
+    Raises:
+        StatisticsError: the statistics' shape does not match the layer.
+    """
+    return _energy_curve(_spectrum(module, statistics, device))
 
 
 def _same_input_groups(

@@ -178,6 +178,141 @@ def test_one_block_of_statistics_at_a_time(monkeypatch):
     assert peak[0] == 3  # one block's three layers (not 4·3 + 2)
 
 
+class _Counts:
+    """Which layers' statistics each hooked pass collects, and how often each layer is decomposed
+    (:func:`decompose_layer`) or only has its energies computed (:func:`layer_energies`)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.passes: list[tuple[str, ...]] = []
+        self.decomposed: dict[str, int] = {}
+        self.energies_only: dict[str, int] = {}
+        hooked_pass, decompose, energies = bbb.hooked_pass, bbb.decompose_layer, bbb.layer_energies
+        names: dict[int, str] = {}
+
+        def counting_pass(modules, *args, **kwargs):
+            self.passes.append(tuple(modules))
+            names.update({id(m): n for n, m in modules.items()})
+            return hooked_pass(modules, *args, **kwargs)
+
+        def counting(counts, function):
+            def call(module, *args, **kwargs):
+                name = names[id(module)]
+                counts[name] = counts.get(name, 0) + 1
+                return function(module, *args, **kwargs)
+
+            return call
+
+        monkeypatch.setattr(bbb, "hooked_pass", counting_pass)
+        monkeypatch.setattr(bbb, "decompose_layer", counting(self.decomposed, decompose))
+        monkeypatch.setattr(bbb, "layer_energies", counting(self.energies_only, energies))
+
+    def passes_over(self, name: str) -> int:
+        return sum(name in p for p in self.passes)
+
+
+def _assert_same_compression(a, ra, b, rb, data):
+    assert ra.ranks == rb.ranks
+    for name, entry in ra.layers.items():
+        assert entry.energy_kept == rb.layers[name].energy_kept, name
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key, value in sa.items():
+        assert torch.equal(value, sb[key]), key
+    with torch.no_grad():
+        for x in data:
+            assert torch.equal(a(x), b(x))
+
+
+@pytest.mark.parametrize("inplace", [False, True], ids=["copy", "inplace"])
+def test_the_first_block_is_calibrated_once_when_nothing_before_it_is_replaced(
+    monkeypatch, inplace
+):
+    """Nothing before the first block is replaced: the propagation pass installs the first block's
+    decompositions from the allocation pass (its inputs are the same) — a bit-identical model,
+    the block's statistics collected once, and every layer decomposed exactly once (the other
+    layers of the allocation pass need only their energies)."""
+    data, config, layers = _data(), balf.BALFConfig(0.4, metric="params"), ["layers.*", "head"]
+    first = ["layers.0.up", "layers.0.down", "layers.0.proj"]
+
+    def run():
+        model = Chain()
+        return balf.compress(model, data, config, layers, inplace, progress=False,
+                             strategy=balf.BlockByBlock())  # fmt: skip
+
+    monkeypatch.setattr(bbb.BlockRunner, "_reuse_first_block", False)
+    reference, rr = run()
+    monkeypatch.setattr(bbb.BlockRunner, "_reuse_first_block", True)
+    counts = _Counts(monkeypatch)
+    small, rs = run()
+    assert any(rs.layers[n].factorized for n in first)
+    _assert_same_compression(small, rs, reference, rr, data)
+    assert all(counts.passes_over(n) == 1 for n in first)
+    assert counts.passes_over("layers.1.up") == 2  # allocation and propagation
+    assert counts.decomposed == dict.fromkeys(rs.layers, 1)
+    later = [n for n in rs.layers if n not in first]
+    assert counts.energies_only == dict.fromkeys(later, 1)  # the allocation pass
+    assert {"allocation_pass", "propagation_pass"} <= rs.timings.keys()
+
+
+def test_the_first_blocks_kept_decompositions_are_freed_after_one_use(monkeypatch):
+    """They are freed once the first block is installed (not held through the later, larger
+    installations); a second compression by the same compressor recalibrates the block and gives
+    what a compressor without the reuse gives."""
+    data, layers = _data(), ["layers.*", "head"]
+    configs = balf.BALFConfig(0.6, metric="params"), balf.BALFConfig(0.4, metric="params")
+
+    def compressor():
+        return balf.Compressor(Chain(), data, layers, progress=False, strategy=balf.BlockByBlock())
+
+    monkeypatch.setattr(bbb.BlockRunner, "_reuse_first_block", False)
+    reference = compressor()
+    expected = [reference.compress(c) for c in configs]
+    monkeypatch.setattr(bbb.BlockRunner, "_reuse_first_block", True)
+    counts = _Counts(monkeypatch)
+    reusing = compressor()
+    runner = reusing._runner(True)
+    first, rf = reusing.compress(configs[0])
+    assert runner._first_block == {}
+    assert counts.passes_over("layers.0.up") == 1
+    second, rs = reusing.compress(configs[1])
+    assert counts.passes_over("layers.0.up") == 2
+    _assert_same_compression(first, rf, *expected[0], data)
+    _assert_same_compression(second, rs, *expected[1], data)
+
+
+def test_a_replaced_layer_before_the_first_block_recalibrates_it(monkeypatch):
+    """The stem is factorized: the first block's inputs change, so its statistics are collected
+    again on the propagated inputs (as without the reuse)."""
+    data, config = _data(), balf.UniformConfig(0.4)
+
+    def run():
+        return balf.compress(Chain(), data, config, progress=False, strategy=balf.BlockByBlock())
+
+    monkeypatch.setattr(bbb.BlockRunner, "_reuse_first_block", False)
+    reference, rr = run()
+    monkeypatch.setattr(bbb.BlockRunner, "_reuse_first_block", True)
+    counts = _Counts(monkeypatch)
+    small, rs = run()
+    assert rs.layers["stem"].factorized
+    _assert_same_compression(small, rs, reference, rr, data)
+    assert counts.passes_over("layers.0.up") == 2
+    assert counts.decomposed["layers.0.up"] == 2  # kept in the allocation pass, not used
+
+
+def test_the_refit_keeps_no_first_block_decompositions(monkeypatch):
+    """The refit fits the first block on paired statistics: the allocation pass keeps none of its
+    decompositions (energies only) and the propagation pass collects them again."""
+    from balf.refit import AnchoredRefit
+
+    counts = _Counts(monkeypatch)
+    strategy = balf.BlockByBlock(refit=AnchoredRefit(beta=0.5))
+    balf.compress(Chain(), _data(), balf.BALFConfig(0.4, metric="params"), ["layers.*"],
+                  progress=False, strategy=strategy)  # fmt: skip
+    assert counts.passes_over("layers.0.up") == 2
+    assert "layers.0.up" not in counts.decomposed
+    assert counts.energies_only["layers.0.up"] == 1
+
+
 def test_keyword_arguments_and_tuple_outputs_are_carried():
     model = Chain(tuple_output=True)
     scale = torch.tensor(0.5)

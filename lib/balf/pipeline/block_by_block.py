@@ -14,17 +14,24 @@ blocks, a projection used before and after the chain).
    each block its own masks and position embeddings, what it takes from the previous block's
    output marked as carried) and collects the statistics of the layers outside the blocks; then
    each block in turn gets its layers' statistics from forward hooks while it runs on the previous
-   block's outputs, its layers are decomposed, only their energy curves ``e_l(r)`` (``(R,)``
-   floats) and costs are kept, and its statistics and decompositions are freed. These are exactly
-   the whole-model statistics, so the allocator sees the same candidates and chooses the **same
-   ranks** as whole-model calibration: the global budget is met exactly as there.
+   block's outputs, only its layers' energy curves ``e_l(r)`` (``(R,)`` floats, from the
+   eigenvalues alone: :func:`balf.decomposition.layer_energies`) and costs are kept, and its
+   statistics are freed; the layers installed first (below) and, without a refit, the first
+   block's layers are decomposed instead, and their decompositions kept on the CPU. These are
+   exactly the whole-model statistics (their energy curves equal to the eigensolver's rounding,
+   within 1e-5 where the spectral step runs in float32), so the allocator sees the same
+   candidates and chooses the **same ranks** as whole-model calibration: the global budget is
+   met exactly as there.
 2. **Propagation pass** (once per config). The layers before the first block and those called in
    several places are factorized first (with their whole-model statistics), every block's
    arguments are recorded again on that model, and then for each block: statistics on its inputs
    (which come from the blocks already compressed), decomposition, factorization at the ranks of
-   step 1, then the compressed block runs to give the next block's inputs. Layers after the last
-   block are calibrated on one forward pass of the compressed model (a head that reads earlier
-   blocks' outputs, or the batch, sees what it reads).
+   step 1, then the compressed block runs to give the next block's inputs. When no layer before
+   the first block (nor one called in several places) is replaced and there is no refit, the
+   first block's inputs are those of step 1, and its decompositions are step 1's: the block only
+   runs, compressed (once per compressor: a later config recalibrates the block). Layers after
+   the last block are calibrated on one forward pass of the compressed model (a head that reads
+   earlier blocks' outputs, or the batch, sees what it reads).
 
 So ranks come from the original model's spectra (a global allocation must see every layer before
 compressing the first), while the factors whiten the activations the compressed model really
@@ -38,10 +45,13 @@ recording pass, on the model with the layers before the chain already factorized
 Memory: the model's weights; the recorded arguments of every block for every calibration batch
 (each distinct tensor once per batch: a mask or position embeddings shared by the blocks once) and
 the carried outputs at one block boundary, on ``activation_device`` (e.g. 32 × 512 tokens × 2048
-× 4 bytes = 134 MB of hidden states); one block's Gram matrices and decompositions; the energy
-curves. Time: per pass one forward pass of the model plus about two block forward passes of
-statistics and one of the compressed blocks, and one more forward pass for the layers after the
-chain; two rounds of decompositions.
+× 4 bytes = 134 MB of hidden states); one block's Gram matrices and decompositions; the first
+block's decompositions (on the CPU, from the allocation pass until the propagation pass is done
+with the first block; not with a refit); the energy curves. Time: per pass one forward pass of
+the model plus about two block forward passes of statistics and one of the compressed blocks
+(one fewer of statistics where the first block's decompositions are reused), and one more forward
+pass for the layers after the chain; one round of eigenvalues (the allocation pass) and one of
+decompositions.
 
 **Anchored refit** (``BlockByBlock(refit=balf.AnchoredRefit(beta, ridge, ...))``, see
 :mod:`balf.pipeline.block_refit`): the propagation pass also carries the dense model's hidden

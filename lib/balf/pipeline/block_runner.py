@@ -8,9 +8,10 @@ the chain of blocks when the strategy names none.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
+from typing import Any, ClassVar, Protocol
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -20,7 +21,7 @@ from balf.calibration.block_inputs import Carried, ChainRecord, record_chain, ru
 from balf.calibration.chain import ChainInfo, check_chain
 from balf.calibration.layer_pass import HookedPass, hooked_pass, sum_over_processes
 from balf.calibration.padding import PaddingMask
-from balf.decomposition import LayerDecomposition, decompose_layer
+from balf.decomposition import LayerDecomposition, decompose_layer, layer_energies
 from balf.errors import BALFError
 from balf.layers.attention import temporarily_unpacked
 from balf.layers.dispatch import geometry_of
@@ -109,7 +110,17 @@ class BlockRunner:
 
     The runner of :mod:`balf.pipeline.strategy`'s protocol: :meth:`candidates` is the allocation
     pass, :meth:`decompositions_for_install` the propagation pass.
+
+    The allocation pass computes energy curves only (:func:`balf.decomposition.layer_energies`),
+    except for the layers it keeps decomposed on the CPU: those before the first block and those
+    shared by several places (installed first, from the original model's statistics) and, without
+    a refit, the first block's layers (the propagation pass installs them as they are when no
+    layer before the first block is replaced: the block's inputs are then the allocation pass's).
     """
+
+    #: Whether the propagation pass may install the first block's decompositions from the
+    #: allocation pass (a switch for tests: ``False`` recomputes them, as before).
+    _reuse_first_block: ClassVar[bool] = True
 
     def __init__(self, strategy: BlockOptions, context: CompressionContext) -> None:
         if context.data.data is None:
@@ -124,6 +135,9 @@ class BlockRunner:
         self.padding = PaddingMask()
         self._candidates: list[LayerCandidate] | None = None
         self._first: dict[str, LayerDecomposition] = {}  # installed first, kept on the CPU
+        # the first block's decompositions (on the CPU) and the devices they were computed on,
+        # until the first propagation pass is done with the block
+        self._first_block: dict[str, tuple[LayerDecomposition, torch.device]] = {}
         self._rows: dict[str, int] = {}
         self._num_samples = 0
         self.outcome: Outcome = {}  # the refit's per-layer outcome (report)
@@ -165,6 +179,41 @@ class BlockRunner:
             dec = decompose_layer(model.get_submodule(n), st)
             st.gram = None
             yield n, dec
+
+    def _energies(
+        self,
+        model: nn.Module,
+        names: Sequence[str],
+        got: HookedPass,
+        keep: Collection[str] = (),
+        kept: Callable[[str, LayerDecomposition], None] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The energy curves ``(R,)`` of layers ``names``, one layer at a time (each Gram freed
+        once used): the layers in ``keep`` decomposed (:func:`decompose_layer`, their
+        decompositions handed to ``kept(name, decomposition)``), the others from the eigenvalues
+        alone (:func:`layer_energies`)."""
+        device, out = self.strategy.decomposition_device, {}
+        for n in names:
+            st = got.layers[n]
+            if device is not None:
+                st.gram = st.gram.to(device)
+            module = model.get_submodule(n)
+            if n in keep:
+                dec = decompose_layer(module, st)
+                kept(n, dec)
+                energies = dec.energies()
+                del dec
+            else:
+                energies = layer_energies(module, st)
+            st.gram = None
+            out[n] = energies.cpu().numpy()
+        return out
+
+    def _keep_first(self, name: str, dec: LayerDecomposition) -> None:
+        self._first[name] = _to_device(dec, torch.device("cpu"))
+
+    def _keep_first_block(self, name: str, dec: LayerDecomposition) -> None:
+        self._first_block[name] = (_to_device(dec, torch.device("cpu")), dec.sigma2.device)
 
     def _record(self, got: HookedPass) -> list[str]:
         """Skip the layers ``got`` says were never called; the called layers' names."""
@@ -227,7 +276,7 @@ class BlockRunner:
             raise BALFError("the calibration data is empty: pass at least one non-empty batch")
         with torch.no_grad():
             self.chain = check_chain(model, self.blocks, ctx.targets, batch, ctx.run)
-        chain, energies = self.chain, {}
+        chain, refit, energies = self.chain, self.strategy.refit, {}
         # one forward pass: every block's inputs, and the statistics of the layers outside the
         # blocks (before, after, shared by several places) on the original model
         outside = [*chain.prefix, *chain.shared, *chain.tail]
@@ -235,16 +284,19 @@ class BlockRunner:
         record: ChainRecord = got.result
         n = self._num_samples = sum_over_processes(record.num_samples)
         installed_first = {*chain.prefix, *chain.shared}
-        for name, dec in self._decompose(model, self._record(got), got):
-            energies[name] = dec.energies().cpu().numpy()
-            if name in installed_first:
-                self._first[name] = _to_device(dec, torch.device("cpu"))
+        energies.update(
+            self._energies(model, self._record(got), got, installed_first, self._keep_first)
+        )
         carried = record.first_inputs()
         for position, (block_name, block) in enumerate(self.blocks.items()):
             run = self._runs(block, position, record, carried, keep=True)
             got = self._statistics(model, chain.members[block_name], run)
-            for name, dec in self._decompose(model, self._record(got), got):
-                energies[name] = dec.energies().cpu().numpy()
+            # the first block's decompositions, for the propagation pass (not with a refit,
+            # which fits the block on other statistics)
+            keep = chain.members[block_name] if position == 0 and refit is None else ()
+            energies.update(
+                self._energies(model, self._record(got), got, keep, self._keep_first_block)
+            )
             carried = got.result
             del got
         return [
@@ -260,7 +312,13 @@ class BlockRunner:
         """The propagation pass on ``out`` (a copy of the model, or the model itself): the
         layers before the first block and those shared by several places (their whole-model
         factors), then each block's layers calibrated on the outputs of the blocks already
-        installed, then the layers after the last block on the compressed model's forward pass."""
+        installed, then the layers after the last block on the compressed model's forward pass.
+
+        The first block's layers come from the allocation pass when none of the layers before it
+        is replaced and there is no refit (:meth:`_first_block_reused`): its inputs, statistics
+        and decompositions are those of the allocation pass, and the block runs once, compressed,
+        for its outputs. The kept decompositions are freed once the first block is done, used or
+        not (a later compression by the same compressor recalibrates the block)."""
         if not plan.activation_aware:
             yield from WholeModelRunner(self.context).decompositions_for_install(out, plan)
             return
@@ -288,6 +346,10 @@ class BlockRunner:
                 if refit is not None:
                     dense = yield from self._refit_block(out, position, members, record, dense,
                                                          carried, plan)  # fmt: skip
+                elif position == 0 and self._first_block_reused(plan, members):
+                    for m in members:
+                        dec, device = self._first_block.pop(m)
+                        yield m, _to_device(dec, device)
                 else:
                     # statistics of the uncompressed block (its outputs are not needed)
                     run = self._runs(block, position, record, carried, keep=False)
@@ -295,6 +357,8 @@ class BlockRunner:
                     _check_all_called(got)
                     yield from self._decompose(out, members, got)
                     del got
+                # used once or not at all: freed before the later (and larger) installations
+                self._first_block.clear()
                 carried = self._runs(block, position, record, carried, keep=True)()
             del record, carried, dense
             tail = [n for n in chain.tail if n in plan.ranks]
@@ -306,6 +370,17 @@ class BlockRunner:
                         if name in plan.replaced:
                             self._note(name, TAIL_NOTE, got.layers[name].rows)
                 yield from self._decompose(out, tail, got)
+
+    def _first_block_reused(self, plan: InstallPlan, members: Sequence[str]) -> bool:
+        """Whether the first block's layers ``members`` are installed from the allocation pass:
+        nothing before the block (nor shared with another place) is replaced, so the block's
+        inputs and statistics are the allocation pass's, whose decompositions are kept."""
+        return (
+            self._reuse_first_block
+            and self.strategy.refit is None
+            and plan.replaced.isdisjoint([*self.chain.prefix, *self.chain.shared])
+            and all(m in self._first_block for m in members)
+        )
 
     # -- the anchored refit (balf.pipeline.block_refit) ----------------------------------------
 
