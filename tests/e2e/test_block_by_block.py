@@ -726,3 +726,27 @@ def test_t5_blocks_get_the_position_bias_block_0_computes():
     torch.manual_seed(0)
     model = transformers.T5EncoderModel(config).double().eval()
     _assert_same_candidates(model, _token_batches(), forward=lambda m, b: m(**b))
+
+
+def test_the_propagation_pass_records_the_blocks_inputs_without_running_the_head(monkeypatch):
+    """The recording pass of the propagation pass stops at the last block: one call of the head
+    fewer per batch than with whole forward passes, and the same model."""
+    data, config = _data(), balf.BALFConfig(0.5, metric="params")
+
+    def run():
+        model = Chain()
+        calls = []
+        model.head.register_forward_pre_hook(lambda m, a: calls.append(1))
+        small, report = balf.compress(model, data, config, progress=False,
+                                      strategy=balf.BlockByBlock())  # fmt: skip
+        return len(calls), small, report
+
+    stopping, small, report = run()
+    record_chain = bbb.record_chain
+    def whole_passes(*args, **kwargs):
+        return record_chain(*args, **{**kwargs, "stop_at_last": False})
+
+    monkeypatch.setattr(bbb, "record_chain", whole_passes)
+    whole, reference, rr = run()
+    assert stopping == whole - len(data)
+    _assert_same_compression(small, report, reference, rr, data)

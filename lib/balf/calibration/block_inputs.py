@@ -125,6 +125,10 @@ def _fill(obj: Any, carried: Mapping[int, Tensor], device: torch.device) -> Any:
     return obj
 
 
+class _StopForward(Exception):
+    """Raised by the last block's recording hook to end a forward pass there."""
+
+
 def record_chain(
     model: nn.Module,
     blocks: Mapping[str, nn.Module],
@@ -134,10 +138,13 @@ def record_chain(
     *,
     activation_device: torch.device,
     padding: PaddingMask | None = None,
+    stop_at_last: bool = False,
 ) -> ChainRecord:
     """Run ``model`` on every batch (``run(model, batch)``, batches on the model's device) and
     record every block's arguments (module docstring). Statistics hooks of other layers see the
-    whole forward pass (``padding`` gets each batch's mask while it runs).
+    whole forward pass (``padding`` gets each batch's mask while it runs) — unless
+    ``stop_at_last``: then each forward pass stops once the last block's arguments are recorded
+    (nothing after it runs: no head, no statistics of later layers).
 
     Raises:
         BALFError: a block is skipped, called twice or out of order on some batch, receives a
@@ -164,6 +171,8 @@ def record_chain(
                                                       activation_device))  # fmt: skip
             call_kwargs = _template(dict(kwargs), previous, state["memo"], activation_device)
             entry.calls.append((call_args, call_kwargs))
+            if stop_at_last and i == len(names) - 1:
+                raise _StopForward
 
         return hook
 
@@ -184,7 +193,10 @@ def record_chain(
                 state.update(entry=entry, previous=[], memo={})
                 if padding is not None:
                     padding.current = entry.mask
-                run(model, batch)
+                try:
+                    run(model, batch)
+                except _StopForward:
+                    pass
                 if len(entry.calls) != len(names):
                     raise BALFError(
                         f"only {len(entry.calls)} of the {len(names)} blocks ran in a forward "

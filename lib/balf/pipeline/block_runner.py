@@ -223,9 +223,12 @@ class BlockRunner:
             self._rows[name] = st.rows
         return list(got.layers)
 
-    def _record_chain(self, model: nn.Module, digests: list[str] | None = None) -> ChainRecord:
+    def _record_chain(
+        self, model: nn.Module, digests: list[str] | None = None, *, stop_at_last: bool = False
+    ) -> ChainRecord:
         """Every block's inputs on every batch (one forward pass of ``model``; ``digests``: the
-        batches must be those of an earlier pass, see :func:`same_batches`)."""
+        batches must be those of an earlier pass, see :func:`same_batches`; ``stop_at_last``:
+        each pass stops at the last block, when nothing after it is needed)."""
         ctx = self.context
         batches = ctx.calibration_batches()
         if digests is not None:
@@ -234,6 +237,7 @@ class BlockRunner:
             model, {n: model.get_submodule(n) for n in self.blocks},
             self._bar("block inputs")(batches), ctx.run, ctx.batch_size_of,
             activation_device=self.activation_device, padding=self.padding,
+            stop_at_last=stop_at_last,
         )  # fmt: skip
 
     def _forward_all(self, model: nn.Module) -> None:
@@ -336,7 +340,9 @@ class BlockRunner:
                     if refit is not None and name in plan.replaced:
                         self._note(name, FIRST_NOTE if name in chain.prefix else SHARED_NOTE)
                     yield name, _to_device(dec, self.device)
-            record = self._record_chain(out, digests)
+            # only the blocks' inputs are read: the passes stop at the last block (the tail's
+            # statistics come from a forward pass of the compressed model below)
+            record = self._record_chain(out, digests, stop_at_last=True)
             carried = record.first_inputs()
             if dense is None:
                 dense = record.first_inputs()
