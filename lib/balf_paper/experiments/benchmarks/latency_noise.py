@@ -106,7 +106,7 @@ def render_markdown(results: dict[str, Any]) -> str:
 
 
 def _subjects(names: Sequence[str]) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
-    from balf_paper.experiments.datasets import benchmark_model, experiment_model
+    from balf_paper.experiments.tasks.image.data import benchmark_model, experiment_model
 
     out = []
     for name in names:
