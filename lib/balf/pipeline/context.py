@@ -365,32 +365,18 @@ class CompressionContext:
             BALFError: there is no calibration data (only statistics).
         """
         d = self.data
-        if d.data is None:
-            raise BALFError(
-                "the sensitivity objective measures the model's output on calibration samples: "
-                "pass calibration data (not only Statistics), or give the weights"
-            )
         memo = (objective.probe_keep, objective.probe_samples, objective.divergence,
                 objective.estimator, tuple(c.name for c in candidates))  # fmt: skip
-        if memo in self._sensitivities:
-            return self._sensitivities[memo]
-        decompositions = self.decompositions(True)
         estimate = _SENSITIVITY_ESTIMATORS[objective.estimator]
 
         def measure(data):
             return estimate(
-                self.model, candidates, self.targets, self.aliases, decompositions, data,
-                objective, forward=d.forward, batch_size=d.batch_size,
+                self.model, candidates, self.targets, self.aliases, self.decompositions(True),
+                data, objective, forward=d.forward, batch_size=d.batch_size,
                 max_batches=d.max_batches, progress=d.progress,
             )  # fmt: skip
 
-        with self.timed("sensitivity"):
-            weights, d.data = load_or_measure_sensitivities(
-                self.cache, self.model, candidates, self.statistics, d.data, objective, measure,
-                batch_size=d.batch_size, max_batches=d.max_batches, forward=d.forward,
-            )  # fmt: skip
-        self._sensitivities[memo] = weights
-        return weights
+        return self._measured_once(memo, "sensitivity", candidates, objective, measure)
 
     def layer_damage(
         self, candidates: list[LayerCandidate], objective: DamageObjective
@@ -403,36 +389,47 @@ class CompressionContext:
             BALFError: there is no calibration data (only statistics).
         """
         d = self.data
-        if d.data is None:
-            raise BALFError(
-                "the damage objective measures the model's output on calibration samples: "
-                "pass calibration data (not only Statistics)"
-            )
-        memo = ("damage", objective.probe_keeps, objective.probe_samples, objective.divergence,
-                tuple(c.name for c in candidates))  # fmt: skip
-        if memo in self._sensitivities:
-            return self._sensitivities[memo]
-        decompositions = self.decompositions(True)
+        settings = ["damage", list(objective.probe_keeps), objective.probe_samples,
+                    objective.divergence]  # fmt: skip
+        memo = (*map(str, settings), tuple(c.name for c in candidates))
 
         def measure(data):
             return fisher_damage(
-                self.model, candidates, self.targets, decompositions, data,
+                self.model, candidates, self.targets, self.decompositions(True), data,
                 objective.probe_keeps, samples=objective.probe_samples,
                 divergence=objective.divergence, forward=d.forward, batch_size=d.batch_size,
                 max_batches=d.max_batches,
             )  # fmt: skip
 
-        settings = ["damage", list(objective.probe_keeps), objective.probe_samples,
-                    objective.divergence]  # fmt: skip
-        with self.timed("sensitivity"):
-            damage, d.data = load_or_measure_sensitivities(
-                self.cache, self.model, candidates, self.statistics, d.data, objective, measure,
-                batch_size=d.batch_size, max_batches=d.max_batches, forward=d.forward,
-                settings=settings,
-            )  # fmt: skip
-        damage = {n: [tuple(map(float, p)) for p in pts] for n, pts in damage.items()}
-        self._sensitivities[memo] = damage
-        return damage
+        damage = self._measured_once(memo, "damage", candidates, objective, measure, settings)
+        return {n: [tuple(map(float, p)) for p in pts] for n, pts in damage.items()}
+
+    def _measured_once(
+        self,
+        memo: tuple,
+        what: str,
+        candidates: list[LayerCandidate],
+        objective: Any,
+        measure: Callable[[Iterable | Tensor], dict[str, Any]],
+        settings: list | None = None,
+    ) -> dict[str, Any]:
+        """What ``measure(data)`` measures of the layers, once per ``memo`` and from the cache
+        when it holds it (keyed by ``settings``, default the sensitivity probe settings)."""
+        d = self.data
+        if d.data is None:
+            raise BALFError(
+                f"the {what} objective measures the model's output on calibration samples: "
+                "pass calibration data (not only Statistics), or give what it measures"
+            )
+        if memo not in self._sensitivities:
+            with self.timed("sensitivity"):
+                measured, d.data = load_or_measure_sensitivities(
+                    self.cache, self.model, candidates, self.statistics, d.data, objective,
+                    measure, batch_size=d.batch_size, max_batches=d.max_batches,
+                    forward=d.forward, settings=settings,
+                )  # fmt: skip
+            self._sensitivities[memo] = measured
+        return self._sensitivities[memo]
 
     def truncation_divergence(
         self,
