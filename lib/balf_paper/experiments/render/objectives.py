@@ -109,6 +109,9 @@ def network_table(folder: Path, modes: Sequence[str], metric: str) -> str | None
     return "\n".join(lines) + "\n"
 
 
+#: Modes whose objective measures something before allocating.
+_MEASURING = ("sensitivity", "fisher", "damage", "selected")
+
 #: The phases a cost table shows: what every mode measures once, and what it adds.
 _COST_PHASES = ("statistics", "sensitivity", "selection")
 
@@ -117,9 +120,10 @@ def cost_table(folder: Path, modes: Sequence[str]) -> str | None:
     """Seconds each mode spent measuring, from its points' timings (``None``: no timings).
 
     ``statistics`` and ``sensitivity`` (probes, first-order estimates, damage points) are paid
-    once per model and calibration set (the first point; cached after), ``selection`` per
-    budget (the mean over the points). Times are those of the run's machine (see the study's
-    README for its load).
+    once per model and calibration set (the first point; cached after): a mode run after
+    another of the same run reads them from that mode (``(earlier mode)``). ``selection`` is
+    paid per budget (the mean over the points). Times are those of the run's machine (see the
+    study's README for its load).
     """
     found = with_seeds(folder, load_mode_results(folder, modes))
     rows = []
@@ -129,8 +133,13 @@ def cost_table(folder: Path, modes: Sequence[str]) -> str | None:
             continue
         once = {k: max(float(p.timings.get(k, 0.0)) for p in points) for k in _COST_PHASES[:2]}
         per = [float(p.timings.get("selection", 0.0)) for p in points]
-        cells = [f"{once['statistics']:.1f}", f"{once['sensitivity']:.1f}" if once["sensitivity"]
-                 else "—", f"{sum(per) / len(per):.1f}" if any(per) else "—"]  # fmt: skip
+        measures = any(m in mode for m in _MEASURING)
+        cells = [
+            f"{once['statistics']:.1f}" if once["statistics"] else "(earlier mode)",
+            f"{once['sensitivity']:.1f}" if once["sensitivity"]
+            else ("(earlier mode)" if measures else "—"),
+            f"{sum(per) / len(per):.1f}" if any(per) else "—",
+        ]  # fmt: skip
         rows.append(f"| {mode_label(mode)} | " + " | ".join(cells) + " |")
     if not rows:
         return None
