@@ -113,9 +113,9 @@ class _Tap:
             returned = output
         else:
             returned = None
-        lead = self.rows_like()
 
         def add(grad: Tensor) -> None:
+            lead = self.rows_like()  # set once the model's output is known, before backward
             if [x._version for x in inputs if isinstance(x, Tensor)] != versions:
                 raise BALFError(
                     f"layer {self.name!r}: an in-place operation changed its input after it ran; "
