@@ -26,10 +26,10 @@ blocks, a projection used before and after the chain).
    several places are factorized first (with their whole-model statistics), every block's
    arguments are recorded again on that model, and then for each block: statistics on its inputs
    (which come from the blocks already compressed), decomposition, factorization at the ranks of
-   step 1, then the compressed block runs to give the next block's inputs. When no layer before
-   the first block (nor one called in several places) is replaced and there is no refit, the
-   first block's inputs are those of step 1, and its decompositions are step 1's: the block only
-   runs, compressed (once per compressor: a later config recalibrates the block). Layers after
+   step 1, then the compressed block runs to give the next block's inputs. (Reusing step 1's
+   decompositions for the first block, whose inputs are the same when nothing before it is
+   replaced, is implemented but off: it costs one block of float64 decompositions held on the
+   CPU for a saving within measurement noise; ``BlockRunner._reuse_first_block``.) Layers after
    the last block are calibrated on one forward pass of the compressed model (a head that reads
    earlier blocks' outputs, or the batch, sees what it reads).
 
@@ -45,12 +45,10 @@ recording pass, on the model with the layers before the chain already factorized
 Memory: the model's weights; the recorded arguments of every block for every calibration batch
 (each distinct tensor once per batch: a mask or position embeddings shared by the blocks once) and
 the carried outputs at one block boundary, on ``activation_device`` (e.g. 32 × 512 tokens × 2048
-× 4 bytes = 134 MB of hidden states); one block's Gram matrices and decompositions; the first
-block's decompositions (on the CPU, from the allocation pass until the propagation pass is done
-with the first block; not with a refit); the energy curves. Time: per pass one forward pass of
-the model plus about two block forward passes of statistics and one of the compressed blocks
-(one fewer of statistics where the first block's decompositions are reused), and one more forward
-pass for the layers after the chain; one round of eigenvalues (the allocation pass) and one of
+× 4 bytes = 134 MB of hidden states); one block's Gram matrices and decompositions; the energy
+curves. Time: per pass one forward pass of the model (the propagation pass's stops at the last
+block) plus about two block forward passes of statistics and one of the compressed blocks, and one
+more forward pass for the layers after the chain; one round of eigenvalues (the allocation pass) and one of
 decompositions.
 
 **Anchored refit** (``BlockByBlock(refit=balf.AnchoredRefit(beta, ridge, ...))``, see
