@@ -336,3 +336,15 @@ def test_block_refit_and_fisher_sweep(wikitext, tmp_path):
         assert point["layer_params_ratio"] <= 0.7 + 1e-9
     fisher = json.loads((out / "whole" / "params_auto_fisher" / "results.json").read_text())
     assert fisher["config"]["objective_options"] == {"probe_samples": 2}
+
+
+def test_probe_samples_reach_the_objectives_a_selection_measures():
+    import balf
+    from balf_paper.experiments.sweep.methods import has_objective_options, with_objective_options
+
+    options = {"probe_samples": 3}
+    assert has_objective_options("params_auto_selected", options)
+    config = with_objective_options(balf.config_for_mode("params_auto_selected", 0.5), options)
+    samples = {c.name: getattr(c, "probe_samples", None) for c in config.objective.choices}
+    assert samples == {"energy": None, "log_energy": None, "fisher": 3, "damage": 3}
+    assert config.objective.samples == 128  # the selection's own scoring samples are its own

@@ -47,9 +47,9 @@ Memory: the model's weights; the recorded arguments of every block for every cal
 the carried outputs at one block boundary, on ``activation_device`` (e.g. 32 × 512 tokens × 2048
 × 4 bytes = 134 MB of hidden states); one block's Gram matrices and decompositions; the energy
 curves. Time: per pass one forward pass of the model (the propagation pass's stops at the last
-block) plus about two block forward passes of statistics and one of the compressed blocks, and one
-more forward pass for the layers after the chain; one round of eigenvalues (the allocation pass) and one of
-decompositions.
+block) plus about two block forward passes of statistics and one of the compressed blocks, and
+one more forward pass for the layers after the chain; one round of eigenvalues (the allocation
+pass) and one of decompositions.
 
 **Anchored refit** (``BlockByBlock(refit=balf.AnchoredRefit(beta, ridge, ...))``, see
 :mod:`balf.pipeline.block_refit`): the propagation pass also carries the dense model's hidden

@@ -131,22 +131,40 @@ def method_for(config: SweepConfig, knob: float, compressor: Compressor | None) 
     return with_objective_options(method, config.objective_options)
 
 
+def _has_fields(objective: Any, options: dict[str, Any]) -> bool:
+    return set(options) <= {f.name for f in dataclasses.fields(objective)}
+
+
+def _with_options(objective: Any, options: dict[str, Any]) -> Any:
+    """``objective`` with ``options`` set where it has them; a selection's choices each get
+    those they have (``--probe-samples`` reaches the objectives a selection measures)."""
+    if isinstance(objective, balf.SelectedObjective):
+        choices = tuple(_with_options(c, options) for c in objective.choices)
+        return dataclasses.replace(objective, choices=choices)
+    if not _has_fields(objective, options):
+        return objective
+    return dataclasses.replace(objective, **options)
+
+
 def has_objective_options(mode: str, options: dict[str, Any]) -> bool:
-    """Whether ``mode``'s allocation objective has every field of ``options``."""
+    """Whether ``mode``'s allocation objective (or one a selection chooses among) has every
+    field of ``options``."""
     objective = getattr(mode_spec(mode).make(0.5), "objective", None)
-    names = {f.name for f in dataclasses.fields(objective)} if objective is not None else set()
-    return bool(options) and set(options) <= names
+    if not options or objective is None:
+        return False
+    if isinstance(objective, balf.SelectedObjective):
+        return any(_has_fields(c, options) for c in objective.choices)
+    return _has_fields(objective, options)
 
 
 def with_objective_options(method: MethodConfig, options: dict[str, Any]) -> MethodConfig:
     """``method`` with its objective's fields set from ``options`` (unchanged when its objective
-    lacks one of them)."""
+    lacks one of them; a selection's choices each get those they have)."""
     objective = getattr(method, "objective", None)
     if not options or objective is None:
         return method
-    if not set(options) <= {f.name for f in dataclasses.fields(objective)}:
-        return method
-    return dataclasses.replace(method, objective=dataclasses.replace(objective, **options))
+    updated = _with_options(objective, options)
+    return method if updated is objective else dataclasses.replace(method, objective=updated)
 
 
 def _params_ratio(candidates: list[LayerCandidate], ranks: list[int]) -> float:
