@@ -120,9 +120,9 @@ class BlockRunner:
 
     #: Whether the allocation pass keeps the first block's decompositions for the propagation
     #: pass to install (bit-identical, one block's statistics and decompositions fewer). Off:
-    #: measured at hidden 2048 (``block_scale``, commit 2ad3ca5) the kept float64 decompositions
-    #: raised the block-by-block peak from 0.65 to 1.62 GiB above the 1.25 GiB of weights for a
-    #: time saving within the run-to-run spread (8.93× a forward pass against 7.76–9.07×).
+    #: measured at hidden 2048, 8 × 512 tokens (``block_scale``), on it 8.93× a forward pass and
+    #: 1.62 GiB above the weights (commit 2ad3ca5), off 9.19× and 1.52 GiB (0f16506): no time
+    #: saving beyond the run-to-run spread, for one block of float64 decompositions held.
     _reuse_first_block: ClassVar[bool] = False
 
     def __init__(self, strategy: BlockOptions, context: CompressionContext) -> None:

@@ -8,6 +8,7 @@ rows and legends; modes without a display come after, in registration order.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from balf.ranks.modes import _UNSET, registered_modes
@@ -141,9 +142,17 @@ for _mode, _display in (
 
 
 def display_of(mode: str) -> ModeDisplay | None:
-    """The display of ``mode`` (or the one a balf 0.1 ``Mode`` declared), ``None`` if none."""
+    """The display of ``mode`` (or the one a balf 0.1 ``Mode`` declared), ``None`` if none; a
+    ``<mode>+refit`` run folder without its own display shows as its mode's, "+ refit" added
+    before the budget in parentheses."""
     if mode in _DISPLAYS:
         return _DISPLAYS[mode]
+    base, refit, _ = mode.partition("+refit")
+    if refit and base in _DISPLAYS:
+        shown = _DISPLAYS[base]
+        head, paren, tail = shown.label.rpartition(" (")
+        label = f"{head} + refit ({tail}" if paren else f"{shown.label} + refit"
+        return dataclasses.replace(shown, label=label)
     spec = registered_modes().get(mode)
     return spec.display if spec is not None else None
 

@@ -38,6 +38,7 @@ _IMAGE_MODES = (
     "flops_auto+refit",
     "flops_auto_sensitivity+refit",
     "flops_auto_fisher+refit",
+    "flops_auto_damage+refit",
     "flops_auto_selected+refit",
 )
 _LANGUAGE_MODES = (  # every language rule's knob is the parameter ratio
