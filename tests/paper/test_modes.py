@@ -30,6 +30,12 @@ def test_registry_order_is_the_display_order():
         "params_auto_log_energy",
         "flops_auto_log_sensitivity",
         "params_auto_log_sensitivity",
+        "flops_auto_fisher",
+        "params_auto_fisher",
+        "flops_auto_damage",
+        "params_auto_damage",
+        "flops_auto_selected",
+        "params_auto_selected",
         "energy",
         "energy_act_aware",
         "uniform",
@@ -40,7 +46,7 @@ def test_registry_order_is_the_display_order():
         "folding_r",
         "folding_none",
     ]
-    assert list(balf.MODES) == ALL_MODES[:15]
+    assert list(balf.MODES) == ALL_MODES[:21]
     assert FOLDING_MODES == {"folding_ar": "ar", "folding_r": "r", "folding_none": "none"}
 
 
