@@ -29,7 +29,9 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torch import nn
 from torchvision import datasets
 
 from balf_paper.data import CIFAR10_CLASSES
@@ -317,3 +319,32 @@ def tiny_sweep_args(data_root: Path, tmp_path: Path, calib_size: int = 8) -> lis
         *("--calib-size", str(calib_size), "--eval-size", "6", "--batch-size", "8"),
         *("--no-progress", "--out-root", str(tmp_path / "results"), "--cache-root", str(tmp_path)),
     ]
+
+
+#: Rank-deficient layer inputs ``(name, make_layer(dtype), make_x(dtype))``: fewer rows than
+#: inputs, dead channels, duplicated features, no signal at all (spectra and energies tests).
+RANK_DEFICIENT = [
+    (
+        "fewer-rows-than-D",
+        lambda dt: nn.Linear(12, 9, dtype=dt),
+        lambda dt: torch.randn(5, 12, dtype=dt),
+    ),
+    (
+        "dead-channels",
+        lambda dt: nn.Conv2d(4, 6, 3, padding=1, dtype=dt),
+        lambda dt: (
+            torch.randn(3, 4, 6, 6, dtype=dt)
+            * torch.tensor([1.0, 0, 1, 0], dtype=dt).view(1, 4, 1, 1)
+        ),
+    ),
+    (
+        "duplicated-features",
+        lambda dt: nn.Linear(8, 10, dtype=dt),
+        lambda dt: torch.randn(30, 4, dtype=dt).repeat(1, 2),
+    ),
+    (
+        "all-zero-inputs",
+        lambda dt: nn.Linear(6, 5, bias=False, dtype=dt),
+        lambda dt: torch.zeros(7, 6, dtype=dt),
+    ),
+]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _fixtures import RANK_DEFICIENT
 from torch import nn
 
 import balf
@@ -105,30 +106,7 @@ CASES = [
         lambda dt: nn.Conv2d(4, 8, 3, groups=2, padding=1, dtype=dt),
         lambda dt: _scaled_channel(torch.randn(3, 4, 6, 6, dtype=dt), 2, 1e-6),
     ),
-    # rank-deficient: fewer rows than D, dead channels, duplicated features, no signal at all
-    (
-        "fewer-rows-than-D",
-        lambda dt: nn.Linear(12, 9, dtype=dt),
-        lambda dt: torch.randn(5, 12, dtype=dt),
-    ),
-    (
-        "dead-channels-conv2d",
-        lambda dt: nn.Conv2d(4, 6, 3, padding=1, dtype=dt),
-        lambda dt: (
-            torch.randn(3, 4, 6, 6, dtype=dt)
-            * torch.tensor([1.0, 0, 1, 0], dtype=dt).view(1, 4, 1, 1)
-        ),
-    ),
-    (
-        "duplicated-features",
-        lambda dt: nn.Linear(8, 10, dtype=dt),
-        lambda dt: torch.randn(30, 4, dtype=dt).repeat(1, 2),
-    ),
-    (
-        "all-zero-inputs",
-        lambda dt: nn.Linear(6, 5, bias=False, dtype=dt),
-        lambda dt: torch.zeros(7, 6, dtype=dt),
-    ),
+    *RANK_DEFICIENT,
 ]
 IDS = [c[0] for c in CASES]
 

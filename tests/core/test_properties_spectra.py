@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _fixtures import RANK_DEFICIENT
 from torch import nn
 
 import balf
@@ -43,32 +44,6 @@ ILL_CONDITIONED = [
     ),
 ]
 
-# rank-deficient data (fewer rows than inputs, dead channels, duplicated features)
-RANK_DEFICIENT = [
-    (
-        "fewer-rows-than-D",
-        lambda dt: nn.Linear(12, 9, dtype=dt),
-        lambda dt: torch.randn(5, 12, dtype=dt),
-    ),
-    (
-        "dead-channels",
-        lambda dt: nn.Conv2d(4, 6, 3, padding=1, dtype=dt),
-        lambda dt: (
-            torch.randn(3, 4, 6, 6, dtype=dt)
-            * torch.tensor([1.0, 0, 1, 0], dtype=dt).view(1, 4, 1, 1)
-        ),
-    ),
-    (
-        "duplicated-features",
-        lambda dt: nn.Linear(8, 10, dtype=dt),
-        lambda dt: torch.randn(30, 4, dtype=dt).repeat(1, 2),
-    ),
-    (
-        "all-zero-inputs",
-        lambda dt: nn.Linear(6, 5, bias=False, dtype=dt),
-        lambda dt: torch.zeros(7, 6, dtype=dt),
-    ),
-]
 
 ALL = ILL_CONDITIONED + RANK_DEFICIENT
 IDS = [c[0] for c in ALL]
