@@ -206,8 +206,14 @@ def test_damage_objective_compresses_within_budget_and_reports_its_points(tmp_pa
     small, report = balf.compress(model, x, config, cache=balf.Cache(tmp_path), progress=False)
     assert report.achieved <= report.budget * (1 + 1e-12)
     assert set(report.objective["damage"]) == {"0", "2", "4"}
-    for points in report.objective["damage"].values():
-        assert 1 <= len(points) <= 2 and all(d >= 0 and 0 < lost <= 1 for lost, d in points)
+    candidates = balf.Compressor(model, x, progress=False).candidates(True)
+    for cand in candidates:
+        # one point per distinct probe rank, at the energy that rank loses
+        ranks = sorted({probe_rank(cand, k) for k in (0.25, 0.5)})
+        lost = [1 - float(cand.energies[r - 1]) for r in ranks]
+        points = report.objective["damage"][cand.name]
+        assert [p[0] for p in points] == pytest.approx(lost)
+        assert all(d >= 0 for _, d in points)
     _, again = balf.compress(model, x, config, cache=balf.Cache(tmp_path), progress=False)
     assert again.objective["damage"] == report.objective["damage"]  # from the cache
     assert config_for_mode("flops_auto_damage", 0.5).objective == DamageObjective()
