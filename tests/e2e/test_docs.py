@@ -84,7 +84,8 @@ def test_the_documentation_is_every_page():
 def registries():
     """Registrations a page makes (a toy metric, layer kind, mode) are undone afterwards."""
     from balf.layers import kind
-    from balf.ranks import costs, modes, objectives
+    from balf.ranks import costs, modes
+    from balf.ranks.objectives import base as objectives
     from balf_paper.experiments import modes as displays
 
     held = [
