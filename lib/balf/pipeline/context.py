@@ -17,11 +17,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from balf._device import model_device
-from balf._eval_mode import eval_mode
 from balf.calibration.batches import as_call, batch_size_of, split_batches, to_device
 from balf.calibration.example_input import first_example, measure_rows
 from balf.calibration.statistics import Statistics, check_statistics
@@ -31,33 +29,18 @@ from balf.decomposition import LayerDecomposition
 from balf.errors import BALFError
 from balf.io.cache import Cache
 from balf.layers.attention import temporarily_unpacked
-from balf.layers.factorize import factorize_layer
 from balf.layers.geometry import Side
 from balf.layers.selection import LayerSelection
 from balf.pipeline.baseline import BaselineCounts
 from balf.pipeline.cached import load_or_collect_statistics, load_or_decompose
 from balf.pipeline.input_checks import check_latency_example
-from balf.pipeline.sensitivity import (
-    OutputProbe,
-    load_or_measure_sensitivities,
-    measure_sensitivities,
-    probe_batches,
-    runner,
-)
-from balf.pipeline.sensitivity_fisher import estimate_fisher_sensitivities, fisher_damage
+from balf.pipeline.objective_measurements import ObjectiveMeasurements
 from balf.pipeline.shape_check import LayerShapeError, value_errors
-from balf.ranks.costs import LayerCandidate
 from balf.ranks.latency.source import LatencySource
 from balf.ranks.latency.table import LatencyTable
-from balf.ranks.objectives import DamageObjective, SensitivityObjective
 
 __all__ = ["CompressionContext", "DataOptions"]
 
-#: How each :data:`balf.ranks.objectives.ESTIMATORS` entry obtains the sensitivity weights.
-_SENSITIVITY_ESTIMATORS = {
-    "probe": measure_sensitivities,
-    "fisher": estimate_fisher_sensitivities,
-}
 
 Forward = Callable[[nn.Module, Any], Any]
 
@@ -85,7 +68,7 @@ class DataOptions:
     progress: bool = True
 
 
-class CompressionContext:
+class CompressionContext(ObjectiveMeasurements):
     """The model, its chosen layers, the calibration data and what is measured once on them.
 
     Args:
@@ -120,10 +103,7 @@ class CompressionContext:
         self._statistics: Statistics | None = None
         self._decompositions: dict[bool, dict[str, LayerDecomposition]] = {}
         self._rows: dict[str, float] | None = None
-        self._sensitivities: dict[tuple, dict[str, float]] = {}
-        self._probes: dict[tuple, OutputProbe] = {}
-        #: the last :class:`~balf.ranks.objectives.SelectedObjective` choice (reset per compress)
-        self.objective_selection: dict[str, Any] | None = None
+        ObjectiveMeasurements.__init__(self)
         self._value_errors: dict[str, str] | None = None
         if statistics is not None:
             self._check_statistics(statistics)
@@ -351,141 +331,6 @@ class CompressionContext:
             )
         check_latency_example(*call, self.data.forward)
         return call[0]
-
-    # -- allocation objectives ---------------------------------------------------------------------
-
-    def layer_sensitivities(
-        self, candidates: list[LayerCandidate], objective: SensitivityObjective
-    ) -> dict[str, float]:
-        """Measured sensitivity weights of ``candidates`` (:mod:`balf.pipeline.sensitivity`),
-        from the cache when it holds them, measured once per probe setting; the time is
-        reported as ``timings["sensitivity"]``.
-
-        Raises:
-            BALFError: there is no calibration data (only statistics).
-        """
-        d = self.data
-        memo = (objective.probe_keep, objective.probe_samples, objective.divergence,
-                objective.estimator, tuple(c.name for c in candidates))  # fmt: skip
-        estimate = _SENSITIVITY_ESTIMATORS[objective.estimator]
-
-        def measure(data):
-            return estimate(
-                self.model, candidates, self.targets, self.aliases, self.decompositions(True),
-                data, objective, forward=d.forward, batch_size=d.batch_size,
-                max_batches=d.max_batches, progress=d.progress,
-            )  # fmt: skip
-
-        return self._measured_once(memo, "sensitivity", candidates, objective, measure)
-
-    def layer_damage(
-        self, candidates: list[LayerCandidate], objective: DamageObjective
-    ) -> dict[str, list[tuple[float, float]]]:
-        """Every candidate's estimated damage points ``[(lost energy, divergence), ...]`` at
-        ``objective.probe_keeps`` (:func:`balf.pipeline.sensitivity_fisher.fisher_damage`),
-        from the cache when it holds them; the time is reported as ``timings["sensitivity"]``.
-
-        Raises:
-            BALFError: there is no calibration data (only statistics).
-        """
-        d = self.data
-        settings = ["damage", list(objective.probe_keeps), objective.probe_samples,
-                    objective.divergence]  # fmt: skip
-        memo = (*map(str, settings), tuple(c.name for c in candidates))
-
-        def measure(data):
-            return fisher_damage(
-                self.model, candidates, self.targets, self.decompositions(True), data,
-                objective.probe_keeps, samples=objective.probe_samples,
-                divergence=objective.divergence, forward=d.forward, batch_size=d.batch_size,
-                max_batches=d.max_batches,
-            )  # fmt: skip
-
-        damage = self._measured_once(memo, "damage", candidates, objective, measure, settings)
-        return {n: [tuple(map(float, p)) for p in pts] for n, pts in damage.items()}
-
-    def _measured_once(
-        self,
-        memo: tuple,
-        what: str,
-        candidates: list[LayerCandidate],
-        objective: Any,
-        measure: Callable[[Iterable | Tensor], dict[str, Any]],
-        settings: list | None = None,
-    ) -> dict[str, Any]:
-        """What ``measure(data)`` measures of the layers, once per ``memo`` and from the cache
-        when it holds it (keyed by ``settings``, default the sensitivity probe settings)."""
-        d = self.data
-        if d.data is None:
-            raise BALFError(
-                f"the {what} objective measures the model's output on calibration samples: "
-                "pass calibration data (not only Statistics), or give what it measures"
-            )
-        if memo not in self._sensitivities:
-            with self.timed("sensitivity"):
-                measured, d.data = load_or_measure_sensitivities(
-                    self.cache, self.model, candidates, self.statistics, d.data, objective,
-                    measure, batch_size=d.batch_size, max_batches=d.max_batches,
-                    forward=d.forward, settings=settings,
-                )  # fmt: skip
-            self._sensitivities[memo] = measured
-        return self._sensitivities[memo]
-
-    def truncation_divergence(
-        self,
-        candidates: list[LayerCandidate],
-        ranks: list[int],
-        samples: int | None,
-        divergence: str = "auto",
-    ) -> tuple[float, float]:
-        """How far the model's outputs move from the dense model's on the first ``samples``
-        calibration samples with every layer that ``ranks`` factorizes truncated (whole-model
-        activation-aware factors; the model is put back afterwards): ``(disagreement,
-        divergence)`` (:meth:`balf.pipeline.sensitivity.OutputProbe.scores`: the fraction of
-        samples whose top class changes, for per-sample logits, else 0; and the mean
-        divergence). The time is reported as ``timings["selection"]``.
-
-        Raises:
-            BALFError: there is no calibration data (only statistics).
-        """
-        d = self.data
-        if d.data is None:
-            raise BALFError(
-                "scoring an allocation runs the model on calibration samples: pass calibration "
-                "data (not only Statistics)"
-            )
-        if not isinstance(d.data, Tensor) and iter(d.data) is d.data:
-            raise BALFError(
-                "scoring an allocation reads the calibration data again: pass a re-iterable (a "
-                "tensor, a list or a DataLoader), not a one-shot iterator"
-            )
-        with self.timed("selection"):
-            key = (samples, divergence)
-            if key not in self._probes:
-                device = model_device(self.model)
-                batches = probe_batches(
-                    d.data, samples, device, batch_size=d.batch_size, max_batches=d.max_batches
-                )
-                with eval_mode(self.model), torch.no_grad():
-                    self._probes[key] = OutputProbe(self.model, batches, runner(d.forward),
-                                                    divergence)  # fmt: skip
-            probe = self._probes[key]
-            decompositions = self.decompositions(True)
-            swapped = []
-            with eval_mode(self.model), temporarily_unpacked(self.model), torch.no_grad():
-                try:
-                    for c, rank in zip(candidates, ranks, strict=True):
-                        if c.cost.is_cheaper(rank):  # what the compression replaces
-                            dense = self.targets[c.name]
-                            small = factorize_layer(dense, decompositions[c.name], int(rank))
-                            for alias in self.aliases[c.name]:
-                                self.model.set_submodule(alias, small)
-                            swapped.append((c.name, dense))
-                    return probe.scores()
-                finally:
-                    for name, dense in swapped:
-                        for alias in self.aliases[name]:
-                            self.model.set_submodule(alias, dense)
 
     # -- timings -------------------------------------------------------------------------------
 
